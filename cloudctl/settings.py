@@ -1,0 +1,167 @@
+"""cloudctl settings, read from the environment (12-factor).
+
+Every value has a default that is safe for the embedded run on one machine (SQLite, local S3/STS, secrets
+generated once into the state directory). Production sets the environment: see README "Configuration".
+"""
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+# Where the embedded run keeps its database, generated secrets and local S3 data.
+STATE_DIR = Path(env.str("CLOUDCTL_STATE_DIR", default=str(BASE_DIR / "var")))
+
+# `manage.py dev` writes the local S3/STS endpoint and keys here so that every other command run on
+# this machine reaches the same server. Variables already set in the environment always win.
+EMBEDDED_ENV_FILE = STATE_DIR / "embedded.env"
+if EMBEDDED_ENV_FILE.exists():
+    environ.Env.read_env(EMBEDDED_ENV_FILE)
+
+
+def _generated_secret(name: str) -> str:
+    """A random secret created on first use and kept in the state dir (embedded mode only)."""
+    path = STATE_DIR / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _generated_secret("django-secret-key")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "cloudctl",
+    "teams",
+    "credentials",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# One process can serve everything (embedded), only the dashboard (public address) or only the
+# private API (private network address): cloudctl.urls, cloudctl.urls_public, cloudctl.urls_private.
+ROOT_URLCONF = env.str("CLOUDCTL_URLCONF", default="cloudctl.urls")
+WSGI_APPLICATION = "cloudctl.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{STATE_DIR / 'cloudctl.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several gunicorn workers and the task worker write at once: WAL lets readers proceed, IMMEDIATE
+    # takes the write lock up front (no upgrade deadlocks) and the timeout waits for it instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = STATE_DIR / "static"
+
+# --- HTTPS and cookies ------------------------------------------------------------------------------
+# Off for the embedded run on http://localhost; production sets CLOUDCTL_HTTPS=true.
+HTTPS = env.bool("CLOUDCTL_HTTPS", default=False)
+SECURE_SSL_REDIRECT = HTTPS
+# Team instances call the private API over the private network (plain HTTP inside WireGuard).
+SECURE_REDIRECT_EXEMPT = [r"^private/"]
+SECURE_HSTS_SECONDS = env.int("CLOUDCTL_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("CLOUDCTL_SESSION_SECONDS", default=8 * 3600)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if env.bool("CLOUDCTL_BEHIND_TLS_PROXY", default=HTTPS):
+    # Fly's edge terminates TLS and forwards plain HTTP with this header.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Team tokens and credentials ---------------------------------------------------------------------
+# Signing keys, oldest first: the last one signs, all of them verify (rotation without downtime).
+TOKEN_KEYS = env.list("CLOUDCTL_TOKEN_KEYS", default=[]) or [_generated_secret("token-key")]
+BACKUP_BUCKET = env.str("CLOUDCTL_BACKUP_BUCKET", default="backups")
+BACKUP_ROLE_ARN = env.str("CLOUDCTL_BACKUP_ROLE_ARN", default="")
+CREDENTIALS_TTL = env.int("CLOUDCTL_CREDENTIALS_TTL", default=43200)
+# SourceIdentity and session tags make each team visible in CloudTrail; on AWS the role's trust policy
+# must then allow sts:SetSourceIdentity and sts:TagSession.
+STS_TRACE = env.bool("CLOUDCTL_STS_TRACE", default=True)
+STS_TIMEOUT_SECONDS = env.float("CLOUDCTL_STS_TIMEOUT", default=5.0)
+STS_RETRY_AFTER_SECONDS = env.int("CLOUDCTL_STS_RETRY_AFTER", default=10)
+
+# Private API limits, "<count>/<seconds>". Per team: all requests naming the team. Per address: only
+# bad tokens, so a whole fleet restarting behind one address with good tokens is never throttled.
+TEAM_RATE_LIMIT = env.str("CLOUDCTL_TEAM_RATE_LIMIT", default="30/3600")
+BAD_TOKEN_RATE_LIMIT = env.str("CLOUDCTL_BAD_TOKEN_RATE_LIMIT", default="20/300")
+PRIVATE_API_MAX_BODY = env.int("CLOUDCTL_PRIVATE_API_MAX_BODY", default=4096)
+# The header carrying the real client address when a proxy sits in front ("Fly-Client-IP" on Fly's edge).
+CLIENT_IP_HEADER = env.str("CLOUDCTL_CLIENT_IP_HEADER", default="")
+
+# --- Logging -----------------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("CLOUDCTL_LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # botocore at DEBUG logs request bodies and headers, session tokens included.
+        "botocore": {"level": "WARNING"},
+        "boto3": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

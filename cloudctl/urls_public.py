@@ -1,0 +1,7 @@
+"""Only the operator-facing pages: for the process on the public address."""
+
+from cloudctl.errors import handler400, handler403, handler404, handler500  # noqa: F401
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [path("admin/", admin.site.urls)]

@@ -1,0 +1,58 @@
+"""The audit trail of the private API: every issuance and every refusal, never a secret."""
+
+import logging
+from dataclasses import dataclass
+
+from django.utils.crypto import salted_hmac
+
+from teams.models import Team
+
+from .broker import IssuedCredentials
+from .models import CredentialEvent
+
+logger = logging.getLogger("cloudctl.audit")
+
+USER_AGENT_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who called: the address and user agent, as recorded."""
+
+    ip: str | None
+    user_agent: str = ""
+
+
+def token_fingerprint(token: str | None) -> str:
+    """An HMAC of a presented token: correlates repeated attempts, reveals nothing."""
+    if not token:
+        return ""
+    return salted_hmac("cloudctl.audit.token", token, algorithm="sha256").hexdigest()
+
+
+def record_issuance(team: Team, client: Client, response_format: str, issued: IssuedCredentials) -> CredentialEvent:
+    event = CredentialEvent.objects.create(
+        kind=CredentialEvent.Kind.ISSUED, team=team, client_ip=client.ip,
+        user_agent=client.user_agent[:USER_AGENT_LIMIT], response_format=response_format,
+        access_key_id=issued.access_key_id, session_name=issued.session_name, expiration=issued.expiration,
+    )
+    logger.info(
+        "credentials issued team=%s key_id=%s expires=%s ip=%s format=%s",
+        team.pk, issued.access_key_id, issued.expiration.isoformat(), client.ip, response_format,
+    )
+    return event
+
+
+def record_refusal(
+    reason: str, client: Client, *, team: Team | None = None, token: str | None = None, response_format: str = ""
+) -> CredentialEvent:
+    event = CredentialEvent.objects.create(
+        kind=CredentialEvent.Kind.REFUSED, reason=reason, team=team, client_ip=client.ip,
+        user_agent=client.user_agent[:USER_AGENT_LIMIT], response_format=response_format[:32],
+        token_fingerprint=token_fingerprint(token),
+    )
+    logger.warning(
+        "credentials refused reason=%s team=%s ip=%s fingerprint=%s",
+        reason, team.pk if team else "-", client.ip, event.token_fingerprint[:16] or "-",
+    )
+    return event

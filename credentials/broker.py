@@ -1,0 +1,96 @@
+"""The STS broker: one AssumeRole per exchange, confined by the team's session policy.
+
+boto3 is configured the standard way (AWS_* variables, AWS_ENDPOINT_URL for a local server), so the same
+code talks to AWS in production and to SeaweedFS on a laptop.
+"""
+
+import functools
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from teams.models import Team
+
+from .policy import policy_document, team_session_policy
+
+logger = logging.getLogger(__name__)
+
+MAX_ROLE_SESSION_NAME = 64
+
+
+class BrokerUnavailable(Exception):
+    """STS could not issue credentials. The message is safe to show; AWS's own text is never passed on."""
+
+
+@dataclass(frozen=True)
+class IssuedCredentials:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    expiration: datetime
+    s3_folder: str
+    session_name: str
+
+
+@functools.cache
+def sts_client():
+    """One client per process: creating one costs tens of milliseconds, and clients are thread-safe."""
+    return boto3.session.Session().client(
+        "sts",
+        config=Config(
+            connect_timeout=settings.STS_TIMEOUT_SECONDS,
+            read_timeout=settings.STS_TIMEOUT_SECONDS,
+            retries={"mode": "standard", "max_attempts": 2},
+        ),
+    )
+
+
+def role_session_name(team: Team) -> str:
+    """`cloudctl-team-<id>-<random>`: shows up in CloudTrail and in `aws:userid` for per-team revocation."""
+    name = f"cloudctl-team-{team.pk}-{secrets.token_hex(4)}"
+    assert len(name) <= MAX_ROLE_SESSION_NAME
+    return name
+
+
+def assume_team_role(team: Team) -> IssuedCredentials:
+    if not settings.BACKUP_ROLE_ARN:
+        logger.error("CLOUDCTL_BACKUP_ROLE_ARN is not set; cannot issue credentials")
+        raise BrokerUnavailable("credentials are not configured")
+    session_name = role_session_name(team)
+    request = {
+        "RoleArn": settings.BACKUP_ROLE_ARN,
+        "RoleSessionName": session_name,
+        "DurationSeconds": settings.CREDENTIALS_TTL,
+        "Policy": policy_document(team_session_policy(settings.BACKUP_BUCKET, team.pk)),
+    }
+    if settings.STS_TRACE:
+        request["SourceIdentity"] = f"cloudctl-team-{team.pk}"
+        request["Tags"] = [{"Key": "cloudctl-team", "Value": str(team.pk)}]
+    try:
+        response = sts_client().assume_role(**request)
+    except ClientError as error:
+        # AWS messages can name the account and role: log the code and request id only.
+        meta = error.response.get("ResponseMetadata", {})
+        logger.error(
+            "AssumeRole failed for team %s: %s (HTTP %s, request id %s)", team.pk,
+            error.response.get("Error", {}).get("Code", "unknown"), meta.get("HTTPStatusCode"), meta.get("RequestId"),
+        )
+        raise BrokerUnavailable("credentials are temporarily unavailable") from None
+    except BotoCoreError as error:
+        logger.error("AssumeRole failed for team %s: %s", team.pk, type(error).__name__)
+        raise BrokerUnavailable("credentials are temporarily unavailable") from None
+    credentials = response["Credentials"]
+    return IssuedCredentials(
+        access_key_id=credentials["AccessKeyId"],
+        secret_access_key=credentials["SecretAccessKey"],
+        session_token=credentials["SessionToken"],
+        expiration=credentials["Expiration"],
+        s3_folder=f"s3://{settings.BACKUP_BUCKET}/{team.storage_prefix}",
+        session_name=session_name,
+    )

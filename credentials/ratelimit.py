@@ -1,0 +1,62 @@
+"""Rate limits for the private API, counted from the audit trail.
+
+Counting audit rows needs no extra infrastructure and is shared by every process and worker that writes
+the same database, which an in-process counter would not be.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from .models import CredentialEvent
+
+Reason = CredentialEvent.Reason
+# Only these count against an address: a good token from a busy address never does.
+BAD_TOKEN_REASONS = [Reason.MALFORMED, Reason.BAD_SIGNATURE, Reason.BAD_PAYLOAD, Reason.UNKNOWN_TEAM, Reason.REVOKED]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    count: int
+    seconds: int
+
+    @classmethod
+    def parse(cls, text: str) -> "RateLimit":
+        """`"<count>/<seconds>"`, e.g. `"30/3600"`."""
+        try:
+            count, seconds = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ImproperlyConfigured(f"rate limit {text!r} is not '<count>/<seconds>'") from None
+        if count < 1 or seconds < 1:
+            raise ImproperlyConfigured(f"rate limit {text!r} must have a positive count and window")
+        return cls(count, seconds)
+
+    def window_start(self):
+        return timezone.now() - timedelta(seconds=self.seconds)
+
+
+def team_limit() -> RateLimit:
+    return RateLimit.parse(settings.TEAM_RATE_LIMIT)
+
+
+def address_limit() -> RateLimit:
+    return RateLimit.parse(settings.BAD_TOKEN_RATE_LIMIT)
+
+
+def team_is_over_limit(team_id: int) -> bool:
+    limit = team_limit()
+    recent = CredentialEvent.objects.filter(team_id=team_id, created_at__gte=limit.window_start())
+    return recent.count() >= limit.count
+
+
+def address_is_over_limit(ip: str | None) -> bool:
+    if ip is None:
+        return False
+    limit = address_limit()
+    recent = CredentialEvent.objects.filter(
+        client_ip=ip, reason__in=BAD_TOKEN_REASONS, created_at__gte=limit.window_start()
+    )
+    return recent.count() >= limit.count

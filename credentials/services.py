@@ -1,0 +1,84 @@
+"""The credential exchange: token in, confined STS credentials out, every step audited."""
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from teams.models import Team
+
+from . import ratelimit
+from .audit import Client, record_issuance, record_refusal
+from .broker import BrokerUnavailable, IssuedCredentials, assume_team_role
+from .formats import RENDERERS
+from .models import CredentialEvent
+from .tokens import InvalidToken, TeamDisabled, verify_team_token
+
+logger = logging.getLogger(__name__)
+Reason = CredentialEvent.Reason
+# One message for every bad token, so a caller cannot tell forged from revoked or unknown.
+INVALID_TOKEN_MESSAGE = "invalid token"
+
+
+class ExchangeRefused(Exception):
+    """A refusal to answer with `status` and a message that is safe to show the caller."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Exchange:
+    team: Team
+    credentials: IssuedCredentials
+
+
+def refuse(status: int, message: str, reason: str, client: Client, *, retry_after: int | None = None,
+           **audit) -> ExchangeRefused:
+    """Record a refusal and build the exception to raise."""
+    record_refusal(reason, client, **audit)
+    return ExchangeRefused(status, message, retry_after=retry_after)
+
+
+def exchange_token(token: str | None, response_format: str, client: Client) -> Exchange:
+    """Swap a team token for STS credentials confined to the team's prefix; raise ExchangeRefused."""
+    audit = {"token": token, "response_format": response_format}
+    if response_format not in RENDERERS:
+        raise refuse(400, f"unknown format; use one of: {', '.join(RENDERERS)}", Reason.BAD_REQUEST, client, **audit)
+    if not token:
+        raise refuse(401, "missing token", Reason.MISSING_TOKEN, client, **audit)
+    try:
+        team = verify_team_token(token)
+    except InvalidToken as invalid:
+        if ratelimit.address_is_over_limit(client.ip):
+            limit = ratelimit.address_limit()
+            raise refuse(429, "too many invalid tokens from this address", Reason.ADDRESS_RATE_LIMITED, client,
+                         team=invalid.team, retry_after=limit.seconds, **audit) from None
+        raise refuse(401, INVALID_TOKEN_MESSAGE, invalid.reason, client, team=invalid.team, **audit) from None
+    except TeamDisabled as disabled:
+        raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, team=disabled.team, **audit) from None
+    if ratelimit.team_is_over_limit(team.pk):
+        limit = ratelimit.team_limit()
+        raise refuse(429, "too many credential requests for this team", Reason.TEAM_RATE_LIMITED, client,
+                     team=team, retry_after=limit.seconds, **audit)
+    try:
+        issued = assume_team_role(team)
+    except BrokerUnavailable as unavailable:
+        raise refuse(503, str(unavailable), Reason.STS_UNAVAILABLE, client, team=team,
+                     retry_after=settings.STS_RETRY_AFTER_SECONDS, **audit) from None
+    try:
+        record_issuance(team, client, response_format, issued)
+    except DatabaseError:
+        # Fail closed: credentials that could not be recorded are never handed out.
+        logger.exception("could not record an issuance for team %s; credentials withheld", team.pk)
+        raise ExchangeRefused(503, "credentials are temporarily unavailable",
+                              retry_after=settings.STS_RETRY_AFTER_SECONDS) from None
+    return Exchange(team=team, credentials=issued)
+
+
+def render_credentials(exchange: Exchange, response_format: str) -> dict:
+    return RENDERERS[response_format](exchange.credentials)

@@ -1,0 +1,75 @@
+"""Team tokens: signed (not encrypted) `{"team": <id>, "gen": <generation>}`.
+
+The token is what a team's instance holds (a Fly secret). Nothing in the database can reproduce it without
+the signing keys, and bumping the team's generation revokes it at once.
+"""
+
+import hmac
+import re
+
+from django.conf import settings
+from django.db.models import F
+from itsdangerous import BadData, URLSafeSerializer
+
+from teams.models import Team
+
+# Separates this purpose from every other signer that might share a key (cookies, Django signing).
+SALT = "cloudctl.team-token.v1"
+# Real tokens are ~60 characters of URL-safe base64; anything else is refused before any parsing.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-.]{8,512}")
+
+
+class InvalidToken(Exception):
+    """The token does not name a team's current generation. `reason` is for the audit trail only."""
+
+    def __init__(self, reason: str, team: Team | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.team = team
+
+
+class TeamDisabled(Exception):
+    def __init__(self, team: Team):
+        super().__init__(team.slug)
+        self.team = team
+
+
+def _serializer() -> URLSafeSerializer:
+    # A list of keys: the last signs, every one verifies.
+    return URLSafeSerializer(settings.TOKEN_KEYS, salt=SALT)
+
+
+def team_token(team: Team) -> str:
+    return _serializer().dumps({"team": team.pk, "gen": team.token_generation})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def verify_team_token(token: str) -> Team:
+    """Return the active team the token belongs to, or raise InvalidToken / TeamDisabled."""
+    if not TOKEN_SHAPE.fullmatch(token):
+        raise InvalidToken("malformed")
+    try:
+        # itsdangerous compares signatures with hmac.compare_digest.
+        payload = _serializer().loads(token)
+    except BadData:
+        raise InvalidToken("bad_signature") from None
+    if not (isinstance(payload, dict) and _is_int(payload.get("team")) and _is_int(payload.get("gen"))):
+        raise InvalidToken("bad_payload")
+    team = Team.objects.filter(pk=payload["team"]).first()
+    if team is None:
+        raise InvalidToken("unknown_team")
+    if not hmac.compare_digest(str(payload["gen"]).encode(), str(team.token_generation).encode()):
+        raise InvalidToken("revoked", team=team)
+    if not team.is_active:
+        raise TeamDisabled(team)
+    return team
+
+
+def rotate_team_token(team: Team) -> str:
+    """Revoke the team's current token and return the new one."""
+    Team.objects.filter(pk=team.pk).update(token_generation=F("token_generation") + 1)
+    team.refresh_from_db(fields=["token_generation"])
+    return team_token(team)

@@ -1,0 +1,19 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from teams.services import create_team
+
+
+class Command(BaseCommand):
+    help = "Create a team. Its slug becomes its subdomain; its id names its storage prefix team-<id>/."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("--name", default="", help="display name (default: the slug)")
+
+    def handle(self, slug, name, **options):
+        try:
+            team = create_team(slug, name)
+        except ValidationError as error:
+            raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items()))
+        self.stdout.write(f"created team {team.slug} (id {team.pk}, prefix {team.storage_prefix})")

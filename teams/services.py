@@ -1,0 +1,35 @@
+"""What can be done to a team. Commands, admin actions, views and tasks all call these."""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from .models import Team
+
+# Subdomains the service itself uses.
+RESERVED_SLUGS = frozenset({"www", "admin", "api", "app", "private", "static", "cloudctl", "mail", "status"})
+
+
+def create_team(slug: str, name: str = "") -> Team:
+    """Create a team after validating its slug; raise ValidationError with a message per field."""
+    slug = slug.strip().lower()
+    if slug in RESERVED_SLUGS:
+        raise ValidationError({"slug": f"'{slug}' is reserved."})
+    team = Team(slug=slug, name=name.strip() or slug)
+    team.full_clean()
+    with transaction.atomic():
+        team.save()
+    return team
+
+
+def set_team_status(team: Team, status: str) -> Team:
+    """Enable or disable a team; a disabled team gets no credentials."""
+    team.status = Team.Status(status)
+    team.save(update_fields=["status", "updated_at"])
+    return team
+
+
+def get_team(slug: str) -> Team:
+    try:
+        return Team.objects.get(slug=slug)
+    except Team.DoesNotExist:
+        raise ValidationError({"slug": f"no team with slug '{slug}'."}) from None
