@@ -1,0 +1,72 @@
+import pytest
+
+from cloudctl.local_s3 import LocalS3Server, free_port_set
+from credentials.broker import sts_client
+from teams.services import create_team
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory):
+    """One real SeaweedFS (S3 + STS enforcing session policies) for the whole run."""
+    server = LocalS3Server(tmp_path_factory.mktemp("seaweedfs"), ports=free_port_set())
+    config = server.start()
+    yield config
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(local_s3, settings, monkeypatch):
+    """Points boto3 (and so the broker) at the local SeaweedFS for one test."""
+    for name, value in local_s3.client_environ().items():
+        monkeypatch.setenv(name, value)
+    settings.BACKUP_BUCKET = local_s3.bucket
+    settings.BACKUP_ROLE_ARN = local_s3.client_environ()["CLOUDCTL_BACKUP_ROLE_ARN"]
+    sts_client.cache_clear()
+    yield local_s3
+    sts_client.cache_clear()
+
+
+@pytest.fixture
+def moto_aws(settings, monkeypatch):
+    """moto's AWS: checks call shapes, enforces nothing (never use it to prove isolation)."""
+    from moto import mock_aws
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings.BACKUP_BUCKET = "moto-backups"
+    settings.BACKUP_ROLE_ARN = "arn:aws:iam::123456789012:role/TeamBackupRole"
+    sts_client.cache_clear()
+    with mock_aws():
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="moto-backups")
+        yield
+    sts_client.cache_clear()
+
+
+@pytest.fixture
+def make_team(db):
+    counter = iter(range(1, 100000))
+
+    def make(slug=None, **fields):
+        team = create_team(slug or f"team-{next(counter)}")
+        for name, value in fields.items():
+            setattr(team, name, value)
+        if fields:
+            team.save()
+        return team
+
+    return make
+
+
+@pytest.fixture
+def post_credentials(client):
+    """POST to the private API with a team token as a Bearer header."""
+
+    def post(token, *, query="", **extra):
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token is not None else {}
+        return client.post(f"/private/v1/credentials{query}", **headers, **extra)
+
+    return post

@@ -1,0 +1,24 @@
+"""Settings for the test suite: the production settings module, with an isolated environment.
+
+Nothing from the developer's shell or embedded state may leak in: a throwaway state dir, no AWS
+variables (the fixtures point boto3 at the local SeaweedFS or at moto), fixed token keys.
+"""
+
+import os
+import tempfile
+
+os.environ["CLOUDCTL_STATE_DIR"] = tempfile.mkdtemp(prefix="cloudctl-test-state-")
+for name in list(os.environ):
+    if name.startswith("AWS_") or name in ("DATABASE_URL", "CLOUDCTL_URLCONF"):
+        del os.environ[name]
+os.environ.update({
+    # Never fall through to a real profile or the EC2 metadata service.
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "CLOUDCTL_TOKEN_KEYS": "test-signing-key-old,test-signing-key-current",
+})
+
+from cloudctl.settings import *  # noqa: E402,F403
+
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
