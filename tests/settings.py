@@ -22,3 +22,6 @@ os.environ.update({
 from cloudctl.settings import *  # noqa: E402,F403
 
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+
+# whitenoise warns about a missing static dir; production fills it with collectstatic.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
