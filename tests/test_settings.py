@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+PRODUCTION_ENV = {
+    "DJANGO_SECRET_KEY": "x9!production-secret-key-that-is-long-and-random-enough-0123456789abcdef",
+    "DJANGO_ALLOWED_HOSTS": "cloudctl.example.com,cloudctl.internal",
+    "CLOUDCTL_HTTPS": "true",
+    "CLOUDCTL_TOKEN_KEYS": "production-token-key-1",
+    "CLOUDCTL_BACKUP_BUCKET": "tenant-backups-prod",
+    "CLOUDCTL_BACKUP_ROLE_ARN": "arn:aws:iam::123456789012:role/TeamBackupRole",
+}
+
+
+def manage(*args, env):
+    base = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, capture_output=True, text=True,
+        env={**base, "DJANGO_SETTINGS_MODULE": "cloudctl.settings", **env},
+    )
+
+
+def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env={
+        **PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout
+
+
+def test_embedded_defaults_are_flagged_by_check_deploy(tmp_path):
+    """The embedded run serves plain HTTP on localhost: check --deploy must say it is not production-ready."""
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env={"CLOUDCTL_STATE_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "SECURE_SSL_REDIRECT" in result.stderr + result.stdout
+
+
+def test_embedded_defaults_generate_and_keep_secrets(tmp_path):
+    show = "from django.conf import settings; print(settings.SECRET_KEY); print(settings.TOKEN_KEYS)"
+    first = manage("shell", "--no-imports", "-c", show, env={"CLOUDCTL_STATE_DIR": str(tmp_path)})
+    second = manage("shell", "--no-imports", "-c", show, env={"CLOUDCTL_STATE_DIR": str(tmp_path)})
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert len(first.stdout.splitlines()[0]) >= 50
+    assert oct((tmp_path / "secrets" / "token-key").stat().st_mode)[-3:] == "600"
+
+
+def test_database_url_selects_postgres(tmp_path):
+    show = "from django.conf import settings; d = settings.DATABASES['default']; print(d['ENGINE'], d['NAME'], d['HOST'])"
+    result = manage("shell", "--no-imports", "-c", show, env={
+        "CLOUDCTL_STATE_DIR": str(tmp_path), "DATABASE_URL": "postgres://cloudctl:pw@db.internal:5432/cloudctl"})
+    assert result.stdout.split() == ["django.db.backends.postgresql", "cloudctl", "db.internal"]
