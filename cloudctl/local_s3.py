@@ -56,7 +56,7 @@ class LocalS3Config:
         }
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -73,7 +73,7 @@ def free_port_set() -> dict[str, int]:
             candidate = secrets.randbelow(20000) + 20000
             if candidate in ports.values() or candidate + GRPC_OFFSET in ports.values():
                 continue
-            if _port_is_free(candidate) and _port_is_free(candidate + GRPC_OFFSET):
+            if port_is_free(candidate) and port_is_free(candidate + GRPC_OFFSET):
                 ports[service] = candidate
                 break
         else:

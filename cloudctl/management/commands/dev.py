@@ -1,0 +1,114 @@
+"""`manage.py dev`: the whole control plane on one machine, no cloud account needed.
+
+Starts the local S3/STS server, records how to reach it in the state dir's `embedded.env` (so every other
+`manage.py` command on this machine uses it too), migrates SQLite, creates an admin user, serves the
+control plane under gunicorn, and stops everything cleanly on Ctrl-C.
+"""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
+
+
+def _admin_password() -> str:
+    path = settings.STATE_DIR / "secrets" / "admin-password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(secrets.token_urlsafe(12))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _write_embedded_env(values: dict[str, str]) -> None:
+    path = settings.EMBEDDED_ENV_FILE
+    path.write_text("".join(f"{key}={value}\n" for key, value in sorted(values.items())))
+    path.chmod(0o600)
+
+
+class Command(BaseCommand):
+    help = "Run the control plane on this machine: local S3/STS, SQLite, gunicorn. Ctrl-C stops it all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=int(os.environ.get("CLOUDCTL_PORT", 8000)))
+
+    def handle(self, port, **options):
+        # Stop the same way on Ctrl-C and on a TERM from a supervisor (background jobs ignore SIGINT).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        s3_home = settings.STATE_DIR / "local-s3"
+        server = LocalS3Server(s3_home)
+        wanted = server.config.ports
+        if not all(port_is_free(p) and port_is_free(p + 10000) for p in wanted.values()):
+            # Another service holds a default port: take free ones (kept for the next run).
+            server = LocalS3Server(s3_home, ports=free_port_set())
+        self.stdout.write(f"starting local S3/STS (SeaweedFS) on 127.0.0.1:{server.config.ports['s3']} ...")
+        config = server.start()
+        children: list[subprocess.Popen] = []
+        try:
+            embedded = config.client_environ()
+            _write_embedded_env(embedded)
+            os.environ.update(embedded)
+            call_command("migrate", verbosity=0)
+            call_command("collectstatic", verbosity=0, interactive=False)
+            password = self._ensure_admin()
+            children.append(self._serve(port))
+            self._announce(port, password, config)
+            self._wait(children)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children:
+                try:
+                    child.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            server.stop()
+            self.stdout.write("stopped.")
+
+    def _ensure_admin(self) -> str:
+        password = _admin_password()
+        User = get_user_model()
+        user, created = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+        if created:
+            user.set_password(password)
+            user.save()
+        return password
+
+    def _serve(self, port: int) -> subprocess.Popen:
+        gunicorn = [sys.executable, "-m", "gunicorn", "cloudctl.wsgi", "--bind", f"127.0.0.1:{port}",
+                    "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--access-logfile", "-", "--no-control-socket"]
+        return subprocess.Popen(gunicorn, env=os.environ.copy())
+
+    def _announce(self, port: int, password: str, config) -> None:
+        base = f"http://127.0.0.1:{port}"
+        self.stdout.write(self.style.SUCCESS(f"""
+cloudctl is running on the embedded default (SQLite, local S3/STS, everything on 127.0.0.1).
+
+  Admin:        {base}/admin/   user: admin   password: {password}
+  Private API:  {base}/private/v1/credentials
+  Local S3:     {config.endpoint_url}  bucket: {config.bucket}
+
+In another terminal (the same local S3 is used automatically):
+  .venv/bin/python manage.py create_team acme
+  .venv/bin/python manage.py check_isolation
+Ctrl-C stops everything.
+"""))
+
+    def _wait(self, children: list[subprocess.Popen]) -> None:
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            failed = next(child for child in children if child.poll() is not None)
+            self.stderr.write(f"{failed.args[2:4]} exited with code {failed.returncode}; stopping")
+        except KeyboardInterrupt:
+            self.stdout.write("\nstopping ...")
