@@ -1,0 +1,38 @@
+import pytest
+
+from credentials.models import CredentialEvent
+from credentials.tokens import InvalidToken, team_token, verify_team_token
+from teams.models import Team
+
+
+
+def test_admin_rotate_action_revokes_tokens(admin_client, make_team):
+    team = make_team()
+    old = team_token(team)
+    response = admin_client.post("/admin/teams/team/", {"action": "rotate_tokens", "_selected_action": [team.pk]})
+    assert response.status_code == 302
+    with pytest.raises(InvalidToken):
+        verify_team_token(old)
+
+
+def test_admin_disable_action(admin_client, make_team):
+    team = make_team()
+    admin_client.post("/admin/teams/team/", {"action": "disable", "_selected_action": [team.pk]})
+    team.refresh_from_db()
+    assert team.status == Team.Status.DISABLED
+
+
+def test_audit_trail_is_read_only(admin_client, make_team):
+    event = CredentialEvent.objects.create(kind="refused", reason="malformed")
+    assert admin_client.get(f"/admin/credentials/credentialevent/{event.pk}/change/").status_code == 200
+    assert admin_client.post(f"/admin/credentials/credentialevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert admin_client.get("/admin/credentials/credentialevent/add/").status_code == 403
+    assert CredentialEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_admin_refuses_anonymous_and_non_staff(client, django_user_model):
+    assert client.get("/admin/teams/team/").status_code == 302
+    user = django_user_model.objects.create_user("someone", password="pw-123456789")
+    client.force_login(user)
+    response = client.get("/admin/teams/team/")
+    assert response.status_code == 302 and "/login/" in response["Location"]
