@@ -53,3 +53,10 @@ def test_database_url_selects_postgres(tmp_path):
     result = manage("shell", "--no-imports", "-c", show, env={
         "CLOUDCTL_STATE_DIR": str(tmp_path), "DATABASE_URL": "postgres://cloudctl:pw@db.internal:5432/cloudctl"})
     assert result.stdout.split() == ["django.db.backends.postgresql", "cloudctl", "db.internal"]
+
+
+def test_bad_credentials_settings_fail_the_checks(tmp_path):
+    result = manage("check", env={**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path),
+                                  "CLOUDCTL_CREDENTIALS_TTL": "50000", "CLOUDCTL_TEAM_RATE_LIMIT": "lots"})
+    assert result.returncode != 0
+    assert "credentials.E001" in result.stderr and "credentials.E002" in result.stderr
