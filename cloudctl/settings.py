@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_tasks",
+    "django_tasks_db",
     "cloudctl",
     "teams",
     "credentials",
@@ -150,6 +152,31 @@ BAD_TOKEN_RATE_LIMIT = env.str("CLOUDCTL_BAD_TOKEN_RATE_LIMIT", default="20/300"
 PRIVATE_API_MAX_BODY = env.int("CLOUDCTL_PRIVATE_API_MAX_BODY", default=4096)
 # The header carrying the real client address when a proxy sits in front ("Fly-Client-IP" on Fly's edge).
 CLIENT_IP_HEADER = env.str("CLOUDCTL_CLIENT_IP_HEADER", default="")
+
+# --- Background work ---------------------------------------------------------------------------------
+# Django's Tasks API (the django-tasks backport on 5.2) with a database-backed queue: `manage.py db_worker`.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+
+# --- Team instances -----------------------------------------------------------------------------------
+# Where team instances run, as a dotted path (like EMAIL_BACKEND): the local backend runs each one as
+# processes on this machine.
+MACHINE_BACKEND = env.str("CLOUDCTL_MACHINE_BACKEND", default="teams.backends.local.LocalBackend")
+# The image (Fly) or instance version (local) new instances run.
+INSTANCE_IMAGE = env.str("CLOUDCTL_INSTANCE_IMAGE", default="local")
+# How instances reach the private API.
+PRIVATE_API_URL = env.str("CLOUDCTL_PRIVATE_API_URL", default="http://127.0.0.1:8000")
+# The S3 endpoint instances use; empty means AWS. The embedded run uses the local S3 server.
+INSTANCE_S3_ENDPOINT = env.str("CLOUDCTL_INSTANCE_S3_ENDPOINT", default=env.str("AWS_ENDPOINT_URL", default=""))
+INSTANCE_S3_REGION = env.str("CLOUDCTL_INSTANCE_S3_REGION", default=env.str("AWS_DEFAULT_REGION", default="us-east-1"))
+# An instance exits after this uptime so it restarts with fresh credentials (below CREDENTIALS_TTL).
+INSTANCE_MAX_AGE = env.str("CLOUDCTL_INSTANCE_MAX_AGE", default="11h")
+# Scale to zero after this much idle time (empty: never). Fly restarts the machine on the next request.
+INSTANCE_IDLE_TIMEOUT = env.str("CLOUDCTL_INSTANCE_IDLE_TIMEOUT", default="")
+# Local backend: the instance's own virtualenv (built from instance/requirements.txt) and the "volumes".
+LOCAL_INSTANCE_PYTHON = env.str("CLOUDCTL_LOCAL_INSTANCE_PYTHON", default=str(BASE_DIR / ".venv-instance" / "bin" / "python"))
+LOCAL_INSTANCES_DIR = Path(env.str("CLOUDCTL_LOCAL_INSTANCES_DIR", default=str(STATE_DIR / "instances")))
+# How long a new instance may take to answer HTTP before provisioning counts as failed.
+INSTANCE_HEALTH_TIMEOUT = env.int("CLOUDCTL_INSTANCE_HEALTH_TIMEOUT", default=120)
 
 # --- Logging -----------------------------------------------------------------------------------------
 LOGGING = {

@@ -38,3 +38,55 @@ class Team(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+
+class Instance(models.Model):
+    """A team's running Datasette: its resources on a machine backend and what provisioning has done.
+
+    `resources` holds the backend's ids (directory, port, pid; app, volume, machine) and is saved after every
+    step, so a provisioning run killed at any point is finished by the next one.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROVISIONING = "provisioning", "Provisioning"
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+        DESTROYING = "destroying", "Destroying"
+        DESTROYED = "destroyed", "Destroyed"
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="instance")
+    # The backend holding the resources, fixed at creation: changing the setting later must not orphan them.
+    backend = models.CharField(max_length=200)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    # What the team should be: provisioning and supervision converge on it.
+    desired_state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    image = models.CharField(max_length=300, blank=True)
+    url = models.CharField(max_length=300, blank=True)
+    resources = models.JSONField(default=dict, blank=True)
+    completed_steps = models.JSONField(default=list, blank=True)
+    last_error = models.TextField(blank=True)
+    # A lease so that two provisioning runs for one team never overlap (a double click, a retried task).
+    claimed_by = models.CharField(max_length=100, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.team.slug} ({self.state})"
+
+
+class TeamEvent(models.Model):
+    """The team's timeline: provisioning steps, failures with their reason, crashes, restarts."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    kind = models.CharField(max_length=40)
+    message = models.TextField()
+    is_error = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug}: {self.kind}"

@@ -4,13 +4,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import Team
+from .tasks import provision_team
 
 # Subdomains the service itself uses.
 RESERVED_SLUGS = frozenset({"www", "admin", "api", "app", "private", "static", "cloudctl", "mail", "status"})
 
 
 def create_team(slug: str, name: str = "") -> Team:
-    """Create a team after validating its slug; raise ValidationError with a message per field."""
+    """Create a team and enqueue its provisioning; raise ValidationError with a message per field."""
     slug = slug.strip().lower()
     if slug in RESERVED_SLUGS:
         raise ValidationError({"slug": f"'{slug}' is reserved."})
@@ -18,7 +19,13 @@ def create_team(slug: str, name: str = "") -> Team:
     team.full_clean()
     with transaction.atomic():
         team.save()
+        request_provisioning(team)
     return team
+
+
+def request_provisioning(team: Team) -> None:
+    """Enqueue provisioning once the team's row is committed (the worker must be able to see it)."""
+    transaction.on_commit(lambda: provision_team.enqueue(team.pk))
 
 
 def set_team_status(team: Team, status: str) -> Team:

@@ -1,0 +1,59 @@
+"""The interface every machine backend implements: what provisioning, supervision and deploys need."""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from teams.models import Instance
+
+
+class BackendError(Exception):
+    """A backend operation failed; the message is safe to show an operator (no secrets)."""
+
+
+class ObservedState(enum.Enum):
+    """What the backend sees, as opposed to what the database last recorded."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"  # exited cleanly or stopped on purpose (scale to zero, max age)
+    CRASHED = "crashed"  # exited with an error
+    MISSING = "missing"  # no machine at all (never made, or destroyed outside cloudctl)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One idempotent provisioning step: checks what exists, makes what is missing, returns the ids to save."""
+
+    name: str
+    run: Callable[["Instance"], dict]
+
+
+class MachineBackend(abc.ABC):
+    @abc.abstractmethod
+    def provisioning_steps(self) -> list[Step]:
+        """The ordered steps that take a team from nothing to a healthy instance. Each is safe to re-run."""
+
+    @abc.abstractmethod
+    def observe(self, instance: Instance) -> ObservedState:
+        """The instance's real state, read from the backend."""
+
+    @abc.abstractmethod
+    def start(self, instance: Instance) -> dict:
+        """Start a stopped instance; returns resources to save."""
+
+    @abc.abstractmethod
+    def stop(self, instance: Instance) -> None:
+        """Stop the instance cleanly (its backup finishes its last sync)."""
+
+    @abc.abstractmethod
+    def destroy(self, instance: Instance) -> None:
+        """Remove compute and volume. Backups in S3 are kept."""
+
+    @abc.abstractmethod
+    def update(self, instance: Instance, image: str) -> dict:
+        """Move the instance to a new image/version; returns resources to save."""

@@ -1,0 +1,219 @@
+"""The local backend: each team's instance runs as processes on this machine.
+
+The same entrypoint as the container (`instance/entrypoint.py`, run by the instance's own virtualenv), the
+same credential exchange over HTTP, a directory per team as its volume and a free port per team. Processes
+are started in their own session so they outlive a killed worker; a pid file plus the process's own
+environment (CLOUDCTL_TEAM_ID) let any later run find them again instead of starting a duplicate.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+
+from credentials.tokens import team_token
+
+from .base import BackendError, MachineBackend, ObservedState, Step
+
+ENTRYPOINT = Path(settings.BASE_DIR) / "instance" / "entrypoint.py"
+STOP_TIMEOUT_SECONDS = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in a process group, read from /proc."""
+    try:
+        # Reap the leader if it is our own exited child, so it does not linger as a zombie.
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _started_for_team(pid: int) -> str | None:
+    """The CLOUDCTL_TEAM_ID a process was started with (guards against a recycled pid)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    for entry in environ:
+        if entry.startswith(b"CLOUDCTL_TEAM_ID="):
+            return entry.split(b"=", 1)[1].decode()
+    return None
+
+
+class LocalBackend(MachineBackend):
+    def team_dir(self, instance) -> Path:
+        return Path(settings.LOCAL_INSTANCES_DIR) / f"team-{instance.team_id}"
+
+    def provisioning_steps(self) -> list[Step]:
+        return [Step("volume", self.ensure_volume), Step("machine", self.ensure_running),
+                Step("healthy", self.wait_healthy)]
+
+    # --- steps ------------------------------------------------------------------------------------------
+
+    def ensure_volume(self, instance) -> dict:
+        data = self.team_dir(instance) / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        return {"volume": str(data)}
+
+    def ensure_running(self, instance) -> dict:
+        """Start the instance unless its process is already alive; never two processes for one team."""
+        with self._team_lock(instance):
+            pid = self._live_pid(instance)
+            if pid is not None:
+                return {"pid": pid}
+            port = instance.resources.get("port")
+            if not port or not _port_is_free(port):
+                port = _free_port()
+            process = self._spawn(instance, port)
+            (self.team_dir(instance) / "instance.pid").write_text(str(process.pid))
+            return {"pid": process.pid, "port": port, "url": f"http://127.0.0.1:{port}/"}
+
+    def wait_healthy(self, instance) -> dict:
+        url = instance.resources["url"]
+        deadline = time.monotonic() + settings.INSTANCE_HEALTH_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._live_pid(instance) is None:
+                raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return {}
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise BackendError(f"no HTTP 200 from {url} within {settings.INSTANCE_HEALTH_TIMEOUT}s")
+
+    # --- operations -------------------------------------------------------------------------------------
+
+    def observe(self, instance) -> ObservedState:
+        if not self.team_dir(instance).exists():
+            return ObservedState.MISSING
+        if self._live_pid(instance) is not None:
+            return ObservedState.RUNNING
+        exit_file = self.team_dir(instance) / "exit-code"
+        # 0: a clean exit (max age, idle); 143: stopped with SIGTERM. Anything else is a crash.
+        if exit_file.exists() and exit_file.read_text().strip() not in ("0", "143"):
+            return ObservedState.CRASHED
+        return ObservedState.STOPPED
+
+    def start(self, instance) -> dict:
+        resources = self.ensure_running(instance)
+        instance.resources.update(resources)
+        self.wait_healthy(instance)
+        return resources
+
+    def stop(self, instance) -> None:
+        pgid = self._live_pid(instance)
+        if pgid is None:
+            return
+        # The instance leads its own process group: Litestream and Datasette stop with it, after a final sync.
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and self._live_pid(instance) is not None:
+            time.sleep(0.2)
+        if self._live_pid(instance) is not None:
+            os.killpg(pgid, signal.SIGKILL)
+
+    def destroy(self, instance) -> None:
+        self.stop(instance)
+        shutil.rmtree(self.team_dir(instance), ignore_errors=True)
+
+    def update(self, instance, image: str) -> dict:
+        self.stop(instance)
+        instance.image = image
+        return self.start(instance)
+
+    def log_tail(self, instance, lines: int = 15) -> str:
+        log = self.team_dir(instance) / "instance.log"
+        if not log.exists():
+            return "(no log)"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+    # --- internals --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _team_lock(self, instance):
+        """Serializes start decisions for one team across every process on this machine."""
+        self.team_dir(instance).mkdir(parents=True, exist_ok=True)
+        with open(self.team_dir(instance) / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _live_pid(self, instance) -> int | None:
+        """The instance's process group id if any of its processes still runs, else None."""
+        pid_file = self.team_dir(instance) / "instance.pid"
+        try:
+            pgid = int(pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        members = _group_members(pgid)
+        if any(_started_for_team(member) == str(instance.team_id) for member in members):
+            return pgid
+        return None
+
+    def _spawn(self, instance, port: int) -> subprocess.Popen:
+        python = settings.LOCAL_INSTANCE_PYTHON
+        if not Path(python).exists():
+            raise BackendError(f"the instance virtualenv is missing ({python}): run `make instance-venv`")
+        team_dir = self.team_dir(instance)
+        (team_dir / "exit-code").unlink(missing_ok=True)
+        env = {
+            "PATH": f"{Path(python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(team_dir),
+            "CLOUDCTL_TEAM_ID": str(instance.team_id),
+            "CLOUDCTL_URL": settings.PRIVATE_API_URL,
+            "CLOUDCTL_TOKEN": team_token(instance.team),
+            "CLOUDCTL_INSTANCE_VERSION": instance.image,
+            "DATA_DIR": str(team_dir / "data"),
+            "PORT": str(port),
+            "CLOUDCTL_BIND": "127.0.0.1",
+            "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION,
+            "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
+            "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT,
+        }
+        if settings.INSTANCE_S3_ENDPOINT:
+            env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT
+        # A shell records the exit code, so a crash is told apart from a clean stop after we are gone.
+        command = f'"$0" "$1"; echo $? > "$2"'
+        with open(team_dir / "instance.log", "ab") as log:
+            return subprocess.Popen(
+                ["/bin/sh", "-c", command, python, str(ENTRYPOINT), str(team_dir / "exit-code")],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=team_dir, start_new_session=True,
+            )

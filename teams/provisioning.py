@@ -1,0 +1,103 @@
+"""Provisioning: take a team from nothing to a healthy instance, resumable after a crash at any point.
+
+Every step is idempotent (it looks before it makes) and its result is saved before the next begins, so
+running `provision` again simply walks the steps once more and finishes the job. A lease on the instance
+row keeps two runs for the same team from overlapping.
+"""
+
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from .backends import get_backend
+from .models import Instance, Team, TeamEvent
+
+logger = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)
+
+
+class ProvisioningBusy(Exception):
+    """Another run holds this team's lease."""
+
+
+def record_event(team: Team, kind: str, message: str, *, is_error: bool = False) -> TeamEvent:
+    (logger.error if is_error else logger.info)("team=%s %s: %s", team.pk, kind, message)
+    return TeamEvent.objects.create(team=team, kind=kind, message=message, is_error=is_error)
+
+
+def instance_for(team: Team) -> Instance:
+    instance, _ = Instance.objects.get_or_create(
+        team=team, defaults={"backend": settings.MACHINE_BACKEND, "image": settings.INSTANCE_IMAGE})
+    return instance
+
+
+def _holder_is_gone(holder: str) -> bool:
+    """True when the lease holder was a process on this host that no longer exists (killed worker)."""
+    host, _, pid = holder.partition(":")
+    pid = pid.split(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim(instance: Instance) -> str:
+    """Take the team's provisioning lease or raise ProvisioningBusy."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    now = timezone.now()
+    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by="")
+    holder = Instance.objects.filter(pk=instance.pk).values_list("claimed_by", flat=True).get()
+    if holder and _holder_is_gone(holder):
+        free |= Q(claimed_by=holder)
+    if not Instance.objects.filter(free, pk=instance.pk).update(claimed_by=owner, claimed_until=now + LEASE):
+        raise ProvisioningBusy(f"team {instance.team_id} is being provisioned by {holder}")
+    return owner
+
+
+def release(instance: Instance, owner: str) -> None:
+    Instance.objects.filter(pk=instance.pk, claimed_by=owner).update(claimed_by="", claimed_until=None)
+
+
+def _save(instance: Instance, **fields) -> None:
+    for name, value in fields.items():
+        setattr(instance, name, value)
+    instance.save(update_fields=[*fields, "updated_at"])
+
+
+def provision(team: Team) -> Instance:
+    """Walk every provisioning step; on failure the instance is FAILED with the reason, and re-running resumes."""
+    instance = instance_for(team)
+    owner = claim(instance)
+    try:
+        _save(instance, state=Instance.State.PROVISIONING, desired_state=Instance.State.RUNNING, last_error="")
+        record_event(team, "provisioning", f"provisioning on {instance.backend.rsplit('.', 1)[-1]}")
+        backend = get_backend(instance.backend)
+        for step in backend.provisioning_steps():
+            Instance.objects.filter(pk=instance.pk, claimed_by=owner).update(claimed_until=timezone.now() + LEASE)
+            resources = step.run(instance)
+            done = instance.completed_steps + ([step.name] if step.name not in instance.completed_steps else [])
+            _save(instance, resources={**instance.resources, **resources}, completed_steps=done,
+                  url=resources.get("url", instance.url))
+            record_event(team, f"step:{step.name}", f"{step.name} ready")
+        _save(instance, state=Instance.State.RUNNING)
+        record_event(team, "running", f"instance answering at {instance.url}")
+        return instance
+    except Exception as error:
+        reason = str(error) or type(error).__name__
+        _save(instance, state=Instance.State.FAILED, last_error=reason)
+        record_event(team, "provisioning_failed", reason, is_error=True)
+        raise
+    finally:
+        release(instance, owner)

@@ -1,0 +1,21 @@
+"""Background tasks (Django's Tasks API, run by `manage.py db_worker`). Each calls one service function."""
+
+import logging
+
+from django_tasks import task
+
+from .models import Team
+from .provisioning import ProvisioningBusy, provision
+
+logger = logging.getLogger(__name__)
+
+
+@task()
+def provision_team(team_id: int) -> str:
+    team = Team.objects.get(pk=team_id)
+    try:
+        return provision(team).state
+    except ProvisioningBusy as busy:
+        # The run holding the lease finishes the job; this one has nothing to do.
+        logger.info("%s", busy)
+        return "busy"
