@@ -3,7 +3,9 @@
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from .backends import get_backend
 from .models import Team
+from .provisioning import instance_for, record_event
 from .tasks import provision_team
 
 # Subdomains the service itself uses.
@@ -40,3 +42,24 @@ def get_team(slug: str) -> Team:
         return Team.objects.get(slug=slug)
     except Team.DoesNotExist:
         raise ValidationError({"slug": f"no team with slug '{slug}'."}) from None
+
+
+def stop_instance(team: Team) -> None:
+    """Stop the team's instance and keep it stopped (supervision leaves it alone)."""
+    instance = instance_for(team)
+    get_backend(instance.backend).stop(instance)
+    instance.state = instance.desired_state = instance.State.STOPPED
+    instance.save(update_fields=["state", "desired_state", "updated_at"])
+    record_event(team, "stopped", "instance stopped by an operator")
+
+
+def destroy_instance(team: Team) -> None:
+    """Remove the team's compute and volume; its backups under team-<id>/ are kept."""
+    instance = instance_for(team)
+    instance.state = instance.desired_state = instance.State.DESTROYING
+    instance.save(update_fields=["state", "desired_state", "updated_at"])
+    get_backend(instance.backend).destroy(instance)
+    instance.state = instance.State.DESTROYED
+    instance.resources, instance.completed_steps, instance.url = {}, [], ""
+    instance.save(update_fields=["state", "resources", "completed_steps", "url", "updated_at"])
+    record_event(team, "destroyed", f"compute and volume removed; backups kept under {team.storage_prefix}")

@@ -2,7 +2,8 @@
 
 Starts the local S3/STS server, records how to reach it in the state dir's `embedded.env` (so every other
 `manage.py` command on this machine uses it too), migrates SQLite, creates an admin user, serves the
-control plane under gunicorn, and stops everything cleanly on Ctrl-C.
+control plane under gunicorn, runs the task worker, supervises the teams' local instances (printing each
+team's URL as it comes up) and stops everything cleanly on Ctrl-C.
 """
 
 import os
@@ -18,6 +19,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
+from teams.models import Instance
+from teams.supervision import stop_all, supervise
+
+SUPERVISE_EVERY_SECONDS = 3
 
 
 def _admin_password() -> str:
@@ -54,16 +59,20 @@ class Command(BaseCommand):
         config = server.start()
         children: list[subprocess.Popen] = []
         try:
-            embedded = config.client_environ()
+            embedded = {**config.client_environ(), "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}"}
             _write_embedded_env(embedded)
             os.environ.update(embedded)
             call_command("migrate", verbosity=0)
             call_command("collectstatic", verbosity=0, interactive=False)
             password = self._ensure_admin()
             children.append(self._serve(port))
+            children.append(self._worker())
             self._announce(port, password, config)
-            self._wait(children)
+            self._run(children)
         finally:
+            if settings.MACHINE_BACKEND.endswith("LocalBackend"):
+                stopped = stop_all(settings.MACHINE_BACKEND)
+                self.stdout.write(f"stopped {stopped} team instance(s); they start again with `make dev`.")
             for child in children:
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
@@ -89,6 +98,10 @@ class Command(BaseCommand):
                     "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--access-logfile", "-", "--no-control-socket"]
         return subprocess.Popen(gunicorn, env=os.environ.copy())
 
+    def _worker(self) -> subprocess.Popen:
+        worker = [sys.executable, "manage.py", "db_worker", "--interval", "0.5", "--no-reload"]
+        return subprocess.Popen(worker, env=os.environ.copy(), cwd=settings.BASE_DIR)
+
     def _announce(self, port: int, password: str, config) -> None:
         base = f"http://127.0.0.1:{port}"
         self.stdout.write(self.style.SUCCESS(f"""
@@ -99,16 +112,28 @@ cloudctl is running on the embedded default (SQLite, local S3/STS, everything on
   Local S3:     {config.endpoint_url}  bucket: {config.bucket}
 
 In another terminal (the same local S3 is used automatically):
-  .venv/bin/python manage.py create_team acme
+  .venv/bin/python manage.py create_team acme     # its Datasette URL appears here within seconds
   .venv/bin/python manage.py check_isolation
 Ctrl-C stops everything.
 """))
 
-    def _wait(self, children: list[subprocess.Popen]) -> None:
+    def _run(self, children: list[subprocess.Popen]) -> None:
+        """Until Ctrl-C: watch the children, supervise local instances, print each team's URL once."""
+        announced: dict[int, str] = {}
+        last_pass = 0.0
         try:
             while all(child.poll() is None for child in children):
+                if time.monotonic() - last_pass >= SUPERVISE_EVERY_SECONDS:
+                    last_pass = time.monotonic()
+                    for line in supervise(settings.MACHINE_BACKEND):
+                        self.stdout.write(line)
+                    running = Instance.objects.filter(state=Instance.State.RUNNING).select_related("team")
+                    for instance in running:
+                        if announced.get(instance.team_id) != instance.url:
+                            announced[instance.team_id] = instance.url
+                            self.stdout.write(self.style.SUCCESS(f"team {instance.team.slug}: {instance.url}"))
                 time.sleep(0.5)
             failed = next(child for child in children if child.poll() is not None)
-            self.stderr.write(f"{failed.args[2:4]} exited with code {failed.returncode}; stopping")
+            self.stderr.write(f"{' '.join(failed.args[1:4])} exited with code {failed.returncode}; stopping")
         except KeyboardInterrupt:
             self.stdout.write("\nstopping ...")

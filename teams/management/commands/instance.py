@@ -1,0 +1,30 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from teams.provisioning import instance_for
+from teams.services import destroy_instance, get_team, stop_instance
+
+
+class Command(BaseCommand):
+    help = "Show, stop or destroy a team's instance (destroy keeps its backups). `provision` starts it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("action", choices=["status", "stop", "destroy"])
+        parser.add_argument("--confirm", metavar="SLUG", help="destroy: repeat the team's slug")
+
+    def handle(self, slug, action, confirm, **options):
+        try:
+            team = get_team(slug)
+        except ValidationError as error:
+            raise CommandError(error.messages[0]) from None
+        if action == "stop":
+            stop_instance(team)
+        elif action == "destroy":
+            if confirm != team.slug:
+                raise CommandError(f"destroying removes the volume; confirm with --confirm {team.slug}")
+            destroy_instance(team)
+        instance = instance_for(team)
+        self.stdout.write(f"{team.slug}: {instance.state} (wants {instance.desired_state}) {instance.url}")
+        if instance.last_error:
+            self.stdout.write(f"last error: {instance.last_error}")

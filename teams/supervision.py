@@ -1,0 +1,60 @@
+"""Keeps instances that should run, running; reports crashes and stops restarting a crash loop.
+
+The local backend has no platform restarting its processes, so `manage.py dev` calls `supervise()` every
+few seconds. Each restart goes through provisioning (idempotent steps), queued for the worker.
+"""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from .backends import ObservedState, get_backend
+from .models import Instance, TeamEvent
+from .provisioning import record_event
+from .services import request_provisioning
+
+CRASH_LOOP_LIMIT = 3
+CRASH_LOOP_WINDOW = timedelta(minutes=10)
+
+
+def supervise(backend_path: str) -> list[str]:
+    """One pass over the instances of one backend; returns what it did, a line per instance acted on."""
+    actions = []
+    watched = Instance.objects.filter(
+        backend=backend_path, desired_state=Instance.State.RUNNING, state=Instance.State.RUNNING,
+    ).select_related("team")
+    backend = get_backend(backend_path)
+    for instance in watched:
+        observed = backend.observe(instance)
+        if observed is ObservedState.RUNNING:
+            continue
+        team = instance.team
+        if observed is ObservedState.CRASHED:
+            record_event(team, "crashed", f"instance crashed; last log lines:\n{backend.log_tail(instance)}",
+                         is_error=True)
+            recent = TeamEvent.objects.filter(team=team, kind="crashed",
+                                              created_at__gte=timezone.now() - CRASH_LOOP_WINDOW).count()
+            if recent >= CRASH_LOOP_LIMIT:
+                instance.state, instance.last_error = Instance.State.FAILED, f"crashed {recent} times in 10 minutes"
+                instance.save(update_fields=["state", "last_error", "updated_at"])
+                record_event(team, "crash_loop", "not restarting: " + instance.last_error, is_error=True)
+                actions.append(f"{team.slug}: crash loop, left failed")
+                continue
+        else:
+            record_event(team, "exited", f"instance {observed.value}; restarting")
+        instance.state = Instance.State.PENDING
+        instance.save(update_fields=["state", "updated_at"])
+        request_provisioning(team)
+        actions.append(f"{team.slug}: {observed.value}, restart queued")
+    return actions
+
+
+def stop_all(backend_path: str) -> int:
+    """Stop every instance of a backend (the control plane is going down); they restart with it."""
+    backend = get_backend(backend_path)
+    stopped = 0
+    for instance in Instance.objects.filter(backend=backend_path).exclude(state=Instance.State.DESTROYED):
+        if backend.observe(instance) is ObservedState.RUNNING:
+            backend.stop(instance)
+            stopped += 1
+    return stopped
