@@ -25,3 +25,6 @@ ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 
 # whitenoise warns about a missing static dir; production fills it with collectstatic.
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+# A file, not memory: end-to-end tests run real subprocesses (worker, provisioning) against the test database.
+DATABASES["default"]["TEST"] = {"NAME": str(STATE_DIR / "test.sqlite3")}
