@@ -1,0 +1,730 @@
+"""A stateful fake of the Fly Machines API (the parts cloudctl uses), as a WSGI application.
+
+    fake = FakeFly(clock=VirtualClock())                        # in-process, instant and deterministic
+    http = httpx.Client(base_url="https://api.machines.dev/v1", transport=fake.transport())
+    url, stop = fakefly.serve(FakeFly())                        # or over real HTTP on 127.0.0.1
+
+Every request is checked against the OpenAPI document (`spec.py`): one that violates it is answered 400 and
+kept in `fake.refused`, so tests can assert the client never sent one. Every response the fake produces is
+checked as well; a violation raises `SpecViolation` (a bug in the fake, never hidden).
+
+Behaviour follows the reference (`fly-machines-api.md`); where Fly's answer is undocumented the fake uses
+flyd's style, `412 failed_precondition: ...` for requests the current state forbids and `409 aborted: ...`
+for lease conflicts. Inspection for tests: `apps`, `volumes`, `machines`, `machine(id)`, `calls` (per
+action), `throttled_count` (429s sent), `refused`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+
+from .clock import SystemClock, VirtualClock
+from .faults import Fault, FaultPlan, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
+from .ratelimit import Throttle
+from .spec import SpecViolation, load_spec
+from .state import AppRecord, Ids, LeaseRecord, MachineRecord, Org, Secret, Transition, VolumeRecord, iso, millis
+
+logger = logging.getLogger("fakefly")
+
+API_PREFIX = "/v1"
+WAIT_CAP_SECONDS = 60  # Fly's wait blocks at most this long, then answers 408
+MAX_ORG_PAGE = 1000
+RUNNING_STATES = frozenset({"starting", "started", "updating"})
+SETTLED_STATES = frozenset({"created", "started", "stopped", "suspended", "failed", "destroyed"})
+NETWORK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")  # DOCS networking/custom-private-networks
+
+Seconds = float | tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Simulated seconds per action, typical of Fly, multiplied by FakeFly's `time_scale`; a (low, high) pair is
+    drawn uniformly from the fake's seed. Creates and secrets take this long to answer; Machine lifecycle calls
+    answer at once and the Machine reaches its new state this long afterwards (observe it with `wait`).
+    A launched Machine takes `create_machine` to be created, then `start` to be started."""
+
+    create_app: Seconds = 0.3
+    create_volume: Seconds = 0.5
+    set_secrets: Seconds = 0.3
+    create_machine: Seconds = (1.0, 2.0)
+    start: Seconds = 1.0
+    stop: Seconds = 1.0
+    suspend: Seconds = 2.0
+    update: Seconds = 2.0
+    destroy: Seconds = 0.5
+
+
+# The actions whose latency delays the answer itself (the others schedule a Transition).
+_ANSWERED_AFTER_LATENCY = frozenset({"create_app", "create_volume", "set_secrets", "create_machine"})
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str  # the path as the OpenAPI document spells it, below /v1
+    action: str  # the name used for call counts, rate limits and fault injection
+    pattern: re.Pattern = field(compare=False)
+
+
+def _route(method: str, template: str, action: str) -> Route:
+    segments = (f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part)
+                for part in template.split("/"))
+    return Route(method, template, action, re.compile("/".join(segments)))
+
+
+_MACHINE = "/apps/{app_name}/machines/{machine_id}"
+ROUTES = (
+    _route("GET", "/apps", "list_apps"),
+    _route("POST", "/apps", "create_app"),
+    _route("GET", "/apps/{app_name}", "get_app"),
+    _route("DELETE", "/apps/{app_name}", "delete_app"),
+    _route("GET", "/apps/{app_name}/volumes", "list_volumes"),
+    _route("POST", "/apps/{app_name}/volumes", "create_volume"),
+    _route("GET", "/apps/{app_name}/volumes/{volume_id}", "get_volume"),
+    _route("DELETE", "/apps/{app_name}/volumes/{volume_id}", "delete_volume"),
+    _route("POST", "/apps/{app_name}/secrets", "set_secrets"),
+    _route("GET", "/apps/{app_name}/machines", "list_machines"),
+    _route("POST", "/apps/{app_name}/machines", "create_machine"),
+    _route("GET", _MACHINE, "get_machine"),
+    _route("POST", _MACHINE, "update_machine"),
+    _route("DELETE", _MACHINE, "destroy_machine"),
+    _route("POST", _MACHINE + "/start", "start_machine"),
+    _route("POST", _MACHINE + "/stop", "stop_machine"),
+    _route("POST", _MACHINE + "/suspend", "suspend_machine"),
+    _route("GET", _MACHINE + "/wait", "wait_machine"),
+    _route("GET", _MACHINE + "/lease", "get_lease"),
+    _route("POST", _MACHINE + "/lease", "acquire_lease"),
+    _route("DELETE", _MACHINE + "/lease", "release_lease"),
+    _route("POST", _MACHINE + "/metadata/{key}", "set_metadata"),
+    _route("DELETE", _MACHINE + "/metadata/{key}", "delete_metadata"),
+    _route("GET", "/orgs/{org_slug}/machines", "list_org_machines"),
+)
+# Everything else the document describes answers 501, so a missing feature is not mistaken for a wrong path.
+_UNIMPLEMENTED = tuple(_route(method.upper(), template, "unimplemented")
+                       for template, operations in load_spec().document["paths"].items()
+                       for method in operations if method != "parameters")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request fakefly refused as invalid (spec or documented rule): always a client bug."""
+
+    method: str
+    path: str
+    errors: tuple[str, ...]
+    body: Any
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    schema: str | None = None  # a fakefly.* schema where the document declares none for this answer
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+    def reply(self) -> Reply:
+        return Reply(self.status, {"error": str(self)} | ({"status": self.code} if self.code else {}))
+
+
+class Refused(Exception):
+    """A handler's verdict that the request breaks a documented rule the schemas cannot express."""
+
+
+@dataclass
+class Call:
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    body: Any
+    nonce: str | None
+    owner: str
+    faults: list[Fault]
+
+    def first(self, name: str, default: str | None = None) -> str | None:
+        return self.query.get(name, [default])[0]
+
+    def flag(self, name: str) -> bool:
+        return self.first(name, "false").lower() in ("1", "t", "true")
+
+
+def _first(faults: list[Fault], kind: type) -> Any:
+    return next((fault for fault in faults if isinstance(fault, kind)), None)
+
+
+def _rate_key(params: dict[str, str], query: dict[str, list[str]], body: Any) -> str:
+    for name in ("machine_id", "volume_id", "app_name", "org_slug"):
+        if name in params:
+            return params[name]
+    # POST /apps is limited per app it creates, GET /apps per org it lists.
+    if isinstance(body, dict) and isinstance(body.get("name"), str):
+        return body["name"]
+    return query.get("org_slug", [""])[0]
+
+
+def _normalized_config(config: dict) -> dict:
+    """The config as Fly stores and returns it: autostop "off"/"stop" as false/true, a default guest."""
+    config = copy.deepcopy(config)
+    for service in config.get("services", []):
+        if service.get("autostop") in ("off", "stop"):
+            service["autostop"] = service["autostop"] == "stop"
+    config.setdefault("guest", {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256})
+    return config
+
+
+class FakeFly:
+    def __init__(self, *, clock: SystemClock | VirtualClock | None = None, orgs: tuple[str, ...] = ("personal",),
+                 foreign_apps: tuple[str, ...] = (), seed: int = 0, latencies: Latencies = Latencies(),
+                 time_scale: float = 1.0, rate_limits: bool = True, lease_envelope: bool = True,
+                 org_page_cap: int | None = None):
+        """`foreign_apps`: names taken by someone else's org (403 on GET, 422 name_taken on create).
+        `lease_envelope`: answer leases as the docs show, `{"status","data":{...}}`, or else flat as the spec.
+        `org_page_cap`: org-wide listing pages hold at most this many, whatever `limit` asks (Fly: advisory)."""
+        self.clock = clock or SystemClock()
+        self.latencies = latencies
+        self.time_scale = time_scale
+        self.rate_limits = rate_limits
+        self.lease_envelope = lease_envelope
+        self.org_page_cap = org_page_cap
+        self.orgs = {slug: Org(slug, number) for number, slug in enumerate(orgs, start=1)}
+        self.foreign_apps = set(foreign_apps)
+        self.apps: dict[str, AppRecord] = {}
+        self.volumes: dict[str, VolumeRecord] = {}
+        self.machines: dict[str, MachineRecord] = {}
+        self.calls: Counter[str] = Counter()
+        self.throttled_count = 0
+        self.refused: list[Refusal] = []
+        self._rng = random.Random(seed)
+        self._ids = Ids(self._rng)
+        self._faults = FaultPlan(self._rng)
+        self._throttle = Throttle()
+        self._serials = itertools.count(1)  # Fly's internal numeric ids and private address suffixes
+        self._spec = load_spec()
+        # One lock for all state; a Condition so `wait` requests can sleep until another request changes it.
+        self._lock = threading.Condition()
+
+    # --- for tests ---------------------------------------------------------------------------------------
+
+    def transport(self) -> httpx.BaseTransport:
+        """An httpx transport that serves requests from this fake in the calling thread."""
+        return httpx.WSGITransport(app=self)
+
+    def inject(self, action: str, fault: Fault, *, calls=None, probability: float = 0.0) -> None:
+        """See `fakefly.faults`."""
+        with self._lock:
+            self._faults.inject(action, fault, calls=calls, probability=probability)
+
+    def machine(self, machine_id: str) -> MachineRecord:
+        """The Machine with its scheduled transitions applied up to now."""
+        with self._lock:
+            self._settle()
+            return self.machines[machine_id]
+
+    # --- WSGI ----------------------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict, start_response) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO", "")
+        with self._lock:
+            request_id = f"{self._ids.ulid(self.clock.now())}-ord"
+        route, reply = self._respond(environ, method, path)
+        if route is not None:
+            errors = self._spec.response_errors(method, route.template, reply.status, reply.body, reply.schema)
+            if errors:
+                raise SpecViolation(f"fakefly answered {method} {path} with {reply.status} {reply.body!r}: {errors}")
+        logger.debug("%s %s -> %s (%s)", method, path, reply.status, request_id)
+        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        headers = [("fly-request-id", request_id)]
+        if payload:
+            headers.append(("Content-Type", "application/json"))
+        start_response(f"{reply.status} {HTTPStatus(reply.status).phrase}", headers)
+        return [payload]
+
+    def _respond(self, environ: dict, method: str, path: str) -> tuple[Route | None, Reply]:
+        route, params = self._match(method, path.removeprefix(API_PREFIX) if path.startswith(API_PREFIX) else "")
+        if route is None:
+            return None, ApiError(404, f"no route for {method} {path}").reply()
+        if route.action == "unimplemented":
+            return route, ApiError(501, f"fakefly does not implement {method} {route.template}").reply()
+        with self._lock:
+            self.calls[route.action] += 1
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme not in ("Bearer", "FlyV1") or not token:
+            return route, ApiError(401, "unauthorized").reply()
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
+                   if key.startswith("HTTP_")}
+        try:
+            body = self._read_json(environ)
+        except ValueError as error:
+            return route, self._refuse(method, path, [f"(body): not JSON ({error})"], None)
+
+        with self._lock:
+            if self.rate_limits and not self._throttle.admit(route.action, _rate_key(params, query, body),
+                                                             self.clock.now()):
+                self.throttled_count += 1
+                return route, ApiError(429, "rate limit exceeded").reply()
+            errors = self._spec.request_errors(method, route.template, query, headers, body)
+            if errors:
+                return route, self._refuse(method, path, errors, body)
+            faults = self._faults.draw(route.action)
+        unavailable = _first(faults, Unavailable)
+        if unavailable:
+            return route, ApiError(unavailable.status, "fakefly: injected failure").reply()
+
+        if route.action in _ANSWERED_AFTER_LATENCY:
+            self.clock.sleep(self._latency(route.action))
+        owner = hashlib.sha256(token.encode()).hexdigest()[:12] + "@tokens.fly.io"
+        call = Call(params, query, body, headers.get("fly-machine-lease-nonce"), owner, faults)
+        with self._lock:
+            self._settle()
+            try:
+                reply = getattr(self, "_" + route.action)(call)
+            except ApiError as error:
+                reply = error.reply()
+            except Refused as refusal:
+                reply = self._refuse(method, path, [str(refusal)], body)
+            self._lock.notify_all()
+        lost = _first(faults, ResponseLost)
+        if lost:
+            return route, ApiError(lost.status, "fakefly: injected failure after the request was carried out").reply()
+        return route, reply
+
+    @staticmethod
+    def _match(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        for route in ROUTES + _UNIMPLEMENTED:
+            found = route.pattern.fullmatch(path)
+            if found and route.method == method:
+                return route, found.groupdict()
+        return None, {}
+
+    @staticmethod
+    def _read_json(environ: dict) -> Any:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        return json.loads(raw) if raw.strip() else None
+
+    def _refuse(self, method: str, path: str, errors: list[str], body: Any) -> Reply:
+        with self._lock:
+            self.refused.append(Refusal(method, path, tuple(errors), body))
+        return Reply(400, {"error": "; ".join(errors)})
+
+    def _latency(self, action: str) -> float:
+        seconds = getattr(self.latencies, action)
+        if isinstance(seconds, tuple):
+            with self._lock:
+                seconds = self._rng.uniform(*seconds)
+        return seconds * self.time_scale
+
+    # --- lookups (called under the lock) -----------------------------------------------------------------
+
+    def _org(self, slug: str) -> Org:
+        if slug not in self.orgs:
+            raise ApiError(404, f"organization {slug} not found")
+        return self.orgs[slug]
+
+    def _app(self, name: str) -> AppRecord:
+        if name in self.foreign_apps:
+            raise ApiError(403, f"app {name} belongs to an organization you are not a member of")
+        if name not in self.apps:
+            raise ApiError(404, f"app {name} not found")
+        return self.apps[name]
+
+    def _settle(self) -> None:
+        """Completes every transition due by now, so each request sees the whole fleet as of its arrival
+        (a destroy's effect on the volume shows on the volume too)."""
+        now = self.clock.now()
+        for machine in self.machines.values():
+            machine.settle(now, self._ids.ulid)
+
+    def _visible_machines(self, predicate) -> list[MachineRecord]:
+        now = self.clock.now()
+        return [machine for machine in self.machines.values() if predicate(machine) and machine.visible_after <= now]
+
+    def _machine(self, call: Call) -> MachineRecord:
+        app = self._app(call.params["app_name"])
+        machine_id = call.params["machine_id"]
+        found = self._visible_machines(lambda machine: machine.id == machine_id and machine.app_name == app.name)
+        if not found:
+            raise ApiError(404, f"machine {machine_id} not found")
+        return found[0]
+
+    def _mutable_machine(self, call: Call) -> MachineRecord:
+        """A Machine a mutation may touch: not destroyed, and the caller holds its lease if it has one."""
+        machine = self._machine(call)
+        if machine.state in ("destroying", "destroyed"):
+            raise ApiError(404, f"machine {machine.id} not found")
+        lease = machine.live_lease(self.clock.now())
+        if lease is not None and call.nonce != lease.nonce:
+            raise ApiError(409, f"aborted: machine ID {machine.id} lease currently held by {lease.owner}, "
+                                f"expires at {iso(lease.expires_at)}")
+        return machine
+
+    def _volume(self, call: Call) -> VolumeRecord:
+        app = self._app(call.params["app_name"])
+        volume = self.volumes.get(call.params["volume_id"])
+        if volume is None or volume.app_name != app.name:
+            raise ApiError(404, f"volume {call.params['volume_id']} not found")
+        return volume
+
+    def _check_secrets_version(self, app: AppRecord, body: dict) -> None:
+        wanted = body.get("min_secrets_version")
+        if wanted is not None and wanted > app.secrets_version:
+            raise ApiError(400, f"secrets version {wanted} does not exist (latest is {app.secrets_version})")
+
+    # --- apps ----------------------------------------------------------------------------------------------
+
+    def _app_json(self, app: AppRecord) -> dict:
+        machines = self._visible_machines(lambda machine: machine.app_name == app.name)
+        live = [machine for machine in machines if machine.state != "destroyed"]
+        return app.to_json(
+            machine_count=len(live),
+            volume_count=sum(volume.app_name == app.name and volume.state == "created"
+                             for volume in self.volumes.values()),
+            running=any(machine.state in RUNNING_STATES for machine in live))
+
+    def _list_apps(self, call: Call) -> Reply:
+        org = self._org(call.first("org_slug"))
+        apps = [self._app_json(app) for app in self.apps.values() if app.org is org]
+        return Reply(200, {"total_apps": len(apps), "apps": apps})
+
+    def _create_app(self, call: Call) -> Reply:
+        name = call.body["name"]
+        if name in self.apps or name in self.foreign_apps:
+            raise ApiError(422, "Validation failed: Name has already been taken", "name_taken")
+        org = self._org(call.body["org_slug"])
+        network = call.body.get("network", "default")
+        if not NETWORK_NAME.fullmatch(network):
+            raise Refused(f"network {network!r}: letters, digits and dashes, starting with a letter")
+        now = self.clock.now()
+        app = AppRecord(self._ids.app(), name, org, network, internal_numeric_id=next(self._serials),
+                        created_at=now)
+        self.apps[name] = app
+        return Reply(201, {"id": app.id, "created_at": millis(now)}, schema="fakefly.AppCreated")
+
+    def _get_app(self, call: Call) -> Reply:
+        return Reply(200, self._app_json(self._app(call.params["app_name"])))
+
+    def _delete_app(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        machines = [machine for machine in self.machines.values() if machine.app_name == app.name]
+        if not call.flag("force") and any(machine.state in RUNNING_STATES for machine in machines):
+            raise ApiError(412, "failed_precondition: the app has running machines; stop them or use force=true")
+        for machine in machines:
+            del self.machines[machine.id]
+        for volume in [volume for volume in self.volumes.values() if volume.app_name == app.name]:
+            del self.volumes[volume.id]
+        del self.apps[app.name]
+        return Reply(202)
+
+    # --- volumes -------------------------------------------------------------------------------------------
+
+    def _list_volumes(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        return Reply(200, [volume.to_json() for volume in self.volumes.values()
+                           if volume.app_name == app.name and volume.state != "pending_destroy"])
+
+    def _create_volume(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        body = call.body
+        volume = VolumeRecord(
+            id=self._ids.volume(), app_name=app.name, name=body["name"], region=body["region"],
+            zone=f"{self._rng.getrandbits(16):04x}", size_gb=body.get("size_gb", 3),
+            encrypted=body.get("encrypted", True), snapshot_retention=body.get("snapshot_retention", 5),
+            auto_backup_enabled=body.get("auto_backup_enabled", True), created_at=self.clock.now())
+        self.volumes[volume.id] = volume
+        return Reply(200, volume.to_json())
+
+    def _get_volume(self, call: Call) -> Reply:
+        return Reply(200, self._volume(call).to_json())
+
+    def _delete_volume(self, call: Call) -> Reply:
+        volume = self._volume(call)
+        if volume.attached_machine_id is not None:
+            raise ApiError(412, f"failed_precondition: volume {volume.id} is attached to machine "
+                                f"{volume.attached_machine_id}")
+        volume.state = "pending_destroy"  # soft-deleted: Fly keeps it recoverable for a day
+        return Reply(200, volume.to_json())
+
+    # --- secrets -------------------------------------------------------------------------------------------
+
+    def _set_secrets(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        now = self.clock.now()
+        for name, value in call.body.get("values", {}).items():
+            if value is None:
+                app.secrets.pop(name, None)
+            elif name in app.secrets:
+                app.secrets[name] = Secret(value, app.secrets[name].created_at, now)
+            else:
+                app.secrets[name] = Secret(value, now, now)
+        app.secrets_version += 1
+        return Reply(200, {"secrets": [secret.to_json(name) for name, secret in sorted(app.secrets.items())],
+                           "version": app.secrets_version})
+
+    # --- machines ------------------------------------------------------------------------------------------
+
+    def _create_machine(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        body = call.body
+        config = _normalized_config(body["config"])
+        now = self.clock.now()
+        name = body.get("name") or f"machine-{self._rng.getrandbits(24):06x}"
+        # Writes are consistent even while reads are not: a Machine hidden by NotVisible still holds its name.
+        if any(machine.app_name == app.name and machine.name == name and machine.state != "destroyed"
+               for machine in self.machines.values()):
+            raise ApiError(422, f"a machine named {name} already exists in {app.name}")
+        region = body.get("region")
+        volume = self._mountable_volume(app, config, region)
+        if volume is not None:
+            region = region or volume.region
+            if _first(call.faults, HostFull):
+                raise ApiError(412, "insufficient resources to create new machine with existing volume",
+                               "volume_placement_capacity")
+        self._check_secrets_version(app, body)
+        not_visible = _first(call.faults, NotVisible)
+        machine = MachineRecord(
+            id=self._ids.machine(), app_name=app.name, name=name, region=region or "ord", config=config,
+            instance_id=self._ids.ulid(now),
+            private_ip=f"fdaa:0:{app.internal_numeric_id:x}:a7b:{next(self._serials):x}::2",
+            created_at=now, updated_at=now, visible_after=now + (not_visible.seconds if not_visible else 0.0))
+        machine.record_event(self._ids.ulid(now), "launch", "created", now)
+        if volume is not None:
+            volume.attached_machine_id = machine.id
+        if not body.get("skip_launch"):
+            machine.transitions = [Transition(now, "starting", "start"),
+                                   Transition(now + self._latency("start"), "started", "start")]
+        answer = {}
+        if body.get("lease_ttl"):
+            machine.lease = LeaseRecord(self._ids.nonce(), call.owner, "", now + body["lease_ttl"],
+                                        machine.instance_id)
+            answer["nonce"] = machine.lease.nonce
+        self.machines[machine.id] = machine
+        return Reply(200, machine.to_json() | answer)
+
+    def _mountable_volume(self, app: AppRecord, config: dict, region: str | None) -> VolumeRecord | None:
+        mounts = config.get("mounts", [])
+        if not mounts:
+            return None
+        if len(mounts) > 1:
+            raise Refused("config.mounts: a Machine mounts at most one volume")
+        volume = self.volumes.get(mounts[0].get("volume", ""))
+        if volume is None or volume.app_name != app.name or volume.state != "created":
+            raise ApiError(400, f"volume {mounts[0].get('volume')} not found in app {app.name}")
+        if volume.attached_machine_id is not None:
+            raise ApiError(412, f"failed_precondition: volume {volume.id} is already attached to machine "
+                                f"{volume.attached_machine_id}")
+        if region is not None and region != volume.region:
+            raise ApiError(400, f"region {region} does not match volume {volume.id}'s region {volume.region}")
+        return volume
+
+    def _list_machines(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        include_deleted = call.flag("include_deleted")
+        states = set(call.first("state").split(",")) if call.first("state") else None
+        wanted_metadata = {name.removeprefix("metadata."): values[0]
+                           for name, values in call.query.items() if name.startswith("metadata.")}
+
+        def selected(machine: MachineRecord) -> bool:
+            metadata = machine.config.get("metadata", {})
+            return (machine.app_name == app.name
+                    and (include_deleted or machine.state != "destroyed")
+                    and (states is None or machine.state in states)
+                    and call.first("region", machine.region) == machine.region
+                    and all(metadata.get(key) == value for key, value in wanted_metadata.items()))
+
+        summary = call.flag("summary")
+        return Reply(200, [machine.to_json(summary=summary) for machine in self._visible_machines(selected)])
+
+    def _get_machine(self, call: Call) -> Reply:
+        return Reply(200, self._machine(call).to_json())
+
+    def _update_machine(self, call: Call) -> Reply:
+        machine = self._mutable_machine(call)
+        app = self.apps[machine.app_name]
+        body = call.body
+        for immutable in ("name", "region"):
+            if body.get(immutable, getattr(machine, immutable)) != getattr(machine, immutable):
+                raise ApiError(400, f"a machine's {immutable} cannot be changed")
+        if body.get("current_version", machine.instance_id) != machine.instance_id:
+            raise ApiError(412, f"failed_precondition: machine version {body['current_version']} is not the "
+                                f"current version {machine.instance_id}")
+        config = _normalized_config(body["config"])
+        if [mount.get("volume") for mount in config.get("mounts", [])] != machine.mounted_volume_ids:
+            raise ApiError(400, "mounts cannot be changed by an update; destroy and recreate the machine")
+        self._check_secrets_version(app, body)
+
+        now = self.clock.now()
+        previous_config, previous_version = machine.config, machine.instance_id
+        machine.config, machine.instance_id = config, self._ids.ulid(now)
+
+        def revert() -> None:
+            machine.config, machine.instance_id = previous_config, previous_version
+
+        skip_launch = body.get("skip_launch", False)
+        was_running = machine.state in RUNNING_STATES
+        if was_running or not skip_launch:
+            # The old version stops and the new one boots, unless skip_launch leaves it stopped.
+            transient, final = "updating", "stopped" if skip_launch else "started"
+        else:
+            # Stays down; a suspended snapshot belongs to the old version, so it is dropped.
+            transient = final = "stopped" if machine.state == "suspended" else machine.state
+        machine.begin(now, transient, Transition(now + self._latency("update"), final, "update",
+                                                 revert if _first(call.faults, SilentRevert) else None))
+        return Reply(200, machine.to_json())
+
+    def _start_machine(self, call: Call) -> Reply:
+        machine = self._mutable_machine(call)
+        previous_state = machine.state
+        if previous_state not in RUNNING_STATES:
+            now = self.clock.now()
+            machine.begin(now, "starting", Transition(now + self._latency("start"), "started", "start"))
+        return Reply(200, {"previous_state": previous_state, "migrated": False, "new_host": ""},
+                     schema="fakefly.StartResponse")
+
+    def _stop_machine(self, call: Call) -> Reply:
+        machine = self._mutable_machine(call)
+        if machine.state in RUNNING_STATES | {"suspended"}:
+            now = self.clock.now()
+            machine.begin(now, "stopping", Transition(now + self._latency("stop"), "stopped", "stop"))
+        return Reply(200, {"ok": True}, schema="fakefly.Ok")
+
+    def _suspend_machine(self, call: Call) -> Reply:
+        machine = self._mutable_machine(call)
+        if machine.state != "started":
+            raise ApiError(412, f"failed_precondition: cannot suspend a machine that is {machine.state}")
+        now = self.clock.now()
+        machine.begin(now, "suspending", Transition(now + self._latency("suspend"), "suspended", "suspend"))
+        return Reply(200, {"ok": True}, schema="fakefly.Ok")
+
+    def _destroy_machine(self, call: Call) -> Reply:
+        machine = self._mutable_machine(call)
+        if machine.state in RUNNING_STATES and not call.flag("force"):
+            raise ApiError(412, "failed_precondition: unable to destroy machine, not currently stopped")
+
+        def release_resources() -> None:
+            machine.lease = None
+            for volume_id in machine.mounted_volume_ids:
+                if volume_id in self.volumes:
+                    self.volumes[volume_id].attached_machine_id = None
+
+        now = self.clock.now()
+        machine.begin(now, "destroying",
+                      Transition(now + self._latency("destroy"), "destroyed", "destroy", release_resources))
+        return Reply(200, {"ok": True}, schema="fakefly.Ok")
+
+    def _wait_machine(self, call: Call) -> Reply:
+        machine = self._machine(call)
+        states = {state for value in call.query.get("state", ["started"]) for state in value.split(",")}
+        if "stopped" in states and not (call.first("version") or call.first("instance_id")):
+            raise Refused("query version: required to wait for stopped (DOCS machines/api/machines-resource)")
+        timeout = min(int(call.first("timeout", str(WAIT_CAP_SECONDS))), WAIT_CAP_SECONDS)
+        deadline = self.clock.now() + timeout
+        while True:
+            now = self.clock.now()
+            machine.settle(now, self._ids.ulid)
+            if machine.state in states or ("settled" in states and machine.state in SETTLED_STATES):
+                return Reply(200, {"ok": True, "state": machine.state, "version": machine.instance_id,
+                                   "event_id": machine.events[-1]["id"]})
+            if now >= deadline:
+                raise ApiError(408, f"deadline_exceeded: machine {machine.id} did not reach "
+                                    f"{','.join(sorted(states))} within {timeout}s")
+            wake_at = min(deadline, machine.next_transition_at or deadline)
+            self.clock.block(self._lock, wake_at - now)
+
+    # --- leases and metadata -------------------------------------------------------------------------------
+
+    def _lease_reply(self, lease: LeaseRecord, status: int) -> Reply:
+        if self.lease_envelope:
+            return Reply(status, {"status": "success", "data": lease.to_json()}, schema="fakefly.LeaseEnvelope")
+        return Reply(status, lease.to_json())
+
+    def _acquire_lease(self, call: Call) -> Reply:
+        machine = self._machine(call)
+        now = self.clock.now()
+        ttl = call.body.get("ttl", 30)
+        if ttl <= 0:
+            raise Refused("ttl: must be positive")
+        lease = machine.live_lease(now)
+        if lease is not None and call.nonce != lease.nonce:
+            raise ApiError(409, f"aborted: machine ID {machine.id} lease currently held by {lease.owner}, "
+                                f"expires at {iso(lease.expires_at)}")
+        if lease is None and call.nonce:
+            raise ApiError(404, f"lease not found for machine {machine.id}: it expired or was released")
+        if lease is None:
+            lease = machine.lease = LeaseRecord(self._ids.nonce(), call.owner, call.body.get("description", ""),
+                                                now + ttl, machine.instance_id)
+        else:
+            lease.expires_at = now + ttl
+        return self._lease_reply(lease, 201)
+
+    def _get_lease(self, call: Call) -> Reply:
+        machine = self._machine(call)
+        lease = machine.live_lease(self.clock.now())
+        if lease is None:
+            raise ApiError(404, f"no lease for machine {machine.id}")
+        return self._lease_reply(lease, 200)
+
+    def _release_lease(self, call: Call) -> Reply:
+        machine = self._machine(call)
+        lease = machine.live_lease(self.clock.now())
+        if lease is not None and call.nonce != lease.nonce:
+            raise ApiError(409, f"aborted: machine ID {machine.id} lease is held by {lease.owner} with another nonce")
+        machine.lease = None
+        return Reply(200)
+
+    def _set_metadata(self, call: Call) -> Reply:
+        machine = self._mutable_machine(call)
+        machine.config.setdefault("metadata", {})[call.params["key"]] = call.body["value"]
+        machine.updated_at = self.clock.now()
+        return Reply(204)
+
+    def _delete_metadata(self, call: Call) -> Reply:
+        machine = self._mutable_machine(call)
+        machine.config.get("metadata", {}).pop(call.params["key"], None)
+        machine.updated_at = self.clock.now()
+        return Reply(204)
+
+    # --- org-wide ------------------------------------------------------------------------------------------
+
+    def _list_org_machines(self, call: Call) -> Reply:
+        org = self._org(call.params["org_slug"])
+        include_deleted = call.flag("include_deleted")
+        machines = sorted(
+            self._visible_machines(lambda machine: self.apps[machine.app_name].org is org
+                                   and (include_deleted or machine.state != "destroyed")),
+            key=lambda machine: (machine.updated_at, machine.id))
+        if call.first("cursor"):
+            try:
+                after = tuple(json.loads(base64.urlsafe_b64decode(call.first("cursor"))))
+            except ValueError as error:
+                raise Refused(f"query cursor: not a cursor this API returned ({error})") from None
+            machines = [machine for machine in machines if (machine.updated_at, machine.id) > after]
+        page_size = min(int(call.first("limit", str(MAX_ORG_PAGE))), MAX_ORG_PAGE, self.org_page_cap or MAX_ORG_PAGE)
+        page = machines[:max(page_size, 0)]
+        body: dict[str, Any] = {"machines": [machine.to_org_json() for machine in page]}
+        if page:
+            last = page[-1]
+            body |= {"last_machine_id": last.id, "last_updated_at": iso(last.updated_at)}
+            if len(machines) > len(page):
+                body["next_cursor"] = base64.urlsafe_b64encode(json.dumps([last.updated_at, last.id]).encode()).decode()
+        return Reply(200, body)
