@@ -178,6 +178,26 @@ LOCAL_INSTANCES_DIR = Path(env.str("CLOUDCTL_LOCAL_INSTANCES_DIR", default=str(S
 # How long a new instance may take to answer HTTP before provisioning counts as failed.
 INSTANCE_HEALTH_TIMEOUT = env.int("CLOUDCTL_INSTANCE_HEALTH_TIMEOUT", default=120)
 
+# --- Fly Machines (CLOUDCTL_MACHINE_BACKEND=teams.backends.fly.FlyBackend) -------------------------------
+FLY_API_URL = env.str("CLOUDCTL_FLY_API_URL", default="https://api.machines.dev/v1")
+FLY_API_TOKEN = env.str("CLOUDCTL_FLY_API_TOKEN", default="")
+FLY_ORG = env.str("CLOUDCTL_FLY_ORG", default="personal")
+# Team apps are `<prefix>-team-<id>`: Fly app names are global, the prefix keeps ours apart.
+FLY_APP_PREFIX = env.str("CLOUDCTL_FLY_APP_PREFIX", default="cloudctl")
+FLY_REGION = env.str("CLOUDCTL_FLY_REGION", default="ord")
+FLY_VOLUME_SIZE_GB = env.int("CLOUDCTL_FLY_VOLUME_SIZE_GB", default=1)
+FLY_GUEST = {
+    "cpu_kind": env.str("CLOUDCTL_FLY_CPU_KIND", default="shared"),
+    "cpus": env.int("CLOUDCTL_FLY_CPUS", default=1),
+    "memory_mb": env.int("CLOUDCTL_FLY_MEMORY_MB", default=1024),
+}
+# How long to wait for a machine to start, and for a new one to show up in listings (eventual consistency).
+FLY_START_TIMEOUT = env.int("CLOUDCTL_FLY_START_TIMEOUT", default=120)
+FLY_VISIBILITY_GRACE = env.float("CLOUDCTL_FLY_VISIBILITY_GRACE", default=15.0)
+FLY_LEASE_TTL = env.int("CLOUDCTL_FLY_LEASE_TTL", default=30)
+# Each team is served at https://<slug>.<TEAMS_DOMAIN>/ (a router app with a wildcard certificate).
+TEAMS_DOMAIN = env.str("CLOUDCTL_TEAMS_DOMAIN", default="teams.example.com")
+
 # --- Logging -----------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -90,3 +90,20 @@ class TeamEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team.slug}: {self.kind}"
+
+
+class MachineLease(models.Model):
+    """A Fly lease cloudctl holds, with its nonce: an interrupted run's lease can then be released by
+    `reconcile` instead of blocking every later operation until it expires."""
+
+    app = models.CharField(max_length=100)
+    machine_id = models.CharField(max_length=64)
+    nonce = models.CharField(max_length=128)
+    holder = models.CharField(max_length=100)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["app", "machine_id"], name="one_lease_per_machine")]
+
+    def __str__(self) -> str:
+        return f"{self.app}/{self.machine_id} held by {self.holder}"

@@ -6,9 +6,6 @@ row keeps two runs for the same team from overlapping.
 """
 
 import logging
-import os
-import socket
-import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -16,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .backends import get_backend
+from .holders import holder_is_gone, new_holder
 from .models import Instance, Team, TeamEvent
 
 logger = logging.getLogger(__name__)
@@ -38,28 +36,13 @@ def instance_for(team: Team) -> Instance:
     return instance
 
 
-def _holder_is_gone(holder: str) -> bool:
-    """True when the lease holder was a process on this host that no longer exists (killed worker)."""
-    host, _, pid = holder.partition(":")
-    pid = pid.split(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def claim(instance: Instance) -> str:
     """Take the team's provisioning lease or raise ProvisioningBusy."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = new_holder()
     now = timezone.now()
     free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by="")
     holder = Instance.objects.filter(pk=instance.pk).values_list("claimed_by", flat=True).get()
-    if holder and _holder_is_gone(holder):
+    if holder and holder_is_gone(holder):
         free |= Q(claimed_by=holder)
     if not Instance.objects.filter(free, pk=instance.pk).update(claimed_by=owner, claimed_until=now + LEASE):
         raise ProvisioningBusy(f"team {instance.team_id} is being provisioned by {holder}")

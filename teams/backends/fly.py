@@ -1,0 +1,303 @@
+"""The Fly backend: per team one app on its own private network, one volume, one Machine.
+
+Every create is safe to retry. App names are deterministic (`<prefix>-team-<id>`), the volume is the one
+named `data` in the team's app, and the Machine carries `cloudctl_team` and the launch id (saved in the
+database before the create) in its metadata. An ambiguous failure (408, 5xx, dropped connection after
+sending) is therefore resolved by looking, never by creating twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from django.conf import settings
+
+from credentials.tokens import team_token
+
+from ..holders import new_holder
+from .base import BackendError, MachineBackend, ObservedState, Step
+from .fly_client import FlyAPIError, FlyClient, Machine
+
+logger = logging.getLogger(__name__)
+
+VOLUME_NAME = "data"
+MOUNT_PATH = "/data"
+INTERNAL_PORT = 8080
+TOKEN_SECRET = "CLOUDCTL_TOKEN"
+GONE_STATES = {"destroyed", "destroying", "replaced", "migrated"}
+GONE_VOLUME_STATES = {"scheduling_destroy", "pending_destroy", "destroyed"}
+STATE_OF = {"started": ObservedState.RUNNING, "stopped": ObservedState.STOPPED, "suspended": ObservedState.STOPPED,
+            "created": ObservedState.STOPPED, "failed": ObservedState.CRASHED}
+
+
+def app_name(team_id: int) -> str:
+    return f"{settings.FLY_APP_PREFIX}-team-{team_id}"
+
+
+def team_of_app(name: str) -> int | None:
+    """The team id an app name of ours encodes, or None for anyone else's app."""
+    prefix = f"{settings.FLY_APP_PREFIX}-team-"
+    suffix = name[len(prefix):]
+    return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
+
+
+def make_client() -> FlyClient:
+    return FlyClient(settings.FLY_API_URL, settings.FLY_API_TOKEN)
+
+
+def machine_config(instance, volume_id: str, launch_id: str) -> dict:
+    """The team's Machine: scale to zero, restart only on failure (a clean exit stays stopped), no secret in env."""
+    env = {
+        "CLOUDCTL_URL": settings.PRIVATE_API_URL,
+        "CLOUDCTL_TEAM_ID": str(instance.team_id),
+        "CLOUDCTL_INSTANCE_VERSION": instance.image,
+        "DATA_DIR": MOUNT_PATH,
+        "PORT": str(INTERNAL_PORT),
+        "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION,
+        "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
+        "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT,
+    }
+    if settings.INSTANCE_S3_ENDPOINT:
+        env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT
+    return {
+        "image": instance.image,
+        "env": env,
+        "guest": dict(settings.FLY_GUEST),
+        "mounts": [{"volume": volume_id, "path": MOUNT_PATH}],
+        # datasette-scale-to-zero exits 0 when idle or at max age: `always` would restart it at once.
+        "restart": {"policy": "on-failure", "max_retries": 3},
+        "stop_config": {"signal": "SIGTERM", "timeout": "30s"},
+        "metadata": {"cloudctl_team": str(instance.team_id), "cloudctl_launch_id": launch_id},
+        "services": [{
+            "protocol": "tcp",
+            "internal_port": INTERNAL_PORT,
+            "ports": [{"port": 443, "handlers": ["tls", "http"]},
+                      {"port": 80, "handlers": ["http"], "force_https": True}],
+            "concurrency": {"type": "requests", "soft_limit": 25, "hard_limit": 50},
+            "autostart": True,
+            "autostop": "stop",
+            "min_machines_running": 0,
+            "checks": [{"type": "http", "port": INTERNAL_PORT, "method": "GET", "path": "/-/versions.json",
+                        "interval": "15s", "timeout": "5s", "grace_period": "20s"}],
+        }],
+    }
+
+
+class FlyBackend(MachineBackend):
+    def __init__(self, client: FlyClient | None = None, *, clock=time.monotonic, sleep=time.sleep):
+        self.client = client or make_client()
+        self._clock, self._sleep = clock, sleep
+
+    def provisioning_steps(self) -> list[Step]:
+        return [Step("app", self.ensure_app), Step("secret", self.ensure_secret),
+                Step("volume", self.ensure_volume), Step("launch", self.ensure_launch_id),
+                Step("machine", self.ensure_machine), Step("started", self.ensure_started)]
+
+    # --- steps ------------------------------------------------------------------------------------------
+
+    def ensure_app(self, instance) -> dict:
+        name = app_name(instance.team_id)
+        if instance.resources.get("app") == name and self._app_owner(name) == "ours":
+            return {}
+        for _ in range(3):
+            try:
+                self.client.create_app(name, settings.FLY_ORG, network=f"{name}-net")
+                return {"app": name}
+            except FlyAPIError as error:
+                if not (error.ambiguous or error.status == "name_taken" or error.http_status == 422):
+                    raise BackendError(f"creating app {name} failed: {error}") from None
+                owner = self._app_owner(name)
+                if owner == "ours":  # made by this or an earlier attempt: adopt it
+                    return {"app": name}
+                if owner == "theirs":
+                    raise BackendError(f"app name {name} is taken by another Fly organization") from None
+        raise BackendError(f"could not create app {name} after 3 attempts")
+
+    def ensure_secret(self, instance) -> dict:
+        generation = instance.team.token_generation
+        if instance.resources.get("token_generation") == generation:
+            return {}
+        version = self.client.set_secrets(instance.resources["app"], {TOKEN_SECRET: team_token(instance.team)})
+        return {"secrets_version": version, "token_generation": generation}
+
+    def ensure_volume(self, instance) -> dict:
+        app = instance.resources["app"]
+        for _ in range(3):
+            existing = [v for v in self.client.list_volumes(app)
+                        if v.name == VOLUME_NAME and v.state not in GONE_VOLUME_STATES]
+            if existing:
+                return {"volume": existing[0].id}
+            try:
+                volume = self.client.create_volume(
+                    app, VOLUME_NAME, settings.FLY_REGION, settings.FLY_VOLUME_SIZE_GB,
+                    compute={**settings.FLY_GUEST})
+                return {"volume": volume.id}
+            except FlyAPIError as error:
+                if not error.ambiguous:
+                    raise BackendError(f"creating the volume of {app} failed: {error}") from None
+        raise BackendError(f"could not create the volume of {app} after 3 attempts")
+
+    def ensure_launch_id(self, instance) -> dict:
+        # Saved before the Machine is created, so an ambiguous create can be found by it afterwards.
+        return {} if instance.resources.get("launch_id") else {"launch_id": uuid.uuid4().hex}
+
+    def ensure_machine(self, instance) -> dict:
+        app, launch_id = instance.resources["app"], instance.resources["launch_id"]
+        machine = self._current_machine(instance)
+        if machine is not None:
+            return {"machine": machine.id, "machine_version": machine.instance_id}
+        for _ in range(3):
+            try:
+                machine = self.client.create_machine(
+                    app, name=f"{app}-main", region=settings.FLY_REGION,
+                    config=machine_config(instance, instance.resources["volume"], launch_id),
+                    min_secrets_version=instance.resources.get("secrets_version"))
+                return {"machine": machine.id, "machine_version": machine.instance_id}
+            except FlyAPIError as error:
+                if error.status == "volume_placement_capacity" or error.http_status == 412:
+                    raise BackendError(f"no room for the machine on the volume's host: {error}") from None
+                # 422: our deterministic name is taken, by an earlier create not yet visible to listings.
+                if not (error.ambiguous or error.http_status == 422):
+                    raise BackendError(f"creating the machine of {app} failed: {error}") from None
+                machine = self._find_launched(app, launch_id)
+                if machine is not None:
+                    return {"machine": machine.id, "machine_version": machine.instance_id}
+        raise BackendError(f"could not create the machine of {app} after 3 attempts")
+
+    def ensure_started(self, instance) -> dict:
+        app, machine_id = instance.resources["app"], instance.resources["machine"]
+        machine = self._visible_machine(app, machine_id)
+        if machine is None:
+            raise BackendError(f"machine {machine_id} of {app} is gone")
+        if machine.state in ("stopped", "suspended"):
+            self.client.start(app, machine_id)
+        self.client.wait(app, machine_id, "started", timeout=settings.FLY_START_TIMEOUT)
+        return {"url": f"https://{instance.team.slug}.{settings.TEAMS_DOMAIN}/"}
+
+    # --- operations -------------------------------------------------------------------------------------
+
+    def observe(self, instance) -> ObservedState:
+        if not instance.resources.get("machine"):
+            return ObservedState.MISSING
+        machine = self._current_machine(instance)
+        if machine is None:
+            return ObservedState.MISSING
+        return STATE_OF.get(machine.state, ObservedState.RUNNING)
+
+    def start(self, instance) -> dict:
+        return self.ensure_started(instance)
+
+    def stop(self, instance) -> None:
+        app, machine_id = instance.resources["app"], instance.resources["machine"]
+        with self.lease(app, machine_id, "stop") as nonce:
+            machine = self.client.get_machine(app, machine_id)
+            if machine.state == "started":
+                self.client.stop(app, machine_id, nonce=nonce)
+                self.client.wait(app, machine_id, "stopped", version=machine.instance_id,
+                                 timeout=settings.FLY_START_TIMEOUT)
+
+    def destroy(self, instance) -> None:
+        """Machine, volume and app go (the app holds the team's secret); backups in S3 stay."""
+        app = instance.resources.get("app") or app_name(instance.team_id)
+        try:
+            for machine in self.client.list_machines(app):
+                if machine.state not in GONE_STATES:
+                    self.client.destroy_machine(app, machine.id, force=True)
+            self.client.delete_app(app, force=True)
+        except FlyAPIError as error:
+            if error.http_status != 404:
+                raise BackendError(f"destroying {app} failed: {error}") from None
+
+    def update(self, instance, image: str) -> dict:
+        """Move the Machine to `image` under a lease; a stopped Machine stays stopped; verify by reading back."""
+        app, machine_id = instance.resources["app"], instance.resources["machine"]
+        with self.lease(app, machine_id, f"update to {image}") as nonce:
+            machine = self.client.get_machine(app, machine_id)
+            stay_stopped = machine.state in ("stopped", "suspended", "created")
+            updated = self.client.update_machine(
+                app, machine_id, config={**machine.config, "image": image}, current_version=machine.instance_id,
+                skip_launch=stay_stopped, nonce=nonce)
+            if not stay_stopped:
+                self.client.wait(app, machine_id, "started", version=updated.instance_id,
+                                 timeout=settings.FLY_START_TIMEOUT)
+            current = self.client.get_machine(app, machine_id)
+        if current.image != image or current.instance_id != updated.instance_id:
+            raise BackendError(f"machine {machine_id} reverted to {current.image} after the update to {image}")
+        return {"machine_version": current.instance_id}
+
+    def log_tail(self, instance, lines: int = 15) -> str:
+        return "(see `fly logs -a {}`)".format(instance.resources.get("app", "?"))
+
+    @contextmanager
+    def lease(self, app: str, machine_id: str, purpose: str):
+        """A short lease for one operation, recorded with its nonce so `reconcile` can release it if we die."""
+        from teams.models import MachineLease
+
+        holder = new_holder()
+        lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, f"cloudctl {purpose} ({holder})")
+        MachineLease.objects.update_or_create(app=app, machine_id=machine_id, defaults={
+            "nonce": lease.nonce, "holder": holder,
+            "expires_at": datetime.fromtimestamp(lease.expires_at, tz=timezone.utc)})
+        try:
+            yield lease.nonce
+        finally:
+            try:
+                self.client.release_lease(app, machine_id, lease.nonce)
+            except FlyAPIError as error:
+                logger.warning("releasing the lease on %s/%s failed: %s", app, machine_id, error)
+            MachineLease.objects.filter(app=app, machine_id=machine_id, nonce=lease.nonce).delete()
+
+    # --- internals --------------------------------------------------------------------------------------
+
+    def _app_owner(self, name: str) -> str:
+        """"ours" (in our org), "theirs" (another org) or "none"."""
+        try:
+            app = self.client.get_app(name)
+        except FlyAPIError as error:
+            if error.http_status == 403:
+                return "theirs"
+            if error.http_status == 404:
+                return "none"
+            raise BackendError(f"looking up app {name} failed: {error}") from None
+        return "ours" if app.org_slug in (None, settings.FLY_ORG) else "theirs"
+
+    def _current_machine(self, instance) -> Machine | None:
+        """The team's live Machine: the recorded one, else any tagged with the team (adopted)."""
+        app = instance.resources["app"]
+        recorded = instance.resources.get("machine")
+        if recorded:
+            machine = self._visible_machine(app, recorded)
+            if machine is not None and machine.state not in GONE_STATES:
+                return machine
+        tagged = [m for m in self.client.list_machines(app, metadata={"cloudctl_team": str(instance.team_id)})
+                  if m.state not in GONE_STATES]
+        return tagged[0] if tagged else None
+
+    def _visible_machine(self, app: str, machine_id: str) -> Machine | None:
+        """The Machine, or None once it has answered 404 for the whole visibility grace period (a Machine
+        just created can answer 404 for a few seconds: that is not "gone")."""
+        deadline = self._clock() + settings.FLY_VISIBILITY_GRACE
+        while True:
+            try:
+                return self.client.get_machine(app, machine_id)
+            except FlyAPIError as error:
+                if error.http_status != 404:
+                    raise BackendError(f"reading machine {machine_id} failed: {error}") from None
+                if self._clock() >= deadline:
+                    return None
+            self._sleep(0.5)
+
+    def _find_launched(self, app: str, launch_id: str) -> Machine | None:
+        """After an ambiguous create: look for the launch id until it shows up or the grace period ends
+        (a Machine just created can be missing from listings for a few seconds)."""
+        deadline = self._clock() + settings.FLY_VISIBILITY_GRACE
+        while True:
+            found = [m for m in self.client.list_machines(app, metadata={"cloudctl_launch_id": launch_id})
+                     if m.state not in GONE_STATES]
+            if found or self._clock() >= deadline:
+                return found[0] if found else None
+            self._sleep(0.5)

@@ -1,0 +1,174 @@
+"""The Fly backend and provisioning state machine against the spec-checking fake Machines API."""
+
+import random
+
+import pytest
+
+from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable, VirtualClock
+from teams.backends import BackendError, ObservedState, get_backend
+from teams.backends.fly import FlyBackend, app_name
+from teams.backends.fly_client import FlyClient, RateLimiter
+from teams.fleet import provision_fleet
+from teams.models import Instance
+from teams.provisioning import instance_for, provision
+
+BACKEND = "teams.backends.fly.FlyBackend"
+ORG = "acme"
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock()
+
+
+@pytest.fixture
+def fake(clock):
+    return FakeFly(clock=clock, orgs=(ORG,), foreign_apps=("cloudctl-team-999",))
+
+
+@pytest.fixture
+def fly(settings, fake, clock, monkeypatch):
+    """Every FlyBackend built by get_backend talks to the in-process fake on virtual time."""
+    settings.MACHINE_BACKEND = BACKEND
+    settings.FLY_ORG = ORG
+    settings.INSTANCE_IMAGE = "registry.fly.io/cloudctl-team:v1"
+    client = FlyClient(token="fly-token", transport=fake.transport(), clock=clock.now, sleep=clock.sleep,
+                       rng=random.Random(0), limiter=RateLimiter(clock=clock.now, sleep=clock.sleep))
+    backend = FlyBackend(client, clock=clock.now, sleep=clock.sleep)
+    get_backend.cache_clear()
+    monkeypatch.setattr("teams.backends.get_backend", lambda path=None: backend)
+    monkeypatch.setattr("teams.provisioning.get_backend", lambda path=None: backend)
+    yield backend
+    get_backend.cache_clear()
+
+
+def live(records):
+    return [r for r in records if r.state not in ("destroyed", "destroying")]
+
+
+def assert_one_of_each_per_team(fake, team_ids):
+    apps = {name for name in fake.apps if not name.startswith("cloudctl-team-999")}
+    assert apps == {app_name(team_id) for team_id in team_ids}
+    for team_id in team_ids:
+        app = app_name(team_id)
+        assert len(live(v for v in fake.volumes.values() if v.app_name == app)) == 1, app
+        assert len(live(m for m in fake.machines.values() if m.app_name == app)) == 1, app
+    assert fake.refused == []
+
+
+def test_provisioning_makes_one_app_volume_and_machine(fly, fake, make_team):
+    team = make_team()
+    instance = provision(team)
+    assert instance.state == Instance.State.RUNNING
+    assert instance.completed_steps == ["app", "secret", "volume", "launch", "machine", "started"]
+    app = fake.apps[app_name(team.pk)]
+    assert app.network == f"{app_name(team.pk)}-net"
+    machine = fake.machine(instance.resources["machine"])
+    assert machine.state == "started"
+    config = machine.config
+    assert config["metadata"] == {"cloudctl_team": str(team.pk), "cloudctl_launch_id": instance.resources["launch_id"]}
+    assert config["restart"]["policy"] == "on-failure"
+    service = config["services"][0]
+    assert (service["autostart"], service["autostop"], service["min_machines_running"]) == (True, True, 0)
+    assert config["mounts"] == [{"volume": instance.resources["volume"], "path": "/data"}]
+    assert "CLOUDCTL_TOKEN" not in config["env"]  # the token is an app secret, never in env
+    assert "CLOUDCTL_TOKEN" in fake.apps[app_name(team.pk)].secrets
+    assert_one_of_each_per_team(fake, [team.pk])
+
+
+def test_rerunning_provisioning_changes_nothing(fly, fake, make_team):
+    team = make_team()
+    provision(team)
+    creates = {action: fake.calls[action] for action in ("create_app", "create_volume", "create_machine")}
+    provision(team)
+    assert {action: fake.calls[action] for action in creates} == creates
+    assert_one_of_each_per_team(fake, [team.pk])
+
+
+def test_an_app_name_taken_by_another_org_is_a_clear_failure(fly, fake, make_team, settings):
+    team = make_team()
+    settings.FLY_APP_PREFIX = "cloudctl"
+    fake.foreign_apps.add(app_name(team.pk))
+    with pytest.raises(BackendError, match="taken by another Fly organization"):
+        provision(team)
+    assert instance_for(team).state == Instance.State.FAILED
+
+
+def test_an_app_left_by_our_earlier_attempt_is_adopted(fly, fake, make_team):
+    team = make_team()
+    fly.client.create_app(app_name(team.pk), ORG, f"{app_name(team.pk)}-net")
+    assert provision(team).state == Instance.State.RUNNING
+    assert_one_of_each_per_team(fake, [team.pk])
+
+
+@pytest.mark.parametrize("action", ["create_app", "create_volume", "create_machine"])
+def test_an_ambiguous_create_is_resolved_by_looking_not_by_creating_twice(fly, fake, make_team, action):
+    team = make_team()
+    fake.inject(action, ResponseLost(status=408), calls=[1])
+    assert provision(team).state == Instance.State.RUNNING
+    assert_one_of_each_per_team(fake, [team.pk])
+
+
+def test_an_ambiguous_machine_create_not_yet_visible_is_still_found(fly, fake, make_team):
+    team = make_team()
+    fake.inject("create_machine", NotVisible(seconds=5), calls=[1])
+    fake.inject("create_machine", ResponseLost(status=503), calls=[1])
+    assert provision(team).state == Instance.State.RUNNING
+    assert fake.calls["create_machine"] == 1
+    assert_one_of_each_per_team(fake, [team.pk])
+
+
+def test_a_full_host_fails_with_its_reason(fly, fake, make_team):
+    team = make_team()
+    fake.inject("create_machine", HostFull(), calls=[1])
+    with pytest.raises(BackendError, match="no room for the machine"):
+        provision(team)
+    assert "no room" in instance_for(team).last_error
+    assert provision(team).state == Instance.State.RUNNING  # a later run succeeds
+
+
+def test_two_hundred_teams_with_twenty_percent_faults_of_every_kind(fly, fake, make_team, transactional_db):
+    teams = [make_team() for _ in range(200)]
+    for action in ("create_app", "create_volume", "create_machine", "set_secrets", "get_machine",
+                   "list_machines", "list_volumes", "wait_machine", "get_app"):
+        fake.inject(action, Unavailable(503), probability=0.2)
+    for action in ("create_app", "create_volume", "create_machine"):
+        fake.inject(action, ResponseLost(status=408), probability=0.2)
+    fake.inject("create_machine", NotVisible(seconds=3), probability=0.2)
+    result = provision_fleet(teams, concurrency=1, attempts=10)
+    assert result.failed == {}
+    assert Instance.objects.filter(state=Instance.State.RUNNING).count() == 200
+    assert_one_of_each_per_team(fake, [team.pk for team in teams])
+
+
+def test_observe_maps_machine_states(fly, fake, make_team):
+    team = make_team()
+    instance = provision(team)
+    assert fly.observe(instance) is ObservedState.RUNNING
+    fly.stop(instance)
+    assert fly.observe(instance) is ObservedState.STOPPED
+    fly.client.destroy_machine(instance.resources["app"], instance.resources["machine"], force=True)
+    assert fly.observe(instance) is ObservedState.MISSING
+
+
+def test_update_keeps_a_stopped_machine_stopped(fly, fake, make_team):
+    instance = provision(make_team())
+    fly.stop(instance)
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    machine = fake.machine(instance.resources["machine"])
+    assert (machine.config["image"], machine.state) == ("registry.fly.io/cloudctl-team:v2", "stopped")
+
+
+def test_update_detects_a_silent_revert(fly, fake, make_team):
+    instance = provision(make_team())
+    fake.inject("update_machine", SilentRevert(), calls=[1])
+    with pytest.raises(BackendError, match="reverted"):
+        fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+
+
+def test_destroy_removes_compute_and_volume(fly, fake, make_team):
+    team = make_team()
+    instance = provision(team)
+    fly.destroy(instance)
+    assert app_name(team.pk) not in fake.apps
+    assert not live(m for m in fake.machines.values() if m.app_name == app_name(team.pk))
