@@ -13,6 +13,12 @@ from .models import CredentialEvent
 logger = logging.getLogger("cloudctl.audit")
 
 USER_AGENT_LIMIT = 256
+FORMAT_LIMIT = 32
+
+
+def storable(text: str, limit: int) -> str:
+    """Caller-supplied text as every database can store it: PostgreSQL text fields refuse NUL characters."""
+    return text.replace("\x00", "\N{REPLACEMENT CHARACTER}")[:limit]
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ def token_fingerprint(token: str | None) -> str:
 def record_issuance(team: Team, client: Client, response_format: str, issued: IssuedCredentials) -> CredentialEvent:
     event = CredentialEvent.objects.create(
         kind=CredentialEvent.Kind.ISSUED, team=team, client_ip=client.ip,
-        user_agent=client.user_agent[:USER_AGENT_LIMIT], response_format=response_format,
+        user_agent=storable(client.user_agent, USER_AGENT_LIMIT), response_format=response_format,
         access_key_id=issued.access_key_id, session_name=issued.session_name, expiration=issued.expiration,
     )
     logger.info(
@@ -48,7 +54,8 @@ def record_refusal(
 ) -> CredentialEvent:
     event = CredentialEvent.objects.create(
         kind=CredentialEvent.Kind.REFUSED, reason=reason, team=team, client_ip=client.ip,
-        user_agent=client.user_agent[:USER_AGENT_LIMIT], response_format=response_format[:32],
+        user_agent=storable(client.user_agent, USER_AGENT_LIMIT),
+        response_format=storable(response_format, FORMAT_LIMIT),
         token_fingerprint=token_fingerprint(token),
     )
     logger.warning(

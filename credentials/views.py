@@ -62,9 +62,10 @@ def credentials(request):
             raise refuse(400, "bad Content-Length", Reason.BAD_REQUEST, client) from None
         if length > settings.PRIVATE_API_MAX_BODY:
             raise refuse(413, f"body over {settings.PRIVATE_API_MAX_BODY} bytes", Reason.BODY_TOO_LARGE, client)
+        # LookupError: the body's charset names a bytes-to-bytes codec (rot13, base64, ...), not a text encoding.
         try:
             token = presented_token(request)
-        except (MultiPartParserError, SuspiciousOperation, UnicodeError, ValueError):
+        except (LookupError, MultiPartParserError, SuspiciousOperation, UnicodeError, ValueError):
             raise refuse(400, "unreadable request body", Reason.BAD_REQUEST, client) from None
         exchange = exchange_token(token, response_format, client)
     except ExchangeRefused as refusal:
