@@ -19,3 +19,19 @@ def provision_team(team_id: int) -> str:
         # The run holding the lease finishes the job; this one has nothing to do.
         logger.info("%s", busy)
         return "busy"
+
+
+@task()
+def reconcile_fleet(every_seconds: int = 0) -> int:
+    """Reconcile once; with `every_seconds`, enqueue the next run (a periodic task without a scheduler)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from .reconcile import reconcile
+
+    try:
+        return len(reconcile())
+    finally:
+        if every_seconds:
+            reconcile_fleet.using(run_after=timezone.now() + timedelta(seconds=every_seconds)).enqueue(every_seconds)

@@ -1,4 +1,5 @@
 """The Fly backend and provisioning state machine against the spec-checking fake Machines API."""
+# The `fly` fixture's backend is the one get_backend() returns, so provisioning and reconcile use it too.
 
 import random
 
@@ -6,7 +7,7 @@ import pytest
 
 from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable, VirtualClock
 from teams.backends import BackendError, ObservedState, get_backend
-from teams.backends.fly import FlyBackend, app_name
+from teams.backends.fly import app_name
 from teams.backends.fly_client import FlyClient, RateLimiter
 from teams.fleet import provision_fleet
 from teams.models import Instance
@@ -34,11 +35,9 @@ def fly(settings, fake, clock, monkeypatch):
     settings.INSTANCE_IMAGE = "registry.fly.io/cloudctl-team:v1"
     client = FlyClient(token="fly-token", transport=fake.transport(), clock=clock.now, sleep=clock.sleep,
                        rng=random.Random(0), limiter=RateLimiter(clock=clock.now, sleep=clock.sleep))
-    backend = FlyBackend(client, clock=clock.now, sleep=clock.sleep)
+    monkeypatch.setattr("teams.backends.fly.make_client", lambda: client)
     get_backend.cache_clear()
-    monkeypatch.setattr("teams.backends.get_backend", lambda path=None: backend)
-    monkeypatch.setattr("teams.provisioning.get_backend", lambda path=None: backend)
-    yield backend
+    yield get_backend(BACKEND)
     get_backend.cache_clear()
 
 

@@ -9,7 +9,6 @@ sending) is therefore resolved by looking, never by creating twice.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ MOUNT_PATH = "/data"
 INTERNAL_PORT = 8080
 TOKEN_SECRET = "CLOUDCTL_TOKEN"
 GONE_STATES = {"destroyed", "destroying", "replaced", "migrated"}
+STOPPED_STATES = {"stopped", "suspended", "created"}
 GONE_VOLUME_STATES = {"scheduling_destroy", "pending_destroy", "destroyed"}
 STATE_OF = {"started": ObservedState.RUNNING, "stopped": ObservedState.STOPPED, "suspended": ObservedState.STOPPED,
             "created": ObservedState.STOPPED, "failed": ObservedState.CRASHED}
@@ -88,9 +88,8 @@ def machine_config(instance, volume_id: str, launch_id: str) -> dict:
 
 
 class FlyBackend(MachineBackend):
-    def __init__(self, client: FlyClient | None = None, *, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, client: FlyClient | None = None):
         self.client = client or make_client()
-        self._clock, self._sleep = clock, sleep
 
     def provisioning_steps(self) -> list[Step]:
         return [Step("app", self.ensure_app), Step("secret", self.ensure_secret),
@@ -213,21 +212,21 @@ class FlyBackend(MachineBackend):
                 raise BackendError(f"destroying {app} failed: {error}") from None
 
     def update(self, instance, image: str) -> dict:
-        """Move the Machine to `image` under a lease; a stopped Machine stays stopped; verify by reading back."""
-        app, machine_id = instance.resources["app"], instance.resources["machine"]
-        with self.lease(app, machine_id, f"update to {image}") as nonce:
-            machine = self.client.get_machine(app, machine_id)
-            stay_stopped = machine.state in ("stopped", "suspended", "created")
-            updated = self.client.update_machine(
-                app, machine_id, config={**machine.config, "image": image}, current_version=machine.instance_id,
-                skip_launch=stay_stopped, nonce=nonce)
-            if not stay_stopped:
-                self.client.wait(app, machine_id, "started", version=updated.instance_id,
-                                 timeout=settings.FLY_START_TIMEOUT)
-            current = self.client.get_machine(app, machine_id)
+        """Move the Machine to `image`; a stopped Machine stays stopped; verified by reading it back."""
+        updated = self._rewrite_machine(instance, f"update to {image}", image=image)
+        current = self.client.get_machine(instance.resources["app"], instance.resources["machine"])
         if current.image != image or current.instance_id != updated.instance_id:
-            raise BackendError(f"machine {machine_id} reverted to {current.image} after the update to {image}")
+            raise BackendError(f"machine {current.id} reverted to {current.image} after the update to {image}")
         return {"machine_version": current.instance_id}
+
+    def push_secret(self, instance) -> dict:
+        """Set the team's current token as the app secret and move the Machine onto it (a running one
+        restarts; a stopped one picks it up at its next start)."""
+        resources = self.ensure_secret(instance)
+        if not resources:
+            return {}
+        updated = self._rewrite_machine(instance, "secret update", min_secrets_version=resources["secrets_version"])
+        return {**resources, "machine_version": updated.instance_id}
 
     def log_tail(self, instance, lines: int = 15) -> str:
         return "(see `fly logs -a {}`)".format(instance.resources.get("app", "?"))
@@ -252,6 +251,23 @@ class FlyBackend(MachineBackend):
             MachineLease.objects.filter(app=app, machine_id=machine_id, nonce=lease.nonce).delete()
 
     # --- internals --------------------------------------------------------------------------------------
+
+    def _rewrite_machine(self, instance, purpose: str, *, image: str | None = None,
+                         min_secrets_version: int | None = None) -> Machine:
+        """Update the Machine's full config under a lease, keeping a stopped Machine stopped and waiting for
+        a running one to be started again on the new version."""
+        app, machine_id = instance.resources["app"], instance.resources["machine"]
+        with self.lease(app, machine_id, purpose) as nonce:
+            machine = self.client.get_machine(app, machine_id)
+            stay_stopped = machine.state in STOPPED_STATES
+            updated = self.client.update_machine(
+                app, machine_id, config={**machine.config, **({"image": image} if image else {})},
+                current_version=machine.instance_id, skip_launch=stay_stopped,
+                min_secrets_version=min_secrets_version, nonce=nonce)
+            if not stay_stopped:
+                self.client.wait(app, machine_id, "started", version=updated.instance_id,
+                                 timeout=settings.FLY_START_TIMEOUT)
+        return updated
 
     def _app_owner(self, name: str) -> str:
         """"ours" (in our org), "theirs" (another org) or "none"."""
@@ -280,24 +296,24 @@ class FlyBackend(MachineBackend):
     def _visible_machine(self, app: str, machine_id: str) -> Machine | None:
         """The Machine, or None once it has answered 404 for the whole visibility grace period (a Machine
         just created can answer 404 for a few seconds: that is not "gone")."""
-        deadline = self._clock() + settings.FLY_VISIBILITY_GRACE
+        deadline = self.client.clock() + settings.FLY_VISIBILITY_GRACE
         while True:
             try:
                 return self.client.get_machine(app, machine_id)
             except FlyAPIError as error:
                 if error.http_status != 404:
                     raise BackendError(f"reading machine {machine_id} failed: {error}") from None
-                if self._clock() >= deadline:
+                if self.client.clock() >= deadline:
                     return None
-            self._sleep(0.5)
+            self.client.sleep(0.5)
 
     def _find_launched(self, app: str, launch_id: str) -> Machine | None:
         """After an ambiguous create: look for the launch id until it shows up or the grace period ends
         (a Machine just created can be missing from listings for a few seconds)."""
-        deadline = self._clock() + settings.FLY_VISIBILITY_GRACE
+        deadline = self.client.clock() + settings.FLY_VISIBILITY_GRACE
         while True:
             found = [m for m in self.client.list_machines(app, metadata={"cloudctl_launch_id": launch_id})
                      if m.state not in GONE_STATES]
-            if found or self._clock() >= deadline:
+            if found or self.client.clock() >= deadline:
                 return found[0] if found else None
-            self._sleep(0.5)
+            self.client.sleep(0.5)

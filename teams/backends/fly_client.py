@@ -282,8 +282,9 @@ class FlyClient:
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._limiter = limiter if limiter is not None else RateLimiter(clock=clock, sleep=sleep)
-        self._sleep = sleep
-        self._clock = clock
+        # Public so code built on this client waits on the same (possibly virtual) time.
+        self.sleep = sleep
+        self.clock = clock
         self._rng = rng or random.Random()
 
     def close(self) -> None:
@@ -433,11 +434,11 @@ class FlyClient:
             raise ValueError(f"state must be one of {sorted(WAIT_STATES)}, got {state!r}")
         if state == "stopped" and not version:
             raise ValueError("waiting for stopped needs the Machine's version (instance_id)")
-        started_at = self._clock()
+        started_at = self.clock()
         deadline = started_at + timeout
         not_found_attempts = 0
         last_error: FlyAPIError | None = None
-        while (window := min(WAIT_WINDOW_SECONDS, math.ceil(deadline - self._clock()))) >= 1:
+        while (window := min(WAIT_WINDOW_SECONDS, math.ceil(deadline - self.clock()))) >= 1:
             params = {"state": state, "timeout": window} | ({"version": version} if version else {})
             try:
                 body = self._json(self._call("GET", _machine_path(app, machine_id, "wait"), action="wait_machine",
@@ -446,10 +447,10 @@ class FlyClient:
             except FlyAPIError as error:
                 if error.http_status == 408:
                     last_error = error
-                elif error.http_status == 404 and self._clock() - started_at < NOT_FOUND_GRACE_SECONDS:
+                elif error.http_status == 404 and self.clock() - started_at < NOT_FOUND_GRACE_SECONDS:
                     not_found_attempts += 1
                     last_error = error
-                    self._sleep(self._backoff(not_found_attempts))
+                    self.sleep(self._backoff(not_found_attempts))
                 else:
                     raise
                 continue
@@ -529,7 +530,7 @@ class FlyClient:
         while True:
             attempt += 1
             self._limiter.acquire(action, key)
-            started = self._clock()
+            started = self.clock()
             retry_after = None
             try:
                 response = self._http.request(method, path, params=params, json=json, headers=headers,
@@ -537,7 +538,7 @@ class FlyClient:
             except httpx.TransportError as exc:
                 sent = not isinstance(exc, _NOT_SENT)
                 logger.warning("fly %s %s -> %s after %.0f ms (attempt %d)", method, path, type(exc).__name__,
-                               (self._clock() - started) * 1000, attempt)
+                               (self.clock() - started) * 1000, attempt)
                 may_retry = isinstance(exc, _TRANSIENT_TRANSPORT) and not (sent and retry is _Retry.UNPROCESSED)
                 error = FlyAPIError(None, None, f"{type(exc).__name__}: {exc}", None,
                                     ambiguous=sent and retry is _Retry.UNPROCESSED)
@@ -547,7 +548,7 @@ class FlyClient:
                 request_id = response.headers.get("fly-request-id")
                 log = logger.info if status < 400 else logger.warning
                 log("fly %s %s -> %d fly-request-id=%s %.0f ms (attempt %d)", method, path, status, request_id,
-                    (self._clock() - started) * 1000, attempt)
+                    (self.clock() - started) * 1000, attempt)
                 if status < 400:
                     return response
                 may_retry = _may_retry(retry, status)
@@ -557,7 +558,7 @@ class FlyClient:
                 cause = None
             if not may_retry or attempt == self._max_attempts:
                 raise error from cause
-            self._sleep(max(self._backoff(attempt), retry_after or 0.0))
+            self.sleep(max(self._backoff(attempt), retry_after or 0.0))
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniformly up to an exponentially growing cap (AWS Architecture Blog, 2015)."""

@@ -1,0 +1,27 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from teams.backends import BackendError
+from teams.reconcile import REPORTED, reconcile
+
+
+class Command(BaseCommand):
+    help = ("Compare Fly with the database: repair missing machines, wrong images, stale leases and secrets "
+            "behind; report orphans (--prune deletes them). Safe at any time.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--prune", action="store_true", help="delete apps tagged as ours that have no team")
+        parser.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+
+    def handle(self, prune, dry_run, **options):
+        try:
+            findings = reconcile(prune=prune, dry_run=dry_run)
+        except BackendError as error:
+            raise CommandError(str(error)) from None
+        if not findings:
+            self.stdout.write(self.style.SUCCESS("no drift"))
+            return
+        for finding in findings:
+            self.stdout.write(f"{finding.kind:18} {finding.subject:40} {finding.outcome}: {finding.detail}")
+        decisions = sum(finding.outcome == REPORTED for finding in findings)
+        self.stdout.write(f"{len(findings)} finding(s), {decisions} needing a decision"
+                          + (" (dry run: nothing changed)" if dry_run else ""))

@@ -1,0 +1,91 @@
+"""reconcile finds and repairs each kind of drift, then finds nothing."""
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from credentials.tokens import rotate_team_token
+from teams.backends.fly import app_name
+from teams.models import Instance, MachineLease
+from teams.provisioning import instance_for, provision
+from teams.reconcile import PRUNED, REPAIRED, REPORTED, reconcile
+
+from .test_fly_backend import ORG, assert_one_of_each_per_team, clock, fake, fly, live  # noqa: F401
+
+
+@pytest.fixture
+def fleet(fly, fake, make_team, transactional_db):
+    teams = [make_team() for _ in range(5)]
+    for team in teams:
+        provision(team)
+    return teams
+
+
+def kinds(findings):
+    return sorted((f.kind, f.outcome) for f in findings)
+
+
+def test_a_healthy_fleet_has_no_drift(fleet, fake):
+    assert reconcile() == []
+
+
+def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, fly, fake):
+    deleted, old_image, leased, rotated = (instance_for(team) for team in fleet[:4])
+    fly.client.destroy_machine(deleted.resources["app"], deleted.resources["machine"], force=True)
+    fly.client.update_machine(old_image.resources["app"], old_image.resources["machine"],
+                              config={**fake.machine(old_image.resources["machine"]).config, "image": "old:v0"},
+                              current_version=fake.machine(old_image.resources["machine"]).instance_id)
+    lease = fly.client.acquire_lease(leased.resources["app"], leased.resources["machine"], 3600, "interrupted run")
+    MachineLease.objects.create(app=leased.resources["app"], machine_id=leased.resources["machine"],
+                                nonce=lease.nonce, holder="this-host:999999999:dead", expires_at=timezone.now())
+    rotate_team_token(rotated.team)
+    fly.client.create_app("cloudctl-team-4242", ORG, "cloudctl-team-4242-net")
+
+    findings = reconcile()
+    assert kinds(findings) == sorted([
+        ("missing_machine", REPAIRED), ("wrong_image", REPAIRED), ("stale_lease", REPAIRED),
+        ("secret_behind", REPAIRED), ("orphan_app", REPORTED)])
+    assert reconcile() == [f for f in findings if f.outcome == REPORTED]  # only the decision remains
+
+    assert fake.machine(instance_for(fleet[1]).resources["machine"]).config["image"] == instance_for(fleet[1]).image
+    assert fly.client.get_lease(leased.resources["app"], leased.resources["machine"]) is None
+    assert instance_for(fleet[3]).resources["token_generation"] == 2
+    assert all(instance_for(team).state == Instance.State.RUNNING for team in fleet)
+
+    pruned = reconcile(prune=True)
+    assert kinds(pruned) == [("orphan_app", PRUNED)]
+    assert reconcile() == []
+    assert_one_of_each_per_team(fake, [team.pk for team in fleet])
+
+
+def test_a_duplicate_machine_is_destroyed(fleet, fly, fake):
+    instance = instance_for(fleet[0])
+    machine = fake.machine(instance.resources["machine"])
+    fly.client.create_machine(instance.resources["app"], name="stray", region="ord", config={
+        "image": machine.config["image"], "metadata": {"cloudctl_team": str(fleet[0].pk)}})
+    assert kinds(reconcile()) == [("duplicate_machine", REPAIRED)]
+    assert reconcile() == []
+    assert len(live(m for m in fake.machines.values() if m.app_name == app_name(fleet[0].pk))) == 1
+
+
+def test_dry_run_changes_nothing(fleet, fly, fake):
+    instance = instance_for(fleet[0])
+    fly.client.destroy_machine(instance.resources["app"], instance.resources["machine"], force=True)
+    assert kinds(reconcile(dry_run=True)) == [("missing_machine", REPAIRED)]
+    assert kinds(reconcile(dry_run=True)) == [("missing_machine", REPAIRED)]
+
+
+def test_a_team_being_provisioned_is_left_alone(fleet, fly, fake):
+    instance = instance_for(fleet[0])
+    fly.client.destroy_machine(instance.resources["app"], instance.resources["machine"], force=True)
+    from teams.provisioning import claim
+
+    claim(instance)  # a live run in this very process
+    assert reconcile() == []
+
+
+def test_the_command_prints_findings(fleet, fly, fake, capsys):
+    fly.client.create_app("cloudctl-team-777", ORG, "cloudctl-team-777-net")
+    call_command("reconcile")
+    out = capsys.readouterr().out
+    assert "orphan_app" in out and "cloudctl-team-777" in out and "1 needing a decision" in out
