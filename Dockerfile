@@ -1,0 +1,19 @@
+# The control plane (web, private API, task worker) as deployed on Fly: see fly.toml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    CLOUDCTL_STATE_DIR=/app/var DJANGO_SETTINGS_MODULE=cloudctl.settings
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY manage.py ./
+COPY cloudctl ./cloudctl
+COPY teams ./teams
+COPY credentials ./credentials
+# Static files are served by whitenoise; the throwaway key only exists for this build step.
+RUN DJANGO_SECRET_KEY=collectstatic-only CLOUDCTL_TOKEN_KEYS=collectstatic-only \
+    python manage.py collectstatic --noinput && rm -rf /app/var/secrets
+RUN useradd --system --home /app cloudctl && chown -R cloudctl /app/var
+USER cloudctl
+EXPOSE 8000 8001
+CMD ["gunicorn", "cloudctl.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "8"]
