@@ -68,11 +68,11 @@ def provision(team: Team) -> Instance:
         record_event(team, "provisioning", f"provisioning on {instance.backend.rsplit('.', 1)[-1]}")
         backend = get_backend(instance.backend)
         for step in backend.provisioning_steps():
-            Instance.objects.filter(pk=instance.pk, claimed_by=owner).update(claimed_until=timezone.now() + LEASE)
             resources = step.run(instance)
             done = instance.completed_steps + ([step.name] if step.name not in instance.completed_steps else [])
+            # Saving the step's outcome also extends the lease: a run that makes progress keeps the team.
             _save(instance, resources={**instance.resources, **resources}, completed_steps=done,
-                  url=resources.get("url", instance.url))
+                  url=resources.get("url", instance.url), claimed_until=timezone.now() + LEASE)
             record_event(team, f"step:{step.name}", f"{step.name} ready")
         _save(instance, state=Instance.State.RUNNING)
         record_event(team, "running", f"instance answering at {instance.url}")
