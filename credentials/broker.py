@@ -22,6 +22,7 @@ from .policy import policy_document, team_session_policy
 logger = logging.getLogger(__name__)
 
 MAX_ROLE_SESSION_NAME = 64
+UNAVAILABLE_MESSAGE = "credentials are temporarily unavailable"
 
 
 class BrokerUnavailable(Exception):
@@ -81,10 +82,10 @@ def assume_team_role(team: Team) -> IssuedCredentials:
             "AssumeRole failed for team %s: %s (HTTP %s, request id %s)", team.pk,
             error.response.get("Error", {}).get("Code", "unknown"), meta.get("HTTPStatusCode"), meta.get("RequestId"),
         )
-        raise BrokerUnavailable("credentials are temporarily unavailable") from None
+        raise BrokerUnavailable(UNAVAILABLE_MESSAGE) from None
     except BotoCoreError as error:
         logger.error("AssumeRole failed for team %s: %s", team.pk, type(error).__name__)
-        raise BrokerUnavailable("credentials are temporarily unavailable") from None
+        raise BrokerUnavailable(UNAVAILABLE_MESSAGE) from None
     credentials = response["Credentials"]
     return IssuedCredentials(
         access_key_id=credentials["AccessKeyId"],

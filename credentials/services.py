@@ -10,7 +10,7 @@ from teams.models import Team
 
 from . import ratelimit
 from .audit import Client, record_issuance, record_refusal
-from .broker import BrokerUnavailable, IssuedCredentials, assume_team_role
+from .broker import UNAVAILABLE_MESSAGE, BrokerUnavailable, IssuedCredentials, assume_team_role
 from .formats import RENDERERS
 from .models import CredentialEvent
 from .tokens import InvalidToken, TeamDisabled, verify_team_token
@@ -75,8 +75,7 @@ def exchange_token(token: str | None, response_format: str, client: Client) -> E
     except DatabaseError:
         # Fail closed: credentials that could not be recorded are never handed out.
         logger.exception("could not record an issuance for team %s; credentials withheld", team.pk)
-        raise ExchangeRefused(503, "credentials are temporarily unavailable",
-                              retry_after=settings.STS_RETRY_AFTER_SECONDS) from None
+        raise ExchangeRefused(503, UNAVAILABLE_MESSAGE, retry_after=settings.STS_RETRY_AFTER_SECONDS) from None
     return Exchange(team=team, credentials=issued)
 
 

@@ -1,10 +1,12 @@
 """The private API that team instances call. No session, no CSRF cookie, JSON in every answer."""
 
+import logging
 import re
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation, ValidationError
 from django.core.validators import validate_ipv46_address
+from django.db import DatabaseError
 from django.http import JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
@@ -12,8 +14,9 @@ from django.views.decorators.csrf import csrf_exempt
 from .audit import Client
 from .formats import DEFAULT_FORMAT
 from .models import CredentialEvent
-from .services import ExchangeRefused, exchange_token, refuse, render_credentials
+from .services import UNAVAILABLE_MESSAGE, ExchangeRefused, exchange_token, refuse, render_credentials
 
+logger = logging.getLogger(__name__)
 Reason = CredentialEvent.Reason
 BEARER = re.compile(r"bearer\s+(\S+)\s*", re.IGNORECASE)
 
@@ -70,4 +73,8 @@ def credentials(request):
         exchange = exchange_token(token, response_format, client)
     except ExchangeRefused as refusal:
         return json_error(refusal.status, refusal.message, retry_after=refusal.retry_after)
+    except DatabaseError:
+        # Nothing can be verified or audited without the database: the caller should come back shortly.
+        logger.exception("database unavailable during a credential exchange")
+        return json_error(503, UNAVAILABLE_MESSAGE, retry_after=settings.STS_RETRY_AFTER_SECONDS)
     return JsonResponse(render_credentials(exchange, response_format), headers={"Cache-Control": "no-store"})

@@ -206,3 +206,17 @@ def test_issuance_is_withheld_when_it_cannot_be_audited(s3_env, make_team, post_
     response = post_credentials(team_token(make_team()))
     assert response.status_code == 503
     assert "AccessKeyId" not in json.loads(response.content)
+
+
+def test_a_database_failure_is_a_503_not_a_500(db, make_team, post_credentials, monkeypatch):
+    from django.db import OperationalError
+
+    def locked(token):
+        raise OperationalError("database is locked")
+
+    token = team_token(make_team())
+    monkeypatch.setattr("credentials.services.verify_team_token", locked)
+    response = post_credentials(token)
+    assert response.status_code == 503
+    assert response.json() == {"error": "credentials are temporarily unavailable"}
+    assert "Retry-After" in response
