@@ -65,6 +65,11 @@ MIDDLEWARE = [
 # One process can serve everything (embedded), only the dashboard (public address) or only the
 # private API (private network address): cloudctl.urls, cloudctl.urls_public, cloudctl.urls_private.
 ROOT_URLCONF = env.str("CLOUDCTL_URLCONF", default="cloudctl.urls")
+if ROOT_URLCONF == "cloudctl.urls_private":
+    # Programs call the private API: no sessions, users, messages or static files to serve.
+    MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "django.middleware.common.CommonMiddleware"]
+    # The admin's middleware checks: this process never serves the admin.
+    SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
 WSGI_APPLICATION = "cloudctl.wsgi.application"
 
 TEMPLATES = [
@@ -94,9 +99,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Reopening the connection on every request costs more than a credential exchange's own queries.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -13,7 +13,7 @@ from .audit import Client, record_issuance, record_refusal
 from .broker import UNAVAILABLE_MESSAGE, BrokerUnavailable, IssuedCredentials, assume_team_role
 from .formats import RENDERERS
 from .models import CredentialEvent
-from .tokens import InvalidToken, TeamDisabled, verify_team_token
+from .tokens import InvalidToken, TeamDisabled, check_claims, read_team_token
 
 logger = logging.getLogger(__name__)
 Reason = CredentialEvent.Reason
@@ -52,7 +52,9 @@ def exchange_token(token: str | None, response_format: str, client: Client) -> E
     if not token:
         raise refuse(401, "missing token", Reason.MISSING_TOKEN, client, **audit)
     try:
-        team = verify_team_token(token)
+        claims = read_team_token(token)
+        team, recent_requests = ratelimit.team_with_recent_requests(claims.team_id)
+        team = check_claims(claims, team)
     except InvalidToken as invalid:
         if ratelimit.address_is_over_limit(client.ip):
             limit = ratelimit.address_limit()
@@ -61,8 +63,8 @@ def exchange_token(token: str | None, response_format: str, client: Client) -> E
         raise refuse(401, INVALID_TOKEN_MESSAGE, invalid.reason, client, team=invalid.team, **audit) from None
     except TeamDisabled as disabled:
         raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, team=disabled.team, **audit) from None
-    if ratelimit.team_is_over_limit(team.pk):
-        limit = ratelimit.team_limit()
+    limit = ratelimit.team_limit()
+    if recent_requests >= limit.count:
         raise refuse(429, "too many credential requests for this team", Reason.TEAM_RATE_LIMITED, client,
                      team=team, retry_after=limit.seconds, **audit)
     try:

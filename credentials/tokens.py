@@ -6,6 +6,7 @@ the signing keys, and bumping the team's generation revokes it at once.
 
 import hmac
 import re
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import F
@@ -47,8 +48,16 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def verify_team_token(token: str) -> Team:
-    """Return the active team the token belongs to, or raise InvalidToken / TeamDisabled."""
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a validly signed token says; not yet checked against the team's current state."""
+
+    team_id: int
+    generation: int
+
+
+def read_team_token(token: str) -> TokenClaims:
+    """Check the token's shape and signature (no database); raise InvalidToken."""
     if not TOKEN_SHAPE.fullmatch(token):
         raise InvalidToken("malformed")
     try:
@@ -58,14 +67,24 @@ def verify_team_token(token: str) -> Team:
         raise InvalidToken("bad_signature") from None
     if not (isinstance(payload, dict) and _is_int(payload.get("team")) and _is_int(payload.get("gen"))):
         raise InvalidToken("bad_payload")
-    team = Team.objects.filter(pk=payload["team"]).first()
+    return TokenClaims(team_id=payload["team"], generation=payload["gen"])
+
+
+def check_claims(claims: TokenClaims, team: Team | None) -> Team:
+    """The team, if the claims name its current generation and it is active; else InvalidToken / TeamDisabled."""
     if team is None:
         raise InvalidToken("unknown_team")
-    if not hmac.compare_digest(str(payload["gen"]).encode(), str(team.token_generation).encode()):
+    if not hmac.compare_digest(str(claims.generation).encode(), str(team.token_generation).encode()):
         raise InvalidToken("revoked", team=team)
     if not team.is_active:
         raise TeamDisabled(team)
     return team
+
+
+def verify_team_token(token: str) -> Team:
+    """Return the active team the token belongs to, or raise InvalidToken / TeamDisabled."""
+    claims = read_team_token(token)
+    return check_claims(claims, Team.objects.filter(pk=claims.team_id).first())
 
 
 def rotate_team_token(team: Team) -> str:

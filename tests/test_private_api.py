@@ -211,11 +211,11 @@ def test_issuance_is_withheld_when_it_cannot_be_audited(s3_env, make_team, post_
 def test_a_database_failure_is_a_503_not_a_500(db, make_team, post_credentials, monkeypatch):
     from django.db import OperationalError
 
-    def locked(token):
+    def locked(team_id):
         raise OperationalError("database is locked")
 
     token = team_token(make_team())
-    monkeypatch.setattr("credentials.services.verify_team_token", locked)
+    monkeypatch.setattr("credentials.ratelimit.team_with_recent_requests", locked)
     response = post_credentials(token)
     assert response.status_code == 503
     assert response.json() == {"error": "credentials are temporarily unavailable"}
