@@ -3,26 +3,39 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# What a team's instance runs (Datasette, Litestream), kept apart from the control plane as in the image.
+INSTANCE_VENV := .venv-instance
+INSTANCE_INSTALLED := $(INSTANCE_VENV)/.installed
 
-.PHONY: dev test bench clean
+.PHONY: dev test bench clean instance-venv
+
+# $(call venv,DIR,REQUIREMENTS): create or update a virtualenv, then mark it installed.
+define venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet -r $(2)
+	touch $(1)/.installed
+endef
 
 $(INSTALLED): requirements.txt requirements-dev.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	touch $(INSTALLED)
+	$(call venv,$(VENV),requirements-dev.txt)
+
+$(INSTANCE_INSTALLED): instance/requirements.txt
+	$(call venv,$(INSTANCE_VENV),instance/requirements.txt)
+
+instance-venv: $(INSTANCE_INSTALLED)
 
 ## Run the whole control plane on this machine: local S3/STS, SQLite, admin user; prints where to log in.
-dev: $(INSTALLED)
+dev: $(INSTALLED) $(INSTANCE_INSTALLED)
 	$(BIN)/python manage.py dev
 
 ## Install and run the whole test suite.
-test: $(INSTALLED)
+test: $(INSTALLED) $(INSTANCE_INSTALLED)
 	$(BIN)/python -m pytest
 
 ## Run every benchmark in bench/ (each ends with a `ratio:` line).
-bench: $(INSTALLED)
+bench: $(INSTALLED) $(INSTANCE_INSTALLED)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) $(INSTANCE_VENV) var .pytest_cache .hypothesis

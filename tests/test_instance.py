@@ -1,0 +1,619 @@
+"""The team instance (`instance/`): the credential_process helper, and the entrypoint end to end.
+
+The helper tests need only the standard library and a canned HTTP server on 127.0.0.1. The end-to-end
+tests run `instance/entrypoint.py` with the instance's own virtualenv (`.venv-instance`) against the
+control plane served over real HTTP (`live_server`) and the local SeaweedFS: credentials come from the
+private API, Datasette serves the volume, Litestream backs it up under the team's prefix, and a wiped
+volume is restored from the backup.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from cloudctl.local_s3 import REGION
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = ROOT / "instance"
+HELPER = INSTANCE_DIR / "credential_helper.py"
+ENTRYPOINT = INSTANCE_DIR / "entrypoint.py"
+INSTANCE_PYTHON = ROOT / ".venv-instance" / "bin" / "python"
+LITESTREAM = INSTANCE_PYTHON.parent / "litestream"
+
+sys.path.insert(0, str(INSTANCE_DIR))
+import credential_helper  # noqa: E402
+import entrypoint  # noqa: E402
+
+SECRET_TOKEN = "team-token-that-must-never-be-printed.abc123"
+
+needs_instance_venv = pytest.mark.skipif(
+    not (INSTANCE_PYTHON.exists() and LITESTREAM.exists()),
+    reason=f"the instance virtualenv is missing ({INSTANCE_PYTHON}): make instance-venv, or python3 -m venv .venv-instance && "
+           ".venv-instance/bin/pip install -r instance/requirements.txt",
+)
+
+
+def wait_for(condition, *, timeout: float, interval: float = 0.3, message: str = "condition"):
+    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except Exception as error:  # the thing polled is not ready yet
+            last_error = error
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_error!r})"
+                                                                          if last_error else ""))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- credential_helper: a canned private API -----------------------------------------------------------
+
+class CannedAPI:
+    """A tiny HTTP server on 127.0.0.1 answering POSTs from a list of (status, headers, body)."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.requests = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                api.requests.append({"path": self.path, "headers": dict(self.headers)})
+                status, headers, body = api.answers.pop(0) if len(api.answers) > 1 else api.answers[0]
+                payload = json.dumps(body).encode() if not isinstance(body, bytes) else body
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def good_answer(expires_in=timedelta(hours=12)):
+    expiration = (datetime.now(timezone.utc) + expires_in).replace(microsecond=0)
+    return {
+        "Version": 1, "AccessKeyId": "ASIAEXAMPLEKEY", "SecretAccessKey": "secret-access-key-value",
+        "SessionToken": "session-token-value", "Expiration": expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "S3Folder": "s3://backups/team-7/",
+    }, expiration
+
+
+def run_helper(url, *, token=SECRET_TOKEN, timeout=60, **extra_env):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CLOUDCTL_URL": url, "CLOUDCTL_TOKEN": token,
+           **extra_env}
+    return subprocess.run([sys.executable, str(HELPER)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_helper_prints_only_the_credential_process_json():
+    answer, expiration = good_answer()
+    with CannedAPI([(200, {}, answer)]) as api:
+        result = run_helper(api.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    printed = json.loads(result.stdout)  # nothing but one JSON document on stdout
+    assert list(printed) == ["Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"]
+    assert printed["Version"] == 1
+    assert printed["AccessKeyId"] == answer["AccessKeyId"]
+    assert printed["SessionToken"] == answer["SessionToken"]
+    # Reported 600 s (the default) before the real expiry, so the SDK renews in time.
+    assert credential_helper.parse_expiration(printed["Expiration"]) == expiration - timedelta(seconds=600)
+    [request] = api.requests
+    assert request["path"] == "/private/v1/credentials"
+    assert request["headers"]["Authorization"] == f"Bearer {SECRET_TOKEN}"
+
+
+def test_helper_early_seconds_is_configurable():
+    answer, expiration = good_answer()
+    with CannedAPI([(200, {}, answer)]) as api:
+        result = run_helper(api.url + "/private/v1/credentials", CLOUDCTL_CREDENTIALS_EARLY_SECONDS="3600")
+    assert result.returncode == 0, result.stderr
+    reported = credential_helper.parse_expiration(json.loads(result.stdout)["Expiration"])
+    assert reported == expiration - timedelta(hours=1)
+
+
+def test_expiration_is_never_reported_sooner_than_a_minute_nor_after_the_real_expiry():
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+    def reported(expires_in):
+        answer = dict(good_answer()[0], Expiration=(now + expires_in).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        output = credential_helper.credential_process_output(answer, early_seconds=600, now=now)
+        return credential_helper.parse_expiration(output["Expiration"]) - now
+
+    assert reported(timedelta(hours=12)) == timedelta(hours=12) - timedelta(seconds=600)
+    assert reported(timedelta(minutes=5)) == timedelta(seconds=60)  # floor: now + 60 s
+    assert reported(timedelta(seconds=30)) == timedelta(seconds=30)  # never past the real expiry
+
+
+def test_helper_401_exits_nonzero_with_the_api_error_and_no_token():
+    with CannedAPI([(401, {}, {"error": "invalid token"})]) as api:
+        result = run_helper(api.url)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "401" in lines[0] and "invalid token" in lines[0]
+    assert SECRET_TOKEN not in result.stderr
+    assert len(api.requests) == 1  # a rejected token is not retried
+
+
+def test_helper_retries_503_honouring_retry_after():
+    answer, _ = good_answer()
+    with CannedAPI([(503, {"Retry-After": "1"}, {"error": "credentials are temporarily unavailable"}),
+                    (200, {}, answer)]) as api:
+        result = run_helper(api.url)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["AccessKeyId"] == answer["AccessKeyId"]
+    assert len(api.requests) == 2
+
+
+def test_helper_gives_up_at_once_when_retry_after_is_past_its_deadline():
+    with CannedAPI([(429, {"Retry-After": "3600"}, {"error": "too many credential requests for this team"})]) as api:
+        result = run_helper(api.url)
+    assert result.returncode != 0
+    assert "429" in result.stderr and "too many credential requests" in result.stderr
+    assert len(api.requests) == 1
+
+
+def test_helper_does_not_follow_redirects_with_the_token():
+    with CannedAPI([(200, {}, good_answer()[0])]) as elsewhere:
+        with CannedAPI([(302, {"Location": elsewhere.url + "/steal"}, {})]) as api:
+            result = run_helper(api.url)
+    assert result.returncode != 0
+    assert "302" in result.stderr
+    assert elsewhere.requests == []
+
+
+def test_helper_unreachable_control_plane_fails_within_its_deadline():
+    result = run_helper(f"http://127.0.0.1:{free_port()}", CLOUDCTL_CREDENTIALS_DEADLINE="2")
+    assert result.returncode != 0
+    assert "cannot reach the control plane" in result.stderr
+    assert SECRET_TOKEN not in result.stderr
+
+
+# --- entrypoint: the files it writes --------------------------------------------------------------------
+
+def entrypoint_config(**env):
+    return entrypoint.Config.from_env({"CLOUDCTL_URL": "http://cloudctl.internal:8001", "CLOUDCTL_TOKEN": "t",
+                                       "DATA_DIR": "/data", **env})
+
+
+def test_litestream_config_never_holds_keys_and_names_the_endpoint_only_when_set():
+    folder = entrypoint.Folder.parse("s3://backups/team-42/")
+    assert (folder.bucket, folder.prefix) == ("backups", "team-42/")
+    on_aws = entrypoint.litestream_config(entrypoint_config(), folder, ["data.db"], Path("/run/ls.sock"))
+    [db] = on_aws["dbs"]
+    assert db == {"path": "/data/data.db", "replica": {
+        "type": "s3", "bucket": "backups", "path": "team-42/data.db", "region": "us-east-1", "sync-interval": "1s"}}
+    local = entrypoint.litestream_config(entrypoint_config(CLOUDCTL_S3_ENDPOINT="http://127.0.0.1:8333"), folder,
+                                         ["a.db", "b.db"], Path("/run/ls.sock"))
+    assert [db["replica"]["path"] for db in local["dbs"]] == ["team-42/a.db", "team-42/b.db"]
+    assert local["dbs"][0]["replica"]["endpoint"] == "http://127.0.0.1:8333"
+    assert local["dbs"][0]["replica"]["force-path-style"] is True
+    text = json.dumps([on_aws, local])
+    assert "access-key-id" not in text and "secret-access-key" not in text
+
+
+def test_aws_profile_runs_the_helper_with_the_same_interpreter():
+    profile = entrypoint.aws_profile("/usr/local/bin/python")
+    assert profile.splitlines() == [
+        "[profile cloudctl]", f"credential_process = /usr/local/bin/python {INSTANCE_DIR / 'credential_helper.py'}"]
+
+
+def test_datasette_config_scale_to_zero_and_write_permissions():
+    config = entrypoint_config(CLOUDCTL_MAX_AGE="11h", CLOUDCTL_IDLE_TIMEOUT="15m")
+    document = entrypoint.datasette_config(config, config.max_age)
+    assert document["plugins"]["datasette-scale-to-zero"] == {"max_age": "39600s", "duration": "900s"}
+    assert document["permissions"]["upload-csvs"] is True
+    never = entrypoint_config(CLOUDCTL_MAX_AGE="", CLOUDCTL_IDLE_TIMEOUT="")
+    assert "plugins" not in entrypoint.datasette_config(never, never.max_age)
+
+
+def test_control_socket_path_fits_a_unix_socket_address_and_is_stable(tmp_path):
+    if len(os.fsencode(tmp_path / "litestream.sock")) < 100:
+        assert entrypoint.control_socket_path(tmp_path) == tmp_path / "litestream.sock"
+    deep = tmp_path / ("x" * 60) / ("y" * 60)
+    deep.mkdir(parents=True)
+    path = entrypoint.control_socket_path(deep)
+    assert len(os.fsencode(path)) < 108
+    assert path == entrypoint.control_socket_path(deep)  # the same directory on every start, not a new one
+    assert path.parent.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("value", ["11", "1d", "-1h", "0s", "h"])
+def test_bad_durations_are_refused(value):
+    with pytest.raises(entrypoint.StartupError):
+        entrypoint_config(CLOUDCTL_IDLE_TIMEOUT=value)
+
+
+def test_aws_ca_bundle_never_reaches_litestream_but_becomes_ssl_cert_file_for_https():
+    environ = {"AWS_CA_BUNDLE": "/etc/ssl/bundle.pem"}
+    http = entrypoint_config(CLOUDCTL_S3_ENDPOINT="http://127.0.0.1:8333")
+    https = entrypoint_config(CLOUDCTL_S3_ENDPOINT="https://s3.example")
+    assert entrypoint.tls_environ(http, environ) == {}
+    assert entrypoint.tls_environ(https, environ) == {"SSL_CERT_FILE": "/etc/ssl/bundle.pem"}
+    assert entrypoint.tls_environ(entrypoint_config(), environ) == {"SSL_CERT_FILE": "/etc/ssl/bundle.pem"}
+    assert "AWS_CA_BUNDLE" not in entrypoint.clean_environ(dict(environ, PATH="/bin"))
+
+
+# --- the instance, end to end ---------------------------------------------------------------------------
+
+def admin_client(s3_config):
+    return boto3.client(
+        "s3", endpoint_url=s3_config.endpoint_url, region_name=REGION,
+        aws_access_key_id=s3_config.admin_access_key, aws_secret_access_key=s3_config.admin_secret_key,
+    )
+
+
+def keys_under(s3, bucket, prefix):
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def wipe_prefix(s3, bucket, prefix):
+    """Team ids are reused between tests; start every team with an empty backup prefix."""
+    for key in keys_under(s3, bucket, prefix):
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+class Instance:
+    """entrypoint.py as a subprocess in its own process group, stopped like the local backend does."""
+
+    def __init__(self, *, url, token, data_dir: Path, s3_config, log_path: Path):
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.process = None
+        self.env = {
+            "PATH": f"{INSTANCE_PYTHON.parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(log_path.parent),
+            "CLOUDCTL_URL": url,
+            "CLOUDCTL_TOKEN": token,
+            "DATA_DIR": str(data_dir),
+            "PORT": str(self.port),
+            "CLOUDCTL_BIND": "127.0.0.1",
+            "CLOUDCTL_S3_ENDPOINT": s3_config.endpoint_url,
+            "CLOUDCTL_S3_REGION": REGION,
+            "CLOUDCTL_MAX_AGE": "11h",
+            "CLOUDCTL_IDLE_TIMEOUT": "",
+            "CLOUDCTL_STARTUP_TIMEOUT": "60",
+            # What a careless host might export: the instance must use none of it.
+            "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG0",
+            "AWS_SECRET_ACCESS_KEY": "wrong-secret",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_PROFILE": "nonexistent",
+            "AWS_CA_BUNDLE": str(log_path.parent / "no-such-bundle.pem"),
+        }
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(INSTANCE_PYTHON), str(ENTRYPOINT)], env=self.env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout=120):
+        def answers():
+            if self.process.poll() is not None:
+                pytest.fail(f"the instance exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            return httpx.get(self.url, timeout=2).status_code == 200
+
+        wait_for(answers, timeout=timeout, message=f"HTTP 200 from {self.url}")
+        return self
+
+    def stop(self, timeout=30) -> int | None:
+        """SIGTERM to the whole group (as the local backend and Fly do), SIGKILL if it lingers."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            except ProcessLookupError:
+                pass
+        code = self.process.poll()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # stragglers in the group, if any
+        except ProcessLookupError:
+            pass
+        if code is None:
+            code = self.process.wait(timeout=10)
+        return code
+
+
+@pytest.fixture
+def instance_setup(s3_env, live_server, make_team, tmp_path):
+    """A team with an empty backup prefix, a second team whose prefix must stay untouched, and a
+    factory for instance processes that are always killed at the end."""
+    from credentials.tokens import team_token
+
+    team, other = make_team(), make_team()
+    admin = admin_client(s3_env)
+    for each in (team, other):
+        wipe_prefix(admin, s3_env.bucket, each.storage_prefix)
+    started = []
+
+    def make(data_dir=None, name="instance"):
+        instance = Instance(url=live_server.url, token=team_token(team), data_dir=data_dir or tmp_path / "data",
+                            s3_config=s3_env, log_path=tmp_path / f"{name}-{len(started)}.log")
+        started.append(instance)
+        return instance
+
+    yield {"team": team, "other": other, "admin": admin, "s3": s3_env, "make": make, "tmp": tmp_path}
+    for instance in started:
+        instance.stop(timeout=15)
+
+
+def restored_copy(s3_config, team, name, out: Path) -> Path:
+    """Restore `<prefix><name>` with the admin keys into `out` (what the backup really holds)."""
+    config = out.parent / f"{out.name}.litestream.yml"
+    config.write_text(json.dumps({"dbs": [{"path": str(out.parent / f"{out.name}.source"), "replica": {
+        "type": "s3", "bucket": s3_config.bucket, "path": f"{team.storage_prefix}{name}",
+        "endpoint": s3_config.endpoint_url, "region": REGION, "force-path-style": True}}]}))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{out}{suffix}").unlink(missing_ok=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(out.parent), "AWS_ACCESS_KEY_ID": s3_config.admin_access_key,
+           "AWS_SECRET_ACCESS_KEY": s3_config.admin_secret_key, "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true"}
+    result = subprocess.run(
+        [str(LITESTREAM), "restore", "-config", str(config), "-o", str(out), str(out.parent / f"{out.name}.source")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def count_rows(path: Path, table: str) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(f"select count(*) from {table}").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def insert_rows(path: Path, table: str, values):
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        # The instance keeps every database in WAL mode; a database made here before it starts needs it too.
+        assert connection.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        with connection:
+            connection.execute(f"create table if not exists {table} (id integer primary key, value text)")
+            connection.executemany(f"insert into {table} (value) values (?)", [(value,) for value in values])
+    finally:
+        connection.close()
+
+
+@needs_instance_venv
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_instance_serves_and_backs_up_only_under_its_team_prefix(instance_setup):
+    setup = instance_setup
+    team, other, admin, s3_config = setup["team"], setup["other"], setup["admin"], setup["s3"]
+    instance = setup["make"]().start().wait_ready()
+    data_db = instance.data_dir / "data.db"
+    assert data_db.exists(), instance.log()
+
+    insert_rows(data_db, "readings", [f"reading {n}" for n in range(50)])
+
+    def backup_has_rows():
+        copy = restored_copy(s3_config, team, "data.db", setup["tmp"] / "check.db")
+        return count_rows(copy, "readings") == 50
+
+    wait_for(backup_has_rows, timeout=60, interval=1, message="the 50 rows in the backup")
+    keys = keys_under(admin, s3_config.bucket, team.storage_prefix)
+    assert keys and all(key.startswith(f"{team.storage_prefix}data.db/") for key in keys), keys
+    assert keys_under(admin, s3_config.bucket, other.storage_prefix) == []
+
+    # The team can upload a CSV without logging in (see instance/README.md: no per-user auth).
+    page = httpx.get(instance.url + "-/upload-csvs", timeout=10)
+    assert page.status_code == 200
+    response = httpx.post(instance.url + "-/upload-csvs", timeout=10, data={"xhr": "1", "table": "people"},
+                          files={"csv": ("people.csv", b"name,age\nAda,36\nGrace,45\n", "text/csv")})
+    assert response.status_code == 200, response.text
+    wait_for(lambda: count_rows(data_db, "people") == 2, timeout=30, message="the uploaded CSV's rows")
+    assert httpx.get(instance.url + "-/edit-schema/data/people", timeout=10).status_code == 200
+    wait_for(lambda: count_rows(restored_copy(s3_config, team, "data.db", setup["tmp"] / "check.db"), "people") == 2,
+             timeout=60, interval=1, message="the uploaded CSV in the backup")
+
+    log = instance.log()
+    assert "replicating 1 database" in log and f"serving Datasette on http://127.0.0.1:{instance.port}/" in log
+    for secret in (instance.env["CLOUDCTL_TOKEN"],):
+        assert secret not in log
+
+
+@needs_instance_venv
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_wiped_volume_is_restored_with_every_committed_row(instance_setup):
+    setup = instance_setup
+    data_dir = setup["tmp"] / "volume"
+    data_dir.mkdir()
+    # A database the team brought along: replicated and restored like data.db.
+    insert_rows(data_dir / "notes.db", "notes", ["first note"])
+
+    first = setup["make"](data_dir, "first").start().wait_ready()
+    assert sorted(path.name for path in data_dir.glob("*.db")) == ["notes.db"]  # no data.db: one exists
+    insert_rows(data_dir / "notes.db", "notes", [f"note {n}" for n in range(99)])
+    # Stopped right after the commit: Litestream's final sync on SIGTERM must carry these rows.
+    assert first.stop() in (0, 143), first.log()
+
+    shutil.rmtree(data_dir)
+    second = setup["make"](data_dir, "second").start().wait_ready()
+    assert "restoring notes.db" in second.log()
+    assert count_rows(data_dir / "notes.db", "notes") == 100
+
+    # Replication resumes after a restore: new rows survive the next wipe too.
+    insert_rows(data_dir / "notes.db", "notes", [f"later note {n}" for n in range(20)])
+    assert second.stop() in (0, 143), second.log()
+    shutil.rmtree(data_dir)
+    third = setup["make"](data_dir, "third").start().wait_ready()
+    assert count_rows(data_dir / "notes.db", "notes") == 120
+    assert third.stop() in (0, 143), third.log()
+
+
+@needs_instance_venv
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_existing_local_database_is_never_overwritten(instance_setup):
+    setup = instance_setup
+    data_dir = setup["tmp"] / "volume"
+    data_dir.mkdir()
+    insert_rows(data_dir / "data.db", "items", ["backed up"])
+    first = setup["make"](data_dir, "first").start().wait_ready()
+    assert first.stop() in (0, 143), first.log()
+
+    # The local file differs from the backup: the instance keeps it and replicates it.
+    (data_dir / "data.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{data_dir / 'data.db'}{suffix}").unlink(missing_ok=True)
+    insert_rows(data_dir / "data.db", "items", ["local 1", "local 2"])
+    second = setup["make"](data_dir, "second").start().wait_ready()
+    assert "restoring data.db" not in second.log()
+    assert count_rows(data_dir / "data.db", "items") == 2
+
+
+@needs_instance_venv
+@pytest.mark.django_db(transaction=True)
+def test_a_rejected_token_fails_at_once_without_printing_it(instance_setup, live_server):
+    setup = instance_setup
+    instance = setup["make"]()
+    instance.env["CLOUDCTL_TOKEN"] = SECRET_TOKEN
+    instance.start()
+    code = instance.process.wait(timeout=60)
+    assert code != 0
+    log = instance.log()
+    assert "401" in log and "FAILED" in log
+    assert SECRET_TOKEN not in log
+    assert not (instance.data_dir / "data.db").exists()
+
+
+@needs_instance_venv
+def test_an_unreachable_control_plane_fails_after_the_startup_timeout(tmp_path):
+    log_path = tmp_path / "instance.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(INSTANCE_PYTHON), str(ENTRYPOINT)], stdout=log, stderr=subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin", "CLOUDCTL_URL": f"http://127.0.0.1:{free_port()}",
+                 "CLOUDCTL_TOKEN": SECRET_TOKEN, "DATA_DIR": str(tmp_path / "data"),
+                 "CLOUDCTL_STARTUP_TIMEOUT": "3"},
+            start_new_session=True,
+        )
+    try:
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert code != 0
+    text = log_path.read_text()
+    assert "cannot reach the control plane" in text and "FAILED" in text
+    assert SECRET_TOKEN not in text
+
+
+@needs_instance_venv
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_idle_timeout_stops_the_instance_cleanly_after_a_final_sync(instance_setup):
+    setup = instance_setup
+    instance = setup["make"]()
+    instance.env["CLOUDCTL_IDLE_TIMEOUT"] = "3s"
+    instance.start().wait_ready()
+    insert_rows(instance.data_dir / "data.db", "readings", ["last words"])
+    # datasette-scale-to-zero exits 0 once idle; Litestream then syncs and exits 0 (a clean stop to Fly
+    # and to the local backend).
+    code = wait_for(lambda: instance.process.poll() is not None and (instance.process.returncode,), timeout=60,
+                    message="the idle instance to exit")[0]
+    assert code == 0, instance.log()
+    assert "litestream shut down" in instance.log()
+    copy = restored_copy(setup["s3"], setup["team"], "data.db", setup["tmp"] / "check.db")
+    assert count_rows(copy, "readings") == 1
+
+
+@needs_instance_venv
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
+    """Expiration reported 60 s ahead (the floor) makes the SDK run credential_process again."""
+    from credentials.models import CredentialEvent
+
+    setup = instance_setup
+    team = setup["team"]
+    instance = setup["make"]()
+    instance.env["CLOUDCTL_CREDENTIALS_EARLY_SECONDS"] = "43200"
+    instance.start().wait_ready()
+
+    def helper_issuances():
+        return CredentialEvent.objects.filter(
+            team=team, kind=CredentialEvent.Kind.ISSUED,
+            user_agent__startswith=credential_helper.USER_AGENT.split("/")[0]).count()
+
+    assert helper_issuances() == 1
+    written = []
+
+    def renewed():
+        written.append(f"row {len(written)}")
+        insert_rows(instance.data_dir / "data.db", "ticks", [written[-1]])  # gives Litestream S3 work
+        return helper_issuances() >= 2
+
+    wait_for(renewed, timeout=150, interval=3, message="a second credential_process call")
+    insert_rows(instance.data_dir / "data.db", "ticks", ["after renewal"])
+    written.append("after renewal")
+    wait_for(lambda: count_rows(restored_copy(setup["s3"], team, "data.db", setup["tmp"] / "check.db"), "ticks")
+             == len(written), timeout=60, interval=1, message="rows written after the renewal in the backup")
+    assert "sync error" not in instance.log()
