@@ -617,3 +617,20 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
     wait_for(lambda: count_rows(restored_copy(setup["s3"], team, "data.db", setup["tmp"] / "check.db"), "ticks")
              == len(written), timeout=60, interval=1, message="rows written after the renewal in the backup")
     assert "sync error" not in instance.log()
+
+    # No restart: the same process served throughout the renewal.
+    assert instance.process.poll() is None
+    pid = instance.process.pid
+
+    # A revoked token: the next renewal is refused, visibly (audit row, the helper's error in the log), and
+    # the instance keeps serving reads.
+    from credentials.tokens import rotate_team_token
+
+    refused_before = CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED).count()
+    rotate_team_token(team)
+    wait_for(lambda: CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED).count()
+             > refused_before, timeout=150, interval=3, message="a refused renewal after the rotation")
+    wait_for(lambda: "invalid token" in instance.log(), timeout=30, interval=1,
+             message="the refused renewal in the instance log")
+    assert instance.process.poll() is None and instance.process.pid == pid
+    assert httpx.get(f"{instance.url}data/ticks.json?_shape=array", timeout=5).status_code == 200
