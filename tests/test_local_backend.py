@@ -1,0 +1,187 @@
+"""The whole flow on one machine: create_team -> database task worker -> local backend -> real instances.
+
+Teams are created through the same function the commands use, provisioned by the real `db_worker`, and run
+as real processes (Datasette + Litestream) that get their credentials from this test's live server.
+"""
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from credentials.tokens import team_token
+from teams.backends import ObservedState, get_backend
+from teams.models import Instance
+from teams.provisioning import instance_for, provision
+from teams.services import create_team
+
+from .test_instance import (
+    LITESTREAM, REGION, admin_client, count_rows, needs_instance_venv, restored_copy, wait_for, wipe_prefix,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = [needs_instance_venv, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def local(s3_env, live_server, settings, tmp_path):
+    """The local backend, its instances pointed at the live server and the local S3; all stopped at the end."""
+    settings.MACHINE_BACKEND = "teams.backends.local.LocalBackend"
+    settings.PRIVATE_API_URL = live_server.url
+    settings.LOCAL_INSTANCES_DIR = tmp_path / "instances"
+    settings.INSTANCE_S3_ENDPOINT = s3_env.endpoint_url
+    settings.INSTANCE_S3_REGION = REGION
+    settings.INSTANCE_IDLE_TIMEOUT = ""
+    get_backend.cache_clear()
+    backend = get_backend()
+    yield backend
+    for instance in Instance.objects.all():
+        backend.destroy(instance)
+    get_backend.cache_clear()
+
+
+def run_worker():
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
+
+
+def team_processes(team_id: int) -> dict[int, int]:
+    """pid -> process group of every live process started for the team (read from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if f"CLOUDCTL_TEAM_ID={team_id}".encode() in environ and fields[0] != "Z":
+            found[int(entry.name)] = int(fields[2])
+    return found
+
+
+def query(instance, sql: str):
+    response = httpx.get(f"{instance.url}data/-/query.json", params={"sql": sql, "_shape": "array"}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(local, s3_env, tmp_path):
+    admin = admin_client(s3_env)
+    team_a, team_b = create_team("alpha"), create_team("beta")
+    for team in (team_a, team_b):
+        wipe_prefix(admin, s3_env.bucket, team.storage_prefix)
+    run_worker()  # the real database worker runs both queued provisioning tasks
+
+    a, b = instance_for(team_a), instance_for(team_b)
+    assert (a.state, b.state) == (Instance.State.RUNNING, Instance.State.RUNNING)
+    for instance in (a, b):
+        assert httpx.get(instance.url, timeout=5).status_code == 200
+
+    database = Path(a.resources["volume"]) / "data.db"
+    with sqlite3.connect(database, timeout=30) as db:
+        db.execute("create table notes (id integer primary key, body text)")
+        db.executemany("insert into notes (body) values (?)", [(f"note {n}",) for n in range(200)])
+    wait_for(lambda: count_rows(restored_copy(s3_env, team_a, "data.db", tmp_path / "a.db"), "notes") == 200,
+             timeout=60, interval=1, message="team A's rows in its backup")
+    keys_b = [item["Key"] for item in admin.list_objects_v2(
+        Bucket=s3_env.bucket, Prefix=team_b.storage_prefix).get("Contents", [])]
+    assert keys_b and all(key.startswith(f"{team_b.storage_prefix}data.db/") for key in keys_b)
+    b_copy = restored_copy(s3_env, team_b, "data.db", tmp_path / "b.db")
+    assert not sqlite3.connect(b_copy).execute("select name from sqlite_master where name='notes'").fetchall()
+
+    # The volume is lost: stop, delete the data directory, provision again.
+    local.stop(a)
+    shutil.rmtree(a.resources["volume"])
+    a = provision(team_a)
+    assert query(a, "select count(*) as n from notes") == [{"n": 200}]
+
+
+def test_team_a_instance_is_denied_team_b_prefix(local, s3_env, settings, tmp_path):
+    """Isolation for the real process: Litestream with A's own credential_process, pointed at B's path."""
+    team_a, team_b = create_team("alpha"), create_team("beta")
+    run_worker()
+    a = instance_for(team_a)
+    runtime = Path(a.resources["volume"]) / ".cloudctl"
+    profile = runtime / "aws-config"  # the instance's own profile: credential_process = its helper
+    config = tmp_path / "stolen.yml"
+    config.write_text(
+        "dbs:\n"
+        f"  - path: {Path(a.resources['volume']) / 'data.db'}\n"
+        "    replica:\n"
+        f"      {{type: s3, bucket: {s3_env.bucket}, path: {team_b.storage_prefix}data.db, "
+        f"endpoint: {s3_env.endpoint_url}, region: {REGION}, force-path-style: true}}\n")
+    env = {"PATH": f"{LITESTREAM.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "AWS_CONFIG_FILE": str(profile),
+           "AWS_PROFILE": "cloudctl", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true",
+           "CLOUDCTL_URL": settings.PRIVATE_API_URL, "CLOUDCTL_TOKEN": team_token(team_a)}
+    result = subprocess.run([str(LITESTREAM), "restore", "-config", str(config), "-o", str(tmp_path / "x.db"),
+                             str(Path(a.resources["volume"]) / "data.db")],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "AccessDenied" in result.stderr + result.stdout or "403" in result.stderr + result.stdout
+
+
+def provisioning_subprocess(slug: str, settings, tmp_path) -> subprocess.Popen:
+    """`manage.py provision <slug> --now`: what the worker runs, as a process this test can kill."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "CLOUDCTL_STATE_DIR": str(tmp_path / "state"),
+        "CLOUDCTL_TOKEN_KEYS": ",".join(settings.TOKEN_KEYS),
+        "CLOUDCTL_PRIVATE_API_URL": settings.PRIVATE_API_URL,
+        "CLOUDCTL_LOCAL_INSTANCES_DIR": str(settings.LOCAL_INSTANCES_DIR),
+        "CLOUDCTL_INSTANCE_S3_ENDPOINT": settings.INSTANCE_S3_ENDPOINT,
+        "CLOUDCTL_INSTANCE_IDLE_TIMEOUT": "",
+    })
+    return subprocess.Popen([sys.executable, "manage.py", "provision", slug, "--now"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def assert_one_instance_and_no_orphan(local, team, settings):
+    groups = set(team_processes(team.pk).values())
+    assert len(groups) == 1, f"processes of team {team.pk} in {len(groups)} groups: {team_processes(team.pk)}"
+    assert sorted(p.name for p in Path(settings.LOCAL_INSTANCES_DIR).iterdir()) == [f"team-{team.pk}"]
+    assert local.observe(instance_for(team)) is ObservedState.RUNNING
+
+
+def test_a_worker_killed_mid_provisioning_is_finished_by_the_next_run(local, settings, tmp_path):
+    team = create_team("alpha")
+    process = provisioning_subprocess("alpha", settings, tmp_path)
+    pid_file = Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "instance.pid"
+    try:
+        wait_for(pid_file.exists, timeout=60, message="the instance process to be started")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert instance_for(team).state == Instance.State.PROVISIONING  # left half-done by the kill
+
+    instance = provision(team)  # takes over the dead run's lease; adopts the running process
+    assert instance.state == Instance.State.RUNNING
+    assert httpx.get(instance.url, timeout=5).status_code == 200
+    assert_one_instance_and_no_orphan(local, team, settings)
+
+
+def test_an_instance_killed_mid_provisioning_fails_with_its_reason_then_recovers(local, settings, tmp_path):
+    team = create_team("alpha")
+    process = provisioning_subprocess("alpha", settings, tmp_path)
+    pid_file = Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "instance.pid"
+    wait_for(pid_file.exists, timeout=60, message="the instance process to be started")
+    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode != 0, output
+    failed = instance_for(team)
+    assert failed.state == Instance.State.FAILED
+    assert "exited during start" in failed.last_error
+
+    instance = provision(team)
+    assert instance.state == Instance.State.RUNNING
+    assert_one_instance_and_no_orphan(local, team, settings)
