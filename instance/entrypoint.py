@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -425,6 +427,14 @@ def replication_status(control_socket: str) -> list[dict]:
         connection.close()
 
 
+def request_sync(control_socket: str, paths: list[str]) -> None:
+    """`litestream sync` for each database, without waiting: the status poll sees when they are done."""
+    litestream = find_litestream()
+    for path in paths:
+        subprocess.run([litestream, "sync", "-socket", control_socket, path], capture_output=True, timeout=10,
+                       check=False)
+
+
 def serve_when_replicating(argv: list[str]) -> int:
     """`--serve-when-replicating SOCKET COUNT TIMEOUT -- COMMAND...`: Litestream's -exec child.
 
@@ -437,12 +447,22 @@ def serve_when_replicating(argv: list[str]) -> int:
     control_socket, expected, timeout = argv[0], int(argv[1]), float(argv[2])
     command = argv[separator + 1:]
     deadline = time.monotonic() + timeout
+    # Datasette takes about as long to import as the first sync takes: do both at once.
+    in_process = command[1:3] == ["-m", "datasette"]
+    warm = threading.Thread(target=importlib.import_module, args=("datasette.cli",), daemon=True)
+    if in_process:
+        warm.start()
+    sync_requested = False
     while True:
         try:
             databases = replication_status(control_socket)
         except (OSError, ValueError, http.client.HTTPException):
             databases = []
         synced = [database for database in databases if database.get("last_sync_at")]
+        if len(databases) >= expected and not sync_requested:
+            # Ask for the first sync now rather than waiting out Litestream's sync interval.
+            request_sync(control_socket, [database["path"] for database in databases if "path" in database])
+            sync_requested = True
         if len(databases) >= expected and len(synced) == len(databases):
             log(f"first backup sync done for {len(synced)} database{'s' if len(synced) != 1 else ''}")
             break
@@ -452,10 +472,14 @@ def serve_when_replicating(argv: list[str]) -> int:
             log(f"WARNING: no completed backup sync after {timeout:.0f}s for {', '.join(waiting)}; serving "
                 "anyway (Litestream keeps retrying: see its sync errors above)")
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     sys.stderr.flush()
-    os.execv(command[0], command)
-    return 1  # not reached
+    if not in_process:
+        os.execv(command[0], command)
+    warm.join()
+    from datasette.cli import cli
+
+    return cli.main(args=command[3:], prog_name="datasette")
 
 
 # --- main -----------------------------------------------------------------------------------------------

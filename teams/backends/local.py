@@ -116,7 +116,7 @@ class LocalBackend(MachineBackend):
                     return {}
             except httpx.HTTPError:
                 pass
-            time.sleep(0.3)
+            time.sleep(0.1)
         raise BackendError(f"no HTTP 200 from {url} within {settings.INSTANCE_HEALTH_TIMEOUT}s")
 
     # --- operations -------------------------------------------------------------------------------------

@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Regenerate the README's screenshots from a running `make dev` (Playwright driving Debian's Chromium).
+
+    .venv/bin/python docs/screenshots.py http://127.0.0.1:8000 <admin password> <team Datasette URL>
+"""
+
+import sys
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+HERE = Path(__file__).resolve().parent
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+
+
+def main(base: str, password: str, team_url: str) -> None:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{base}/admin/login/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", password)
+        page.click("input[type=submit]")
+        page.goto(f"{base}/admin/teams/team/")
+        page.screenshot(path=HERE / "admin-teams.png")
+        page.goto(f"{base}/admin/credentials/credentialevent/")
+        page.screenshot(path=HERE / "admin-audit.png")
+        page.goto(team_url)
+        page.screenshot(path=HERE / "team-datasette.png")
+        page.goto(f"{team_url.rstrip('/')}/data")
+        page.screenshot(path=HERE / "team-datasette-database.png")
+        browser.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
