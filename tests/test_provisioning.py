@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import time
 from datetime import timedelta
 
 import pytest
@@ -179,3 +180,33 @@ def test_supervision_leaves_running_and_stopped_on_purpose_alone(backend, make_t
     assert supervise(BACKEND) == []
     backend.observed = ObservedState.STOPPED
     assert supervise(BACKEND) == [f"{running.slug}: stopped, restart queued"]
+
+
+def test_a_just_started_local_instance_is_seen_alive(make_team, settings, tmp_path, monkeypatch):
+    """Liveness is read from /proc (pid file, process group, the process's own CLOUDCTL_TEAM_ID), also for a
+    child that was slow to exec."""
+    from teams.backends.local import LocalBackend
+
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake_python.chmod(0o755)
+    settings.LOCAL_INSTANCE_PYTHON = str(fake_python)
+    settings.LOCAL_INSTANCES_DIR = tmp_path / "instances"
+    real_popen = subprocess.Popen
+
+    def slow_to_exec(*args, **kwargs):
+        # Runs in the child between fork and exec: the window in which /proc shows the parent's environment.
+        return real_popen(*args, preexec_fn=lambda: time.sleep(0.2), **kwargs)
+
+    monkeypatch.setattr("teams.backends.local.subprocess.Popen", slow_to_exec)
+    backend = LocalBackend()
+    team = make_team()
+    instance = instance_for(team)
+    try:
+        for _ in range(3):
+            instance.resources.update(backend.ensure_running(instance))
+            assert backend.observe(instance) is ObservedState.RUNNING
+            backend.stop(instance)
+            assert backend.observe(instance) is ObservedState.STOPPED
+    finally:
+        backend.stop(instance)

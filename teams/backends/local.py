@@ -108,8 +108,12 @@ class LocalBackend(MachineBackend):
     def wait_healthy(self, instance) -> dict:
         url = instance.resources["url"]
         deadline = time.monotonic() + settings.INSTANCE_HEALTH_TIMEOUT
+        seen_gone = 0
         while time.monotonic() < deadline:
-            if self._live_pid(instance) is None:
+            # Dead means an exit code was recorded, or gone on two checks in a row: a single misread of /proc
+            # right after the start once failed a healthy instance in `make dev`.
+            seen_gone = seen_gone + 1 if self._live_pid(instance) is None else 0
+            if seen_gone >= 2 or (self.team_dir(instance) / "exit-code").exists():
                 raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
             try:
                 if httpx.get(url, timeout=2).status_code == 200:
