@@ -1,18 +1,36 @@
 from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from credentials.tokens import rotate_team_token
 
 from .models import Team
-from .services import set_team_status
+from .services import request_provisioning, set_team_status
 
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "status", "storage_prefix", "token_generation", "created_at"]
-    list_filter = ["status"]
+    list_display = ["slug", "name", "status", "instance_state", "instance_link", "storage_prefix",
+                    "token_generation", "created_at"]
+    list_filter = ["status", "instance__state"]
+    list_select_related = ["instance"]
     search_fields = ["slug", "name"]
     readonly_fields = ["storage_prefix", "token_generation", "created_at", "updated_at"]
     actions = ["rotate_tokens", "disable", "enable"]
+
+    @admin.display(description="instance", ordering="instance__state")
+    def instance_state(self, team):
+        instance = getattr(team, "instance", None)
+        return instance.get_state_display() if instance else "not provisioned"
+
+    @admin.display(description="Datasette")
+    def instance_link(self, team):
+        instance = getattr(team, "instance", None)
+        return format_html('<a href="{0}">{0}</a>', instance.url) if instance and instance.url else "-"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:  # a team added here is provisioned like one made by `create_team`
+            request_provisioning(obj)
 
     def get_readonly_fields(self, request, obj=None):
         # The slug is the team's subdomain: fixed once created.

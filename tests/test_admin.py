@@ -36,3 +36,23 @@ def test_admin_refuses_anonymous_and_non_staff(client, django_user_model):
     client.force_login(user)
     response = client.get("/admin/teams/team/")
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_adding_a_team_in_the_admin_queues_its_provisioning(admin_client, django_capture_on_commit_callbacks):
+    from django_tasks_db.models import DBTaskResult
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post("/admin/teams/team/add/", {"slug": "newsroom", "name": "Newsroom",
+                                                                "status": "active"})
+    assert response.status_code == 302
+    team = Team.objects.get(slug="newsroom")
+    assert DBTaskResult.objects.get().args_kwargs["args"] == [team.pk]
+
+
+def test_team_list_shows_instance_state_and_url(admin_client, make_team):
+    from teams.models import Instance
+
+    team = make_team()
+    Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, url="http://127.0.0.1:9999/")
+    page = admin_client.get("/admin/teams/team/").content.decode()
+    assert "Running" in page and "http://127.0.0.1:9999/" in page
