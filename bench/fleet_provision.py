@@ -5,7 +5,7 @@ Prints the wall time next to the bound the latencies and limits allow at the cho
 calls per team next to the minimum. The fake runs in its own process (it checks every body against Fly's
 OpenAPI spec, which costs CPU that must not be charged to cloudctl).
 
-    .venv/bin/python bench/fleet_provision.py [--teams 1000] [--concurrency 100]
+    .venv/bin/python bench/fleet_provision.py [--teams 1000] [--concurrency 50]
 
 Last line: `ratio: <wall time / bound>` (target: at most 1.25).
 """
@@ -82,7 +82,7 @@ def counting_client(concurrency: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teams", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
 
     fake, url = start_fake()
