@@ -50,6 +50,7 @@ import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
 from cloudctl.local_s3 import ROLE_ARN, LocalS3Server, free_port_set, port_is_free  # noqa: E402
+from cloudctl.processes import stop_process_group  # noqa: E402
 from credentials.policy import policy_document, team_session_policy  # noqa: E402
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 8))
@@ -170,13 +171,7 @@ class Gunicorn:
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
 
 def raise_open_files_limit() -> None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from cloudctl.processes import stop_process_group
 
 ROLE_NAME = "TeamBackupRole"
 ROLE_ARN = f"arn:aws:iam::000000000000:role/{ROLE_NAME}"
@@ -213,13 +213,7 @@ class LocalS3Server:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
         self.process = None
         self._remove_stale_sockets()
 

@@ -70,3 +70,19 @@ def post_credentials(client):
         return client.post(f"/private/v1/credentials{query}", **headers, **extra)
 
     return post
+
+
+@pytest.fixture
+def clock():
+    """Virtual time shared by the fake Fly API and the clients under test."""
+    from fakefly import VirtualClock
+
+    return VirtualClock()
+
+
+@pytest.fixture
+def fake(clock):
+    """The fake Fly Machines API: org `acme`; `someone-elses` is an app name another org holds."""
+    from fakefly import FakeFly
+
+    return FakeFly(clock=clock, orgs=("acme",), foreign_apps=("someone-elses",))

@@ -17,16 +17,6 @@ IMAGE = "registry.fly.io/cloudctl-team:v1"
 
 
 @pytest.fixture
-def clock():
-    return VirtualClock()
-
-
-@pytest.fixture
-def fake(clock):
-    return FakeFly(clock=clock, orgs=("acme",), foreign_apps=("someone-elses",))
-
-
-@pytest.fixture
 def http(fake):
     with httpx.Client(base_url="https://api.machines.dev/v1", transport=fake.transport(), headers=AUTH) as client:
         yield client

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable, VirtualClock
+from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
 from teams.backends import BackendError, ObservedState, get_backend
 from teams.backends.fly import app_name
 from teams.backends.fly_client import FlyClient, RateLimiter
@@ -18,12 +18,8 @@ ORG = "acme"
 
 
 @pytest.fixture
-def clock():
-    return VirtualClock()
-
-
-@pytest.fixture
 def fake(clock):
+    """`cloudctl-team-999` is an app name held by another org."""
     return FakeFly(clock=clock, orgs=(ORG,), foreign_apps=("cloudctl-team-999",))
 
 

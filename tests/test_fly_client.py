@@ -10,23 +10,13 @@ import httpx
 import pytest
 
 from fakefly import (
-    ROUTES, FakeFly, HostFull, Latencies, NotVisible, ResponseLost, SilentRevert, Unavailable, VirtualClock, serve,
+    ROUTES, FakeFly, HostFull, Latencies, NotVisible, ResponseLost, SilentRevert, Unavailable, serve,
 )
 from teams.backends.fly_client import FlyAPIError, FlyClient, Lease, Rate, RateLimiter
 
 TOKEN = "secret-test-token"
 IMAGE = "registry.fly.io/cloudctl-team:v1"
 GUEST = {"cpu_kind": "shared", "cpus": 1, "memory_mb": 1024}
-
-
-@pytest.fixture
-def clock():
-    return VirtualClock()
-
-
-@pytest.fixture
-def fake(clock):
-    return FakeFly(clock=clock, orgs=("acme",), foreign_apps=("someone-elses",))
 
 
 def make_client(clock, transport, **options):

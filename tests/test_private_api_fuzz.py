@@ -17,7 +17,6 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from django.conf import settings as django_settings
-from django.http import QueryDict
 from django.test import Client, RequestFactory
 from hypothesis import HealthCheck, assume, event, given, settings as hypothesis_settings, strategies as st
 from hypothesis.control import currently_in_test_context

@@ -214,7 +214,7 @@ class LocalBackend(MachineBackend):
         if settings.INSTANCE_S3_ENDPOINT:
             env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT
         # A shell records the exit code, so a crash is told apart from a clean stop after we are gone.
-        command = f'"$0" "$1"; echo $? > "$2"'
+        command = '"$0" "$1"; echo $? > "$2"'
         with open(team_dir / "instance.log", "ab") as log:
             return subprocess.Popen(
                 ["/bin/sh", "-c", command, python, str(ENTRYPOINT), str(team_dir / "exit-code")],
