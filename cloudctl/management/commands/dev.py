@@ -99,7 +99,7 @@ class Command(BaseCommand):
         return subprocess.Popen(gunicorn, env=os.environ.copy())
 
     def _worker(self) -> subprocess.Popen:
-        worker = [sys.executable, "manage.py", "db_worker", "--interval", "0.5", "--no-reload"]
+        worker = [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload"]
         return subprocess.Popen(worker, env=os.environ.copy(), cwd=settings.BASE_DIR)
 
     def _announce(self, port: int, password: str, config) -> None:
