@@ -324,7 +324,7 @@ class Instance:
             "CLOUDCTL_IDLE_TIMEOUT": "",
             "CLOUDCTL_STARTUP_TIMEOUT": "60",
             # What a careless host might export: the instance must use none of it.
-            "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG0",
+            "AWS_ACCESS_KEY_ID": "not-a-real-access-key-id",
             "AWS_SECRET_ACCESS_KEY": "wrong-secret",
             "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
             "AWS_PROFILE": "nonexistent",

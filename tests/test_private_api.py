@@ -168,7 +168,7 @@ def test_unconfigured_role_is_a_503(db, make_team, post_credentials, settings):
 def test_assume_role_call_shape(moto_aws, make_team, post_credentials, settings):
     team = make_team()
     stubbed = {
-        "Credentials": {"AccessKeyId": "ASIATESTTESTTESTTEST", "SecretAccessKey": "s" * 40,
+        "Credentials": {"AccessKeyId": "stubbed-access-key-id", "SecretAccessKey": "s" * 40,
                         "SessionToken": "t" * 300, "Expiration": datetime(2030, 1, 1, tzinfo=timezone.utc)},
     }
     with Stubber(sts_client()) as stub:
