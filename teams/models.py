@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -9,6 +10,15 @@ slug_validator = RegexValidator(
 )
 
 
+# Subdomains the service itself uses.
+RESERVED_SLUGS = frozenset({"www", "admin", "api", "app", "private", "static", "cloudctl", "mail", "status"})
+
+
+def validate_not_reserved(slug: str) -> None:
+    if slug in RESERVED_SLUGS:
+        raise ValidationError(f"'{slug}' is reserved.")
+
+
 class Team(models.Model):
     """A customer team. Its id never changes and names its storage prefix `team-<id>/`."""
 
@@ -16,7 +26,7 @@ class Team(models.Model):
         ACTIVE = "active", "Active"
         DISABLED = "disabled", "Disabled"
 
-    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator, validate_not_reserved])
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     # Part of every token; bumping it revokes the team's current token at once.

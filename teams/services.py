@@ -8,15 +8,9 @@ from .models import Team
 from .provisioning import instance_for, record_event
 from .tasks import provision_team
 
-# Subdomains the service itself uses.
-RESERVED_SLUGS = frozenset({"www", "admin", "api", "app", "private", "static", "cloudctl", "mail", "status"})
-
-
 def create_team(slug: str, name: str = "") -> Team:
     """Create a team and enqueue its provisioning; raise ValidationError with a message per field."""
     slug = slug.strip().lower()
-    if slug in RESERVED_SLUGS:
-        raise ValidationError({"slug": f"'{slug}' is reserved."})
     team = Team(slug=slug, name=name.strip() or slug)
     team.full_clean()
     with transaction.atomic():

@@ -56,3 +56,10 @@ def test_team_list_shows_instance_state_and_url(admin_client, make_team):
     Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, url="http://127.0.0.1:9999/")
     page = admin_client.get("/admin/teams/team/").content.decode()
     assert "Running" in page and "http://127.0.0.1:9999/" in page
+
+
+def test_the_admin_refuses_a_reserved_slug(admin_client):
+    response = admin_client.post("/admin/teams/team/add/", {"slug": "admin", "name": "Sneaky", "status": "active"})
+    assert response.status_code == 200
+    assert "is reserved" in response.content.decode()
+    assert not Team.objects.exists()
