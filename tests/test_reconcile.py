@@ -89,3 +89,16 @@ def test_the_command_prints_findings(fleet, fly, fake, capsys):
     call_command("reconcile")
     out = capsys.readouterr().out
     assert "orphan_app" in out and "cloudctl-team-777" in out and "1 needing a decision" in out
+
+
+def test_periodic_reconcile_is_queued_and_reschedules_itself(fleet, fly, fake, capsys):
+    from django_tasks_db.models import DBTaskResult
+
+    DBTaskResult.objects.all().delete()
+    call_command("reconcile", "--every", "300")
+    assert "every 300 s" in capsys.readouterr().out
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--max-tasks", "1", verbosity=0)
+    first, following = DBTaskResult.objects.order_by("enqueued_at")
+    assert first.status == "SUCCESSFUL"
+    assert following.status == "READY" and following.args_kwargs["args"] == [300]
+    assert following.run_after > timezone.now()

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from teams.backends import BackendError
 from teams.reconcile import REPORTED, reconcile
+from teams.tasks import reconcile_fleet
 
 
 class Command(BaseCommand):
@@ -11,8 +12,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--prune", action="store_true", help="delete apps tagged as ours that have no team")
         parser.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+        parser.add_argument("--every", type=int, metavar="SECONDS",
+                            help="instead of running now, queue a reconcile task that repeats every SECONDS")
 
-    def handle(self, prune, dry_run, **options):
+    def handle(self, prune, dry_run, every, **options):
+        if every:
+            if every < 60:
+                raise CommandError("--every takes at least 60 seconds")
+            reconcile_fleet.enqueue(every)
+            self.stdout.write(f"reconcile queued for the worker, every {every} s")
+            return
         try:
             findings = reconcile(prune=prune, dry_run=dry_run)
         except BackendError as error:
