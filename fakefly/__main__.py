@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from .app import FakeFly
+from .app import FakeFly, Latencies
 from .server import serve
 
 
@@ -18,12 +18,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="an app name taken by someone else's org (repeatable)")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiply every simulated latency (0.01 makes a 2 s update take 20 ms)")
+    parser.add_argument("--request-latency", type=float, default=0.0,
+                        help="seconds added to every answer, as the round trip to Fly would")
+    parser.add_argument("--unhealthy-image", action="append", default=[], metavar="IMAGE",
+                        help="Machines running this image fail their health checks (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-rate-limits", action="store_true", help="never answer 429")
     args = parser.parse_args(argv)
 
     fake = FakeFly(orgs=tuple(args.orgs or ["personal"]), foreign_apps=tuple(args.foreign_app), seed=args.seed,
-                   time_scale=args.time_scale, rate_limits=not args.no_rate_limits)
+                   time_scale=args.time_scale, rate_limits=not args.no_rate_limits,
+                   latencies=Latencies(request=args.request_latency), unhealthy_images=tuple(args.unhealthy_image))
     url, stop = serve(fake, port=args.port)
     print(f"fakefly: Fly Machines API at {url} (any Bearer token)", flush=True)
     try:

@@ -67,6 +67,11 @@ class Latencies:
     suspend: Seconds = 2.0
     update: Seconds = 2.0
     destroy: Seconds = 0.5
+    # From `started` to the first result of the Machine's service checks (until then they read `warning`).
+    # Read on every GET, so give one value, not a range.
+    health: float = 1.0
+    # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
+    request: Seconds = 0.0
 
 
 # The actions whose latency delays the answer itself (the others schedule a Transition).
@@ -195,8 +200,9 @@ class FakeFly:
     def __init__(self, *, clock: SystemClock | VirtualClock | None = None, orgs: tuple[str, ...] = ("personal",),
                  foreign_apps: tuple[str, ...] = (), seed: int = 0, latencies: Latencies = Latencies(),
                  time_scale: float = 1.0, rate_limits: bool = True, lease_envelope: bool = True,
-                 org_page_cap: int | None = None):
+                 org_page_cap: int | None = None, unhealthy_images: tuple[str, ...] = ()):
         """`foreign_apps`: names taken by someone else's org (403 on GET, 422 name_taken on create).
+        `unhealthy_images`: Machines running these start, but their service checks turn `critical`.
         `lease_envelope`: answer leases as the docs show, `{"status","data":{...}}`, or else flat as the spec.
         `org_page_cap`: org-wide listing pages hold at most this many, whatever `limit` asks (Fly: advisory)."""
         self.clock = clock or SystemClock()
@@ -207,6 +213,7 @@ class FakeFly:
         self.org_page_cap = org_page_cap
         self.orgs = {slug: Org(slug, number) for number, slug in enumerate(orgs, start=1)}
         self.foreign_apps = set(foreign_apps)
+        self.unhealthy_images = set(unhealthy_images)
         self.apps: dict[str, AppRecord] = {}
         self.volumes: dict[str, VolumeRecord] = {}
         self.machines: dict[str, MachineRecord] = {}
@@ -291,6 +298,7 @@ class FakeFly:
         if unavailable:
             return route, ApiError(unavailable.status, "fakefly: injected failure").reply()
 
+        self.clock.sleep(self._latency("request"))
         if route.action in _ANSWERED_AFTER_LATENCY:
             self.clock.sleep(self._latency(route.action))
         owner = hashlib.sha256(token.encode()).hexdigest()[:12] + "@tokens.fly.io"
@@ -556,7 +564,26 @@ class FakeFly:
         return Reply(200, [machine.to_json(summary=summary) for machine in self._visible_machines(selected)])
 
     def _get_machine(self, call: Call) -> Reply:
-        return Reply(200, self._machine(call).to_json())
+        machine = self._machine(call)
+        return Reply(200, machine.to_json() | {"checks": self._check_statuses(machine)})
+
+    def _check_statuses(self, machine: MachineRecord) -> list[dict]:
+        """The service checks' results: `warning` until the first run after the start, then `passing`, or
+        `critical` for an unhealthy image. A Machine that is not started has no results."""
+        if machine.state != "started":
+            return []
+        now = self.clock.now()
+        first_result_at = machine.updated_at + self._latency("health")
+        if now < first_result_at:
+            status, output, updated_at = "warning", "waiting for the first check", machine.updated_at
+        elif machine.config["image"] in self.unhealthy_images:
+            status, output, updated_at = "critical", "GET /-/versions.json: connection refused", first_result_at
+        else:
+            status, output, updated_at = "passing", "200 OK", first_result_at
+        return [{"name": f"servicecheck-{number:02d}-{check.get('type', 'tcp')}-{service.get('internal_port')}",
+                 "status": status, "output": output, "updated_at": iso(updated_at)}
+                for service in machine.config.get("services", [])
+                for number, check in enumerate(service.get("checks", []))]
 
     def _update_machine(self, call: Call) -> Reply:
         machine = self._mutable_machine(call)

@@ -15,7 +15,6 @@ from django.utils import timezone as dj_timezone
 
 from .backends import BackendError, get_backend
 from .backends.fly import GONE_STATES, FlyBackend, team_of_app
-from .backends.fly_client import FlyAPIError
 from .fleet import provision_fleet
 from .holders import holder_is_gone
 from .models import Instance, MachineLease, Team
@@ -116,14 +115,8 @@ def _release_stale_leases(backend: FlyBackend, dry_run: bool) -> list[Finding]:
             continue
         findings.append(Finding("stale_lease", f"{lease.app}/{lease.machine_id}", REPAIRED,
                                 f"left by {lease.holder}"))
-        if dry_run:
-            continue
-        try:
-            backend.client.release_lease(lease.app, lease.machine_id, lease.nonce)
-        except FlyAPIError as error:
-            if error.http_status not in (404, 409):  # already expired, or someone else's by now
-                raise
-        lease.delete()
+        if not dry_run:
+            backend.release_if_abandoned(lease)
     return findings
 
 

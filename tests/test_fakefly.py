@@ -124,6 +124,36 @@ def test_a_machine_boots_after_its_latencies_and_wait_sees_it(clock, http):
     assert clock.now() - started_wait == pytest.approx(1.0)  # start's latency, slept in virtual time
 
 
+CHECKED_SERVICE = {"services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 80}],
+                                  "checks": [{"type": "http", "port": 8080, "path": "/-/versions.json"}]}]}
+
+
+@pytest.mark.parametrize(("image", "verdict"), [(IMAGE, "passing"), ("registry.fly.io/cloudctl-team:bad", "critical")])
+def test_service_checks_report_warning_until_their_first_run_then_the_images_health(clock, fake, http, image,
+                                                                                   verdict):
+    fake.unhealthy_images.add("registry.fly.io/cloudctl-team:bad")
+    make_app(http)
+    machine = make_machine(http, config={**CHECKED_SERVICE, "image": image})
+
+    def checks():
+        return [check["status"] for check in http.get(f"/apps/team-a/machines/{machine['id']}").json()["checks"]]
+
+    assert checks() == []  # not started yet
+    wait(http, machine)
+    assert checks() == ["warning"]
+    clock.sleep(fake.latencies.health)
+    assert checks() == [verdict]
+
+
+def test_request_latency_is_added_to_every_answer(clock):
+    fake = FakeFly(clock=clock, orgs=("acme",), latencies=Latencies(request=0.05))
+    with httpx.Client(base_url="http://fly/v1", transport=fake.transport(), headers=AUTH) as http:
+        before = clock.now()
+        http.get("/apps/none")
+        http.get("/apps/none")
+    assert clock.now() - before == pytest.approx(0.1)
+
+
 def test_time_scale_zero_makes_everything_instant(clock):
     fake = FakeFly(clock=clock, orgs=("acme",), time_scale=0)
     with httpx.Client(base_url="http://fly/v1", transport=fake.transport(), headers=AUTH) as http:

@@ -161,6 +161,52 @@ def test_update_detects_a_silent_revert(fly, fake, make_team):
         fly.update(instance, "registry.fly.io/cloudctl-team:v2")
 
 
+def test_update_of_a_running_machine_waits_for_its_checks_and_is_not_repeated(fly, fake, make_team, clock):
+    instance = provision(make_team())
+    before = clock.now()
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    # The update's restart, then the checks' first run: started alone is not ready.
+    assert clock.now() - before >= fake.latencies.update + fake.latencies.health
+    machine = fake.machine(instance.resources["machine"])
+    assert (machine.config["image"], machine.state) == ("registry.fly.io/cloudctl-team:v2", "started")
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    assert fake.calls["update_machine"] == 1
+    assert fly.running_image(instance) == "registry.fly.io/cloudctl-team:v2"
+
+
+def test_an_image_that_fails_its_health_checks_fails_the_update(fly, fake, make_team, settings):
+    fake.unhealthy_images.add("registry.fly.io/cloudctl-team:bad")
+    instance = provision(make_team())
+    with pytest.raises(BackendError, match=r"not healthy after .*critical"):
+        fly.update(instance, "registry.fly.io/cloudctl-team:bad")
+
+
+def test_a_lease_left_by_a_dead_run_is_released_and_the_update_goes_on(fly, fake, make_team):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from teams.models import MachineLease
+
+    instance = provision(make_team())
+    app, machine_id = instance.resources["app"], instance.resources["machine"]
+    left = fly.client.acquire_lease(app, machine_id, 600, "a deploy killed with SIGKILL")
+    MachineLease.objects.create(app=app, machine_id=machine_id, nonce=left.nonce, holder="elsewhere:1:dead",
+                                expires_at=timezone.now() - timedelta(seconds=1))
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    assert fake.machine(machine_id).config["image"] == "registry.fly.io/cloudctl-team:v2"
+    assert not MachineLease.objects.exists()
+
+
+def test_a_lease_held_by_a_live_run_makes_the_update_retryable(fly, fake, make_team):
+    from teams.backends import BackendUnavailable
+
+    instance = provision(make_team())
+    fly.client.acquire_lease(instance.resources["app"], instance.resources["machine"], 600, "someone else")
+    with pytest.raises(BackendUnavailable, match="409"):
+        fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+
+
 def test_destroy_removes_compute_and_volume(fly, fake, make_team):
     team = make_team()
     instance = provision(team)

@@ -5,9 +5,9 @@ import functools
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .base import BackendError, MachineBackend, ObservedState, Step
+from .base import BackendError, BackendUnavailable, MachineBackend, ObservedState, Step
 
-__all__ = ["BackendError", "MachineBackend", "ObservedState", "Step", "get_backend"]
+__all__ = ["BackendError", "BackendUnavailable", "MachineBackend", "ObservedState", "Step", "get_backend"]
 
 
 @functools.cache

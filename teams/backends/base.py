@@ -16,6 +16,11 @@ class BackendError(Exception):
     """A backend operation failed; the message is safe to show an operator (no secrets)."""
 
 
+class BackendUnavailable(BackendError):
+    """The platform did not answer or asked us to slow down (408, 409 lease held, 429, 5xx): nothing is known
+    to be wrong with the instance, and the same operation can simply be tried again."""
+
+
 class ObservedState(enum.Enum):
     """What the backend sees, as opposed to what the database last recorded."""
 
@@ -56,4 +61,10 @@ class MachineBackend(abc.ABC):
 
     @abc.abstractmethod
     def update(self, instance: Instance, image: str) -> dict:
-        """Move the instance to a new image/version; returns resources to save."""
+        """Make the instance run `image`, read back to verify, and return resources to save. A stopped instance
+        is updated without being started; a running one restarts and must pass its health checks. Calling it
+        again once it runs `image` changes nothing (it only checks health again), so it is safe to retry."""
+
+    @abc.abstractmethod
+    def running_image(self, instance: Instance) -> str:
+        """The image/version the backend really has for the instance (not what the database recorded)."""

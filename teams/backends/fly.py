@@ -17,8 +17,8 @@ from django.conf import settings
 
 from credentials.tokens import team_token
 
-from ..holders import new_holder
-from .base import BackendError, MachineBackend, ObservedState, Step
+from ..holders import holder_is_gone, new_holder
+from .base import BackendError, BackendUnavailable, MachineBackend, ObservedState, Step
 from .fly_client import FlyAPIError, FlyClient, Machine
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ INTERNAL_PORT = 8080
 TOKEN_SECRET = "CLOUDCTL_TOKEN"
 GONE_STATES = {"destroyed", "destroying", "replaced", "migrated"}
 STOPPED_STATES = {"stopped", "suspended", "created"}
+# flyctl polls a Machine's checks every 1-2 s while it waits for a deploy to become healthy.
+HEALTH_POLL_SECONDS = 1.0
 GONE_VOLUME_STATES = {"scheduling_destroy", "pending_destroy", "destroyed"}
 STATE_OF = {"started": ObservedState.RUNNING, "stopped": ObservedState.STOPPED, "suspended": ObservedState.STOPPED,
             "created": ObservedState.STOPPED, "failed": ObservedState.CRASHED}
@@ -212,12 +214,30 @@ class FlyBackend(MachineBackend):
                 raise BackendError(f"destroying {app} failed: {error}") from None
 
     def update(self, instance, image: str) -> dict:
-        """Move the Machine to `image`; a stopped Machine stays stopped; verified by reading it back."""
-        updated = self._rewrite_machine(instance, f"update to {image}", image=image)
-        current = self.client.get_machine(instance.resources["app"], instance.resources["machine"])
-        if current.image != image or current.instance_id != updated.instance_id:
-            raise BackendError(f"machine {current.id} reverted to {current.image} after the update to {image}")
-        return {"machine_version": current.instance_id}
+        app, machine_id = instance.resources["app"], instance.resources["machine"]
+        try:
+            machine = self.client.get_machine(app, machine_id)
+            if machine.image != image:
+                updated = self._rewrite_machine(instance, f"update to {image}", image=image)
+                machine = self.client.get_machine(app, machine_id)
+                if machine.image != image or machine.instance_id != updated.instance_id:
+                    raise BackendError(f"machine {machine_id} reverted to {machine.image} after the update to {image}")
+            elif machine.state not in STOPPED_STATES:  # updated by an interrupted run: it may still be booting
+                self.client.wait(app, machine_id, "started", version=machine.instance_id,
+                                 timeout=settings.FLY_START_TIMEOUT)
+            if machine.state not in STOPPED_STATES:
+                self._wait_healthy(app, machine_id)
+        except FlyAPIError as error:
+            if error.http_status is None or error.http_status in (408, 409, 429) or error.http_status >= 500:
+                raise BackendUnavailable(f"updating machine {machine_id} of {app}: {error}") from None
+            raise BackendError(f"updating machine {machine_id} of {app} failed: {error}") from None
+        return {"machine_version": machine.instance_id}
+
+    def running_image(self, instance) -> str:
+        machine = self._current_machine(instance)
+        if machine is None:
+            raise BackendError(f"team {instance.team_id} has no machine")
+        return machine.image or ""
 
     def push_secret(self, instance) -> dict:
         """Set the team's current token as the app secret and move the Machine onto it (a running one
@@ -237,7 +257,15 @@ class FlyBackend(MachineBackend):
         from teams.models import MachineLease
 
         holder = new_holder()
-        lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, f"cloudctl {purpose} ({holder})")
+        description = f"cloudctl {purpose} ({holder})"
+        try:
+            lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
+        except FlyAPIError as error:
+            # Held: if by one of our own runs that died (a killed deploy), release it and go on.
+            abandoned = MachineLease.objects.filter(app=app, machine_id=machine_id).first()
+            if error.http_status != 409 or abandoned is None or not self.release_if_abandoned(abandoned):
+                raise
+            lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
         MachineLease.objects.update_or_create(app=app, machine_id=machine_id, defaults={
             "nonce": lease.nonce, "holder": holder,
             "expires_at": datetime.fromtimestamp(lease.expires_at, tz=timezone.utc)})
@@ -249,6 +277,18 @@ class FlyBackend(MachineBackend):
             except FlyAPIError as error:
                 logger.warning("releasing the lease on %s/%s failed: %s", app, machine_id, error)
             MachineLease.objects.filter(app=app, machine_id=machine_id, nonce=lease.nonce).delete()
+
+    def release_if_abandoned(self, lease) -> bool:
+        """Release a lease we recorded if its holder died or it expired; False if its holder still runs."""
+        if lease.expires_at > datetime.now(timezone.utc) and not holder_is_gone(lease.holder):
+            return False
+        try:
+            self.client.release_lease(lease.app, lease.machine_id, lease.nonce)
+        except FlyAPIError as error:
+            if error.http_status not in (404, 409):  # already expired, or someone else's by now
+                raise
+        lease.delete()
+        return True
 
     # --- internals --------------------------------------------------------------------------------------
 
@@ -268,6 +308,21 @@ class FlyBackend(MachineBackend):
                 self.client.wait(app, machine_id, "started", version=updated.instance_id,
                                  timeout=settings.FLY_START_TIMEOUT)
         return updated
+
+    def _wait_healthy(self, app: str, machine_id: str) -> None:
+        """Started is not ready: every service check must pass (polled as flyctl does) within the timeout."""
+        deadline = self.client.clock() + settings.FLY_HEALTH_TIMEOUT
+        while True:
+            machine = self.client.get_machine(app, machine_id)
+            checks = machine.check_statuses
+            if machine.state == "started" and all(status == "passing" for status, _ in checks.values()):
+                return
+            if machine.state == "failed" or self.client.clock() >= deadline:
+                failing = "; ".join(f"{name}: {status} ({output})" for name, (status, output) in checks.items()
+                                    if status != "passing") or f"machine is {machine.state}"
+                raise BackendError(f"machine {machine_id} of {app} is not healthy after "
+                                   f"{settings.FLY_HEALTH_TIMEOUT}s: {failing}")
+            self.client.sleep(HEALTH_POLL_SECONDS)
 
     def _app_owner(self, name: str) -> str:
         """"ours" (in our org), "theirs" (another org) or "none"."""

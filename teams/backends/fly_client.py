@@ -127,6 +127,13 @@ class Machine:
     config: Mapping[str, Any] = field(compare=False, repr=False)
     raw: Mapping[str, Any] = field(compare=False, repr=False)
 
+    @property
+    def check_statuses(self) -> dict[str, tuple[str, str]]:
+        """Each service check's (status, output) by name: `passing`, `warning` or `critical`. Only a single
+        Machine read carries them, and only once the Machine has started."""
+        return {check["name"]: (check.get("status", ""), check.get("output", ""))
+                for check in self.raw.get("checks") or [] if "name" in check}
+
     @classmethod
     def from_json(cls, body: Mapping[str, Any], app_name: str | None = None) -> Machine:
         config = body.get("config") or {}

@@ -65,15 +65,16 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def _started_for_team(pid: int) -> str | None:
-    """The CLOUDCTL_TEAM_ID a process was started with (guards against a recycled pid)."""
+def _environment_variable(pid: int, name: str) -> str | None:
+    """A variable of the environment a process was started with, read from /proc."""
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
+    prefix = f"{name}=".encode()
     for entry in environ:
-        if entry.startswith(b"CLOUDCTL_TEAM_ID="):
-            return entry.split(b"=", 1)[1].decode()
+        if entry.startswith(prefix):
+            return entry[len(prefix):].decode()
     return None
 
 
@@ -159,9 +160,22 @@ class LocalBackend(MachineBackend):
         shutil.rmtree(self.team_dir(instance), ignore_errors=True)
 
     def update(self, instance, image: str) -> dict:
-        self.stop(instance)
-        instance.image = image
-        return self.start(instance)
+        if self._live_pid(instance) is None:
+            instance.image = image  # a stopped instance stays stopped and starts on it next time
+            return {}
+        if self.running_image(instance) != image:
+            self.stop(instance)
+            instance.image = image
+            return self.start(instance)
+        self.wait_healthy(instance)
+        return {}
+
+    def running_image(self, instance) -> str:
+        """A running instance's version is the one its process was started with; a stopped one starts on
+        the instance's recorded image."""
+        pgid = self._live_pid(instance)
+        version = _environment_variable(pgid, "CLOUDCTL_INSTANCE_VERSION") if pgid is not None else None
+        return version if version is not None else instance.image
 
     def log_tail(self, instance, lines: int = 15) -> str:
         log = self.team_dir(instance) / "instance.log"
@@ -187,7 +201,8 @@ class LocalBackend(MachineBackend):
         except (FileNotFoundError, ValueError):
             return None
         members = _group_members(pgid)
-        if any(_started_for_team(member) == str(instance.team_id) for member in members):
+        # The team id in the environment guards against a recycled pid.
+        if any(_environment_variable(member, "CLOUDCTL_TEAM_ID") == str(instance.team_id) for member in members):
             return pgid
         return None
 
