@@ -31,8 +31,10 @@ def record_event(team: Team, kind: str, message: str, *, is_error: bool = False)
 
 
 def instance_for(team: Team) -> Instance:
+    from .deploys import fleet_image  # deploys records events through this module
+
     instance, _ = Instance.objects.get_or_create(
-        team=team, defaults={"backend": settings.MACHINE_BACKEND, "image": settings.INSTANCE_IMAGE})
+        team=team, defaults={"backend": settings.MACHINE_BACKEND, "image": fleet_image()})
     return instance
 
 

@@ -35,3 +35,16 @@ def reconcile_fleet(every_seconds: int = 0) -> int:
     finally:
         if every_seconds:
             reconcile_fleet.using(run_after=timezone.now() + timedelta(seconds=every_seconds)).enqueue(every_seconds)
+
+
+@task()
+def run_deployment_task(deployment_id: int) -> str:
+    """Run or resume a deployment (one started from the dashboard, or picked up after its run died)."""
+    from .deploys import DeploymentRefused, run_deployment
+    from .models import Deployment
+
+    try:
+        return run_deployment(Deployment.objects.get(pk=deployment_id)).state
+    except DeploymentRefused as refused:
+        logger.info("%s", refused)
+        return "refused"

@@ -86,3 +86,24 @@ def fake(clock):
     from fakefly import FakeFly
 
     return FakeFly(clock=clock, orgs=("acme",), foreign_apps=("someone-elses",))
+
+
+@pytest.fixture
+def fly(settings, fake, clock, monkeypatch):
+    """Every FlyBackend built by get_backend talks to the in-process fake on virtual time (org `acme`), so
+    provisioning, reconcile and deploys use it too."""
+    import random
+
+    from teams.backends import get_backend
+    from teams.backends.fly_client import FlyClient, RateLimiter
+
+    backend_path = "teams.backends.fly.FlyBackend"
+    settings.MACHINE_BACKEND = backend_path
+    settings.FLY_ORG = "acme"
+    settings.INSTANCE_IMAGE = "registry.fly.io/cloudctl-team:v1"
+    client = FlyClient(token="fly-token", transport=fake.transport(), clock=clock.now, sleep=clock.sleep,
+                       rng=random.Random(0), limiter=RateLimiter(clock=clock.now, sleep=clock.sleep))
+    monkeypatch.setattr("teams.backends.fly.make_client", lambda: client)
+    get_backend.cache_clear()
+    yield get_backend(backend_path)
+    get_backend.cache_clear()

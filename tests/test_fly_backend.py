@@ -1,19 +1,15 @@
 """The Fly backend and provisioning state machine against the spec-checking fake Machines API."""
 # The `fly` fixture's backend is the one get_backend() returns, so provisioning and reconcile use it too.
 
-import random
-
 import pytest
 
 from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
 from teams.backends import BackendError, ObservedState, get_backend
 from teams.backends.fly import app_name
-from teams.backends.fly_client import FlyClient, RateLimiter
 from teams.fleet import provision_fleet
 from teams.models import Instance
 from teams.provisioning import instance_for, provision
 
-BACKEND = "teams.backends.fly.FlyBackend"
 ORG = "acme"
 
 
@@ -21,20 +17,6 @@ ORG = "acme"
 def fake(clock):
     """`cloudctl-team-999` is an app name held by another org."""
     return FakeFly(clock=clock, orgs=(ORG,), foreign_apps=("cloudctl-team-999",))
-
-
-@pytest.fixture
-def fly(settings, fake, clock, monkeypatch):
-    """Every FlyBackend built by get_backend talks to the in-process fake on virtual time."""
-    settings.MACHINE_BACKEND = BACKEND
-    settings.FLY_ORG = ORG
-    settings.INSTANCE_IMAGE = "registry.fly.io/cloudctl-team:v1"
-    client = FlyClient(token="fly-token", transport=fake.transport(), clock=clock.now, sleep=clock.sleep,
-                       rng=random.Random(0), limiter=RateLimiter(clock=clock.now, sleep=clock.sleep))
-    monkeypatch.setattr("teams.backends.fly.make_client", lambda: client)
-    get_backend.cache_clear()
-    yield get_backend(BACKEND)
-    get_backend.cache_clear()
 
 
 def live(records):
@@ -213,3 +195,13 @@ def test_destroy_removes_compute_and_volume(fly, fake, make_team):
     fly.destroy(instance)
     assert app_name(team.pk) not in fake.apps
     assert not live(m for m in fake.machines.values() if m.app_name == app_name(team.pk))
+
+
+def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make_team, clock, settings):
+    instance = provision(make_team())
+    fake.inject("acquire_lease", ResponseLost(status=408), calls=[1])
+    before = clock.now()
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    assert fake.machine(instance.resources["machine"]).config["image"] == "registry.fly.io/cloudctl-team:v2"
+    assert clock.now() - before < settings.FLY_LEASE_TTL  # not blocked until the lost lease expired
+    assert fake.machine(instance.resources["machine"]).lease is None  # and released afterwards

@@ -59,6 +59,9 @@ class ScriptedBackend(MachineBackend):
     def update(self, instance, image):
         return {}
 
+    def running_image(self, instance):
+        return instance.image
+
 
 @pytest.fixture
 def backend(settings):

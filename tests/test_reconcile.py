@@ -10,7 +10,7 @@ from teams.models import Instance, MachineLease
 from teams.provisioning import instance_for, provision
 from teams.reconcile import PRUNED, REPAIRED, REPORTED, reconcile
 
-from .test_fly_backend import ORG, assert_one_of_each_per_team, fake, fly, live  # noqa: F401
+from .test_fly_backend import ORG, assert_one_of_each_per_team, fake, live  # noqa: F401
 
 
 @pytest.fixture

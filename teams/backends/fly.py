@@ -228,7 +228,9 @@ class FlyBackend(MachineBackend):
             if machine.state not in STOPPED_STATES:
                 self._wait_healthy(app, machine_id)
         except FlyAPIError as error:
-            if error.http_status is None or error.http_status in (408, 409, 429) or error.http_status >= 500:
+            # 412: the Machine changed since we read it (an earlier attempt's update whose answer was lost):
+            # reading it again tells whether that update took.
+            if error.http_status is None or error.http_status in (408, 409, 412, 429) or error.http_status >= 500:
                 raise BackendUnavailable(f"updating machine {machine_id} of {app}: {error}") from None
             raise BackendError(f"updating machine {machine_id} of {app} failed: {error}") from None
         return {"machine_version": machine.instance_id}
@@ -261,11 +263,17 @@ class FlyBackend(MachineBackend):
         try:
             lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
         except FlyAPIError as error:
-            # Held: if by one of our own runs that died (a killed deploy), release it and go on.
-            abandoned = MachineLease.objects.filter(app=app, machine_id=machine_id).first()
-            if error.http_status != 409 or abandoned is None or not self.release_if_abandoned(abandoned):
+            if error.http_status != 409:
                 raise
-            lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
+            held = self.client.get_lease(app, machine_id)
+            if held is not None and held.description == description:
+                lease = held  # ours: a retried acquire whose first answer was lost
+            else:
+                # Held by one of our own runs that died (a killed deploy)? Release it and go on.
+                abandoned = MachineLease.objects.filter(app=app, machine_id=machine_id).first()
+                if abandoned is None or not self.release_if_abandoned(abandoned):
+                    raise
+                lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
         MachineLease.objects.update_or_create(app=app, machine_id=machine_id, defaults={
             "nonce": lease.nonce, "holder": holder,
             "expires_at": datetime.fromtimestamp(lease.expires_at, tz=timezone.utc)})

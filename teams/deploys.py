@@ -1,0 +1,353 @@
+"""Fleet deploys: one image to many teams, canary teams first, then waves; halt and roll back on failures.
+
+A deployment is persisted team by team. A target's step is saved before its update starts ("updating", with the
+image the backend reported) and after it ends, so a run killed at any point is finished by `resume` without
+updating any team twice: the backends' `update` changes nothing on an instance that already runs the image.
+
+Halting is continuous: once failures pass `max_failures` no further team is started, the updates in flight
+finish, and every team the deployment touched is put back on its own previous image (read back to verify).
+Waves are barriers on top of that: the canary wave must finish cleanly before anything else is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .backends import BackendError, BackendUnavailable, get_backend
+from .holders import holder_is_gone, new_holder
+from .models import Deployment, DeploymentTarget, Instance, Team
+from .provisioning import record_event
+
+logger = logging.getLogger(__name__)
+
+Step = DeploymentTarget.Step
+CLAIM = timedelta(minutes=2)
+# Transient platform errors (408, 429, 5xx, a lease another operation holds) are retried this many times, with
+# these pauses, before the team counts as failed.
+RETRY_DELAYS = (1, 2, 4, 8, 16, 30)
+DEPLOYABLE_STATES = (Instance.State.RUNNING, Instance.State.STOPPED)
+
+
+class DeploymentRefused(Exception):
+    """The deployment cannot start or resume; the message says why and what to do."""
+
+
+@dataclass
+class Plan:
+    """What a deployment would do: the teams of each wave (0 is the canary) and the teams it leaves alone."""
+
+    image: str
+    waves: list[list[Team]] = field(default_factory=list)
+    skipped: list[tuple[Team, str]] = field(default_factory=list)
+
+    @property
+    def team_count(self) -> int:
+        return sum(len(wave) for wave in self.waves)
+
+
+def fleet_image() -> str:
+    """The image new teams start on: the last deployment to every team that completed, else the setting."""
+    from django.conf import settings
+
+    last = (Deployment.objects.filter(all_teams=True, state__in=[Deployment.State.SUCCEEDED,
+                                                                 Deployment.State.COMPLETED_WITH_FAILURES])
+            .order_by("-finished_at", "-id").values_list("image", flat=True).first())
+    return last or settings.INSTANCE_IMAGE
+
+
+def open_deployment() -> Deployment | None:
+    return Deployment.objects.filter(is_open=True).first()
+
+
+def plan_deployment(image: str, teams: Iterable[Team], *, canary: int, wave_size: int = 0) -> Plan:
+    """Choose the waves. The canary prefers running teams: a stopped team is updated without starting, so it
+    proves nothing about the image's health. `wave_size` 0 puts every other team in one wave."""
+    image = image.strip()
+    if not image:
+        raise DeploymentRefused("the image is empty")
+    plan = Plan(image)
+    candidates = []
+    instances = {instance.team_id: instance for instance in Instance.objects.filter(team__in=teams)}
+    for team in teams:
+        instance = instances.get(team.pk)
+        if instance is None or instance.state not in DEPLOYABLE_STATES:
+            state = instance.get_state_display().lower() if instance else "not provisioned"
+            plan.skipped.append((team, f"instance is {state}: it gets the image when provisioned"))
+        elif instance.image == image:
+            plan.skipped.append((team, f"already on {image}"))
+        else:
+            candidates.append((instance.state != Instance.State.RUNNING, team.pk, team))
+    canaries = {pk for _, pk, _ in sorted(candidates)[:canary]}
+    rest = [team for _, pk, team in sorted(candidates, key=lambda c: c[1]) if pk not in canaries]
+    plan.waves.append([team for _, pk, team in sorted(candidates) if pk in canaries])
+    size = wave_size or len(rest) or 1
+    plan.waves.extend(rest[start:start + size] for start in range(0, len(rest), size))
+    plan.waves = [wave for wave in plan.waves if wave]
+    return plan
+
+
+def start_deployment(image: str, *, slugs: list[str] | None = None, canary: int = 1, concurrency: int = 10,
+                     max_failures: int = 0, wave_size: int = 0, requested_by: str = "") -> Deployment:
+    """Record a deployment of `image` to the given teams (all active teams when `slugs` is None); refused while
+    another deployment is open. Run it with `run_deployment` (the command does, the dashboard queues a task)."""
+    if concurrency < 1:
+        raise DeploymentRefused("concurrency must be at least 1")
+    teams = Team.objects.filter(status=Team.Status.ACTIVE).order_by("pk")
+    if slugs is not None:
+        teams = Team.objects.filter(slug__in=slugs).order_by("pk")
+        missing = sorted(set(slugs) - set(teams.values_list("slug", flat=True)))
+        if missing:
+            raise DeploymentRefused(f"no team with slug {', '.join(missing)}")
+    plan = plan_deployment(image, list(teams), canary=canary, wave_size=wave_size)
+    try:
+        with transaction.atomic():
+            busy = open_deployment()
+            if busy is not None:
+                raise DeploymentRefused(f"{busy} is still open: resume it (`deploy --resume`) first")
+            deployment = Deployment.objects.create(
+                image=plan.image, all_teams=slugs is None, canary=canary, concurrency=concurrency,
+                max_failures=max_failures, requested_by=requested_by)
+            DeploymentTarget.objects.bulk_create(
+                [DeploymentTarget(deployment=deployment, team=team, wave=number)
+                 for number, wave in enumerate(plan.waves) for team in wave]
+                + [DeploymentTarget(deployment=deployment, team=team, wave=0, step=Step.SKIPPED, error=reason)
+                   for team, reason in plan.skipped])
+    except IntegrityError:  # another deployment was opened at the same moment
+        raise DeploymentRefused("another deployment is open: resume it (`deploy --resume`) first") from None
+    logger.info("deploy deployment=%s image=%s teams=%s waves=%s skipped=%s", deployment.pk, plan.image,
+                plan.team_count, len(plan.waves), len(plan.skipped))
+    return deployment
+
+
+def run_deployment(deployment: Deployment, *, concurrency: int | None = None,
+                   progress: Callable[[DeploymentTarget], None] | None = None,
+                   stop: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep) -> Deployment:
+    """Run (or resume) a deployment to its end. Setting `stop` interrupts it: no team is started after that, the
+    updates in flight finish, and the deployment is left INTERRUPTED for a later run to resume."""
+    runner = _Runner(deployment, concurrency or deployment.concurrency, progress, stop or threading.Event(), sleep)
+    return runner.run()
+
+
+@dataclass
+class _Runner:
+    deployment: Deployment
+    concurrency: int
+    progress: Callable[[DeploymentTarget], None] | None
+    stop: threading.Event
+    sleep: Callable[[float], None]
+
+    def run(self) -> Deployment:
+        deployment = self.deployment
+        owner = self._claim()
+        try:
+            if deployment.state != Deployment.State.ROLLING_BACK:
+                self._save(state=Deployment.State.RUNNING)
+                for wave in self._waves_left():
+                    self._run_each(self._targets(wave=wave, step__in=[Step.PENDING, Step.UPDATING]), self._update,
+                                   halt_on_failures=True)
+                    if self.stop.is_set() or self._halting():
+                        break
+            if self.stop.is_set():
+                self._save(state=Deployment.State.INTERRUPTED, message="interrupted: resume with `deploy --resume`")
+                return deployment
+            if deployment.state == Deployment.State.ROLLING_BACK or self._halting():
+                self._roll_back()
+                if self.stop.is_set():
+                    self._save(state=Deployment.State.ROLLING_BACK,
+                               message="interrupted while rolling back: resume with `deploy --resume`")
+                    return deployment
+            self._finish()
+            return deployment
+        finally:
+            Deployment.objects.filter(pk=deployment.pk, claimed_by=owner).update(claimed_by="", claimed_until=None)
+
+    # --- one team -----------------------------------------------------------------------------------------
+
+    def _update(self, target: DeploymentTarget) -> None:
+        image = self.deployment.image
+        instance = Instance.objects.select_related("team").get(team_id=target.team_id)
+        backend = get_backend(instance.backend)
+        started = time.monotonic()
+
+        def update() -> dict:
+            if target.step == Step.PENDING:
+                # Saved before the update: after a crash, resume knows what to roll back to.
+                self._save_target(target, previous_image=backend.running_image(instance), step=Step.UPDATING,
+                                  started_at=timezone.now())
+            return backend.update(instance, image)
+
+        resources, error = self._with_retries(target, update)
+        if error:
+            self._save_target(target, step=Step.FAILED, error=error, finished_at=timezone.now())
+            record_event(instance.team, "deploy_failed", f"{image}: {error}", is_error=True)
+        else:
+            instance.image = image
+            instance.resources = {**instance.resources, **resources}
+            instance.save(update_fields=["image", "resources", "updated_at"])
+            self._save_target(target, step=Step.UPDATED, error="", finished_at=timezone.now())
+            record_event(instance.team, "deployed",
+                         f"{target.previous_image or '?'} -> {image} (deployment {self.deployment.pk})")
+        logger.info("deploy deployment=%s team=%s step=%s image=%s previous=%s attempts=%s seconds=%.1f%s",
+                    self.deployment.pk, instance.team.slug, target.step, image, target.previous_image,
+                    target.attempts, time.monotonic() - started, f" error={error!r}" if error else "")
+
+    def _roll_back_one(self, target: DeploymentTarget) -> None:
+        instance = Instance.objects.select_related("team").get(team_id=target.team_id)
+        backend = get_backend(instance.backend)
+        self._save_target(target, step=Step.ROLLING_BACK)
+
+        def roll_back() -> dict:
+            resources = backend.update(instance, target.previous_image)
+            running = backend.running_image(instance)
+            if running != target.previous_image:
+                raise BackendError(f"read back {running} instead of {target.previous_image}")
+            return resources
+
+        resources, error = self._with_retries(target, roll_back)
+        if error:
+            self._save_target(target, step=Step.ROLLBACK_FAILED, error=error)
+            record_event(instance.team, "rollback_failed", f"back to {target.previous_image}: {error}", is_error=True)
+        else:
+            instance.image = target.previous_image
+            instance.resources = {**instance.resources, **resources}
+            instance.save(update_fields=["image", "resources", "updated_at"])
+            self._save_target(target, step=Step.ROLLED_BACK)
+            record_event(instance.team, "rolled_back",
+                         f"back on {target.previous_image} (deployment {self.deployment.pk} halted)")
+        logger.info("deploy deployment=%s team=%s step=%s image=%s%s", self.deployment.pk, instance.team.slug,
+                    target.step, target.previous_image, f" error={error!r}" if error else "")
+
+    def _with_retries(self, target: DeploymentTarget, operation: Callable[[], dict]) -> tuple[dict, str]:
+        """Run `operation`, retrying transient platform errors; returns (resources, "") or ({}, why it failed)."""
+        for delay in (*RETRY_DELAYS, None):
+            target.attempts += 1
+            try:
+                return operation(), ""
+            except BackendUnavailable as error:
+                if delay is None or self.stop.is_set():
+                    return {}, f"platform unavailable after {target.attempts} attempts: {error}"
+                logger.info("deploy deployment=%s team=%s retrying in %ss: %s", self.deployment.pk,
+                            target.team_id, delay, error)
+                self.sleep(delay)
+            except BackendError as error:
+                return {}, str(error)
+            except Exception as error:  # a bug must fail one team, visibly, not the whole rollout
+                logger.exception("deploy deployment=%s team=%s", self.deployment.pk, target.team_id)
+                return {}, f"{type(error).__name__}: {error}"
+        raise AssertionError("unreachable")
+
+    # --- many teams ---------------------------------------------------------------------------------------
+
+    def _run_each(self, targets: list[DeploymentTarget], work: Callable[[DeploymentTarget], None], *,
+                  halt_on_failures: bool = False) -> None:
+        """`work` on each target, `concurrency` at a time, until done, stopped or (with `halt_on_failures`)
+        halted; the work in flight always finishes."""
+        pending = iter(targets)
+        in_flight: set[Future] = set()
+
+        def one(target: DeploymentTarget) -> DeploymentTarget:
+            close_old_connections()
+            try:
+                work(target)
+            finally:
+                connection.close()
+            return target
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            while True:
+                while (len(in_flight) < self.concurrency and not self.stop.is_set()
+                       and not (halt_on_failures and self._halting())):
+                    target = next(pending, None)
+                    if target is None:
+                        break
+                    in_flight.add(pool.submit(one, target))
+                if not in_flight:
+                    return
+                done, in_flight = wait(in_flight, timeout=5, return_when=FIRST_COMPLETED)
+                self._extend_claim()
+                for future in done:
+                    finished = future.result()
+                    if self.progress:
+                        self.progress(finished)
+
+    def _halting(self) -> bool:
+        """Failures passed the threshold."""
+        return self._targets_count(step=Step.FAILED) > self.deployment.max_failures
+
+    def _roll_back(self) -> None:
+        self._save(state=Deployment.State.ROLLING_BACK,
+                   message=f"halted: {self._targets_count(step=Step.FAILED)} failures "
+                           f"(at most {self.deployment.max_failures} allowed); rolling back")
+        logger.warning("deploy deployment=%s halted: rolling back every team it changed", self.deployment.pk)
+        changed = self._targets(step__in=[Step.UPDATING, Step.UPDATED, Step.FAILED, Step.ROLLING_BACK,
+                                          Step.ROLLBACK_FAILED])
+        self._run_each([target for target in changed if target.previous_image], self._roll_back_one)
+
+    def _finish(self) -> None:
+        counts = {step: self._targets_count(step=step) for step in Step}
+        if self.deployment.state == Deployment.State.ROLLING_BACK:
+            state = Deployment.State.HALTED
+            message = (f"{self.deployment.message.removesuffix('; rolling back')}: {counts[Step.ROLLED_BACK]} "
+                       f"rolled back, {counts[Step.ROLLBACK_FAILED]} rollback failures, "
+                       f"{counts[Step.PENDING]} never touched")
+        elif counts[Step.FAILED]:
+            state = Deployment.State.COMPLETED_WITH_FAILURES
+            message = f"{counts[Step.UPDATED]} updated, {counts[Step.FAILED]} failed, {counts[Step.SKIPPED]} skipped"
+        else:
+            state = Deployment.State.SUCCEEDED
+            message = f"{counts[Step.UPDATED]} updated, {counts[Step.SKIPPED]} skipped"
+        self._save(state=state, message=message, is_open=None, finished_at=timezone.now())
+        logger.info("deploy deployment=%s state=%s %s", self.deployment.pk, state, message)
+
+    # --- persistence --------------------------------------------------------------------------------------
+
+    def _claim(self) -> str:
+        owner = new_holder()
+        now = timezone.now()
+        holder = self.deployment.claimed_by
+        free = Q(claimed_by="") | Q(claimed_until__lt=now)
+        if holder and holder_is_gone(holder):
+            free |= Q(claimed_by=holder)
+        claimed = Deployment.objects.filter(free, pk=self.deployment.pk, is_open=True).update(
+            claimed_by=owner, claimed_until=now + CLAIM)
+        if not claimed:
+            self.deployment.refresh_from_db()
+            if not self.deployment.is_open:
+                raise DeploymentRefused(f"{self.deployment} is finished")
+            raise DeploymentRefused(f"{self.deployment} is being run by {holder}")
+        self.deployment.refresh_from_db()
+        return owner
+
+    def _extend_claim(self) -> None:
+        Deployment.objects.filter(pk=self.deployment.pk).update(claimed_until=timezone.now() + CLAIM)
+
+    def _save(self, **fields) -> None:
+        for name, value in fields.items():
+            setattr(self.deployment, name, value)
+        self.deployment.save(update_fields=list(fields))
+
+    @staticmethod
+    def _save_target(target: DeploymentTarget, **fields) -> None:
+        for name, value in fields.items():
+            setattr(target, name, value)
+        target.save(update_fields=[*fields, "attempts"])
+
+    def _targets(self, **filters) -> list[DeploymentTarget]:
+        return list(self.deployment.targets.filter(**filters).select_related("team").order_by("wave", "id"))
+
+    def _targets_count(self, **filters) -> int:
+        return self.deployment.targets.filter(**filters).count()
+
+    def _waves_left(self) -> list[int]:
+        return sorted(set(self.deployment.targets.filter(step__in=[Step.PENDING, Step.UPDATING])
+                          .values_list("wave", flat=True)))

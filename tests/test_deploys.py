@@ -1,0 +1,155 @@
+"""Fleet deploys against the spec-checking fake Machines API, on virtual time."""
+
+import pytest
+
+from fakefly import FakeFly, ResponseLost, Unavailable
+from teams.deploys import DeploymentRefused, fleet_image, run_deployment, start_deployment
+from teams.fleet import provision_fleet
+from teams.models import Deployment, DeploymentTarget, Instance
+from teams.provisioning import instance_for, provision
+from teams.services import stop_instance
+
+V1 = "registry.fly.io/cloudctl-team:v1"
+V2 = "registry.fly.io/cloudctl-team:v2"
+BAD = "registry.fly.io/cloudctl-team:broken"
+Step = DeploymentTarget.Step
+
+
+@pytest.fixture
+def fake(clock):
+    return FakeFly(clock=clock, orgs=("acme",), unhealthy_images=(BAD,))
+
+
+@pytest.fixture
+def fleet(fly, fake, make_team, transactional_db):
+    """Eight teams on v1: five running, two stopped, one suspended (as scale-to-zero leaves them)."""
+    teams = [make_team() for _ in range(8)]
+    assert provision_fleet(teams, concurrency=4).failed == {}
+    for team in teams[5:7]:
+        stop_instance(team)
+    suspended = instance_for(teams[7])
+    fly.client.suspend(suspended.resources["app"], suspended.resources["machine"])
+    fly.client.wait(suspended.resources["app"], suspended.resources["machine"], "suspended")
+    return teams
+
+
+def machine_of(fake, team):
+    return fake.machine(instance_for(team).resources["machine"])
+
+
+def applied_updates(fake, team):
+    """Updates Fly carried out on the team's Machine, finished or still settling (a retried request refused as
+    stale is not one)."""
+    machine = machine_of(fake, team)
+    return (sum(1 for event in machine.events if event["type"] == "update")
+            + sum(1 for transition in machine.transitions if transition.event == "update"))
+
+
+def deploy(clock, image, **options):
+    deployment = start_deployment(image, **{"concurrency": 3, **options})
+    return run_deployment(deployment, sleep=clock.sleep)
+
+
+def test_a_good_image_reaches_every_team_and_stopped_machines_stay_stopped(fleet, fake, clock):
+    states_before = {team.pk: machine_of(fake, team).state for team in fleet}
+    deployment = deploy(clock, V2, canary=2)
+
+    assert deployment.state == Deployment.State.SUCCEEDED and deployment.is_open is None
+    for team in fleet:
+        machine = machine_of(fake, team)
+        assert machine.config["image"] == V2
+        # Running ones restarted on v2; stopped and suspended ones were updated without being started.
+        assert machine.state == ("started" if states_before[team.pk] == "started" else "stopped"), team.slug
+        assert applied_updates(fake, team) == 1
+    targets = list(deployment.targets.all())
+    assert {target.step for target in targets} == {Step.UPDATED}
+    assert {target.previous_image for target in targets} == {V1}
+    assert set(Instance.objects.values_list("image", flat=True)) == {V2}
+    # The canary is made of running teams: stopped ones would prove nothing about the image's health.
+    canary = [target.team_id for target in targets if target.wave == 0]
+    assert len(canary) == 2 and all(states_before[team_id] == "started" for team_id in canary)
+    assert fake.refused == []
+
+
+def test_new_teams_start_on_the_image_the_whole_fleet_got(fleet, fake, clock, make_team):
+    deploy(clock, V2, slugs=[fleet[0].slug])
+    assert fleet_image() == V1  # a deployment to some teams does not change what new teams get
+    deploy(clock, V2)
+    assert fleet_image() == V2
+    newcomer = provision(make_team())
+    assert newcomer.image == V2 and fake.machine(newcomer.resources["machine"]).config["image"] == V2
+
+
+def test_a_bad_image_halts_after_the_canary_and_each_canary_team_gets_its_own_image_back(fly, fleet, fake, clock):
+    # One team runs a hotfix image: rolling back must restore that one, not the fleet's usual image.
+    hotfixed = fleet[0]
+    deploy(clock, V1 + "-hotfix", slugs=[hotfixed.slug])
+    updates_before = {team.pk: applied_updates(fake, team) for team in fleet}
+
+    deployment = deploy(clock, BAD, canary=2)
+
+    assert deployment.state == Deployment.State.HALTED and deployment.is_open is None
+    canary = {target.team_id: target for target in deployment.targets.filter(wave=0)}
+    assert hotfixed.pk in canary and len(canary) == 2
+    for team in fleet:
+        machine = machine_of(fake, team)
+        if team.pk in canary:
+            assert canary[team.pk].step == Step.ROLLED_BACK
+            assert "not healthy" in canary[team.pk].error
+            expected = V1 + "-hotfix" if team.pk == hotfixed.pk else V1
+            assert (machine.config["image"], machine.state) == (expected, "started")
+            assert fly.running_image(instance_for(team)) == instance_for(team).image == expected
+        else:  # never touched
+            assert applied_updates(fake, team) == updates_before[team.pk]
+            assert machine.config["image"] == V1
+    assert set(deployment.targets.exclude(wave=0).values_list("step", flat=True)) == {Step.PENDING}
+    assert "2 rolled back" in deployment.message
+    assert fake.refused == []
+
+
+def test_failures_under_the_threshold_complete_the_rollout(fleet, fake, clock):
+    first = fleet[1]
+    fake.inject("update_machine", Unavailable(status=400), calls=[2])  # a refusal, not a transient error
+    deployment = deploy(clock, V2, canary=1, max_failures=1, concurrency=1)
+    assert deployment.state == Deployment.State.COMPLETED_WITH_FAILURES
+    failed = deployment.targets.get(step=Step.FAILED)
+    assert "400" in failed.error and failed.team_id == first.pk
+    assert deployment.targets.filter(step=Step.UPDATED).count() == len(fleet) - 1
+
+
+@pytest.mark.parametrize("fault", [Unavailable(503), Unavailable(429), Unavailable(502), ResponseLost(status=408)],
+                         ids=["503", "429", "502", "408-after-doing-it"])
+def test_transient_api_errors_do_not_halt_a_healthy_rollout(fleet, fake, clock, fault):
+    for action in ("get_machine", "update_machine", "acquire_lease", "release_lease", "wait_machine",
+                   "list_machines"):
+        fake.inject(action, fault, probability=0.3)
+    deployment = deploy(clock, V2, canary=1, max_failures=0)
+    assert deployment.state == Deployment.State.SUCCEEDED, list(deployment.targets.values_list("error", flat=True))
+    for team in fleet:
+        assert machine_of(fake, team).config["image"] == V2
+        assert applied_updates(fake, team) == 1
+    assert fake.refused == []
+
+
+def test_only_one_deployment_is_open_at_a_time(fleet, clock):
+    start_deployment(V2)
+    with pytest.raises(DeploymentRefused, match="still open"):
+        start_deployment(V2 + "b")
+
+
+def test_unknown_teams_and_empty_images_are_refused_clearly(fleet):
+    with pytest.raises(DeploymentRefused, match="no team with slug nope"):
+        start_deployment(V2, slugs=["nope"])
+    with pytest.raises(DeploymentRefused, match="image is empty"):
+        start_deployment("  ")
+    assert not Deployment.objects.exists()
+
+
+def test_teams_not_provisioned_or_already_on_the_image_are_skipped_with_a_reason(fleet, clock, make_team):
+    unprovisioned = make_team()
+    deploy(clock, V2, slugs=[fleet[0].slug])
+    deployment = deploy(clock, V2)
+    skipped = dict(deployment.targets.filter(step=Step.SKIPPED).values_list("team_id", "error"))
+    assert skipped[fleet[0].pk] == f"already on {V2}"
+    assert "not provisioned" in skipped[unprovisioned.pk]
+    assert deployment.state == Deployment.State.SUCCEEDED
