@@ -1,0 +1,120 @@
+"""A real `manage.py deploy` process, interrupted with Ctrl-C and then killed with SIGKILL mid-wave, finished by
+`--resume`: every team ends on the new image, updated exactly once, with no lease left behind.
+
+The command talks over HTTP to the fake Machines API served from this test, and shares its database file.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from fakefly import FakeFly, serve
+from teams import backends
+from teams.fleet import provision_fleet
+from teams.models import Deployment, DeploymentTarget, MachineLease
+from teams.provisioning import instance_for
+
+REPO = Path(__file__).resolve().parent.parent
+ORG = "acme"
+V1 = "registry.fly.io/cloudctl-team:v1"
+V2 = "registry.fly.io/cloudctl-team:v2"
+
+
+@pytest.fixture
+def fake_server(settings):
+    fake = FakeFly(orgs=(ORG,), time_scale=0.2, seed=3)
+    url, stop = serve(fake)
+    settings.MACHINE_BACKEND = "teams.backends.fly.FlyBackend"
+    settings.FLY_API_URL, settings.FLY_API_TOKEN, settings.FLY_ORG = url, "fly-test-token", ORG
+    settings.INSTANCE_IMAGE = V1
+    backends.get_backend.cache_clear()
+    yield fake, url
+    backends.get_backend.cache_clear()
+    stop()
+
+
+def deploy_process(url, tmp_path, *args):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "CLOUDCTL_STATE_DIR": str(tmp_path),
+        "CLOUDCTL_TOKEN_KEYS": "test-signing-key-old,test-signing-key-current",
+        "CLOUDCTL_MACHINE_BACKEND": "teams.backends.fly.FlyBackend",
+        "CLOUDCTL_FLY_API_URL": url,
+        "CLOUDCTL_FLY_API_TOKEN": "fly-test-token",
+        "CLOUDCTL_FLY_ORG": ORG,
+        "CLOUDCTL_INSTANCE_IMAGE": V1,
+    })
+    return subprocess.Popen([sys.executable, "manage.py", "deploy", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def updated_count() -> int:
+    return DeploymentTarget.objects.filter(step=DeploymentTarget.Step.UPDATED).count()
+
+
+def wait_for_updates(process, at_least: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while updated_count() < at_least:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "the deployment made no progress"
+        time.sleep(0.05)
+
+
+def live_leases(fake):
+    now = time.time()
+    return [machine.id for machine in fake.machines.values() if machine.lease and machine.lease.expires_at > now]
+
+
+def applied_updates(fake, team) -> int:
+    machine = fake.machine(instance_for(team).resources["machine"])
+    return (sum(1 for event in machine.events if event["type"] == "update")
+            + sum(1 for transition in machine.transitions if transition.event == "update"))
+
+
+@pytest.mark.slow
+def test_interrupt_then_sigkill_mid_wave_then_resume(fake_server, make_team, transactional_db, tmp_path):
+    fake, url = fake_server
+    teams = [make_team() for _ in range(24)]
+    assert provision_fleet(teams, concurrency=12).failed == {}
+
+    # Ctrl-C: no new team starts, the ones in flight finish, their leases are released.
+    process = deploy_process(url, tmp_path, "--image", V2, "--all", "--concurrency", "3")
+    wait_for_updates(process, 4)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output[-3000:]
+    deployment = Deployment.objects.get()
+    assert deployment.state == Deployment.State.INTERRUPTED, output[-3000:]
+    assert "stopping: letting the updates in flight finish" in output
+    assert live_leases(fake) == [] and not MachineLease.objects.exists()
+    assert not DeploymentTarget.objects.filter(step=DeploymentTarget.Step.UPDATING).exists()
+    after_interrupt = updated_count()
+    assert after_interrupt < len(teams)
+
+    # SIGKILL in the middle of updates: leases and "updating" steps are left behind.
+    process = deploy_process(url, tmp_path, "--resume")
+    wait_for_updates(process, after_interrupt + 3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert updated_count() < len(teams)
+    assert DeploymentTarget.objects.filter(step=DeploymentTarget.Step.UPDATING).exists()
+
+    process = deploy_process(url, tmp_path, "--resume")
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output[-3000:]
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.SUCCEEDED
+    assert updated_count() == len(teams)
+    for team in teams:
+        assert fake.machine(instance_for(team).resources["machine"]).config["image"] == V2
+        assert applied_updates(fake, team) == 1, team.slug  # no team updated twice
+    assert live_leases(fake) == [] and not MachineLease.objects.exists()
+    assert fake.refused == []
