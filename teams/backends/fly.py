@@ -216,17 +216,11 @@ class FlyBackend(MachineBackend):
     def update(self, instance, image: str) -> dict:
         app, machine_id = instance.resources["app"], instance.resources["machine"]
         try:
-            machine = self.client.get_machine(app, machine_id)
-            if machine.image != image:
-                updated = self._rewrite_machine(instance, f"update to {image}", image=image)
-                machine = self.client.get_machine(app, machine_id)
-                if machine.image != image or machine.instance_id != updated.instance_id:
-                    raise BackendError(f"machine {machine_id} reverted to {machine.image} after the update to {image}")
-            elif machine.state not in STOPPED_STATES:  # updated by an interrupted run: it may still be booting
-                self.client.wait(app, machine_id, "started", version=machine.instance_id,
-                                 timeout=settings.FLY_START_TIMEOUT)
-            if machine.state not in STOPPED_STATES:
-                self._wait_healthy(app, machine_id)
+            updated, running = self._rewrite_machine(instance, f"update to {image}", image=image)
+            # The health checks' last read doubles as the read-back: Fly can silently revert a failed update.
+            machine = self._wait_healthy(app, machine_id) if running else self.client.get_machine(app, machine_id)
+            if machine.image != image or machine.instance_id != updated.instance_id:
+                raise BackendError(f"machine {machine_id} reverted to {machine.image} after the update to {image}")
         except FlyAPIError as error:
             # 412: the Machine changed since we read it (an earlier attempt's update whose answer was lost):
             # reading it again tells whether that update took.
@@ -247,7 +241,8 @@ class FlyBackend(MachineBackend):
         resources = self.ensure_secret(instance)
         if not resources:
             return {}
-        updated = self._rewrite_machine(instance, "secret update", min_secrets_version=resources["secrets_version"])
+        updated, _ = self._rewrite_machine(instance, "secret update",
+                                           min_secrets_version=resources["secrets_version"])
         return {**resources, "machine_version": updated.instance_id}
 
     def log_tail(self, instance, lines: int = 15) -> str:
@@ -301,30 +296,35 @@ class FlyBackend(MachineBackend):
     # --- internals --------------------------------------------------------------------------------------
 
     def _rewrite_machine(self, instance, purpose: str, *, image: str | None = None,
-                         min_secrets_version: int | None = None) -> Machine:
-        """Update the Machine's full config under a lease, keeping a stopped Machine stopped and waiting for
-        a running one to be started again on the new version."""
+                         min_secrets_version: int | None = None) -> tuple[Machine, bool]:
+        """Update the Machine's full config under a lease, keeping a stopped Machine stopped and waiting for a
+        running one to be started again on the new version. A Machine already on `image` is left as it is (an
+        interrupted run updated it). Returns the Machine as updated and whether it runs."""
         app, machine_id = instance.resources["app"], instance.resources["machine"]
         with self.lease(app, machine_id, purpose) as nonce:
             machine = self.client.get_machine(app, machine_id)
-            stay_stopped = machine.state in STOPPED_STATES
-            updated = self.client.update_machine(
-                app, machine_id, config={**machine.config, **({"image": image} if image else {})},
-                current_version=machine.instance_id, skip_launch=stay_stopped,
-                min_secrets_version=min_secrets_version, nonce=nonce)
-            if not stay_stopped:
+            running = machine.state not in STOPPED_STATES
+            if image and machine.image == image:
+                updated = machine
+            else:
+                updated = self.client.update_machine(
+                    app, machine_id, config={**machine.config, **({"image": image} if image else {})},
+                    current_version=machine.instance_id, skip_launch=not running,
+                    min_secrets_version=min_secrets_version, nonce=nonce)
+            if running:
                 self.client.wait(app, machine_id, "started", version=updated.instance_id,
                                  timeout=settings.FLY_START_TIMEOUT)
-        return updated
+        return updated, running
 
-    def _wait_healthy(self, app: str, machine_id: str) -> None:
-        """Started is not ready: every service check must pass (polled as flyctl does) within the timeout."""
+    def _wait_healthy(self, app: str, machine_id: str) -> Machine:
+        """Started is not ready: every service check must pass (polled as flyctl does) within the timeout.
+        Returns the Machine as last read."""
         deadline = self.client.clock() + settings.FLY_HEALTH_TIMEOUT
         while True:
             machine = self.client.get_machine(app, machine_id)
             checks = machine.check_statuses
             if machine.state == "started" and all(status == "passing" for status, _ in checks.values()):
-                return
+                return machine
             if machine.state == "failed" or self.client.clock() >= deadline:
                 failing = "; ".join(f"{name}: {status} ({output})" for name, (status, output) in checks.items()
                                     if status != "passing") or f"machine is {machine.state}"
