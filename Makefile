@@ -33,9 +33,9 @@ dev: $(INSTALLED) $(INSTANCE_INSTALLED)
 test: $(INSTALLED) $(INSTANCE_INSTALLED)
 	$(BIN)/python -m pytest
 
-## Run every benchmark in bench/ (each ends with a `ratio:` line).
+## Run every benchmark in bench/ (each ends with a `ratio:` line; `_*.py` are their shared helpers).
 bench: $(INSTALLED) $(INSTANCE_INSTALLED)
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(INSTANCE_VENV) var .pytest_cache .hypothesis

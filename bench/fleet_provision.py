@@ -11,72 +11,19 @@ Last line: `ratio: <wall time / bound>` (target: at most 1.25).
 """
 
 import argparse
-import collections
-import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-ORG = "bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._fakefly_fleet import configure_django, counting_client, start_fake  # noqa: E402
+
 # One team's critical path on the fake's default latencies (fakefly.Latencies): create app, set the secret,
 # create the volume, create the machine (1-2 s, 1.5 on average), then the machine starts (1 s).
 CRITICAL_PATH_SECONDS = 0.3 + 0.3 + 0.5 + 1.5 + 1.0
 # The calls no provisioning can do without: app, secret, volume, machine, and one wait for it to start.
 MINIMUM_CALLS_PER_TEAM = 5
-
-
-def start_fake() -> tuple[subprocess.Popen, str]:
-    fake = subprocess.Popen([sys.executable, "-m", "fakefly", "--org", ORG], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True)
-    line = fake.stdout.readline()  # "fakefly: Fly Machines API at http://127.0.0.1:PORT/v1 (any Bearer token)"
-    return fake, line.split(" at ")[1].split()[0]
-
-
-def configure_django(state_dir: str, url: str) -> None:
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
-        "CLOUDCTL_STATE_DIR": state_dir,
-        "DATABASE_URL": f"sqlite:///{state_dir}/bench.sqlite3",
-        "CLOUDCTL_MACHINE_BACKEND": "teams.backends.fly.FlyBackend",
-        "CLOUDCTL_FLY_API_URL": url,
-        "CLOUDCTL_FLY_API_TOKEN": "bench-token",
-        "CLOUDCTL_FLY_ORG": ORG,
-        "CLOUDCTL_INSTANCE_IMAGE": "registry.fly.io/cloudctl-team:v1",
-        "CLOUDCTL_LOG_LEVEL": "WARNING",
-    })
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
-def counting_client(concurrency: int):
-    """A FlyClient whose transport counts requests and 429 answers."""
-    import httpx
-
-    from django.conf import settings
-    from teams.backends.fly_client import FlyClient
-
-    counts = collections.Counter()
-    lock = threading.Lock()
-
-    class Counting(httpx.HTTPTransport):
-        def handle_request(self, request):
-            response = super().handle_request(request)
-            with lock:
-                counts["requests"] += 1
-                counts[f"status {response.status_code}"] += 1
-            return response
-
-    transport = Counting(limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency))
-    return FlyClient(settings.FLY_API_URL, settings.FLY_API_TOKEN, transport=transport), counts
 
 
 def main() -> None:

@@ -22,13 +22,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds added to every answer, as the round trip to Fly would")
     parser.add_argument("--unhealthy-image", action="append", default=[], metavar="IMAGE",
                         help="Machines running this image fail their health checks (repeatable)")
+    parser.add_argument("--no-response-check", action="store_true",
+                        help="do not validate the fake's own answers against the spec (requests still are)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-rate-limits", action="store_true", help="never answer 429")
     args = parser.parse_args(argv)
 
     fake = FakeFly(orgs=tuple(args.orgs or ["personal"]), foreign_apps=tuple(args.foreign_app), seed=args.seed,
                    time_scale=args.time_scale, rate_limits=not args.no_rate_limits,
-                   latencies=Latencies(request=args.request_latency), unhealthy_images=tuple(args.unhealthy_image))
+                   latencies=Latencies(request=args.request_latency), unhealthy_images=tuple(args.unhealthy_image),
+                   check_responses=not args.no_response_check)
     url, stop = serve(fake, port=args.port)
     print(f"fakefly: Fly Machines API at {url} (any Bearer token)", flush=True)
     try:

@@ -67,9 +67,10 @@ class Latencies:
     suspend: Seconds = 2.0
     update: Seconds = 2.0
     destroy: Seconds = 0.5
-    # From `started` to the first result of the Machine's service checks (until then they read `warning`).
-    # Read on every GET, so give one value, not a range.
-    health: float = 1.0
+    # From `started` to the first result of the Machine's service checks (until then they read `warning`): Fly
+    # runs them every `interval` after a `grace_period` (15 s and 20 s in cloudctl's config); a few seconds is
+    # the quick end. Read on every GET, so give one value, not a range.
+    health: float = 5.0
     # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
     request: Seconds = 0.0
 
@@ -200,9 +201,11 @@ class FakeFly:
     def __init__(self, *, clock: SystemClock | VirtualClock | None = None, orgs: tuple[str, ...] = ("personal",),
                  foreign_apps: tuple[str, ...] = (), seed: int = 0, latencies: Latencies = Latencies(),
                  time_scale: float = 1.0, rate_limits: bool = True, lease_envelope: bool = True,
-                 org_page_cap: int | None = None, unhealthy_images: tuple[str, ...] = ()):
+                 org_page_cap: int | None = None, unhealthy_images: tuple[str, ...] = (),
+                 check_responses: bool = True):
         """`foreign_apps`: names taken by someone else's org (403 on GET, 422 name_taken on create).
         `unhealthy_images`: Machines running these start, but their service checks turn `critical`.
+        `check_responses`: validate the fake's own answers too (the tests do; a benchmark may spare the CPU).
         `lease_envelope`: answer leases as the docs show, `{"status","data":{...}}`, or else flat as the spec.
         `org_page_cap`: org-wide listing pages hold at most this many, whatever `limit` asks (Fly: advisory)."""
         self.clock = clock or SystemClock()
@@ -214,6 +217,7 @@ class FakeFly:
         self.orgs = {slug: Org(slug, number) for number, slug in enumerate(orgs, start=1)}
         self.foreign_apps = set(foreign_apps)
         self.unhealthy_images = set(unhealthy_images)
+        self.check_responses = check_responses
         self.apps: dict[str, AppRecord] = {}
         self.volumes: dict[str, VolumeRecord] = {}
         self.machines: dict[str, MachineRecord] = {}
@@ -254,7 +258,7 @@ class FakeFly:
         with self._lock:
             request_id = f"{self._ids.ulid(self.clock.now())}-ord"
         route, reply = self._respond(environ, method, path)
-        if route is not None:
+        if route is not None and self.check_responses:
             errors = self._spec.response_errors(method, route.template, reply.status, reply.body, reply.schema)
             if errors:
                 raise SpecViolation(f"fakefly answered {method} {path} with {reply.status} {reply.body!r}: {errors}")
@@ -362,7 +366,8 @@ class FakeFly:
         (a destroy's effect on the volume shows on the volume too)."""
         now = self.clock.now()
         for machine in self.machines.values():
-            machine.settle(now, self._ids.ulid)
+            if machine.transitions and machine.transitions[0].at <= now:
+                machine.settle(now, self._ids.ulid)
 
     def _visible_machines(self, predicate) -> list[MachineRecord]:
         now = self.clock.now()
@@ -371,10 +376,10 @@ class FakeFly:
     def _machine(self, call: Call) -> MachineRecord:
         app = self._app(call.params["app_name"])
         machine_id = call.params["machine_id"]
-        found = self._visible_machines(lambda machine: machine.id == machine_id and machine.app_name == app.name)
-        if not found:
+        machine = self.machines.get(machine_id)
+        if machine is None or machine.app_name != app.name or machine.visible_after > self.clock.now():
             raise ApiError(404, f"machine {machine_id} not found")
-        return found[0]
+        return machine
 
     def _mutable_machine(self, call: Call) -> MachineRecord:
         """A Machine a mutation may touch: not destroyed, and the caller holds its lease if it has one."""

@@ -16,6 +16,9 @@ logger = logging.getLogger("fakefly")
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     # A `wait` request blocks for up to 60 s: each request needs its own thread, and none may delay shutdown.
     daemon_threads = True
+    # wsgiref closes every connection after one answer, so a fleet run opens a connection per call; the default
+    # backlog of 5 drops the excess and each dropped connect costs the client a 1 s SYN retry.
+    request_queue_size = 1024
 
 
 class _QuietRequestHandler(WSGIRequestHandler):

@@ -14,16 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
-from .backends import BackendError, BackendUnavailable, get_backend
+from .backends import BackendError, BackendUnavailable, ObservedState, get_backend
 from .holders import holder_is_gone, new_holder
 from .models import Deployment, DeploymentTarget, Instance, Team
 from .provisioning import record_event
@@ -49,6 +49,7 @@ class Plan:
     image: str
     waves: list[list[Team]] = field(default_factory=list)
     skipped: list[tuple[Team, str]] = field(default_factory=list)
+    running: set[int] = field(default_factory=set)  # ids of the teams that run now: their update restarts them
 
     @property
     def team_count(self) -> int:
@@ -69,9 +70,10 @@ def open_deployment() -> Deployment | None:
     return Deployment.objects.filter(is_open=True).first()
 
 
-def plan_deployment(image: str, teams: Iterable[Team], *, canary: int, wave_size: int = 0) -> Plan:
-    """Choose the waves. The canary prefers running teams: a stopped team is updated without starting, so it
-    proves nothing about the image's health. `wave_size` 0 puts every other team in one wave."""
+def plan_deployment(image: str, teams: list[Team], *, canary: int, wave_size: int = 0) -> Plan:
+    """Choose the waves. The canary is made of running teams: a stopped team is updated without starting, so it
+    proves nothing about the image's health. `wave_size` 0 puts every other team in one wave. Which teams run
+    is read from the backends (teams scale to zero without telling the database)."""
     image = image.strip()
     if not image:
         raise DeploymentRefused("the image is empty")
@@ -86,14 +88,30 @@ def plan_deployment(image: str, teams: Iterable[Team], *, canary: int, wave_size
         elif instance.image == image:
             plan.skipped.append((team, f"already on {image}"))
         else:
-            candidates.append((instance.state != Instance.State.RUNNING, team.pk, team))
-    canaries = {pk for _, pk, _ in sorted(candidates)[:canary]}
-    rest = [team for _, pk, team in sorted(candidates, key=lambda c: c[1]) if pk not in canaries]
-    plan.waves.append([team for _, pk, team in sorted(candidates) if pk in canaries])
+            candidates.append(team)
+    plan.running = _running_teams([instances[team.pk] for team in candidates])
+    canaries = sorted(candidates, key=lambda team: (team.pk not in plan.running, team.pk))[:canary]
+    rest = [team for team in candidates if team not in canaries]
     size = wave_size or len(rest) or 1
-    plan.waves.extend(rest[start:start + size] for start in range(0, len(rest), size))
-    plan.waves = [wave for wave in plan.waves if wave]
+    plan.waves = [wave for wave in [canaries, *(rest[start:start + size] for start in range(0, len(rest), size))]
+                  if wave]
     return plan
+
+
+def _running_teams(instances: list[Instance]) -> set[int]:
+    """Ids of the teams whose instance runs now, by one bulk read per backend; the database's word when the
+    backend cannot be read (the plan is still right, only less well ordered)."""
+    running = set()
+    for path in {instance.backend for instance in instances}:
+        group = [instance for instance in instances if instance.backend == path]
+        try:
+            observed = get_backend(path).observe_many(group)
+        except BackendError as error:
+            logger.warning("deploy: could not read which instances run (%s); using the database's state", error)
+            observed = {instance.team_id: ObservedState.RUNNING if instance.state == Instance.State.RUNNING
+                        else ObservedState.STOPPED for instance in group}
+        running |= {team_id for team_id, state in observed.items() if state is ObservedState.RUNNING}
+    return running
 
 
 def start_deployment(image: str, *, slugs: list[str] | None = None, canary: int = 1, concurrency: int = 10,
@@ -118,7 +136,7 @@ def start_deployment(image: str, *, slugs: list[str] | None = None, canary: int 
                 image=plan.image, all_teams=slugs is None, canary=canary, concurrency=concurrency,
                 max_failures=max_failures, requested_by=requested_by)
             DeploymentTarget.objects.bulk_create(
-                [DeploymentTarget(deployment=deployment, team=team, wave=number)
+                [DeploymentTarget(deployment=deployment, team=team, wave=number, was_running=team.pk in plan.running)
                  for number, wave in enumerate(plan.waves) for team in wave]
                 + [DeploymentTarget(deployment=deployment, team=team, wave=0, step=Step.SKIPPED, error=reason)
                    for team, reason in plan.skipped])
@@ -145,16 +163,18 @@ class _Runner:
     progress: Callable[[DeploymentTarget], None] | None
     stop: threading.Event
     sleep: Callable[[float], None]
+    _failures: int = 0  # kept in memory: every worker asks before taking a team
+    _write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> Deployment:
         deployment = self.deployment
         owner = self._claim()
+        self._failures = self._targets_count(step=Step.FAILED)
         try:
             if deployment.state != Deployment.State.ROLLING_BACK:
                 self._save(state=Deployment.State.RUNNING)
                 for wave in self._waves_left():
-                    self._run_each(self._targets(wave=wave, step__in=[Step.PENDING, Step.UPDATING]), self._update,
-                                   halt_on_failures=True)
+                    self._run_each(self._longest_first(wave), self._update, halt_on_failures=True)
                     if self.stop.is_set() or self._halting():
                         break
             if self.stop.is_set():
@@ -179,53 +199,64 @@ class _Runner:
         backend = get_backend(instance.backend)
         started = time.monotonic()
 
-        def update() -> dict:
+        def record_previous(previous: str) -> None:
+            # Saved before anything changes: after a crash, resume knows what to roll back to.
             if target.step == Step.PENDING:
-                # Saved before the update: after a crash, resume knows what to roll back to.
-                self._save_target(target, previous_image=backend.running_image(instance), step=Step.UPDATING,
-                                  started_at=timezone.now())
-            return backend.update(instance, image)
+                with self._writing():
+                    self._save_target(target, previous_image=previous, step=Step.UPDATING, started_at=timezone.now())
 
-        resources, error = self._with_retries(target, update)
-        if error:
-            self._save_target(target, step=Step.FAILED, error=error, finished_at=timezone.now())
-            record_event(instance.team, "deploy_failed", f"{image}: {error}", is_error=True)
-        else:
-            instance.image = image
-            instance.resources = {**instance.resources, **resources}
-            instance.save(update_fields=["image", "resources", "updated_at"])
-            self._save_target(target, step=Step.UPDATED, error="", finished_at=timezone.now())
-            record_event(instance.team, "deployed",
-                         f"{target.previous_image or '?'} -> {image} (deployment {self.deployment.pk})")
+        resources, error = self._with_retries(
+            target, lambda: backend.update(instance, image, before_change=record_previous))
+        self._conclude(target, instance, image, resources, error, done=(Step.UPDATED, "deployed"),
+                       failed=(Step.FAILED, "deploy_failed"),
+                       detail=f"{target.previous_image or '?'} -> {image} (deployment {self.deployment.pk})")
         logger.info("deploy deployment=%s team=%s step=%s image=%s previous=%s attempts=%s seconds=%.1f%s",
                     self.deployment.pk, instance.team.slug, target.step, image, target.previous_image,
                     target.attempts, time.monotonic() - started, f" error={error!r}" if error else "")
 
     def _roll_back_one(self, target: DeploymentTarget) -> None:
+        previous = target.previous_image
         instance = Instance.objects.select_related("team").get(team_id=target.team_id)
         backend = get_backend(instance.backend)
-        self._save_target(target, step=Step.ROLLING_BACK)
+        with self._writing():
+            self._save_target(target, step=Step.ROLLING_BACK)
 
         def roll_back() -> dict:
-            resources = backend.update(instance, target.previous_image)
+            resources = backend.update(instance, previous)
             running = backend.running_image(instance)
-            if running != target.previous_image:
-                raise BackendError(f"read back {running} instead of {target.previous_image}")
+            if running != previous:
+                raise BackendError(f"read back {running} instead of {previous}")
             return resources
 
         resources, error = self._with_retries(target, roll_back)
-        if error:
-            self._save_target(target, step=Step.ROLLBACK_FAILED, error=error)
-            record_event(instance.team, "rollback_failed", f"back to {target.previous_image}: {error}", is_error=True)
-        else:
-            instance.image = target.previous_image
-            instance.resources = {**instance.resources, **resources}
-            instance.save(update_fields=["image", "resources", "updated_at"])
-            self._save_target(target, step=Step.ROLLED_BACK)
-            record_event(instance.team, "rolled_back",
-                         f"back on {target.previous_image} (deployment {self.deployment.pk} halted)")
+        self._conclude(target, instance, previous, resources, error, done=(Step.ROLLED_BACK, "rolled_back"),
+                       failed=(Step.ROLLBACK_FAILED, "rollback_failed"),
+                       detail=f"back to {previous} (deployment {self.deployment.pk} halted)")
         logger.info("deploy deployment=%s team=%s step=%s image=%s%s", self.deployment.pk, instance.team.slug,
-                    target.step, target.previous_image, f" error={error!r}" if error else "")
+                    target.step, previous, f" error={error!r}" if error else "")
+
+    def _conclude(self, target: DeploymentTarget, instance: Instance, image: str, resources: dict, error: str, *,
+                  done: tuple[str, str], failed: tuple[str, str], detail: str) -> None:
+        """Record how one team's change ended: its step, its instance, and an event on its timeline."""
+        with self._writing():
+            if error:
+                self._save_target(target, step=failed[0], error=error, finished_at=timezone.now())
+                record_event(instance.team, failed[1], f"{detail}: {error}", is_error=True)
+                return
+            instance.image = image
+            instance.resources = {**instance.resources, **resources}
+            instance.url = resources.get("url", instance.url)
+            instance.save(update_fields=["image", "resources", "url", "updated_at"])
+            self._save_target(target, step=done[0], finished_at=timezone.now())
+            record_event(instance.team, done[1], detail)
+
+    @contextmanager
+    def _writing(self):
+        """One transaction at a time from this run's workers. SQLite's busy handler sleeps up to 100 ms between
+        tries, so fifty threads contending for its write lock spend most of their time asleep; queueing on a
+        lock here hands the database over at once (on PostgreSQL it costs next to nothing)."""
+        with self._write_lock, transaction.atomic():
+            yield
 
     def _with_retries(self, target: DeploymentTarget, operation: Callable[[], dict]) -> tuple[dict, str]:
         """Run `operation`, retrying transient platform errors; returns (resources, "") or ({}, why it failed)."""
@@ -251,38 +282,43 @@ class _Runner:
     def _run_each(self, targets: list[DeploymentTarget], work: Callable[[DeploymentTarget], None], *,
                   halt_on_failures: bool = False) -> None:
         """`work` on each target, `concurrency` at a time, until done, stopped or (with `halt_on_failures`)
-        halted; the work in flight always finishes."""
-        pending = iter(targets)
-        in_flight: set[Future] = set()
+        halted; the work in flight always finishes. Each worker takes its next team as soon as it is free."""
+        queue = iter(targets)
+        lock = threading.Lock()
 
-        def one(target: DeploymentTarget) -> DeploymentTarget:
+        def next_target() -> DeploymentTarget | None:
+            with lock:
+                if self.stop.is_set() or (halt_on_failures and self._halting()):
+                    return None
+                return next(queue, None)
+
+        def worker() -> None:
             close_old_connections()
             try:
-                work(target)
+                while (target := next_target()) is not None:
+                    work(target)
+                    with lock:
+                        self._failures += target.step == Step.FAILED
+                        if self.progress:
+                            self.progress(target)
             finally:
                 connection.close()
-            return target
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            while True:
-                while (len(in_flight) < self.concurrency and not self.stop.is_set()
-                       and not (halt_on_failures and self._halting())):
-                    target = next(pending, None)
-                    if target is None:
-                        break
-                    in_flight.add(pool.submit(one, target))
-                if not in_flight:
-                    return
-                done, in_flight = wait(in_flight, timeout=5, return_when=FIRST_COMPLETED)
-                self._extend_claim()
-                for future in done:
-                    finished = future.result()
-                    if self.progress:
-                        self.progress(finished)
+        workers = [threading.Thread(target=worker, name=f"deploy-{number}", daemon=True)
+                   for number in range(min(self.concurrency, len(targets)))]
+        for thread in workers:
+            thread.start()
+        claimed_at = time.monotonic()
+        for thread in workers:
+            while thread.is_alive():
+                thread.join(timeout=1)
+                if time.monotonic() - claimed_at > CLAIM.total_seconds() / 4:
+                    self._extend_claim()
+                    claimed_at = time.monotonic()
 
     def _halting(self) -> bool:
         """Failures passed the threshold."""
-        return self._targets_count(step=Step.FAILED) > self.deployment.max_failures
+        return self._failures > self.deployment.max_failures
 
     def _roll_back(self) -> None:
         self._save(state=Deployment.State.ROLLING_BACK,
@@ -344,6 +380,12 @@ class _Runner:
 
     def _targets(self, **filters) -> list[DeploymentTarget]:
         return list(self.deployment.targets.filter(**filters).select_related("team").order_by("wave", "id"))
+
+    def _longest_first(self, wave: int) -> list[DeploymentTarget]:
+        """The wave's teams left to update, those whose update restarts them first: started last, their seconds
+        of waiting would leave the other slots idle at the end (longest-processing-time-first scheduling)."""
+        return list(self.deployment.targets.filter(wave=wave, step__in=[Step.PENDING, Step.UPDATING])
+                    .select_related("team").order_by(F("was_running").desc(nulls_last=True), "id"))
 
     def _targets_count(self, **filters) -> int:
         return self.deployment.targets.filter(**filters).count()

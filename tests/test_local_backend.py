@@ -185,3 +185,51 @@ def test_an_instance_killed_mid_provisioning_fails_with_its_reason_then_recovers
     instance = provision(team)
     assert instance.state == Instance.State.RUNNING
     assert_one_instance_and_no_orphan(local, team, settings)
+
+
+def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(local):
+    import threading
+    import time
+
+    from teams.deploys import run_deployment, start_deployment
+    from teams.models import DeploymentTarget
+    from teams.services import stop_instance
+
+    running_team, stopped_team = create_team("alpha"), create_team("beta")
+    run_worker()
+    stop_instance(stopped_team)
+    url = instance_for(running_team).url
+    answered: list[float] = []  # when each request sent throughout the deploy got its 200
+    done = threading.Event()
+
+    def probe():
+        with httpx.Client(timeout=2) as client:
+            while not done.is_set():
+                try:
+                    if client.get(url).status_code == 200:
+                        answered.append(time.monotonic())
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.01)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    time.sleep(0.5)
+    try:
+        deployment = run_deployment(start_deployment("v2", canary=1, concurrency=2))
+        time.sleep(0.5)
+    finally:
+        done.set()
+        prober.join()
+
+    assert deployment.state == deployment.State.SUCCEEDED, deployment.message
+    running, stopped = instance_for(running_team), instance_for(stopped_team)
+    assert local.running_image(running) == "v2" and running.url == url
+    assert local.observe(stopped) is ObservedState.STOPPED and stopped.image == "v2"  # not woken
+    target = DeploymentTarget.objects.get(deployment=deployment, team=running_team)
+    restart = (target.finished_at - target.started_at).total_seconds()
+    longest_gap = max(later - earlier for earlier, later in zip(answered, answered[1:]))
+    print(f"\nlongest gap in answers during the deploy: {longest_gap:.2f} s; the team's restart: {restart:.2f} s")
+    assert 0.2 < longest_gap <= restart + 0.05  # it did restart, and was down no longer than that
+    local.start(stopped)
+    assert local.running_image(stopped) == "v2"  # the stopped team wakes up on the new version

@@ -56,7 +56,7 @@ class ScriptedBackend(MachineBackend):
     def destroy(self, instance):
         pass
 
-    def update(self, instance, image):
+    def update(self, instance, image, *, before_change=None):
         return {}
 
     def running_image(self, instance):

@@ -47,6 +47,10 @@ class MachineBackend(abc.ABC):
     def observe(self, instance: Instance) -> ObservedState:
         """The instance's real state, read from the backend."""
 
+    def observe_many(self, instances: list[Instance]) -> dict[int, ObservedState]:
+        """The real state of many instances by team id; backends with a bulk listing override this."""
+        return {instance.team_id: self.observe(instance) for instance in instances}
+
     @abc.abstractmethod
     def start(self, instance: Instance) -> dict:
         """Start a stopped instance; returns resources to save."""
@@ -60,10 +64,12 @@ class MachineBackend(abc.ABC):
         """Remove compute and volume. Backups in S3 are kept."""
 
     @abc.abstractmethod
-    def update(self, instance: Instance, image: str) -> dict:
+    def update(self, instance: Instance, image: str, *, before_change: Callable[[str], None] | None = None) -> dict:
         """Make the instance run `image`, read back to verify, and return resources to save. A stopped instance
         is updated without being started; a running one restarts and must pass its health checks. Calling it
-        again once it runs `image` changes nothing (it only checks health again), so it is safe to retry."""
+        again once it runs `image` changes nothing (it only checks health again), so it is safe to retry.
+        `before_change` is called with the image the backend reports, just before it is replaced (not at all
+        when it already is `image`): the caller can record it before anything changes."""
 
     @abc.abstractmethod
     def running_image(self, instance: Instance) -> str:

@@ -37,6 +37,9 @@ def _free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As the instance's server binds: connections of the previous run left in TIME_WAIT must not make the
+        # team's port, and so its URL, change on every restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -159,11 +162,14 @@ class LocalBackend(MachineBackend):
         self.stop(instance)
         shutil.rmtree(self.team_dir(instance), ignore_errors=True)
 
-    def update(self, instance, image: str) -> dict:
+    def update(self, instance, image: str, *, before_change=None) -> dict:
+        current = self.running_image(instance)
+        if current != image and before_change:
+            before_change(current)
         if self._live_pid(instance) is None:
             instance.image = image  # a stopped instance stays stopped and starts on it next time
             return {}
-        if self.running_image(instance) != image:
+        if current != image:
             self.stop(instance)
             instance.image = image
             return self.start(instance)
