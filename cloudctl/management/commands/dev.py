@@ -94,8 +94,9 @@ class Command(BaseCommand):
         return password
 
     def _serve(self, port: int) -> subprocess.Popen:
+        # No access log: instance signal URLs carry a signed value in their path.
         gunicorn = [sys.executable, "-m", "gunicorn", "cloudctl.wsgi", "--bind", f"127.0.0.1:{port}",
-                    "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--access-logfile", "-", "--no-control-socket"]
+                    "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--no-control-socket"]
         return subprocess.Popen(gunicorn, env=os.environ.copy())
 
     def _worker(self) -> subprocess.Popen:
