@@ -231,3 +231,5 @@ METRICS_TOKEN = env.str("CLOUDCTL_METRICS_TOKEN", default="") or _generated_secr
 DASHBOARD_PAGE_SIZE = env.int("CLOUDCTL_DASHBOARD_PAGE_SIZE", default=50)
 # Staff sign in through the admin's login page.
 LOGIN_URL = "admin:login"
+# The regions a new team may be placed in (the first is the default).
+REGIONS = env.list("CLOUDCTL_REGIONS", default=[FLY_REGION])

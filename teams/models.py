@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -30,6 +31,8 @@ class Team(models.Model):
     slug = models.CharField(max_length=63, unique=True, validators=[slug_validator, validate_not_reserved])
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    # Where the team's instance runs (a Fly region code); chosen from CLOUDCTL_REGIONS at creation.
+    region = models.CharField(max_length=32, blank=True)
     # Part of every token; bumping it revokes the team's current token at once.
     token_generation = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -49,6 +52,10 @@ class Team(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+    @property
+    def subdomain_url(self) -> str:
+        return f"https://{self.slug}.{settings.TEAMS_DOMAIN}/"
 
 
 class Instance(models.Model):

@@ -18,6 +18,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name='team',
+            name='region',
+            field=models.CharField(blank=True, max_length=32),
+        ),
+        migrations.AddField(
             model_name='instance',
             name='backup_alerted_at',
             field=models.DateTimeField(blank=True, null=True),
