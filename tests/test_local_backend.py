@@ -129,8 +129,9 @@ def test_team_a_instance_is_denied_team_b_prefix(local, s3_env, settings, tmp_pa
     assert "AccessDenied" in result.stderr + result.stdout or "403" in result.stderr + result.stdout
 
 
-def provisioning_subprocess(slug: str, settings, tmp_path) -> subprocess.Popen:
-    """`manage.py provision <slug> --now`: what the worker runs, as a process this test can kill."""
+def control_plane_env(settings, tmp_path) -> dict:
+    """The environment of a control-plane process (worker, command) sharing this test's database and the
+    `local` fixture's settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
     env.update({
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
@@ -140,10 +141,17 @@ def provisioning_subprocess(slug: str, settings, tmp_path) -> subprocess.Popen:
         "CLOUDCTL_PRIVATE_API_URL": settings.PRIVATE_API_URL,
         "CLOUDCTL_LOCAL_INSTANCES_DIR": str(settings.LOCAL_INSTANCES_DIR),
         "CLOUDCTL_INSTANCE_S3_ENDPOINT": settings.INSTANCE_S3_ENDPOINT,
+        "CLOUDCTL_INSTANCE_S3_REGION": settings.INSTANCE_S3_REGION,
         "CLOUDCTL_INSTANCE_IDLE_TIMEOUT": "",
     })
-    return subprocess.Popen([sys.executable, "manage.py", "provision", slug, "--now"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return env
+
+
+def provisioning_subprocess(slug: str, settings, tmp_path) -> subprocess.Popen:
+    """`manage.py provision <slug> --now`: what the worker runs, as a process this test can kill."""
+    return subprocess.Popen([sys.executable, "manage.py", "provision", slug, "--now"], cwd=REPO,
+                            env=control_plane_env(settings, tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
 
 
 def assert_one_instance_and_no_orphan(local, team, settings):
