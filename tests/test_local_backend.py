@@ -10,15 +10,20 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
-from credentials.tokens import team_token
+from credentials.models import CredentialEvent
+from credentials.tokens import rotate_team_token, team_token
 from teams.backends import ObservedState, get_backend
+from teams.instance_signals import check_backup_freshness
 from teams.models import Instance
 from teams.provisioning import instance_for, provision
 from teams.services import create_team
@@ -193,3 +198,36 @@ def test_an_instance_killed_mid_provisioning_fails_with_its_reason_then_recovers
     instance = provision(team)
     assert instance.state == Instance.State.RUNNING
     assert_one_instance_and_no_orphan(local, team, settings)
+
+
+def litestream_pid(team_id: int) -> int:
+    return next(pid for pid in team_processes(team_id) if Path(f"/proc/{pid}/comm").read_text().strip() == "litestream")
+
+
+def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged_stale(local, settings):
+    """Real heartbeats from real Litestream: one team's Litestream is killed, the other's token (and so its
+    heartbeat URL) is rotated under it. Both are flagged once the threshold passes, not before."""
+    settings.BACKUP_STALE_AFTER = 90
+    killed, revoked = create_team("alpha"), create_team("beta")
+    run_worker()
+    for team in (killed, revoked):
+        wait_for(lambda team=team: Instance.objects.get(team=team).last_backup_at, timeout=90,
+                 message=f"{team.slug}'s first heartbeat")
+    os.kill(litestream_pid(killed.pk), signal.SIGKILL)
+    rotate_team_token(revoked)
+    last_heartbeat = {team.pk: Instance.objects.get(team=team).last_backup_at for team in (killed, revoked)}
+
+    flagged = {}
+    while len(flagged) < 2:
+        for team in check_backup_freshness():
+            flagged[team.pk] = timezone.now()
+        assert timezone.now() - min(last_heartbeat.values()) < timedelta(seconds=200), "never flagged"
+        time.sleep(1)
+    for team_id, when in flagged.items():
+        late = when - last_heartbeat[team_id]
+        assert timedelta(seconds=90) <= late <= timedelta(seconds=90 + 15), (team_id, late)
+        assert Instance.objects.get(team_id=team_id).last_backup_at == last_heartbeat[team_id]
+    # The revoked team's Litestream kept pinging: each ping was refused and recorded.
+    assert CredentialEvent.objects.filter(team=revoked, kind="refused", signal="backup", reason="revoked").exists()
+    # Datasette still serves the killed team: only its backups stopped.
+    assert httpx.get(instance_for(killed).url, timeout=10).status_code == 200
