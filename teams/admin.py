@@ -6,6 +6,9 @@ from credentials.tokens import rotate_team_token
 from .models import Team
 from .services import request_provisioning, set_team_status
 
+# The dashboard (teams/dashboard) wears the admin's templates: one name for both.
+admin.site.site_header = admin.site.site_title = "cloudctl"
+
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):

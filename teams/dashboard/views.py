@@ -74,7 +74,7 @@ def team_create(request):
 def team_detail(request, slug):
     team = _team(slug)
     return _render(request, "dashboard/team_detail.html", {
-        "title": team.slug, "team": team, "instance": getattr(team, "instance", None),
+        "title": f"{team.name} ({team.slug})", "team": team, "instance": getattr(team, "instance", None),
         "timeline": timeline(team), "actions": team.actions.all()[:10],
         "button_actions": BUTTON_ACTIONS, "destroy_form": DestroyForm(team=team),
     })

@@ -13,14 +13,24 @@
     if (node) node.textContent = value;
   }
 
-  function list(id, items, render) {
+  function when(iso) {
+    return iso.replace("T", " ").slice(0, 19);
+  }
+
+  function list(id, items, render, empty) {
     const node = document.getElementById(id);
     if (!node) return;
-    node.replaceChildren(...items.map((item) => {
+    const rows = items.map((item) => {
       const li = document.createElement("li");
       render(li, item);
       return li;
-    }));
+    });
+    if (!rows.length) {
+      const li = document.createElement("li");
+      li.textContent = empty;
+      rows.push(li);
+    }
+    node.replaceChildren(...rows);
   }
 
   function update(status) {
@@ -31,7 +41,7 @@
     text("desired-state", status.desired_state ? "(wants " + status.desired_state + ")" : "");
     text("completed-steps", status.completed_steps.join(", ") || "-");
     text("last-error", status.last_error);
-    text("last-backup", status.last_backup_at || "never");
+    text("last-backup", status.last_backup_at ? when(status.last_backup_at) + " UTC" : "never");
     text("token-generation", status.token_generation);
     const link = document.getElementById("instance-url");
     if (status.url) {
@@ -46,15 +56,15 @@
     list("action-list", status.actions, (li, action) => {
       li.className = "action-" + action.status;
       li.textContent = action.kind + ": " + action.status + (action.error ? " — " + action.error : "");
-    });
+    }, "No action yet.");
     list("timeline", status.timeline, (li, entry) => {
       if (entry.is_error) li.className = "error";
       const time = document.createElement("time");
-      time.textContent = entry.time.replace("T", " ").slice(0, 19);
+      time.textContent = when(entry.time);
       const kind = document.createElement("code");
       kind.textContent = entry.kind;
       li.append(time, " ", kind, " " + entry.message);
-    });
+    }, "Nothing yet.");
     return TRANSITIONAL.has(status.state) || status.actions.some((action) => !action.done);
   }
 
