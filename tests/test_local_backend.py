@@ -231,3 +231,16 @@ def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged
     assert CredentialEvent.objects.filter(team=revoked, kind="refused", signal="backup", reason="revoked").exists()
     # Datasette still serves the killed team: only its backups stopped.
     assert httpx.get(instance_for(killed).url, timeout=10).status_code == 200
+
+
+def test_an_idle_instance_reports_its_scale_to_zero(local, settings):
+    """datasette-scale-to-zero exits the idle instance and POSTs its report to the signal URL first."""
+    settings.INSTANCE_IDLE_TIMEOUT = "3s"
+    team = create_team("alpha")
+    run_worker()
+    instance = wait_for(lambda: Instance.objects.filter(team=team, scaled_to_zero_at__isnull=False).first(),
+                        timeout=60, message="the scale-to-zero report")
+    assert instance.scaled_to_zero_reason == "idle for 3s"
+    assert instance.backups_expected_since is None
+    wait_for(lambda: local.observe(instance) is ObservedState.STOPPED, timeout=30, message="the instance to exit")
+    assert not CredentialEvent.objects.filter(team=team, kind="refused").exists()
