@@ -122,6 +122,9 @@ def receive_signal(team_id: int, signal: str, value: str, report: dict, client: 
             raise InvalidToken("wrong_team")
         team = check_claims(claims, audit["team"])
     except InvalidToken as invalid:
+        if ratelimit.address_is_over_limit(client.ip):
+            raise refuse(429, "too many invalid signal URLs from this address", Reason.ADDRESS_RATE_LIMITED,
+                         client, retry_after=ratelimit.address_limit().seconds, **audit) from None
         raise refuse(403, INVALID_SIGNAL_MESSAGE, invalid.reason, client, **audit) from None
     except TeamDisabled as disabled:
         raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, **audit) from None

@@ -162,3 +162,32 @@ def test_an_instance_that_starts_running_owes_heartbeats_from_then_on(make_team)
     instance.save(update_fields=["state", "updated_at"])
     instance.refresh_from_db()
     assert instance.backups_expected_since is None
+
+
+def test_an_address_sending_bad_signal_urls_is_throttled(client, make_team, settings):
+    settings.BAD_TOKEN_RATE_LIMIT = "3/300"
+    team = make_team()
+    running(team)
+    statuses = [client.get(f"/private/v1/teams/{team.pk}/signals/backup/forged.value{n}").status_code
+                for n in range(5)]
+    assert statuses == [403, 403, 403, 429, 429]
+    throttled = client.get(f"/private/v1/teams/{team.pk}/signals/backup/forged.value")
+    assert throttled["Retry-After"] == "300"
+    # The team's own URL still works from another address (a forger cannot block its heartbeats).
+    ok = client.get(path_of(urls_of(team)["heartbeat_url"]), REMOTE_ADDR="10.0.0.7")
+    assert ok.status_code == 200
+
+
+def test_the_periodic_check_task_alerts_and_queues_its_next_run(make_team, settings):
+    from django_tasks_db.models import DBTaskResult
+
+    from teams.tasks import check_backups
+
+    settings.BACKUP_STALE_AFTER = 600
+    team = make_team()
+    running(team, since_minutes=60)
+    assert check_backups.call(120) == 1
+    assert TeamEvent.objects.filter(team=team, kind="backup_stale").exists()
+    [next_run] = DBTaskResult.objects.filter(task_path="teams.tasks.check_backups")
+    assert next_run.args_kwargs["args"] == [120]
+    assert next_run.run_after > timezone.now() + timedelta(seconds=100)
