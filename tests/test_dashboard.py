@@ -159,6 +159,8 @@ def test_an_action_is_queued_then_run_by_the_task_with_its_outcome(staff_client,
     failed = services.request_action(team, "stop", "operator")
     assert services.run_action(failed.pk).error == "backend unreachable"
     assert staff_client.post("/dashboard/teams/acme/actions/reboot/").status_code == 302
+    missing = staff_client.get("/dashboard/teams/nope/status.json")
+    assert (missing.status_code, missing.json()) == (404, {"error": "no such team"})
     assert TeamAction.objects.count() == 2
 
 

@@ -84,7 +84,9 @@ def team_detail(request, slug):
 @require_GET
 def team_status(request, slug):
     """What the team page refreshes while it is open: state, steps, actions in progress, latest events."""
-    team = _team(slug)
+    team = Team.objects.select_related("instance").filter(slug=slug).first()
+    if team is None:
+        return JsonResponse({"error": "no such team"}, status=404)
     instance: Instance | None = getattr(team, "instance", None)
     return JsonResponse({
         "team": team.slug,
