@@ -658,10 +658,12 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
     # the instance keeps serving reads.
     from credentials.tokens import rotate_team_token
 
-    refused_before = CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED).count()
+    # (signal="": the credential exchange's refusals, not those of the backup heartbeat, revoked too.)
+    refused_renewals = CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED, signal="")
+    refused_before = refused_renewals.count()
     rotate_team_token(team)
-    wait_for(lambda: CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED).count()
-             > refused_before, timeout=150, interval=3, message="a refused renewal after the rotation")
+    wait_for(lambda: refused_renewals.count() > refused_before, timeout=150, interval=3,
+             message="a refused renewal after the rotation")
     wait_for(lambda: "invalid token" in instance.log(), timeout=30, interval=1,
              message="the refused renewal in the instance log")
     assert instance.process.poll() is None and instance.process.pid == pid
