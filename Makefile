@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 INSTANCE_VENV := .venv-instance
 INSTANCE_INSTALLED := $(INSTANCE_VENV)/.installed
 
-.PHONY: dev test bench clean instance-venv
+.PHONY: dev test bench clean instance-venv chromium
 
 # $(call venv,DIR,REQUIREMENTS): create or update a virtualenv, then mark it installed.
 define venv
@@ -29,8 +29,12 @@ instance-venv: $(INSTANCE_INSTALLED)
 dev: $(INSTALLED) $(INSTANCE_INSTALLED)
 	$(BIN)/python manage.py dev
 
+## The browser tests drive Debian's Chromium through Playwright (no browser download).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
 ## Install and run the whole test suite.
-test: $(INSTALLED) $(INSTANCE_INSTALLED)
+test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium
 	$(BIN)/python -m pytest
 
 ## Run every benchmark in bench/ (each ends with a `ratio:` line; `_*.py` are their shared helpers).

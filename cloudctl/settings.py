@@ -210,7 +210,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_signal_urls": {"()": "cloudctl.logs.RedactSignalURLs"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["redact_signal_urls"]}},
     "root": {"handlers": ["console"], "level": env.str("CLOUDCTL_LOG_LEVEL", default="INFO")},
     "loggers": {
         # botocore at DEBUG logs request bodies and headers, session tokens included.
@@ -219,3 +221,17 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- Operator dashboard, instance signals, metrics ----------------------------------------------------
+# A running instance whose last backup heartbeat (Litestream's `heartbeat-url`) is older than this many
+# seconds is flagged stale. Keep it well above the instances' heartbeat interval (CLOUDCTL_HEARTBEAT_INTERVAL).
+BACKUP_STALE_AFTER = env.int("CLOUDCTL_BACKUP_STALE_AFTER", default=900)
+# How often each instance's Litestream pings its heartbeat URL (Litestream's minimum is 1m).
+INSTANCE_HEARTBEAT_INTERVAL = env.str("CLOUDCTL_HEARTBEAT_INTERVAL", default="1m")
+# `GET /private/metrics` requires `Authorization: Bearer <this>` (Prometheus' `authorization` setting).
+METRICS_TOKEN = env.str("CLOUDCTL_METRICS_TOKEN", default="") or _generated_secret("metrics-token")
+DASHBOARD_PAGE_SIZE = env.int("CLOUDCTL_DASHBOARD_PAGE_SIZE", default=50)
+# Staff sign in through the admin's login page.
+LOGIN_URL = "admin:login"
+# The regions a new team may be placed in (the first is the default).
+REGIONS = env.list("CLOUDCTL_REGIONS", default=[FLY_REGION])

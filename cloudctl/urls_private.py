@@ -1,6 +1,11 @@
-"""Only the private API: for the process bound to the private network address."""
+"""Only the private API and the metrics: for the process bound to the private network address."""
 
 from cloudctl.errors import handler400, handler403, handler404, handler500  # noqa: F401
 from django.urls import include, path
 
-urlpatterns = [path("", include("credentials.urls"))]
+from cloudctl.metrics import metrics
+
+urlpatterns = [
+    path("", include("credentials.urls")),
+    path("private/metrics", metrics, name="metrics"),
+]

@@ -2,6 +2,11 @@
 
 from cloudctl.errors import handler400, handler403, handler404, handler500  # noqa: F401
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.generic import RedirectView
 
-urlpatterns = [path("admin/", admin.site.urls)]
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="dashboard:home")),
+    path("dashboard/", include("teams.dashboard.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -50,16 +50,19 @@ def record_issuance(team: Team, client: Client, response_format: str, issued: Is
 
 
 def record_refusal(
-    reason: str, client: Client, *, team: Team | None = None, token: str | None = None, response_format: str = ""
+    reason: str, client: Client, *, team: Team | None = None, token: str | None = None, response_format: str = "",
+    signal: str = "",
 ) -> CredentialEvent:
+    """`token` is the presented token or signal value: only its HMAC is kept."""
     event = CredentialEvent.objects.create(
         kind=CredentialEvent.Kind.REFUSED, reason=reason, team=team, client_ip=client.ip,
         user_agent=storable(client.user_agent, USER_AGENT_LIMIT),
         response_format=storable(response_format, FORMAT_LIMIT),
-        token_fingerprint=token_fingerprint(token),
+        token_fingerprint=token_fingerprint(token), signal=signal,
     )
     logger.warning(
-        "credentials refused reason=%s team=%s ip=%s fingerprint=%s",
-        reason, team.pk if team else "-", client.ip, event.token_fingerprint[:16] or "-",
+        "%s refused reason=%s team=%s ip=%s fingerprint=%s",
+        f"{signal} signal" if signal else "credentials", reason, team.pk if team else "-", client.ip,
+        event.token_fingerprint[:16] or "-",
     )
     return event

@@ -3,7 +3,7 @@ from django.utils import timezone
 
 
 class CredentialEvent(models.Model):
-    """One row per exchange attempt on the private API. Append-only; never holds a secret.
+    """One row per exchange attempt on the private API (and per refused instance signal). Append-only; never holds a secret.
 
     Refused tokens are kept as an HMAC (`token_fingerprint`) so repeated attempts can be correlated
     without the token itself being recoverable.
@@ -27,6 +27,7 @@ class CredentialEvent(models.Model):
         METHOD_NOT_ALLOWED = "method_not_allowed", "Method not allowed"
         BODY_TOO_LARGE = "body_too_large", "Body too large"
         BAD_REQUEST = "bad_request", "Bad request"
+        WRONG_TEAM = "wrong_team", "Signal URL of another team"
 
     kind = models.CharField(max_length=8, choices=Kind.choices)
     team = models.ForeignKey(
@@ -41,6 +42,8 @@ class CredentialEvent(models.Model):
     expiration = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=24, choices=Reason.choices, blank=True)
     token_fingerprint = models.CharField(max_length=64, blank=True)
+    # The instance signal refused (backup, shutdown); empty for credential exchanges.
+    signal = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

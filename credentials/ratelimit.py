@@ -18,7 +18,9 @@ from .models import CredentialEvent
 
 Reason = CredentialEvent.Reason
 # Only these count against an address: a good token from a busy address never does.
-BAD_TOKEN_REASONS = [Reason.MALFORMED, Reason.BAD_SIGNATURE, Reason.BAD_PAYLOAD, Reason.UNKNOWN_TEAM, Reason.REVOKED]
+# Bad signal URLs count too (same reasons, plus another team's value).
+BAD_TOKEN_REASONS = [Reason.MALFORMED, Reason.BAD_SIGNATURE, Reason.BAD_PAYLOAD, Reason.UNKNOWN_TEAM, Reason.REVOKED,
+                     Reason.WRONG_TEAM]
 
 
 @dataclass(frozen=True)

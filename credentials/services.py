@@ -1,11 +1,15 @@
-"""The credential exchange: token in, confined STS credentials out, every step audited."""
+"""The credential exchange: token in, confined STS credentials out, every step audited. And the instance
+signals: a signed URL in, the team's backup or scale-to-zero state recorded."""
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.urls import reverse
 
+from teams.instance_signals import record_backup_heartbeat, record_scale_to_zero
 from teams.models import Team
 
 from . import ratelimit
@@ -13,7 +17,7 @@ from .audit import Client, record_issuance, record_refusal
 from .broker import UNAVAILABLE_MESSAGE, BrokerUnavailable, IssuedCredentials, assume_team_role
 from .formats import RENDERERS
 from .models import CredentialEvent
-from .tokens import InvalidToken, TeamDisabled, check_claims, read_team_token
+from .tokens import SIGNAL_SALT, InvalidToken, TeamDisabled, check_claims, read_team_token, signal_value
 
 logger = logging.getLogger(__name__)
 Reason = CredentialEvent.Reason
@@ -81,5 +85,48 @@ def exchange_token(token: str | None, response_format: str, client: Client) -> E
     return Exchange(team=team, credentials=issued)
 
 
-def render_credentials(exchange: Exchange, response_format: str) -> dict:
-    return RENDERERS[response_format](exchange.credentials)
+def render_credentials(exchange: Exchange, response_format: str, absolute_url: Callable[[str], str]) -> dict:
+    """The credentials in the requested contract, plus the team's signal URLs under `Signals` (every client
+    of these contracts ignores keys it does not know)."""
+    return {**RENDERERS[response_format](exchange.credentials), "Signals": signal_urls(exchange.team, absolute_url)}
+
+
+# --- instance signals --------------------------------------------------------------------------------------
+
+SIGNAL_RECORDERS = {
+    "backup": lambda team, report: record_backup_heartbeat(team),  # Litestream's heartbeat-url
+    "shutdown": record_scale_to_zero,  # datasette-scale-to-zero's shutdown_url
+}
+INVALID_SIGNAL_MESSAGE = "invalid signal URL"
+
+
+def signal_urls(team: Team, absolute_url: Callable[[str], str]) -> dict:
+    """The URLs the instance configures, on the address it reached us at. They embed a signed value bound to
+    the team and its token generation: rotating the token revokes them."""
+    value = signal_value(team)
+    return {
+        "heartbeat_url": absolute_url(reverse("private:signal", args=[team.pk, "backup", value])),
+        "heartbeat_interval": settings.INSTANCE_HEARTBEAT_INTERVAL,
+        "shutdown_url": absolute_url(reverse("private:signal", args=[team.pk, "shutdown", value])),
+    }
+
+
+def receive_signal(team_id: int, signal: str, value: str, report: dict, client: Client) -> Team:
+    """Verify a signal URL and record what it says; a refusal is audited (HMAC of the value only) and raised
+    as ExchangeRefused."""
+    # Refusals are recorded on the team the URL names, so they show on its timeline.
+    audit = {"token": value, "signal": signal, "team": Team.objects.filter(pk=team_id).first()}
+    try:
+        claims = read_team_token(value, salt=SIGNAL_SALT)
+        if claims.team_id != team_id:
+            raise InvalidToken("wrong_team")
+        team = check_claims(claims, audit["team"])
+    except InvalidToken as invalid:
+        if ratelimit.address_is_over_limit(client.ip):
+            raise refuse(429, "too many invalid signal URLs from this address", Reason.ADDRESS_RATE_LIMITED,
+                         client, retry_after=ratelimit.address_limit().seconds, **audit) from None
+        raise refuse(403, INVALID_SIGNAL_MESSAGE, invalid.reason, client, **audit) from None
+    except TeamDisabled as disabled:
+        raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, **audit) from None
+    SIGNAL_RECORDERS[signal](team, report)
+    return team

@@ -16,6 +16,9 @@ from teams.models import Team
 
 # Separates this purpose from every other signer that might share a key (cookies, Django signing).
 SALT = "cloudctl.team-token.v1"
+# The value in a team's signal URLs (Litestream heartbeat, scale-to-zero shutdown): the same claims under
+# its own salt, so a signal URL is no token and a token no signal URL. Rotating the token revokes both.
+SIGNAL_SALT = "cloudctl.instance-signal.v1"
 # Real tokens are ~60 characters of URL-safe base64; anything else is refused before any parsing.
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-.]{8,512}")
 
@@ -35,13 +38,17 @@ class TeamDisabled(Exception):
         self.team = team
 
 
-def _serializer() -> URLSafeSerializer:
+def _serializer(salt: str) -> URLSafeSerializer:
     # A list of keys: the last signs, every one verifies.
-    return URLSafeSerializer(settings.TOKEN_KEYS, salt=SALT)
+    return URLSafeSerializer(settings.TOKEN_KEYS, salt=salt)
 
 
 def team_token(team: Team) -> str:
-    return _serializer().dumps({"team": team.pk, "gen": team.token_generation})
+    return _serializer(SALT).dumps({"team": team.pk, "gen": team.token_generation})
+
+
+def signal_value(team: Team) -> str:
+    return _serializer(SIGNAL_SALT).dumps({"team": team.pk, "gen": team.token_generation})
 
 
 def _is_int(value) -> bool:
@@ -56,13 +63,14 @@ class TokenClaims:
     generation: int
 
 
-def read_team_token(token: str) -> TokenClaims:
-    """Check the token's shape and signature (no database); raise InvalidToken."""
+def read_team_token(token: str, *, salt: str = SALT) -> TokenClaims:
+    """Check the token's (or, with SIGNAL_SALT, a signal value's) shape and signature (no database);
+    raise InvalidToken."""
     if not TOKEN_SHAPE.fullmatch(token):
         raise InvalidToken("malformed")
     try:
         # itsdangerous compares signatures with hmac.compare_digest.
-        payload = _serializer().loads(token)
+        payload = _serializer(salt).loads(token)
     except BadData:
         raise InvalidToken("bad_signature") from None
     if not (isinstance(payload, dict) and _is_int(payload.get("team")) and _is_int(payload.get("gen"))):

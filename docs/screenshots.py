@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Regenerate the README's screenshots from a running `make dev` (Playwright driving Debian's Chromium).
+"""Regenerate the README's screenshots (dashboard, admin, a team's Datasette) from a running `make dev`
+(Playwright driving Debian's Chromium).
 
     .venv/bin/python docs/screenshots.py http://127.0.0.1:8000 <admin password> <team Datasette URL>
 """
@@ -22,6 +23,16 @@ def main(base: str, password: str, team_url: str) -> None:
         page.fill("#id_username", "admin")
         page.fill("#id_password", password)
         page.click("input[type=submit]")
+        # The dashboard: fleet home, team list, a team's page, the create form.
+        page.goto(f"{base}/dashboard/")
+        page.screenshot(path=HERE / "dashboard-home.png")
+        page.goto(f"{base}/dashboard/teams/")
+        page.screenshot(path=HERE / "dashboard-teams.png")
+        page.click("#team-list tbody a")
+        page.wait_for_selector('#instance-state[data-state="running"]')
+        page.screenshot(path=HERE / "dashboard-team.png", full_page=True)
+        page.goto(f"{base}/dashboard/create/")
+        page.screenshot(path=HERE / "dashboard-create.png")
         page.goto(f"{base}/admin/teams/team/")
         page.screenshot(path=HERE / "admin-teams.png")
         page.goto(f"{base}/admin/credentials/credentialevent/")

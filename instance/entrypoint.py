@@ -297,7 +297,22 @@ def prepare_database(path: Path) -> None:
 
 # --- 3. configuration files -----------------------------------------------------------------------------
 
-def litestream_config(config: Config, folder: Folder, names: list[str], control_socket: Path) -> dict:
+def signal_settings(answer: dict) -> dict:
+    """The control plane's signal URLs from the exchange's `Signals`, keeping only well-formed entries
+    (never logged: each URL embeds the team's signed value)."""
+    signals = answer.get("Signals")
+    if not isinstance(signals, dict):
+        return {}
+    kept = {key: signals[key] for key in ("heartbeat_url", "shutdown_url")
+            if isinstance(signals.get(key), str) and urllib.parse.urlsplit(signals[key]).scheme in ("http", "https")}
+    interval = signals.get("heartbeat_interval")
+    if "heartbeat_url" in kept and isinstance(interval, str) and DURATION.match(interval):
+        kept["heartbeat_interval"] = interval
+    return kept
+
+
+def litestream_config(config: Config, folder: Folder, names: list[str], control_socket: Path,
+                      signals: dict | None = None) -> dict:
     dbs = []
     for name in names:
         replica = {
@@ -311,12 +326,18 @@ def litestream_config(config: Config, folder: Folder, names: list[str], control_
             replica["endpoint"] = config.s3_endpoint
             replica["force-path-style"] = True
         dbs.append({"path": str(config.data_dir / name), "replica": replica})
-    return {
+    document = {
         "logging": {"level": "info", "stderr": True},
         # The control socket lets the serve step see when every database has completed a sync.
         "socket": {"enabled": True, "path": str(control_socket)},
         "dbs": dbs,
     }
+    if signals and "heartbeat_url" in signals:
+        # Litestream pings it only when every database synced within the interval: the control plane
+        # records the team's last good backup and flags the team when the pings stop.
+        document["heartbeat-url"] = signals["heartbeat_url"]
+        document["heartbeat-interval"] = signals.get("heartbeat_interval", "1m")
+    return document
 
 
 def control_socket_path(runtime: Path) -> Path:
@@ -348,12 +369,25 @@ def aws_profile(python: str) -> str:
     return f"[profile {PROFILE}]\ncredential_process = {command}\n"
 
 
-def datasette_config(config: Config, max_age: int | None) -> dict:
+# datasette-scale-to-zero reads its shutdown_url from here ({"$env": ...}), so the URL is neither in the
+# config file nor shown by Datasette's /-/config.
+SHUTDOWN_URL_VARIABLE = "CLOUDCTL_SHUTDOWN_URL"
+
+
+def datasette_config(config: Config, max_age: int | None, *, report_shutdown: bool = False,
+                     started_at: float | None = None) -> dict:
     scale_to_zero = {}
     if max_age is not None:
         scale_to_zero["max_age"] = f"{max_age}s"
     if config.idle_timeout is not None:
         scale_to_zero["duration"] = f"{config.idle_timeout}s"
+    if scale_to_zero and report_shutdown:
+        # The plugin sends a fixed body: the start time and limits let the control plane tell which was reached.
+        report = {"started_at": started_at if started_at is not None else time.time(), "max_age": max_age,
+                  "idle_timeout": config.idle_timeout}
+        scale_to_zero.update({"shutdown_url": {"$env": SHUTDOWN_URL_VARIABLE}, "shutdown_method": "POST",
+                              "shutdown_headers": {"Content-Type": "application/json"},
+                              "shutdown_body": json.dumps(report)})
     # Litestream's bookkeeping tables (_litestream_seq, _litestream_lock) need no config: Datasette hides
     # every table whose name starts with "_".
     document = {"permissions": {action: True for action in TEAM_WRITE_ACTIONS}}
@@ -517,6 +551,9 @@ def run(environ) -> None:
 
     answer = exchange(config)
     folder = Folder.parse(answer.get("S3Folder"))
+    signals = signal_settings(answer)
+    if "heartbeat_url" not in signals:
+        log("WARNING: the control plane sent no heartbeat URL: backups are not reported to it")
     lifetime = remaining_lifetime(answer)
     log(f"got backup credentials for {folder.url()} (expire in {lifetime / 3600:.1f}h; renewed by credential_process)")
 
@@ -539,7 +576,7 @@ def run(environ) -> None:
     names = sorted(local | remote)
     config_path = runtime / "litestream.yml"
     control_socket = control_socket_path(runtime)
-    write_private(config_path, _yaml(litestream_config(config, folder, names, control_socket)))
+    write_private(config_path, _yaml(litestream_config(config, folder, names, control_socket, signals)))
     if local:
         log(f"on the volume: {', '.join(sorted(local))}")
     if remote:
@@ -555,12 +592,13 @@ def run(environ) -> None:
         names = [DEFAULT_DATABASE]
     for name in names:
         prepare_database(data_dir / name)
-    write_private(config_path, _yaml(litestream_config(config, folder, names, control_socket)))
+    write_private(config_path, _yaml(litestream_config(config, folder, names, control_socket, signals)))
 
     profile_path = runtime / "aws-config"
     write_private(profile_path, aws_profile(sys.executable))
     datasette_path = runtime / "datasette.yaml"
-    write_private(datasette_path, _yaml(datasette_config(config, max_age)))
+    write_private(datasette_path, _yaml(datasette_config(config, max_age,
+                                                         report_shutdown="shutdown_url" in signals)))
 
     serve = [sys.executable, str(Path(__file__).resolve()), "--serve-when-replicating",
              str(control_socket), str(len(names)), str(max(30.0, config.startup_timeout)), "--",
@@ -572,6 +610,8 @@ def run(environ) -> None:
         serve = [env_binary, "-u", "CLOUDCTL_TOKEN", "-u", "AWS_CONFIG_FILE", "-u", "AWS_PROFILE", *serve]
     litestream_env = dict(base_env, AWS_CONFIG_FILE=str(profile_path), AWS_PROFILE=PROFILE,
                           DATASETTE_SECRET=datasette_secret(runtime))
+    if "shutdown_url" in signals:
+        litestream_env[SHUTDOWN_URL_VARIABLE] = signals["shutdown_url"]  # passed on to Datasette
     command = [litestream, "replicate", "-config", str(config_path), "-no-expand-env",
                "-exec", shlex.join(serve)]
     scale = []

@@ -1,10 +1,11 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from credentials.tokens import rotate_team_token
-
 from .models import Team
-from .services import request_provisioning, set_team_status
+from .services import request_provisioning, rotate_token, set_team_status
+
+# The dashboard (teams/dashboard) wears the admin's templates: one name for both.
+admin.site.site_header = admin.site.site_title = "cloudctl"
 
 
 @admin.register(Team)
@@ -36,10 +37,10 @@ class TeamAdmin(admin.ModelAdmin):
         # The slug is the team's subdomain: fixed once created.
         return self.readonly_fields + (["slug"] if obj else [])
 
-    @admin.action(description="Rotate token (revokes the current one)")
+    @admin.action(description="Rotate token (revokes the current one; the instance restarts with the new one)")
     def rotate_tokens(self, request, queryset):
         for team in queryset:
-            rotate_team_token(team)
+            rotate_token(team, request.user.get_username())
         self.message_user(request, f"Rotated {queryset.count()} token(s).", messages.SUCCESS)
 
     @admin.action(description="Disable (no more credentials)")

@@ -1,6 +1,8 @@
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 # A DNS label: the slug becomes the team's subdomain.
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
@@ -28,7 +30,9 @@ class Team(models.Model):
 
     slug = models.CharField(max_length=63, unique=True, validators=[slug_validator, validate_not_reserved])
     name = models.CharField(max_length=200)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    # Where the team's instance runs (a Fly region code); chosen from CLOUDCTL_REGIONS at creation.
+    region = models.CharField(max_length=32, blank=True)
     # Part of every token; bumping it revokes the team's current token at once.
     token_generation = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -48,6 +52,10 @@ class Team(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+    @property
+    def subdomain_url(self) -> str:
+        return f"https://{self.slug}.{settings.TEAMS_DOMAIN}/"
 
 
 class Instance(models.Model):
@@ -69,10 +77,10 @@ class Instance(models.Model):
     team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="instance")
     # The backend holding the resources, fixed at creation: changing the setting later must not orphan them.
     backend = models.CharField(max_length=200)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
     # What the team should be: provisioning and supervision converge on it.
     desired_state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
-    image = models.CharField(max_length=300, blank=True)
+    image = models.CharField(max_length=300, blank=True, db_index=True)
     url = models.CharField(max_length=300, blank=True)
     resources = models.JSONField(default=dict, blank=True)
     completed_steps = models.JSONField(default=list, blank=True)
@@ -81,9 +89,30 @@ class Instance(models.Model):
     claimed_by = models.CharField(max_length=100, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Instance signals (teams/instance_signals.py). The last heartbeat Litestream sent: every database synced recently.
+    last_backup_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Since when heartbeats are due: set when the instance starts running or a heartbeat follows a scale to
+    # zero; cleared when it stops or scales to zero, so a stopped instance is never flagged stale.
+    backups_expected_since = models.DateTimeField(null=True, blank=True)
+    # When the stale-backup alert was raised (one alert per episode); cleared when backups resume.
+    backup_alerted_at = models.DateTimeField(null=True, blank=True)
+    scaled_to_zero_at = models.DateTimeField(null=True, blank=True)
+    scaled_to_zero_reason = models.CharField(max_length=200, blank=True)
 
     def __str__(self) -> str:
         return f"{self.team.slug} ({self.state})"
+
+    def save(self, *args, **kwargs):
+        # Every path that changes `state` saves it; keeping `backups_expected_since` in step here means no
+        # caller (provisioning, supervision, services) has to remember it.
+        expected = self.backups_expected_since if self.state == self.State.RUNNING else None
+        if self.state == self.State.RUNNING and expected is None:
+            expected = timezone.now()
+        if expected != self.backups_expected_since:
+            self.backups_expected_since = expected
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = [*kwargs["update_fields"], "backups_expected_since"]
+        super().save(*args, **kwargs)
 
 
 class TeamEvent(models.Model):
@@ -117,6 +146,42 @@ class MachineLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app}/{self.machine_id} held by {self.holder}"
+
+
+class TeamAction(models.Model):
+    """An operator's request to act on a team (dashboard, admin): queued as a task, its progress recorded."""
+
+    class Kind(models.TextChoices):
+        PROVISION = "provision", "Provision"
+        START = "start", "Start"
+        STOP = "stop", "Stop"
+        RESTART = "restart", "Restart"
+        DESTROY = "destroy", "Destroy"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    requested_by = models.CharField(max_length=150, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug}: {self.kind} ({self.status})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
 
 class Deployment(models.Model):

@@ -1,17 +1,28 @@
 """What can be done to a team. Commands, admin actions, views and tasks all call these."""
 
+import logging
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
+
+from credentials.tokens import rotate_team_token
 
 from .backends import get_backend
-from .models import Team
-from .provisioning import instance_for, record_event
-from .tasks import provision_team
+from .models import Instance, Team, TeamAction
+from .provisioning import instance_for, provision, record_event
+from .tasks import provision_team, run_team_action
 
-def create_team(slug: str, name: str = "") -> Team:
+logger = logging.getLogger(__name__)
+
+def create_team(slug: str, name: str = "", region: str = "") -> Team:
     """Create a team and enqueue its provisioning; raise ValidationError with a message per field."""
     slug = slug.strip().lower()
-    team = Team(slug=slug, name=name.strip() or slug)
+    region = region.strip() or settings.REGIONS[0]
+    if region not in settings.REGIONS:
+        raise ValidationError({"region": f"'{region}' is not one of {', '.join(settings.REGIONS)}."})
+    team = Team(slug=slug, name=name.strip() or slug, region=region)
     team.full_clean()
     with transaction.atomic():
         team.save()
@@ -57,3 +68,62 @@ def destroy_instance(team: Team) -> None:
     instance.resources, instance.completed_steps, instance.url = {}, [], ""
     instance.save(update_fields=["state", "resources", "completed_steps", "url", "updated_at"])
     record_event(team, "destroyed", f"compute and volume removed; backups kept under {team.storage_prefix}")
+
+
+# --- operator actions (dashboard, admin) -------------------------------------------------------------------
+
+def start_instance(team: Team) -> None:
+    """Start the team's instance: provisioning's idempotent steps adopt what exists and start the rest."""
+    provision(team)
+
+
+def restart_instance(team: Team) -> None:
+    """Stop the instance, then start it again through provisioning (it picks up the current token)."""
+    instance = instance_for(team)
+    get_backend(instance.backend).stop(instance)
+    record_event(team, "restarting", "instance stopped for a restart")
+    provision(team)
+
+
+ACTIONS = {
+    TeamAction.Kind.PROVISION: provision,
+    TeamAction.Kind.START: start_instance,
+    TeamAction.Kind.STOP: stop_instance,
+    TeamAction.Kind.RESTART: restart_instance,
+    TeamAction.Kind.DESTROY: destroy_instance,
+}
+
+
+def request_action(team: Team, kind: str, requested_by: str = "") -> TeamAction:
+    """Record an operator's action and queue it for the worker (never run inside a web request)."""
+    action = TeamAction.objects.create(team=team, kind=TeamAction.Kind(kind), requested_by=requested_by)
+    record_event(team, f"action:{action.kind}", f"{action.get_kind_display()} requested by {requested_by or 'system'}")
+    transaction.on_commit(lambda: run_team_action.enqueue(action.pk))
+    return action
+
+
+def run_action(action_id: int) -> TeamAction:
+    """The worker's side of `request_action`: run it, recording running, then succeeded or failed with why."""
+    action = TeamAction.objects.select_related("team").get(pk=action_id)
+    TeamAction.objects.filter(pk=action.pk).update(status=TeamAction.Status.RUNNING, started_at=timezone.now())
+    try:
+        ACTIONS[action.kind](action.team)
+    except Exception as error:
+        action.status, action.error = TeamAction.Status.FAILED, str(error) or type(error).__name__
+        logger.warning("action %s on team %s failed: %s", action.kind, action.team_id, action.error)
+    else:
+        action.status = TeamAction.Status.SUCCEEDED
+    action.finished_at = timezone.now()
+    action.save(update_fields=["status", "error", "finished_at"])
+    return action
+
+
+def rotate_token(team: Team, requested_by: str = "") -> TeamAction | None:
+    """Revoke the team's token (and its signal URLs) at once, then queue a restart so the instance runs with
+    the new one. Returns the restart action, or None when there is no instance to restart."""
+    rotate_team_token(team)
+    record_event(team, "token_rotated",
+                 f"token rotated to generation {team.token_generation} by {requested_by or 'system'}")
+    instance = Instance.objects.filter(team=team).exclude(
+        state__in=[Instance.State.DESTROYED, Instance.State.DESTROYING]).first()
+    return request_action(team, TeamAction.Kind.RESTART, requested_by) if instance else None

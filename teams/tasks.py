@@ -24,17 +24,42 @@ def provision_team(team_id: int) -> str:
 @task()
 def reconcile_fleet(every_seconds: int = 0) -> int:
     """Reconcile once; with `every_seconds`, enqueue the next run (a periodic task without a scheduler)."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     from .reconcile import reconcile
 
     try:
         return len(reconcile())
     finally:
         if every_seconds:
-            reconcile_fleet.using(run_after=timezone.now() + timedelta(seconds=every_seconds)).enqueue(every_seconds)
+            _enqueue_again(reconcile_fleet, every_seconds)
+
+
+def _enqueue_again(periodic_task, every_seconds: int) -> None:
+    """A periodic task without a scheduler: each run queues the next."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    periodic_task.using(run_after=timezone.now() + timedelta(seconds=every_seconds)).enqueue(every_seconds)
+
+
+@task()
+def run_team_action(action_id: int) -> str:
+    """An operator's action (start, stop, restart, destroy, provision) queued by `request_action`."""
+    from .services import run_action
+
+    return run_action(action_id).status
+
+
+@task()
+def check_backups(every_seconds: int = 0) -> int:
+    """Alert on teams whose backups went stale; with `every_seconds`, run again after that long."""
+    from .instance_signals import check_backup_freshness
+
+    try:
+        return len(check_backup_freshness())
+    finally:
+        if every_seconds:
+            _enqueue_again(check_backups, every_seconds)
 
 
 @task()

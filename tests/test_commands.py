@@ -64,3 +64,34 @@ def test_unknown_team_is_a_clear_error(db):
 def test_check_isolation_takes_two_slugs_or_none(db):
     with pytest.raises(CommandError, match="two team slugs"):
         run("check_isolation", "only-one")
+
+
+def test_create_team_takes_a_region_from_the_allowed_ones(db, settings):
+    settings.REGIONS = ["ord", "ams"]
+    run("create_team", "acme")
+    run("create_team", "globex", "--region", "ams")
+    assert dict(Team.objects.values_list("slug", "region")) == {"acme": "ord", "globex": "ams"}
+    with pytest.raises(CommandError, match="region: 'mars' is not one of ord, ams"):
+        run("create_team", "initech", "--region", "mars")
+
+
+def test_check_backups_alerts_once_or_queues_a_repeating_task(db, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
+
+    from teams.models import Instance
+
+    settings.BACKUP_STALE_AFTER = 600
+    run("create_team", "acme")
+    Instance.objects.create(team=Team.objects.get(slug="acme"), backend="x", state="running")
+    Instance.objects.update(backups_expected_since=timezone.now() - timedelta(hours=1))
+    out, _ = run("check_backups")
+    assert "ALERT acme" in out and "1 team(s) newly stale" in out
+    assert "0 team(s) newly stale" in run("check_backups")[0]
+    with pytest.raises(CommandError, match="at least 30"):
+        run("check_backups", "--every", "5")
+    run("check_backups", "--every", "60")
+    task = DBTaskResult.objects.get(task_path="teams.tasks.check_backups")
+    assert task.args_kwargs["args"] == [60]

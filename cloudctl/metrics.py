@@ -1,0 +1,82 @@
+"""`GET /private/metrics`: fleet gauges in Prometheus' text format (prometheus_client), read from the
+database at scrape time, so every process (web, private, worker) reports the same numbers.
+
+Private on two counts: only the private URL conf mounts it (the private-network process), and it requires
+`Authorization: Bearer <CLOUDCTL_METRICS_TOKEN>`. Add a gauge by appending a function to `COLLECTORS`.
+"""
+
+import hmac
+from collections.abc import Callable, Iterable
+
+from django.conf import settings
+from django.db.models import Count
+from django.http import HttpResponse, JsonResponse
+from django_tasks.base import TaskResultStatus
+from django_tasks_db.models import DBTaskResult
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from credentials.models import CredentialEvent
+from teams.queries import fleet_summary
+
+
+def fleet() -> Iterable[Metric]:
+    summary = fleet_summary()
+    teams = GaugeMetricFamily("cloudctl_teams", "Teams by status.", labels=["status"])
+    for status, count in summary.teams_by_status.items():
+        teams.add_metric([status], count)
+    instances = GaugeMetricFamily("cloudctl_instances", "Team instances by state.", labels=["state"])
+    for state, count in summary.instances_by_state.items():
+        instances.add_metric([state], count)
+    stale = GaugeMetricFamily("cloudctl_stale_backups",
+                              "Running instances with no backup heartbeat within CLOUDCTL_BACKUP_STALE_AFTER.")
+    stale.add_metric([], summary.stale_backups)
+    return [teams, instances, stale]
+
+
+def credential_events() -> Iterable[Metric]:
+    # The audit trail is append-only, so its row counts are counters.
+    family = CounterMetricFamily("cloudctl_credential_events", "Credential issuances and refusals (refused "
+                                 "instance signals included, by signal).", labels=["kind", "reason", "signal"])
+    rows = CredentialEvent.objects.order_by().values_list("kind", "reason", "signal").annotate(n=Count("pk"))
+    for kind, reason, signal, count in rows:
+        family.add_metric([kind, reason, signal], count)
+    return [family]
+
+
+def task_queue() -> Iterable[Metric]:
+    family = GaugeMetricFamily("cloudctl_task_queue_depth", "Background tasks waiting or running, by queue.",
+                               labels=["queue", "status"])
+    rows = (DBTaskResult.objects.filter(status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING])
+            .order_by().values_list("queue_name", "status").annotate(n=Count("pk")))
+    for queue, status, count in rows:
+        family.add_metric([queue, status.lower()], count)
+    return [family]
+
+
+COLLECTORS: list[Callable[[], Iterable[Metric]]] = [fleet, credential_events, task_queue]
+
+
+class _FleetCollector:
+    def collect(self):
+        for collector in COLLECTORS:
+            yield from collector()
+
+
+registry = CollectorRegistry(auto_describe=False)
+registry.register(_FleetCollector())
+
+
+def _authorized(request) -> bool:
+    presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return bool(presented) and hmac.compare_digest(presented.encode(), settings.METRICS_TOKEN.encode())
+
+
+def metrics(request):
+    if request.method != "GET":
+        return JsonResponse({"error": "use GET"}, status=405, headers={"Allow": "GET"})
+    if not _authorized(request):
+        return JsonResponse({"error": "metrics need Authorization: Bearer <CLOUDCTL_METRICS_TOKEN>"}, status=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST,
+                        headers={"Cache-Control": "no-store"})

@@ -1,0 +1,49 @@
+from django import forms
+from django.conf import settings
+
+from teams.models import Instance, SLUG_PATTERN, Team
+
+
+class TeamFilterForm(forms.Form):
+    """The team list's search and filters (GET); every field optional."""
+
+    BACKUP_CHOICES = [("", "any"), ("stale", "stale"), ("fresh", "fresh"), ("never", "never backed up")]
+
+    q = forms.CharField(required=False, label="Search", max_length=200,
+                        widget=forms.TextInput(attrs={"placeholder": "slug or name"}))
+    status = forms.ChoiceField(required=False, choices=[("", "any"), *Team.Status.choices])
+    state = forms.ChoiceField(required=False, label="Instance", choices=[("", "any"), *Instance.State.choices])
+    image = forms.ChoiceField(required=False, choices=[("", "any")])
+    backup = forms.ChoiceField(required=False, choices=BACKUP_CHOICES)
+
+    def __init__(self, data, *, images: list[str]):
+        super().__init__(data)
+        self.fields["image"].choices = [("", "any"), *((image, image) for image in images)]
+
+
+class TeamCreateForm(forms.Form):
+    """Field shapes only: create_team validates the rest (reserved and taken slugs, region)."""
+
+    slug = forms.RegexField(regex=SLUG_PATTERN, max_length=63, label="Slug (subdomain)",
+                            help_text=f"Its Datasette is served at https://<slug>.{settings.TEAMS_DOMAIN}/",
+                            error_messages={"invalid": "Use 1-63 lowercase letters, digits and hyphens, starting "
+                                                       "and ending with a letter or digit."})
+    name = forms.CharField(max_length=200, required=False, help_text="Display name (default: the slug)")
+    region = forms.ChoiceField(choices=[])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["region"].choices = [(region, region) for region in settings.REGIONS]
+
+
+class DestroyForm(forms.Form):
+    confirm = forms.CharField(label="Type the team's slug to confirm", max_length=63)
+
+    def __init__(self, *args, team: Team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.team = team
+
+    def clean_confirm(self):
+        if self.cleaned_data["confirm"] != self.team.slug:
+            raise forms.ValidationError(f"Type {self.team.slug} to destroy its instance.")
+        return self.cleaned_data["confirm"]

@@ -1,0 +1,140 @@
+"""Dashboard views: each parses and authorizes the request, calls one service or query function, renders.
+
+Staff only (`staff_member_required`: others are sent to the admin login). Long actions are queued as tasks;
+the team page polls `team_status` (JSON) to show their progress without a reload.
+"""
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from teams.models import Instance, Team, TeamAction, TeamEvent
+from teams.queries import fleet_summary, images_in_use, team_list, timeline
+from teams.services import create_team, request_action, rotate_token
+
+from .forms import DestroyForm, TeamCreateForm, TeamFilterForm
+
+# The actions a team page offers as buttons; each runs as a task (destroy has its own confirmation form).
+BUTTON_ACTIONS = [TeamAction.Kind.PROVISION, TeamAction.Kind.START, TeamAction.Kind.STOP, TeamAction.Kind.RESTART]
+RECENT_ALERTS = 10
+
+
+def _render(request, template: str, context: dict, *, status: int = 200):
+    # The admin's own context (site header, user links): the dashboard wears the admin's look.
+    return render(request, template, {**admin.site.each_context(request), **context}, status=status)
+
+
+def _team(slug: str) -> Team:
+    return get_object_or_404(Team.objects.select_related("instance"), slug=slug)
+
+
+@staff_member_required
+@require_GET
+def home(request):
+    alerts = TeamEvent.objects.filter(is_error=True).select_related("team")[:RECENT_ALERTS]
+    return _render(request, "dashboard/home.html", {"title": "Fleet", "summary": fleet_summary(), "alerts": alerts})
+
+
+@staff_member_required
+@require_GET
+def teams(request):
+    form = TeamFilterForm(request.GET, images=images_in_use())
+    filters = form.cleaned_data if form.is_valid() else {}
+    filters = {key: value for key, value in filters.items() if value}
+    page = Paginator(team_list(**filters), settings.DASHBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return _render(request, "dashboard/team_list.html", {
+        "title": "Teams", "form": form, "page": page, "query": query.urlencode()})
+
+
+@staff_member_required
+def team_create(request):
+    form = TeamCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            team = create_team(**form.cleaned_data)
+        except ValidationError as error:
+            for field, problems in error.message_dict.items():
+                form.add_error(field if field in form.fields else None, problems)
+        else:
+            messages.success(request, f"Team {team.slug} created; its provisioning is queued.")
+            return redirect("dashboard:team", slug=team.slug)
+    return _render(request, "dashboard/team_form.html", {"title": "New team", "form": form},
+                   status=400 if form.errors else 200)
+
+
+@staff_member_required
+@require_GET
+def team_detail(request, slug):
+    team = _team(slug)
+    return _render(request, "dashboard/team_detail.html", {
+        "title": f"{team.name} ({team.slug})", "team": team, "instance": getattr(team, "instance", None),
+        "timeline": timeline(team), "actions": team.actions.all()[:10],
+        "button_actions": BUTTON_ACTIONS, "destroy_form": DestroyForm(team=team),
+    })
+
+
+@staff_member_required
+@require_GET
+def team_status(request, slug):
+    """What the team page refreshes while it is open: state, steps, actions in progress, latest events."""
+    team = Team.objects.select_related("instance").filter(slug=slug).first()
+    if team is None:
+        return JsonResponse({"error": "no such team"}, status=404)
+    instance: Instance | None = getattr(team, "instance", None)
+    return JsonResponse({
+        "team": team.slug,
+        "state": instance.state if instance else "none",
+        "state_display": instance.get_state_display() if instance else "not provisioned",
+        "desired_state": instance.desired_state if instance else "",
+        "url": instance.url if instance else "",
+        "completed_steps": instance.completed_steps if instance else [],
+        "last_error": instance.last_error if instance else "",
+        "last_backup_at": instance.last_backup_at.isoformat() if instance and instance.last_backup_at else None,
+        "token_generation": team.token_generation,
+        "actions": [{"id": action.pk, "kind": action.kind, "status": action.status, "error": action.error,
+                     "done": action.is_done} for action in team.actions.all()[:5]],
+        "timeline": [{"time": entry.time.isoformat(), "kind": entry.kind, "message": entry.message,
+                      "is_error": entry.is_error} for entry in timeline(team, length=15)],
+    }, headers={"Cache-Control": "no-store"})
+
+
+@staff_member_required
+@require_POST
+def team_action(request, slug, kind):
+    team = _team(slug)
+    if kind not in BUTTON_ACTIONS:
+        messages.error(request, f"Unknown action {kind!r}.")
+        return redirect("dashboard:team", slug=team.slug)
+    action = request_action(team, kind, request.user.get_username())
+    messages.info(request, f"{action.get_kind_display()} queued.")
+    return redirect("dashboard:team", slug=team.slug)
+
+
+@staff_member_required
+@require_POST
+def team_rotate_token(request, slug):
+    team = _team(slug)
+    restart = rotate_token(team, request.user.get_username())
+    messages.success(request, f"Token rotated to generation {team.token_generation}: the old one no longer works"
+                              + ("; the instance restarts with the new one." if restart else "."))
+    return redirect("dashboard:team", slug=team.slug)
+
+
+@staff_member_required
+@require_POST
+def team_destroy(request, slug):
+    team = _team(slug)
+    form = DestroyForm(request.POST, team=team)
+    if not form.is_valid():
+        messages.error(request, " ".join(form.errors["confirm"]))
+        return redirect("dashboard:team", slug=team.slug)
+    request_action(team, TeamAction.Kind.DESTROY, request.user.get_username())
+    messages.warning(request, f"Destroying {team.slug}'s instance (its backups under {team.storage_prefix} are kept).")
+    return redirect("dashboard:team", slug=team.slug)

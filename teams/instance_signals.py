@@ -1,0 +1,86 @@
+"""What instances tell the control plane, and the backup-freshness watch built on it.
+
+Litestream pings its `heartbeat-url` only when every database synced within the heartbeat interval, so the
+last heartbeat is the time of the team's last known-good backup. datasette-scale-to-zero calls its
+`shutdown_url` just before the instance exits when idle or at its max age. The private API verifies the
+signed URL (credentials/services.py) and calls these functions.
+"""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.utils import timezone
+
+from .models import Instance, Team
+from .provisioning import record_event
+
+
+def stale_after() -> timedelta:
+    return timedelta(seconds=settings.BACKUP_STALE_AFTER)
+
+
+def stale_backups_q(now: datetime | None = None, *, prefix: str = "") -> Q:
+    """Instances that run, have owed heartbeats for longer than the threshold, and sent none since.
+    `prefix="instance__"` filters teams. The one definition used by the list, home page, metrics and alerts."""
+    cutoff = (now or timezone.now()) - stale_after()
+    return Q(**{f"{prefix}state": Instance.State.RUNNING, f"{prefix}backups_expected_since__lt": cutoff}) & (
+        Q(**{f"{prefix}last_backup_at__isnull": True}) | Q(**{f"{prefix}last_backup_at__lt": cutoff}))
+
+
+def backup_stale_annotation(now: datetime | None = None, *, prefix: str = "") -> ExpressionWrapper:
+    return ExpressionWrapper(stale_backups_q(now, prefix=prefix), output_field=BooleanField())
+
+
+def record_backup_heartbeat(team: Team) -> datetime:
+    """Litestream reports every database synced: the team's backups are fresh as of now."""
+    now = timezone.now()
+    instance = Instance.objects.filter(team=team).first()
+    if instance is None:
+        return now
+    Instance.objects.filter(pk=instance.pk).update(last_backup_at=now, backup_alerted_at=None)
+    if instance.state == Instance.State.RUNNING and instance.backups_expected_since is None:
+        # Running again after a scale to zero (Fly restarts it on a request without telling us): watch again.
+        Instance.objects.filter(pk=instance.pk, backups_expected_since__isnull=True).update(
+            backups_expected_since=now)
+    if instance.backup_alerted_at is not None:
+        record_event(team, "backup_resumed", "Litestream reports every database backed up again")
+    return now
+
+
+def scale_to_zero_reason(report: dict) -> str:
+    """The instance reports its start time and limits; which one it reached is the reason."""
+    started, max_age, idle = report.get("started_at"), report.get("max_age"), report.get("idle_timeout")
+    if isinstance(started, (int, float)) and isinstance(max_age, int) and not isinstance(max_age, bool):
+        if timezone.now().timestamp() - started >= max_age:
+            return f"max age reached ({max_age}s): restarting for fresh credentials"
+    if isinstance(idle, int) and not isinstance(idle, bool):
+        return f"idle for {idle}s"
+    return "unknown"
+
+
+def record_scale_to_zero(team: Team, report: dict) -> str:
+    """datasette-scale-to-zero is about to exit: no heartbeats are owed until the instance runs again."""
+    reason = scale_to_zero_reason(report)
+    Instance.objects.filter(team=team).update(
+        scaled_to_zero_at=timezone.now(), scaled_to_zero_reason=reason, backups_expected_since=None)
+    record_event(team, "scaled_to_zero", f"instance scaled to zero: {reason}")
+    return reason
+
+
+def check_backup_freshness(now: datetime | None = None) -> list[Team]:
+    """Raise one alert per team whose backups went stale (logged as an error, on its timeline); returns them.
+
+    Run periodically (`manage.py check_backups`, the `check_backups` task, `manage.py dev`)."""
+    now = now or timezone.now()
+    stale = stale_backups_q(now)
+    newly = list(Instance.objects.filter(stale, backup_alerted_at__isnull=True).select_related("team"))
+    for instance in newly:
+        last = instance.last_backup_at.isoformat(timespec="seconds") if instance.last_backup_at else "never"
+        record_event(instance.team, "backup_stale",
+                     f"ALERT: no backup heartbeat for over {settings.BACKUP_STALE_AFTER}s (last: {last})",
+                     is_error=True)
+    Instance.objects.filter(pk__in=[instance.pk for instance in newly]).update(backup_alerted_at=now)
+    # An instance that stopped is no longer stale: a later episode alerts again.
+    Instance.objects.filter(backup_alerted_at__isnull=False).exclude(stale).update(backup_alerted_at=None)
+    return [instance.team for instance in newly]

@@ -1,0 +1,85 @@
+"""Read-side queries for the dashboard and the metrics: each a constant number of SQL statements."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Q, QuerySet
+
+from cloudctl.logs import redact_signal_urls
+from credentials.models import CredentialEvent
+
+from .instance_signals import backup_stale_annotation, stale_backups_q
+from .models import Instance, Team, TeamEvent
+
+TIMELINE_LENGTH = 60
+
+
+def team_list(*, q: str = "", status: str = "", state: str = "", image: str = "", backup: str = "",
+              now: datetime | None = None) -> QuerySet:
+    """Teams with their instance in one statement (a LEFT JOIN), each flagged `backup_stale`."""
+    teams = Team.objects.select_related("instance").annotate(
+        backup_stale=backup_stale_annotation(now, prefix="instance__")).order_by("slug")
+    if q:
+        teams = teams.filter(Q(slug__icontains=q) | Q(name__icontains=q))
+    if status:
+        teams = teams.filter(status=status)
+    if state:
+        teams = teams.filter(instance__state=state)
+    if image:
+        teams = teams.filter(instance__image=image)
+    if backup == "stale":
+        teams = teams.filter(stale_backups_q(now, prefix="instance__"))
+    elif backup == "fresh":
+        teams = teams.filter(instance__last_backup_at__isnull=False).exclude(stale_backups_q(now, prefix="instance__"))
+    elif backup == "never":
+        teams = teams.filter(Q(instance__isnull=True) | Q(instance__last_backup_at__isnull=True))
+    return teams
+
+
+def images_in_use() -> list[str]:
+    return list(Instance.objects.exclude(image="").order_by("image").values_list("image", flat=True).distinct())
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    teams_by_status: dict[str, int]
+    instances_by_state: dict[str, int]
+    stale_backups: int
+
+
+def fleet_summary(now: datetime | None = None) -> FleetSummary:
+    by_status = dict(Team.objects.order_by().values_list("status").annotate(n=Count("pk")))
+    by_state = dict(Instance.objects.order_by().values_list("state").annotate(n=Count("pk")))
+    stale = Instance.objects.filter(stale_backups_q(now)).count()
+    return FleetSummary(
+        teams_by_status={status: by_status.get(status, 0) for status in Team.Status.values},
+        instances_by_state={state: by_state.get(state, 0) for state in Instance.State.values},
+        stale_backups=stale,
+    )
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    time: datetime
+    kind: str
+    message: str
+    is_error: bool
+
+
+def _credential_entry(event: CredentialEvent) -> TimelineEntry:
+    if event.kind == CredentialEvent.Kind.ISSUED:
+        return TimelineEntry(event.created_at, "credentials:issued",
+                             f"credentials issued ({event.access_key_id}, {event.response_format}, "
+                             f"from {event.client_ip or '?'})", False)
+    what = f"{event.signal} signal" if event.signal else "credentials"
+    return TimelineEntry(event.created_at, f"{what}:refused".replace(" ", "_"),
+                         f"{what} refused: {event.get_reason_display()} (from {event.client_ip or '?'})", True)
+
+
+def timeline(team: Team, length: int = TIMELINE_LENGTH) -> list[TimelineEntry]:
+    """The team's events and its credential/signal audit rows, newest first. Messages never hold a secret:
+    signal URLs a log tail may carry are redacted."""
+    events = [TimelineEntry(event.created_at, event.kind, redact_signal_urls(event.message), event.is_error)
+              for event in TeamEvent.objects.filter(team=team)[:length]]
+    audit = [_credential_entry(event) for event in CredentialEvent.objects.filter(team=team)[:length]]
+    return sorted(events + audit, key=lambda entry: entry.time, reverse=True)[:length]

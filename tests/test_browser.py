@@ -1,0 +1,125 @@
+"""The dashboard in a real browser (Playwright driving Debian's Chromium) against the whole local stack: the
+live server, a real `db_worker` process and the local backend's real instances (Datasette + Litestream)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from cloudctl.processes import stop_process_group
+from credentials.models import CredentialEvent
+from teams.models import Instance, Team
+
+from .test_instance import admin_client, needs_instance_venv
+from .test_local_backend import REPO, control_plane_env, local  # noqa: F401 (the fixture)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+PASSWORD = "operator-password-123"
+START_TIMEOUT_MS = 120_000
+
+pytestmark = [
+    needs_instance_venv, pytest.mark.slow, pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is missing: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture
+def worker(local, settings, tmp_path):  # noqa: F811
+    """`manage.py db_worker` as its own process, as in production."""
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
+        cwd=REPO, env=control_plane_env(settings, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    yield process
+    stop_process_group(process)
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls between steps are still sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def log_in(page, base: str, username: str, next_path: str) -> None:
+    page.goto(f"{base}/admin/login/?next={next_path}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+
+
+def wait_for_state(page, state: str) -> None:
+    page.wait_for_selector(f'#instance-state[data-state="{state}"]', timeout=START_TIMEOUT_MS)
+
+
+def test_staff_create_watch_open_rotate_destroy(live_server, worker, browser, s3_env, settings):
+    base = live_server.url
+    get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True)
+    page = browser.new_page()
+    log_in(page, base, "operator", "/dashboard/create/")
+
+    page.fill("#id_slug", "e2e-news")
+    page.fill("#id_name", "E2E Newsroom")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base}/dashboard/teams/e2e-news/")
+    # A marker the page keeps only if it is never reloaded: the progress below arrives by polling.
+    page.evaluate("window.notReloaded = true")
+    wait_for_state(page, "running")
+    page.wait_for_function("document.getElementById('last-backup').textContent !== 'never'", timeout=60_000)
+    assert page.evaluate("window.notReloaded") is True
+    team = Team.objects.get(slug="e2e-news")
+    assert Instance.objects.get(team=team).last_backup_at is not None  # Litestream's heartbeat arrived
+
+    datasette_url = page.get_attribute("#datasette-link", "href")
+    page.click("#datasette-link")
+    page.wait_for_url(datasette_url)
+    assert "data" in page.inner_text("body")  # Datasette lists the team's database
+    page.go_back()
+
+    rotated_at = timezone.now()
+    page.click("#action-rotate-token")
+    page.wait_for_selector("text=Token rotated to generation 2")
+    page.wait_for_function(
+        "document.querySelector('#action-list li')?.textContent.startsWith('restart: succeeded')",
+        timeout=START_TIMEOUT_MS)
+    wait_for_state(page, "running")
+    assert page.inner_text("#token-generation") == "2"
+    team.refresh_from_db()
+    instance = Instance.objects.get(team=team)
+    assert httpx.get(instance.url, timeout=10).status_code == 200
+    # The restarted instance got its credentials with the new token.
+    assert CredentialEvent.objects.filter(team=team, kind="issued", created_at__gte=rotated_at).exists()
+    # No exchange was refused (a heartbeat the old instance sent between the rotation and its stop may be).
+    assert not CredentialEvent.objects.filter(team=team, kind="refused", signal="").exists()
+
+    page.fill("#id_confirm", "e2e-news")
+    page.click("#action-destroy")
+    wait_for_state(page, "destroyed")
+    assert not (Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}").exists()
+    kept = admin_client(s3_env).list_objects_v2(Bucket=s3_env.bucket, Prefix=team.storage_prefix)
+    assert kept.get("KeyCount", 0) > 0  # backups are kept
+
+
+def test_anonymous_and_non_staff_browsers_are_sent_to_the_login(live_server, browser, make_team):
+    team = make_team("acme")
+    get_user_model().objects.create_user("customer", password=PASSWORD)
+    anonymous = browser.new_page()
+    for path in ("/dashboard/", "/dashboard/teams/", f"/dashboard/teams/{team.slug}/", "/dashboard/create/"):
+        anonymous.goto(f"{live_server.url}{path}")
+        assert "/admin/login/" in anonymous.url
+    customer = browser.new_context().new_page()
+    log_in(customer, live_server.url, "customer", f"/dashboard/teams/{team.slug}/")
+    assert "/admin/login/" in customer.url
+    assert "correct username and password for a staff account" in customer.content()
+    assert "Rotate token" not in customer.content()

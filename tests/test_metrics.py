@@ -1,0 +1,60 @@
+"""`/private/metrics`: private, and the fleet's numbers as Prometheus reads them."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from credentials.models import CredentialEvent
+from teams.models import Instance, Team
+from teams.tasks import check_backups
+
+pytestmark = pytest.mark.django_db
+
+
+def scrape(client, settings) -> dict[tuple, float]:
+    response = client.get("/private/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.content.decode()) for sample in family.samples}
+
+
+def test_metrics_need_the_bearer_token(client, settings):
+    assert client.get("/private/metrics").status_code == 401
+    assert client.get("/private/metrics", HTTP_AUTHORIZATION="Bearer wrong").json()["error"].startswith("metrics need")
+    assert client.post("/private/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").status_code == 405
+
+
+def test_the_public_urlconf_does_not_serve_metrics(client, settings):
+    settings.ROOT_URLCONF = "cloudctl.urls_public"
+    assert client.get("/private/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").status_code == 404
+
+
+def test_fleet_gauges(client, settings, make_team):
+    settings.BACKUP_STALE_AFTER = 600
+    running, stale, failed, disabled = (make_team() for _ in range(4))
+    long_ago = timezone.now() - timedelta(hours=1)
+    for team, state in [(running, "running"), (stale, "running"), (failed, "failed")]:
+        Instance.objects.create(team=team, backend="x", state=state)
+    Instance.objects.filter(team__in=[running, stale]).update(backups_expected_since=long_ago)
+    Instance.objects.filter(team=running).update(last_backup_at=timezone.now())
+    Team.objects.filter(pk=disabled.pk).update(status="disabled")
+    CredentialEvent.objects.create(kind="issued", team=running)
+    CredentialEvent.objects.create(kind="refused", reason="revoked", team=stale)
+    CredentialEvent.objects.create(kind="refused", reason="wrong_team", signal="backup", team=stale)
+
+    check_backups.enqueue()
+    check_backups.enqueue()
+
+    samples = scrape(client, settings)
+    assert samples[("cloudctl_teams", (("status", "active"),))] == 3
+    assert samples[("cloudctl_teams", (("status", "disabled"),))] == 1
+    assert samples[("cloudctl_instances", (("state", "running"),))] == 2
+    assert samples[("cloudctl_instances", (("state", "failed"),))] == 1
+    assert samples[("cloudctl_stale_backups", ())] == 1
+    assert samples[("cloudctl_credential_events_total", (("kind", "issued"), ("reason", ""), ("signal", "")))] == 1
+    assert samples[("cloudctl_credential_events_total",
+                    (("kind", "refused"), ("reason", "wrong_team"), ("signal", "backup")))] == 1
+    assert samples[("cloudctl_task_queue_depth", (("queue", "default"), ("status", "ready")))] == 2
