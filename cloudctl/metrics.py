@@ -80,3 +80,22 @@ def metrics(request):
                             headers={"WWW-Authenticate": "Bearer"})
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST,
                         headers={"Cache-Control": "no-store"})
+
+
+def deploy_progress() -> Iterable[Metric]:
+    from teams.deploys import deployment_progress, open_deployment
+    from teams.models import Deployment
+
+    deployment = open_deployment() or Deployment.objects.first()
+    is_open = GaugeMetricFamily("cloudctl_deployment_open",
+                                "1 while a deployment is open (running, interrupted or rolling back).")
+    is_open.add_metric([], int(bool(deployment and deployment.is_open)))
+    teams = GaugeMetricFamily("cloudctl_deployment_teams", "Teams of the open deployment (else the latest) by step.",
+                              labels=["deployment", "image", "step"])
+    if deployment is not None:
+        for step, count in deployment_progress(deployment).items():
+            teams.add_metric([str(deployment.pk), deployment.image, step], count)
+    return [is_open, teams]
+
+
+COLLECTORS.append(deploy_progress)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from .backends import BackendError, BackendUnavailable, ObservedState, get_backend
@@ -393,3 +393,32 @@ class _Runner:
     def _waves_left(self) -> list[int]:
         return sorted(set(self.deployment.targets.filter(step__in=[Step.PENDING, Step.UPDATING])
                           .values_list("wave", flat=True)))
+
+
+def queue_deployment(image: str, **options) -> Deployment:
+    """Start a deployment (see `start_deployment`) and run it on the task worker once it is committed."""
+    from .tasks import run_deployment_task
+
+    with transaction.atomic():
+        deployment = start_deployment(image, **options)
+        transaction.on_commit(lambda: run_deployment_task.enqueue(deployment.pk))
+    return deployment
+
+
+def queue_resume(deployment: Deployment) -> None:
+    """Resume an open deployment on the task worker; refused while a live run holds it."""
+    from .tasks import run_deployment_task
+
+    if not deployment.is_open:
+        raise DeploymentRefused(f"{deployment} is finished")
+    holder = deployment.claimed_by
+    if holder and deployment.claimed_until and deployment.claimed_until > timezone.now() \
+            and not holder_is_gone(holder):
+        raise DeploymentRefused(f"{deployment} is being run by {holder}")
+    run_deployment_task.enqueue(deployment.pk)
+
+
+def deployment_progress(deployment: Deployment) -> dict[str, int]:
+    """How many of its teams are at each step (one statement)."""
+    counts = dict(deployment.targets.order_by().values_list("step").annotate(n=Count("pk")))
+    return {step.value: counts.get(step.value, 0) for step in Step}

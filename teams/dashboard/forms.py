@@ -47,3 +47,26 @@ class DestroyForm(forms.Form):
         if self.cleaned_data["confirm"] != self.team.slug:
             raise forms.ValidationError(f"Type {self.team.slug} to destroy its instance.")
         return self.cleaned_data["confirm"]
+
+
+class DeploymentForm(forms.Form):
+    """What `manage.py deploy` takes, from the deployments page; `start_deployment` validates the rest."""
+
+    image = forms.CharField(max_length=300, help_text="The image (Fly) or instance version (local backend).")
+    teams = forms.CharField(required=False, max_length=10_000, label="Teams",
+                            help_text="Comma-separated slugs; empty for every active team.")
+    canary = forms.IntegerField(min_value=0, initial=1, help_text="Teams updated first, alone.")
+    concurrency = forms.IntegerField(min_value=1, max_value=200, initial=10)
+    max_failures = forms.IntegerField(min_value=0, initial=0, help_text="Failures tolerated before halting.")
+    wave_size = forms.IntegerField(min_value=0, initial=0, required=False,
+                                   help_text="Teams per wave after the canary; 0 for one wave.")
+
+    def options(self) -> dict:
+        data = self.cleaned_data
+        slugs = [slug.strip() for slug in data["teams"].split(",") if slug.strip()] or None
+        return {"slugs": slugs, "canary": data["canary"], "concurrency": data["concurrency"],
+                "max_failures": data["max_failures"], "wave_size": data["wave_size"] or 0}
+
+
+class RedeployForm(forms.Form):
+    image = forms.CharField(max_length=300)

@@ -1,0 +1,102 @@
+"""Deployment pages: start one, follow it team by team, resume an interrupted one, redeploy one team.
+
+Deployments run on the task worker (`run_deployment_task`); the pages poll `deployment_status` (JSON).
+"""
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_GET, require_POST
+
+from teams.deploys import DeploymentRefused, deployment_progress, fleet_image, queue_deployment, queue_resume
+from teams.models import Deployment
+
+from .forms import DeploymentForm, RedeployForm
+from .views import _render, _team
+
+TARGETS_PER_PAGE = 100
+RECENT_DEPLOYMENTS = 20
+
+
+@staff_member_required
+def deployments(request):
+    form = DeploymentForm(request.POST or None, initial={"image": fleet_image()})
+    if request.method == "POST" and form.is_valid():
+        try:
+            deployment = queue_deployment(form.cleaned_data["image"], **form.options(),
+                                          requested_by=request.user.get_username())
+        except DeploymentRefused as refused:
+            form.add_error(None, str(refused))
+        else:
+            messages.success(request, f"Deployment {deployment.pk} of {deployment.image} queued.")
+            return redirect("dashboard:deployment", pk=deployment.pk)
+    return _render(request, "dashboard/deployments.html", {
+        "title": "Deployments", "form": form, "fleet_image": fleet_image(),
+        "deployments": Deployment.objects.all()[:RECENT_DEPLOYMENTS],
+    }, status=400 if form.errors else 200)
+
+
+@staff_member_required
+@require_GET
+def deployment_detail(request, pk):
+    deployment = get_object_or_404(Deployment, pk=pk)
+    page = _targets_page(deployment, request.GET.get("page"))
+    return _render(request, "dashboard/deployment_detail.html", {
+        "title": f"Deployment {deployment.pk}: {deployment.image}", "deployment": deployment, "page": page,
+        "progress": deployment_progress(deployment),
+    })
+
+
+@staff_member_required
+@require_GET
+def deployment_status(request, pk):
+    deployment = Deployment.objects.filter(pk=pk).first()
+    if deployment is None:
+        return JsonResponse({"error": "no such deployment"}, status=404)
+    page = _targets_page(deployment, request.GET.get("page"))
+    return JsonResponse({
+        "id": deployment.pk, "state": deployment.state, "state_display": deployment.get_state_display(),
+        "is_open": bool(deployment.is_open), "message": deployment.message,
+        "progress": deployment_progress(deployment),
+        "targets": [{"team": target.team.slug, "wave": target.wave, "step": target.step,
+                     "step_display": target.get_step_display(), "previous_image": target.previous_image,
+                     "error": target.error} for target in page],
+    }, headers={"Cache-Control": "no-store"})
+
+
+@staff_member_required
+@require_POST
+def deployment_resume(request, pk):
+    deployment = get_object_or_404(Deployment, pk=pk)
+    try:
+        queue_resume(deployment)
+    except DeploymentRefused as refused:
+        messages.error(request, str(refused))
+    else:
+        messages.info(request, f"Deployment {deployment.pk} will resume where it stopped.")
+    return redirect("dashboard:deployment", pk=deployment.pk)
+
+
+@staff_member_required
+@require_POST
+def team_redeploy(request, slug):
+    team = _team(slug)
+    form = RedeployForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give the image to deploy.")
+        return redirect("dashboard:team", slug=team.slug)
+    try:
+        deployment = queue_deployment(form.cleaned_data["image"], slugs=[team.slug], canary=0, concurrency=1,
+                                      requested_by=request.user.get_username())
+    except DeploymentRefused as refused:
+        messages.error(request, str(refused))
+        return redirect("dashboard:team", slug=team.slug)
+    messages.info(request, f"Deployment {deployment.pk} of {deployment.image} to {team.slug} queued.")
+    return redirect("dashboard:deployment", pk=deployment.pk)
+
+
+def _targets_page(deployment: Deployment, number):
+    targets = deployment.targets.select_related("team").order_by("wave", "team__slug")
+    return Paginator(targets, TARGETS_PER_PAGE).get_page(number)
