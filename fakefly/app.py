@@ -519,7 +519,8 @@ class FakeFly:
             id=self._ids.machine(), app_name=app.name, name=name, region=region or "ord", config=config,
             instance_id=self._ids.ulid(now),
             private_ip=f"fdaa:0:{app.internal_numeric_id:x}:a7b:{next(self._serials):x}::2",
-            created_at=now, updated_at=now, visible_after=now + (not_visible.seconds if not_visible else 0.0))
+            created_at=now, updated_at=now, visible_after=now + (not_visible.seconds if not_visible else 0.0),
+            secrets_version=app.secrets_version)
         machine.record_event(self._ids.ulid(now), "launch", "created", now)
         if volume is not None:
             volume.attached_machine_id = machine.id
@@ -606,11 +607,11 @@ class FakeFly:
         self._check_secrets_version(app, body)
 
         now = self.clock.now()
-        previous_config, previous_version = machine.config, machine.instance_id
-        machine.config, machine.instance_id = config, self._ids.ulid(now)
+        previous = machine.config, machine.instance_id, machine.secrets_version
+        machine.config, machine.instance_id, machine.secrets_version = config, self._ids.ulid(now), app.secrets_version
 
         def revert() -> None:
-            machine.config, machine.instance_id = previous_config, previous_version
+            machine.config, machine.instance_id, machine.secrets_version = previous
 
         skip_launch = body.get("skip_launch", False)
         was_running = machine.state in RUNNING_STATES

@@ -160,6 +160,8 @@ class MachineRecord:
     events: list[dict] = field(default_factory=list)
     lease: LeaseRecord | None = None
     transitions: list[Transition] = field(default_factory=list)
+    # The app's secrets as of the Machine's create or last update: Fly hands a Machine no later ones.
+    secrets_version: int = 0
 
     @property
     def mounted_volume_ids(self) -> list[str]:

@@ -195,8 +195,6 @@ class Deployment(models.Model):
         COMPLETED_WITH_FAILURES = "completed_with_failures", "Completed with failures"
         HALTED = "halted", "Halted and rolled back"
 
-    OPEN_STATES = (State.RUNNING, State.INTERRUPTED, State.ROLLING_BACK)
-
     image = models.CharField(max_length=300)
     # A deployment to every team also sets the image new teams start on.
     all_teams = models.BooleanField(default=False)

@@ -4,15 +4,10 @@
 The command talks over HTTP to the fake Machines API served from this test, and shares its database file.
 """
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from fakefly import FakeFly, serve
 from teams import backends
@@ -20,9 +15,9 @@ from teams.fleet import provision_fleet
 from teams.models import Deployment, DeploymentTarget, MachineLease
 from teams.provisioning import instance_for
 
-REPO = Path(__file__).resolve().parent.parent
-ORG = "acme"
-V1 = "registry.fly.io/cloudctl-team:v1"
+from .fly_processes import IMAGE as V1
+from .fly_processes import ORG, manage_process
+
 V2 = "registry.fly.io/cloudctl-team:v2"
 
 
@@ -40,20 +35,7 @@ def fake_server(settings):
 
 
 def deploy_process(url, tmp_path, *args):
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-        "CLOUDCTL_STATE_DIR": str(tmp_path),
-        "CLOUDCTL_TOKEN_KEYS": "test-signing-key-old,test-signing-key-current",
-        "CLOUDCTL_MACHINE_BACKEND": "teams.backends.fly.FlyBackend",
-        "CLOUDCTL_FLY_API_URL": url,
-        "CLOUDCTL_FLY_API_TOKEN": "fly-test-token",
-        "CLOUDCTL_FLY_ORG": ORG,
-        "CLOUDCTL_INSTANCE_IMAGE": V1,
-    })
-    return subprocess.Popen([sys.executable, "manage.py", "deploy", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return manage_process(url, tmp_path, "deploy", *args, text=True)
 
 
 def updated_count() -> int:

@@ -4,7 +4,7 @@
 import pytest
 
 from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
-from teams.backends import BackendError, ObservedState, get_backend
+from teams.backends import BackendError, ObservedState
 from teams.backends.fly import app_name
 from teams.fleet import provision_fleet
 from teams.models import Instance
@@ -205,3 +205,22 @@ def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make
     assert fake.machine(instance.resources["machine"]).config["image"] == "registry.fly.io/cloudctl-team:v2"
     assert clock.now() - before < settings.FLY_LEASE_TTL  # not blocked until the lost lease expired
     assert fake.machine(instance.resources["machine"]).lease is None  # and released afterwards
+
+
+def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, fake, make_team):
+    from credentials.tokens import team_token
+    from teams.services import restart_instance, rotate_token
+
+    team = make_team()
+    instance = provision(team)
+    app = fake.apps[instance.resources["app"]]
+    first_version = fake.machine(instance.resources["machine"]).secrets_version
+    rotate_token(team)
+    restart_instance(team)  # what the queued restart action runs
+    machine = fake.machine(instance_for(team).resources["machine"])
+    assert app.secrets["CLOUDCTL_TOKEN"].value == team_token(team)
+    # Fly hands a Machine only the secrets of its create or last update: a plain stop and start would not do.
+    assert machine.secrets_version == app.secrets_version > first_version
+    assert machine.state == "started"
+    assert provision(team).resources["machine_secrets_version"] == app.secrets_version  # and it stays settled
+    assert fake.calls["update_machine"] == 1

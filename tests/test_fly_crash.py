@@ -5,23 +5,19 @@ every kind) and shares this test's database file; it is killed at random moments
 every team runs.
 """
 
-import os
 import random
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from fakefly import FakeFly, NotVisible, ResponseLost, Unavailable, serve
 from teams.backends.fly import app_name
 from teams.models import Instance
 
-from .test_fly_backend import ORG, assert_one_of_each_per_team
+from .fly_processes import ORG, manage_process
+from .test_fly_backend import assert_one_of_each_per_team
 
-REPO = Path(__file__).resolve().parent.parent
 TEAMS = 200
 KILLS = 6
 
@@ -41,21 +37,7 @@ def fake_server():
 
 
 def provisioning_process(url, tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-        "CLOUDCTL_STATE_DIR": str(tmp_path),
-        "CLOUDCTL_TOKEN_KEYS": "test-signing-key-old,test-signing-key-current",
-        "CLOUDCTL_MACHINE_BACKEND": "teams.backends.fly.FlyBackend",
-        "CLOUDCTL_FLY_API_URL": url,
-        "CLOUDCTL_FLY_API_TOKEN": "fly-test-token",
-        "CLOUDCTL_FLY_ORG": ORG,
-        "CLOUDCTL_FLY_VISIBILITY_GRACE": "3",
-        "CLOUDCTL_INSTANCE_IMAGE": "registry.fly.io/cloudctl-team:v1",
-    })
-    return subprocess.Popen([sys.executable, "manage.py", "provision", "--all", "--now", "--concurrency", "8"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return manage_process(url, tmp_path, "provision", "--all", "--now", "--concurrency", "8")
 
 
 def test_sigkill_at_random_points_then_restart(fake_server, make_team, transactional_db, tmp_path):

@@ -151,14 +151,16 @@ class FlyBackend(MachineBackend):
         app, launch_id = instance.resources["app"], instance.resources["launch_id"]
         machine = self._current_machine(instance)
         if machine is not None:
-            return {"machine": machine.id, "machine_version": machine.instance_id}
+            return {"machine": machine.id, "machine_version": machine.instance_id,
+                    **self._bring_in_secrets(instance, machine)}
         for _ in range(3):
             try:
                 machine = self.client.create_machine(
                     app, name=f"{app}-main", region=settings.FLY_REGION,
                     config=machine_config(instance, instance.resources["volume"], launch_id),
                     min_secrets_version=instance.resources.get("secrets_version"))
-                return {"machine": machine.id, "machine_version": machine.instance_id}
+                return {"machine": machine.id, "machine_version": machine.instance_id,
+                        "machine_secrets_version": instance.resources.get("secrets_version")}
             except FlyAPIError as error:
                 if error.status == "volume_placement_capacity" or error.http_status == 412:
                     raise BackendError(f"no room for the machine on the volume's host: {error}") from None
@@ -167,7 +169,8 @@ class FlyBackend(MachineBackend):
                     raise BackendError(f"creating the machine of {app} failed: {error}") from None
                 machine = self._find_launched(app, launch_id)
                 if machine is not None:
-                    return {"machine": machine.id, "machine_version": machine.instance_id}
+                    return {"machine": machine.id, "machine_version": machine.instance_id,
+                            "machine_secrets_version": instance.resources.get("secrets_version")}
         raise BackendError(f"could not create the machine of {app} after 3 attempts")
 
     def ensure_started(self, instance) -> dict:
@@ -256,9 +259,8 @@ class FlyBackend(MachineBackend):
         resources = self.ensure_secret(instance)
         if not resources:
             return {}
-        updated, _ = self._rewrite_machine(instance, "secret update",
-                                           min_secrets_version=resources["secrets_version"])
-        return {**resources, "machine_version": updated.instance_id}
+        instance.resources.update(resources)
+        return {**resources, **self.ensure_machine(instance)}
 
     def log_tail(self, instance, lines: int = 15) -> str:
         return "(see `fly logs -a {}`)".format(instance.resources.get("app", "?"))
@@ -333,6 +335,16 @@ class FlyBackend(MachineBackend):
                 self.client.wait(app, machine_id, "started", version=updated.instance_id,
                                  timeout=settings.FLY_START_TIMEOUT)
         return updated, running
+
+    def _bring_in_secrets(self, instance, machine: Machine) -> dict:
+        """Fly hands a Machine only the secrets of its create or last update: after the app's secret changed
+        (a rotated token), an update with `min_secrets_version` brings the new one in (a start would not)."""
+        wanted = instance.resources.get("secrets_version")
+        if wanted is None or instance.resources.get("machine_secrets_version") == wanted:
+            return {}
+        instance.resources["machine"] = machine.id
+        updated, _ = self._rewrite_machine(instance, "secret update", min_secrets_version=wanted)
+        return {"machine_version": updated.instance_id, "machine_secrets_version": wanted}
 
     def _wait_healthy(self, app: str, machine_id: str) -> Machine:
         """Started is not ready: every service check must pass (polled as flyctl does) within the timeout.

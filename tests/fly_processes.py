@@ -1,0 +1,30 @@
+"""A real `manage.py` process against a fake Fly API served by the test, sharing the test's database file."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.db import connection
+
+REPO = Path(__file__).resolve().parent.parent
+ORG = "acme"
+IMAGE = "registry.fly.io/cloudctl-team:v1"
+
+
+def manage_process(url: str, state_dir: Path, *args: str, text: bool = False) -> subprocess.Popen:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "CLOUDCTL_STATE_DIR": str(state_dir),
+        "CLOUDCTL_TOKEN_KEYS": "test-signing-key-old,test-signing-key-current",
+        "CLOUDCTL_MACHINE_BACKEND": "teams.backends.fly.FlyBackend",
+        "CLOUDCTL_FLY_API_URL": url,
+        "CLOUDCTL_FLY_API_TOKEN": "fly-test-token",
+        "CLOUDCTL_FLY_ORG": ORG,
+        "CLOUDCTL_FLY_VISIBILITY_GRACE": "3",
+        "CLOUDCTL_INSTANCE_IMAGE": IMAGE,
+    })
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=text)
