@@ -224,3 +224,10 @@ def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, f
     assert machine.state == "started"
     assert provision(team).resources["machine_secrets_version"] == app.secrets_version  # and it stays settled
     assert fake.calls["update_machine"] == 1
+
+
+def test_the_volume_and_machine_go_to_the_teams_region(fly, fake, make_team):
+    team = make_team(region="ams")
+    instance = provision(team)
+    assert fake.volumes[instance.resources["volume"]].region == "ams"
+    assert fake.machine(instance.resources["machine"]).region == "ams"

@@ -48,6 +48,11 @@ def team_of_app(name: str) -> int | None:
     return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
 
 
+def region_of(instance) -> str:
+    """The team's chosen region; teams made before regions could be chosen use the default."""
+    return instance.team.region or settings.FLY_REGION
+
+
 def make_client() -> FlyClient:
     return FlyClient(settings.FLY_API_URL, settings.FLY_API_TOKEN)
 
@@ -135,7 +140,7 @@ class FlyBackend(MachineBackend):
                 return {"volume": existing[0].id}
             try:
                 volume = self.client.create_volume(
-                    app, VOLUME_NAME, settings.FLY_REGION, settings.FLY_VOLUME_SIZE_GB,
+                    app, VOLUME_NAME, region_of(instance), settings.FLY_VOLUME_SIZE_GB,
                     compute={**settings.FLY_GUEST})
                 return {"volume": volume.id}
             except FlyAPIError as error:
@@ -156,7 +161,7 @@ class FlyBackend(MachineBackend):
         for _ in range(3):
             try:
                 machine = self.client.create_machine(
-                    app, name=f"{app}-main", region=settings.FLY_REGION,
+                    app, name=f"{app}-main", region=region_of(instance),
                     config=machine_config(instance, instance.resources["volume"], launch_id),
                     min_secrets_version=instance.resources.get("secrets_version"))
                 return {"machine": machine.id, "machine_version": machine.instance_id,
