@@ -2,7 +2,9 @@
 """Regenerate the README's screenshots (dashboard, admin, a team's Datasette) from a running `make dev`
 (Playwright driving Debian's Chromium).
 
-    .venv/bin/python docs/screenshots.py http://127.0.0.1:8000 <admin password> <team Datasette URL>
+    .venv/bin/python docs/screenshots.py http://127.0.0.1:8000 <admin password> <team Datasette URL> [version]
+
+The version (default v2) is deployed to the fleet from the dashboard: give one the teams do not run yet.
 """
 
 import sys
@@ -15,7 +17,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--disable-sync", "--no-first-run"]
 
 
-def main(base: str, password: str, team_url: str) -> None:
+def main(base: str, password: str, team_url: str, version: str = "v2") -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -33,6 +35,14 @@ def main(base: str, password: str, team_url: str) -> None:
         page.screenshot(path=HERE / "dashboard-team.png", full_page=True)
         page.goto(f"{base}/dashboard/create/")
         page.screenshot(path=HERE / "dashboard-create.png")
+        # A deployment from the dashboard: the new version rolls out on the worker while the page follows it.
+        page.goto(f"{base}/dashboard/deployments/")
+        page.fill("#id_image", version)
+        page.click("#deployment-form button[type=submit]")
+        page.wait_for_selector('#deployment-state[data-open="false"]', timeout=120_000)
+        page.screenshot(path=HERE / "dashboard-deployment.png", full_page=True)
+        page.goto(f"{base}/dashboard/deployments/")
+        page.screenshot(path=HERE / "dashboard-deployments.png")
         page.goto(f"{base}/admin/teams/team/")
         page.screenshot(path=HERE / "admin-teams.png")
         page.goto(f"{base}/admin/credentials/credentialevent/")
@@ -45,4 +55,4 @@ def main(base: str, password: str, team_url: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -95,3 +95,17 @@ def test_check_backups_alerts_once_or_queues_a_repeating_task(db, settings):
     run("check_backups", "--every", "60")
     task = DBTaskResult.objects.get(task_path="teams.tasks.check_backups")
     assert task.args_kwargs["args"] == [60]
+
+
+def test_a_second_embedded_stack_on_the_same_state_is_refused(tmp_path):
+    import os
+
+    from django.core.management.base import CommandError
+
+    from cloudctl.management.commands.dev import hold_state_lock
+
+    first = hold_state_lock(tmp_path)
+    with pytest.raises(CommandError, match=f"already running from {tmp_path} \\(pid {os.getpid()}\\)"):
+        hold_state_lock(tmp_path)
+    first.close()  # the first one stopped: the next can start
+    hold_state_lock(tmp_path).close()

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from teams.deploys import DeploymentRefused, deployment_progress, fleet_image, queue_deployment, queue_resume
-from teams.models import Deployment
+from teams.models import Deployment, DeploymentTarget
 
 from .forms import DeploymentForm, RedeployForm
 from .views import _render, _team
@@ -45,7 +45,8 @@ def deployment_detail(request, pk):
     page = _targets_page(deployment, request.GET.get("page"))
     return _render(request, "dashboard/deployment_detail.html", {
         "title": f"Deployment {deployment.pk}: {deployment.image}", "deployment": deployment, "page": page,
-        "progress": deployment_progress(deployment),
+        "progress": [(step, DeploymentTarget.Step(step).label, count)
+                     for step, count in deployment_progress(deployment).items()],
     })
 
 

@@ -6,17 +6,19 @@ control plane under gunicorn, runs the task worker, supervises the teams' local 
 team's URL as it comes up) and stops everything cleanly on Ctrl-C.
 """
 
+import fcntl
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
 from teams.instance_signals import check_backup_freshness
@@ -41,6 +43,25 @@ def _write_embedded_env(values: dict[str, str]) -> None:
     path.chmod(0o600)
 
 
+def hold_state_lock(state_dir: Path):
+    """One embedded stack per state directory: a second would share its database, S3 data and instances, and
+    stopping it would stop the first one's instances. The lock goes with the process, however it ends."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "dev.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise CommandError(f"the embedded stack is already running from {state_dir} (pid {holder}): "
+                           "use that one, or stop it first") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class Command(BaseCommand):
     help = "Run the control plane on this machine: local S3/STS, SQLite, gunicorn. Ctrl-C stops it all."
 
@@ -48,7 +69,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("CLOUDCTL_PORT", 8000)))
 
     def handle(self, port, **options):
-        # Stop the same way on Ctrl-C and on a TERM from a supervisor (background jobs ignore SIGINT).
+        self._lock = hold_state_lock(settings.STATE_DIR)
+        # Stop the same way on Ctrl-C, on an INT sent to a background job (which otherwise ignores it) and on a
+        # TERM from a supervisor.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         s3_home = settings.STATE_DIR / "local-s3"
         server = LocalS3Server(s3_home)

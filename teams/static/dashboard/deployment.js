@@ -13,6 +13,8 @@
     state.className = "deploy-" + status.state;
     state.dataset.open = String(status.is_open);
     document.getElementById("deployment-message").textContent = status.message || "-";
+    const resume = document.getElementById("resume-form");
+    if (resume) resume.hidden = !status.is_open;
     for (const card of document.querySelectorAll("#deployment-progress [data-step]")) {
       card.querySelector("strong").textContent = status.progress[card.dataset.step];
     }
