@@ -30,8 +30,9 @@ dev: $(INSTALLED) $(INSTANCE_INSTALLED)
 	$(BIN)/python manage.py dev
 
 ## The browser tests drive Debian's Chromium through Playwright (no browser download).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
-	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	test -x /usr/bin/chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
 ## Install and run the whole test suite.
 test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium
