@@ -153,3 +153,30 @@ def test_teams_not_provisioned_or_already_on_the_image_are_skipped_with_a_reason
     assert skipped[fleet[0].pk] == f"already on {V2}"
     assert "not provisioned" in skipped[unprovisioned.pk]
     assert deployment.state == Deployment.State.SUCCEEDED
+
+
+def test_the_command_plans_runs_and_reports(fleet, fake, capsys):
+    import signal
+
+    from django.core.management import CommandError, call_command
+
+    call_command("deploy", "--image", V2, "--all", "--canary", "2", "--dry-run")
+    plan = capsys.readouterr().out
+    assert f"would deploy {V2} to 8 team(s) in 2 wave(s)" in plan and "canary:" in plan
+    assert not Deployment.objects.exists()
+
+    handler_before = signal.getsignal(signal.SIGINT)
+    call_command("deploy", "--image", V2, "--all", "--concurrency", "4")
+    report = capsys.readouterr().out
+    assert "8 updated" in report and "Succeeded" in report
+    assert all(team.slug in report for team in fleet)  # up to 50 teams, the table lists each
+    assert signal.getsignal(signal.SIGINT) is handler_before  # Ctrl-C is the caller's again
+
+    fake.unhealthy_images.add(BAD)
+    with pytest.raises(CommandError, match="halted") as halted:
+        call_command("deploy", "--image", BAD, "--all")
+    assert halted.value.returncode == 1
+    with pytest.raises(CommandError, match="no deployment to resume"):
+        call_command("deploy", "--resume")
+    with pytest.raises(CommandError, match="either --teams or --all"):
+        call_command("deploy", "--image", V2)

@@ -1,5 +1,6 @@
 import signal
 import threading
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -72,9 +73,10 @@ class Command(BaseCommand):
         self.stdout.write(f"deployment {deployment.pk}: {deployment.image} to {todo.count()} team(s), "
                           f"{concurrency or deployment.concurrency} at a time, halting after "
                           f"{deployment.max_failures} failure(s)")
-        stop = self._stop_on_interrupt()
+        stop = threading.Event()
         counts = {"updated": 0, "failed": 0, "rolled back": 0}
-        with tqdm(total=todo.count(), unit="team", desc="deploying", file=self.stderr) as bar:
+        with self._stopping_on_interrupt(stop), \
+                tqdm(total=todo.count(), unit="team", desc="deploying", file=self.stderr) as bar:
             def progress(target):
                 step = target.step.replace("_", " ")
                 if step in counts:
@@ -96,10 +98,10 @@ class Command(BaseCommand):
         raise CommandError(f"deployment {deployment.pk} {deployment.get_state_display().lower()}: "
                            f"{deployment.message}", returncode=returncode)
 
-    def _stop_on_interrupt(self) -> threading.Event:
-        """The first Ctrl-C (or SIGTERM) stops starting teams; a second one gives up at once (leases left by the
-        updates in flight are recorded, and the next run releases them)."""
-        stop = threading.Event()
+    @contextmanager
+    def _stopping_on_interrupt(self, stop: threading.Event):
+        """The first Ctrl-C (or SIGTERM) sets `stop`: no new team starts. A second one gives up at once (leases
+        left by the updates in flight are recorded, and the next run releases them)."""
 
         def interrupt(signum, frame):
             if stop.is_set():
@@ -107,9 +109,12 @@ class Command(BaseCommand):
             stop.set()
             self.stderr.write("\nstopping: letting the updates in flight finish (Ctrl-C again to give up now)")
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, interrupt)
-        return stop
+        previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _print_table(self, deployment: Deployment):
         targets = list(deployment.targets.select_related("team").order_by("wave", "team__slug"))
