@@ -668,3 +668,25 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
              message="the refused renewal in the instance log")
     assert instance.process.poll() is None and instance.process.pid == pid
     assert httpx.get(f"{instance.url}data/ticks.json?_shape=array", timeout=5).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_entrypoint_lists_its_own_replicas_and_is_refused_another_teams(s3_env, make_team):
+    from credentials.broker import assume_team_role
+
+    own, other = make_team(), make_team()
+    admin = admin_client(s3_env)
+    for team in (own, other):
+        wipe_prefix(admin, s3_env.bucket, team.storage_prefix)
+        admin.put_object(Bucket=s3_env.bucket, Key=f"{team.storage_prefix}notes.db/ltx/0/x.ltx", Body=b"x")
+    admin.put_object(Bucket=s3_env.bucket, Key=f"{own.storage_prefix}stray.txt", Body=b"x")
+    issued = assume_team_role(own)
+    answer = {"AccessKeyId": issued.access_key_id, "SecretAccessKey": issued.secret_access_key,
+              "SessionToken": issued.session_token}
+    config = entrypoint.Config.from_env({"CLOUDCTL_URL": "http://cloudctl.internal:8001", "CLOUDCTL_TOKEN": "t",
+                                         "CLOUDCTL_S3_ENDPOINT": s3_env.endpoint_url, "CLOUDCTL_S3_REGION": REGION})
+
+    assert entrypoint.replicated_databases(config, answer, entrypoint.Folder(s3_env.bucket, own.storage_prefix)) \
+        == {"notes.db"}
+    with pytest.raises(entrypoint.StartupError, match=f"cannot list backups at .*{other.storage_prefix}: AccessDenied"):
+        entrypoint.replicated_databases(config, answer, entrypoint.Folder(s3_env.bucket, other.storage_prefix))
