@@ -42,6 +42,18 @@ def _enqueue_again(periodic_task, every_seconds: int) -> None:
     periodic_task.using(run_after=timezone.now() + timedelta(seconds=every_seconds)).enqueue(every_seconds)
 
 
+def schedule_periodic(periodic_task, every_seconds: int) -> bool:
+    """Start `periodic_task`'s chain unless a run of it is already waiting, so that queuing it on every deploy
+    (a release command) never doubles the chain. Returns whether it queued one."""
+    from django_tasks.base import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    if DBTaskResult.objects.filter(task_path=periodic_task.module_path, status=TaskResultStatus.READY).exists():
+        return False
+    periodic_task.enqueue(every_seconds)
+    return True
+
+
 @task()
 def run_team_action(action_id: int) -> str:
     """An operator's action (start, stop, restart, destroy, provision) queued by `request_action`."""

@@ -93,6 +93,7 @@ def test_check_backups_alerts_once_or_queues_a_repeating_task(db, settings):
     with pytest.raises(CommandError, match="at least 30"):
         run("check_backups", "--every", "5")
     run("check_backups", "--every", "60")
+    assert "already queued" in run("check_backups", "--every", "60")[0]  # no second chain
     task = DBTaskResult.objects.get(task_path="teams.tasks.check_backups")
     assert task.args_kwargs["args"] == [60]
 

@@ -102,3 +102,7 @@ def test_periodic_reconcile_is_queued_and_reschedules_itself(fleet, fly, fake, c
     assert first.status == "SUCCESSFUL"
     assert following.status == "READY" and following.args_kwargs["args"] == [300]
     assert following.run_after > timezone.now()
+    # Queued again (a release command on every deploy): the chain is not doubled.
+    call_command("reconcile", "--every", "300")
+    assert "already queued" in capsys.readouterr().out
+    assert DBTaskResult.objects.filter(status="READY").count() == 1

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from teams.instance_signals import check_backup_freshness
-from teams.tasks import check_backups
+from teams.tasks import check_backups, schedule_periodic
 
 
 class Command(BaseCommand):
@@ -16,8 +16,10 @@ class Command(BaseCommand):
         if every:
             if every < 30:
                 raise CommandError("--every takes at least 30 seconds")
-            check_backups.enqueue(every)
-            self.stdout.write(f"backup check queued for the worker, every {every} s")
+            if schedule_periodic(check_backups, every):
+                self.stdout.write(f"backup check queued for the worker, every {every} s")
+            else:
+                self.stdout.write("a backup check is already queued: its chain goes on (nothing added)")
             return
         flagged = check_backup_freshness()
         for team in flagged:

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from teams.backends import BackendError
 from teams.reconcile import REPORTED, reconcile
-from teams.tasks import reconcile_fleet
+from teams.tasks import reconcile_fleet, schedule_periodic
 
 
 class Command(BaseCommand):
@@ -19,8 +19,10 @@ class Command(BaseCommand):
         if every:
             if every < 60:
                 raise CommandError("--every takes at least 60 seconds")
-            reconcile_fleet.enqueue(every)
-            self.stdout.write(f"reconcile queued for the worker, every {every} s")
+            if schedule_periodic(reconcile_fleet, every):
+                self.stdout.write(f"reconcile queued for the worker, every {every} s")
+            else:
+                self.stdout.write("a reconcile is already queued: its chain goes on (nothing added)")
             return
         try:
             findings = reconcile(prune=prune, dry_run=dry_run)
