@@ -196,6 +196,11 @@ class _Runner:
     def _update(self, target: DeploymentTarget) -> None:
         image = self.deployment.image
         instance = Instance.objects.select_related("team").get(team_id=target.team_id)
+        if instance.state not in DEPLOYABLE_STATES:  # destroyed or failed since the plan was made
+            with self._writing():
+                self._save_target(target, step=Step.SKIPPED, finished_at=timezone.now(),
+                                  error=f"instance is {instance.get_state_display().lower()} now")
+            return
         backend = get_backend(instance.backend)
         started = time.monotonic()
 

@@ -180,3 +180,15 @@ def test_the_command_plans_runs_and_reports(fleet, fake, capsys):
         call_command("deploy", "--resume")
     with pytest.raises(CommandError, match="either --teams or --all"):
         call_command("deploy", "--image", V2)
+
+
+def test_a_team_destroyed_after_the_plan_is_skipped_with_the_reason(fleet, clock):
+    from teams.services import destroy_instance
+
+    deployment = start_deployment(V2, concurrency=2)
+    destroy_instance(fleet[3])
+    deployment = run_deployment(deployment, sleep=clock.sleep)
+    assert deployment.state == Deployment.State.SUCCEEDED
+    target = deployment.targets.get(team=fleet[3])
+    assert (target.step, target.error) == (Step.SKIPPED, "instance is destroyed now")
+    assert deployment.targets.filter(step=Step.UPDATED).count() == len(fleet) - 1
