@@ -103,11 +103,12 @@ INVALID_SIGNAL_MESSAGE = "invalid signal URL"
 def signal_urls(team: Team, absolute_url: Callable[[str], str]) -> dict:
     """The URLs the instance configures, on the address it reached us at. They embed a signed value bound to
     the team and its token generation: rotating the token revokes them."""
-    value = signal_value(team)
+    # One reverse() for both (it costs a tenth of a millisecond, on every exchange): they differ in one segment.
+    heartbeat = absolute_url(reverse("private:signal", args=[team.pk, "backup", signal_value(team)]))
     return {
-        "heartbeat_url": absolute_url(reverse("private:signal", args=[team.pk, "backup", value])),
+        "heartbeat_url": heartbeat,
         "heartbeat_interval": settings.INSTANCE_HEARTBEAT_INTERVAL,
-        "shutdown_url": absolute_url(reverse("private:signal", args=[team.pk, "shutdown", value])),
+        "shutdown_url": heartbeat.replace("/signals/backup/", "/signals/shutdown/"),
     }
 
 

