@@ -38,9 +38,9 @@ chromium:
 test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium
 	$(BIN)/python -m pytest
 
-## Run every benchmark in bench/ (each ends with a `ratio:` line; `_*.py` are their shared helpers).
+## Run every benchmark in bench/ (each ends with a `ratio:` line; bench/support/ holds what they share).
 bench: $(INSTALLED) $(INSTANCE_INSTALLED)
-	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(INSTANCE_VENV) var .pytest_cache .hypothesis

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._fakefly_fleet import configure_django, counting_client, start_fake  # noqa: E402
+from bench.support.fakefly_fleet import configure_django, counting_client, start_fake  # noqa: E402
 from fakefly import Latencies  # noqa: E402
 
 NEW_IMAGE = "registry.fly.io/cloudctl-team:v2"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._fakefly_fleet import configure_django, counting_client, start_fake  # noqa: E402
+from bench.support.fakefly_fleet import configure_django, counting_client, start_fake  # noqa: E402
 
 # One team's critical path on the fake's default latencies (fakefly.Latencies): create app, set the secret,
 # create the volume, create the machine (1-2 s, 1.5 on average), then the machine starts (1 s).

@@ -1,5 +1,5 @@
 """What the Fly benches share: the fake Machines API in its own process, Django on a throwaway SQLite, and a
-Fly client that counts its requests. (Not a bench: `make bench` skips files starting with an underscore.)"""
+Fly client that counts its requests. Not a bench: `make bench` runs the scripts directly in bench/."""
 
 import collections
 import os
@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ORG = "bench"
 IMAGE = "registry.fly.io/cloudctl-team:v1"
 
