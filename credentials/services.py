@@ -127,7 +127,7 @@ def receive_signal(team_id: int, signal: str, value: str, report: dict, client: 
             raise refuse(429, "too many invalid signal URLs from this address", Reason.ADDRESS_RATE_LIMITED,
                          client, retry_after=ratelimit.address_limit().seconds, **audit) from None
         raise refuse(403, INVALID_SIGNAL_MESSAGE, invalid.reason, client, **audit) from None
-    except TeamDisabled as disabled:
+    except TeamDisabled:
         raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, **audit) from None
     SIGNAL_RECORDERS[signal](team, report)
     return team

@@ -19,12 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from django.utils import timezone
 
 from .backends import BackendError, BackendUnavailable, ObservedState, get_backend
-from .holders import holder_is_gone, new_holder
+from .holders import claim_is_live, claim_row, release_row
 from .models import Deployment, DeploymentTarget, Instance, Team
 from .provisioning import record_event
 
@@ -58,8 +59,6 @@ class Plan:
 
 def fleet_image() -> str:
     """The image new teams start on: the last deployment to every team that completed, else the setting."""
-    from django.conf import settings
-
     last = (Deployment.objects.filter(all_teams=True, state__in=[Deployment.State.SUCCEEDED,
                                                                  Deployment.State.COMPLETED_WITH_FAILURES])
             .order_by("-finished_at", "-id").values_list("image", flat=True).first())
@@ -189,7 +188,7 @@ class _Runner:
             self._finish()
             return deployment
         finally:
-            Deployment.objects.filter(pk=deployment.pk, claimed_by=owner).update(claimed_by="", claimed_until=None)
+            release_row(Deployment.objects.filter(pk=deployment.pk), owner)
 
     # --- one team -----------------------------------------------------------------------------------------
 
@@ -353,20 +352,12 @@ class _Runner:
     # --- persistence --------------------------------------------------------------------------------------
 
     def _claim(self) -> str:
-        owner = new_holder()
-        now = timezone.now()
-        holder = self.deployment.claimed_by
-        free = Q(claimed_by="") | Q(claimed_until__lt=now)
-        if holder and holder_is_gone(holder):
-            free |= Q(claimed_by=holder)
-        claimed = Deployment.objects.filter(free, pk=self.deployment.pk, is_open=True).update(
-            claimed_by=owner, claimed_until=now + CLAIM)
-        if not claimed:
-            self.deployment.refresh_from_db()
+        owner, holder = claim_row(Deployment.objects.filter(pk=self.deployment.pk, is_open=True), CLAIM)
+        self.deployment.refresh_from_db()
+        if owner is None:
             if not self.deployment.is_open:
                 raise DeploymentRefused(f"{self.deployment} is finished")
             raise DeploymentRefused(f"{self.deployment} is being run by {holder}")
-        self.deployment.refresh_from_db()
         return owner
 
     def _extend_claim(self) -> None:
@@ -416,10 +407,8 @@ def queue_resume(deployment: Deployment) -> None:
 
     if not deployment.is_open:
         raise DeploymentRefused(f"{deployment} is finished")
-    holder = deployment.claimed_by
-    if holder and deployment.claimed_until and deployment.claimed_until > timezone.now() \
-            and not holder_is_gone(holder):
-        raise DeploymentRefused(f"{deployment} is being run by {holder}")
+    if claim_is_live(deployment.claimed_by, deployment.claimed_until):
+        raise DeploymentRefused(f"{deployment} is being run by {deployment.claimed_by}")
     run_deployment_task.enqueue(deployment.pk)
 
 

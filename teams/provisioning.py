@@ -9,11 +9,10 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from .backends import get_backend
-from .holders import holder_is_gone, new_holder
+from .holders import claim_row, release_row
 from .models import Instance, Team, TeamEvent
 
 logger = logging.getLogger(__name__)
@@ -33,26 +32,22 @@ def record_event(team: Team, kind: str, message: str, *, is_error: bool = False)
 def instance_for(team: Team) -> Instance:
     from .deploys import fleet_image  # deploys records events through this module
 
+    # A callable default: the fleet image is looked up only when the instance is created.
     instance, _ = Instance.objects.get_or_create(
-        team=team, defaults={"backend": settings.MACHINE_BACKEND, "image": fleet_image()})
+        team=team, defaults={"backend": settings.MACHINE_BACKEND, "image": fleet_image})
     return instance
 
 
 def claim(instance: Instance) -> str:
     """Take the team's provisioning lease or raise ProvisioningBusy."""
-    owner = new_holder()
-    now = timezone.now()
-    free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by="")
-    holder = Instance.objects.filter(pk=instance.pk).values_list("claimed_by", flat=True).get()
-    if holder and holder_is_gone(holder):
-        free |= Q(claimed_by=holder)
-    if not Instance.objects.filter(free, pk=instance.pk).update(claimed_by=owner, claimed_until=now + LEASE):
+    owner, holder = claim_row(Instance.objects.filter(pk=instance.pk), LEASE)
+    if owner is None:
         raise ProvisioningBusy(f"team {instance.team_id} is being provisioned by {holder}")
     return owner
 
 
 def release(instance: Instance, owner: str) -> None:
-    Instance.objects.filter(pk=instance.pk, claimed_by=owner).update(claimed_by="", claimed_until=None)
+    release_row(Instance.objects.filter(pk=instance.pk), owner)
 
 
 def _save(instance: Instance, **fields) -> None:

@@ -163,10 +163,11 @@ class LocalBackend(MachineBackend):
         shutil.rmtree(self.team_dir(instance), ignore_errors=True)
 
     def update(self, instance, image: str, *, before_change=None) -> dict:
-        current = self.running_image(instance)
+        pgid = self._live_pid(instance)
+        current = self._version(pgid, instance)
         if current != image and before_change:
             before_change(current)
-        if self._live_pid(instance) is None:
+        if pgid is None:
             instance.image = image  # a stopped instance stays stopped and starts on it next time
             return {}
         if current != image:
@@ -177,9 +178,12 @@ class LocalBackend(MachineBackend):
         return {}
 
     def running_image(self, instance) -> str:
+        return self._version(self._live_pid(instance), instance)
+
+    @staticmethod
+    def _version(pgid: int | None, instance) -> str:
         """A running instance's version is the one its process was started with; a stopped one starts on
         the instance's recorded image."""
-        pgid = self._live_pid(instance)
         version = _environment_variable(pgid, "CLOUDCTL_INSTANCE_VERSION") if pgid is not None else None
         return version if version is not None else instance.image
 
