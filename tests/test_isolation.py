@@ -4,8 +4,11 @@ The matrix follows shared/reference/local-s3-sts-seaweedfs.md section 5. moto is
 it ignores session policies, which the last test demonstrates.
 """
 
+import io
 import json
+import posixpath
 import uuid
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -15,6 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from cloudctl.local_s3 import REGION
+from credentials import isolation
 from credentials.policy import policy_document, team_session_policy
 from credentials.tokens import team_token
 
@@ -152,7 +156,7 @@ def test_policy_document_is_accepted_by_sts(s3_env):
 def test_check_isolation_passes_on_seaweedfs(s3_env, db, capsys):
     call_command("check_isolation")
     output = capsys.readouterr().out
-    assert "isolation holds: 22 of 22 checks passed" in output
+    assert "isolation holds: 30 of 30 checks passed" in output
     assert "FAIL" not in output
     # No probe object is left behind.
     listed = admin_s3(s3_env).list_objects_v2(Bucket=s3_env.bucket)
@@ -163,4 +167,41 @@ def test_check_isolation_catches_a_leak_on_moto(moto_aws, db, capsys):
     """moto does not evaluate session policies: the check must notice and fail."""
     with pytest.raises(CommandError, match="isolation check FAILED"):
         call_command("check_isolation")
-    assert "FAIL" in capsys.readouterr().out
+    failed = [line.split()[2] for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    # Copies out of the other team's prefix are probed too, and moto lets them through.
+    assert {"get", "put", "delete", "list", "copy-object", "upload-part-copy"} <= set(failed)
+
+
+class DictS3:
+    """An S3 that enforces nothing; `resolve_dots` makes it resolve `..` in keys as a careless server might."""
+
+    def __init__(self, resolve_dots: bool):
+        self.objects, self.resolve_dots = {}, resolve_dots
+
+    def _key(self, key):
+        return posixpath.normpath(key) if self.resolve_dots else key
+
+    def put_object(self, Bucket, Key, Body):
+        self.objects[self._key(Key)] = Body
+
+    def get_object(self, Bucket, Key):
+        if self._key(Key) not in self.objects:
+            raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+        return {"Body": io.BytesIO(self.objects[self._key(Key)])}
+
+    def delete_object(self, Bucket, Key):
+        self.objects.pop(self._key(Key), None)
+
+
+@pytest.mark.parametrize("resolve_dots, expected", [(True, "allowed"), (False, "contained")])
+def test_dot_segment_probes_catch_a_server_that_resolves_dots(resolve_dots, expected, settings):
+    s3 = DictS3(resolve_dots)
+    actor, other = SimpleNamespace(slug="a", storage_prefix="team-1/"), SimpleNamespace(slug="b", storage_prefix="team-2/")
+    other_key = "team-2/.cloudctl-isolation-probe/run"
+    s3.put_object(Bucket=settings.BACKUP_BUCKET, Key=other_key, Body=b"team b data")
+    checks = isolation._dot_segment_checks(actor, s3, other, other_key, lambda: isolation._read(s3, other_key))
+    assert [(check.operation, check.target, check.actual) for check in checks] == [
+        ("get", "team-1/../team-2/.cloudctl-isolation-probe/run", expected),
+        ("put", "team-1/../team-2/.cloudctl-isolation-probe/run", expected),
+    ]
+    assert all(check.passed == (expected == "contained") for check in checks)
