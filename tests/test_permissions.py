@@ -93,3 +93,161 @@ def test_an_image_outside_the_allowed_prefixes_is_refused_by_the_service(setting
             start_deployment(image)
     assert not Deployment.objects.exists()
     assert start_deployment("registry.example.com/ours/team:v2").image == "registry.example.com/ours/team:v2"
+
+
+# --- each group can do exactly its set -------------------------------------------------------------------
+
+# The groups' sets, as README documents them (the specification; teams.permissions.GROUPS implements it).
+VIEW, ADD, OPERATE, ROTATE, DESTROY, DEPLOY = "view", "add team", "operate", "rotate token", "destroy", "deploy"
+GROUP_CAN = {
+    "Fleet viewer": {VIEW},
+    "Fleet operator": {VIEW, ADD, OPERATE, ROTATE},
+    "Fleet deployer": {VIEW, DEPLOY},
+    "Fleet administrator": {VIEW, ADD, OPERATE, ROTATE, DESTROY, DEPLOY},
+}
+
+
+def every_request(team: Team, deployment: Deployment) -> list[tuple[str, str, dict, str]]:
+    """(method, URL, data, what it needs) for every page, JSON endpoint and action of the dashboard."""
+    team_url = f"/dashboard/teams/{team.slug}/"
+    return [
+        *(("get", url, {}, VIEW) for url in (
+            "/dashboard/", "/dashboard/teams/", team_url, f"{team_url}status.json", "/dashboard/deployments/",
+            f"/dashboard/deployments/{deployment.pk}/", f"/dashboard/deployments/{deployment.pk}/status.json")),
+        ("get", "/dashboard/create/", {}, ADD),
+        ("post", "/dashboard/create/", {"slug": "newcomer", "region": "ord"}, ADD),
+        *(("post", f"{team_url}actions/{kind}/", {}, OPERATE) for kind in ("provision", "start", "stop", "restart")),
+        ("post", f"{team_url}rotate-token/", {}, ROTATE),
+        ("post", f"{team_url}destroy/", {"confirm": team.slug}, DESTROY),
+        ("post", f"/dashboard/deployments/{deployment.pk}/resume/", {}, DEPLOY),
+        ("post", f"{team_url}redeploy/", {"image": "v3"}, DEPLOY),
+        ("post", "/dashboard/deployments/", {"image": "v2", "canary": 0, "concurrency": 1, "max_failures": 0}, DEPLOY),
+    ]
+
+
+@pytest.fixture
+def member(django_user_model):
+    """A staff user in one of the shipped groups."""
+    from teams.permissions import ensure_groups
+
+    ensure_groups()  # an earlier transactional test's flush empties the table the migration filled
+
+    def make(group: str):
+        user = django_user_model.objects.create_user(group.lower().replace(" ", "-"), password=PASSWORD,
+                                                     is_staff=True)
+        user.groups.add(Group.objects.get(name=group))
+        return user
+
+    return make
+
+
+@pytest.mark.parametrize("group", GROUP_CAN)
+def test_each_group_can_do_exactly_its_set(client, member, make_team, group):
+    team = make_team("acme")
+    deployment = Deployment.objects.create(image="v1", canary=0, concurrency=1, max_failures=0, is_open=None,
+                                           state=Deployment.State.SUCCEEDED)
+    old_token = team_token(team)
+    client.force_login(member(group))
+    for method, url, data, needs in every_request(team, deployment):
+        status = getattr(client, method)(url, data).status_code
+        allowed = needs in GROUP_CAN[group]
+        assert (status != 403) == allowed, (group, method, url, status)
+        assert status < 500, (group, method, url, status)
+    team.refresh_from_db()
+    actions = set(TeamAction.objects.values_list("kind", flat=True))
+    # Each allowed action did its work; each refused one left no trace.
+    assert ({"provision", "start", "stop", "restart"} <= actions) == (OPERATE in GROUP_CAN[group])
+    assert ("destroy" in actions) == (DESTROY in GROUP_CAN[group])
+    assert Team.objects.filter(slug="newcomer").exists() == (ADD in GROUP_CAN[group])
+    assert (team.token_generation == 2) == (ROTATE in GROUP_CAN[group])
+    if ROTATE not in GROUP_CAN[group]:
+        assert verify_team_token(old_token) == team
+    assert (Deployment.objects.count() == 2) == (DEPLOY in GROUP_CAN[group])  # the redeploy's
+
+
+@pytest.mark.parametrize("group", GROUP_CAN)
+def test_a_group_is_shown_only_the_buttons_it_may_use(client, member, make_team, group):
+    team = make_team("acme")
+    deployment = Deployment.objects.create(image="v1", canary=0, concurrency=1, max_failures=0)
+    client.force_login(member(group))
+    can = GROUP_CAN[group]
+    team_page = client.get(f"/dashboard/teams/{team.slug}/").content.decode()
+    deployments_page = client.get("/dashboard/deployments/").content.decode()
+    deployment_page = client.get(f"/dashboard/deployments/{deployment.pk}/").content.decode()
+    shown = {
+        OPERATE: [f'id="action-{kind}"' in team_page for kind in ("provision", "start", "stop", "restart")],
+        ROTATE: ['id="action-rotate-token"' in team_page],
+        DESTROY: ['id="action-destroy"' in team_page, 'id="destroy-form"' in team_page],
+        DEPLOY: ['id="action-redeploy"' in team_page, 'id="deployment-form"' in deployments_page,
+                 'id="deployment-resume"' in deployment_page],
+        ADD: ['href="/dashboard/create/"' in page for page in (team_page, deployments_page, deployment_page)],
+    }
+    for what, flags in shown.items():
+        assert flags == [what in can] * len(flags), (group, what, flags)
+    assert 'id="team-list"' in client.get("/dashboard/teams/").content.decode()
+
+
+ADMIN_ACTIONS = {"rotate_tokens": ROTATE, "disable": OPERATE, "enable": OPERATE}
+
+
+@pytest.mark.parametrize("group", GROUP_CAN)
+def test_the_admin_offers_and_runs_only_the_actions_a_group_may_use(client, member, make_team, group):
+    team = make_team("acme")
+    old_token = team_token(team)
+    client.force_login(member(group))
+    page = client.get("/admin/teams/team/")
+    assert page.status_code == 200
+    offered = {name for name in ADMIN_ACTIONS if f'value="{name}"' in page.content.decode()}
+    # Disabling and enabling are changes to the team: the groups that operate teams may make them.
+    assert offered == {name for name, needs in ADMIN_ACTIONS.items() if needs in GROUP_CAN[group]}, group
+    assert 'value="delete_selected"' not in page.content.decode()  # no group deletes teams
+    client.post("/admin/teams/team/", {"action": "disable", "_selected_action": [team.pk]})
+    client.post("/admin/teams/team/", {"action": "rotate_tokens", "_selected_action": [team.pk]})
+    team.refresh_from_db()
+    assert (team.status == Team.Status.DISABLED) == (OPERATE in GROUP_CAN[group])
+    assert (team.token_generation == 2) == (ROTATE in GROUP_CAN[group])
+    if ROTATE not in GROUP_CAN[group]:
+        assert verify_team_token(old_token) == team
+
+
+# --- the services refuse a user without the permission -----------------------------------------------------
+
+def test_the_services_refuse_a_user_without_the_permission_and_trust_a_process(staff, make_team):
+    from django.core.exceptions import PermissionDenied
+
+    from teams import services
+    from teams.deploys import queue_deployment, queue_resume
+
+    team = make_team("acme")
+    deployment = Deployment.objects.create(image="v1", canary=0, concurrency=1, max_failures=0)
+    grant(staff, "teams.view_team", "teams.operate_instance")
+    refused = [
+        lambda actor: services.request_action(team, "destroy", actor=actor),
+        lambda actor: services.rotate_token(team, actor=actor),
+        lambda actor: services.create_team("newcomer", actor=actor),
+        lambda actor: services.set_team_status(team, Team.Status.DISABLED, actor=actor),
+        lambda actor: queue_resume(deployment, actor=actor),
+        lambda actor: queue_deployment("v2", slugs=[team.slug], actor=actor),
+    ]
+    for call in refused:
+        with pytest.raises(PermissionDenied):
+            call(staff)
+    assert not TeamAction.objects.exists() and Deployment.objects.count() == 1
+    assert services.request_action(team, "stop", actor=staff).requested_by == "permissionless"
+    for call in refused[:4]:  # a process (a command, the worker) is its shell operator: not restricted
+        call("manage.py")
+    team.refresh_from_db()
+    assert team.token_generation == 2 and team.status == Team.Status.DISABLED
+    assert Team.objects.filter(slug="newcomer").exists()
+
+
+def test_every_action_kind_needs_a_permission_every_group_exists_in_the_database():
+    from django.contrib.auth.models import Permission
+
+    from teams.permissions import ACTION_PERMISSIONS, GROUPS, ensure_groups
+
+    assert set(ACTION_PERMISSIONS) == set(TeamAction.Kind)
+    ensure_groups()
+    for permission in {*ACTION_PERMISSIONS.values(), *(name for names in GROUPS.values() for name in names)}:
+        app_label, codename = permission.split(".")
+        assert Permission.objects.filter(content_type__app_label=app_label, codename=codename).exists()
