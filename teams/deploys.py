@@ -87,7 +87,7 @@ def ensure_image_allowed(image: str) -> None:
     volume, so whoever may deploy must not be able to choose any code at all."""
     prefixes = allowed_image_prefixes()
     if prefixes is not None and not image.startswith(tuple(prefixes)):
-        raise ImageRefused(f"{image} is not an allowed image: it must start with {', '.join(prefixes)} "
+        raise ImageRefused(f"image {image} is not allowed: it must start with {', '.join(prefixes)} "
                            "(CLOUDCTL_ALLOWED_IMAGE_PREFIXES)")
 
 

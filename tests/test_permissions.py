@@ -251,3 +251,111 @@ def test_every_action_kind_needs_a_permission_every_group_exists_in_the_database
     for permission in {*ACTION_PERMISSIONS.values(), *(name for names in GROUPS.values() for name in names)}:
         app_label, codename = permission.split(".")
         assert Permission.objects.filter(content_type__app_label=app_label, codename=codename).exists()
+
+
+# --- images only from CLOUDCTL_ALLOWED_IMAGE_PREFIXES ---------------------------------------------------------
+
+ALLOWED = "registry.fly.io/cloudctl-team:"
+EVIL = "docker.io/evil/miner:1"
+
+
+def test_the_deploy_command_refuses_an_image_outside_the_prefixes(settings, make_team):
+    from django.core.management import CommandError, call_command
+
+    settings.ALLOWED_IMAGE_PREFIXES = [ALLOWED]
+    make_team("acme")
+    for dry_run in ([], ["--dry-run"]):
+        with pytest.raises(CommandError, match=f"image {EVIL} is not allowed: it must start with {ALLOWED} "):
+            call_command("deploy", "--image", EVIL, "--all", *dry_run)
+    assert not Deployment.objects.exists()
+
+
+def test_the_dashboard_and_redeploy_refuse_an_image_outside_the_prefixes(client, member, settings, make_team):
+    settings.ALLOWED_IMAGE_PREFIXES = [ALLOWED, "registry.example.com/ours/"]
+    team = make_team("acme")
+    client.force_login(member("Fleet deployer"))
+    page = client.get("/dashboard/deployments/").content.decode()
+    assert f"<code>{ALLOWED}</code>, <code>registry.example.com/ours/</code>" in page  # said before asking
+    response = client.post("/dashboard/deployments/", {"image": EVIL, "canary": 0, "concurrency": 1,
+                                                       "max_failures": 0})
+    assert response.status_code == 400
+    assert response.context["form"].errors["image"] == [
+        f"image {EVIL} is not allowed: it must start with {ALLOWED}, registry.example.com/ours/ "
+        "(CLOUDCTL_ALLOWED_IMAGE_PREFIXES)"]
+    response = client.post(f"/dashboard/teams/{team.slug}/redeploy/", {"image": EVIL}, follow=True)
+    assert f"Image {EVIL} is not allowed" in response.content.decode()
+    assert not Deployment.objects.exists()
+    client.post(f"/dashboard/teams/{team.slug}/redeploy/", {"image": ALLOWED + "v2"})
+    assert Deployment.objects.get().image == ALLOWED + "v2"
+
+
+def test_unset_fly_accepts_only_the_team_repository_and_the_local_backend_any_label(settings, make_team):
+    from teams.deploys import DeploymentRefused, start_deployment
+
+    make_team("acme")
+    settings.ALLOWED_IMAGE_PREFIXES = []
+    settings.MACHINE_BACKEND = "teams.backends.fly.FlyBackend"
+    settings.FLY_APP_PREFIX = "cloudctl"
+    for image in (EVIL, "registry.fly.io/cloudctl-team-evil:1", "registry.fly.io/other-team:1", "v2"):
+        with pytest.raises(DeploymentRefused, match="must start with registry.fly.io/cloudctl-team: "):
+            start_deployment(image)
+    assert not Deployment.objects.exists()
+    settings.MACHINE_BACKEND = "teams.backends.local.LocalBackend"
+    assert start_deployment("v2").image == "v2"  # a version label of this checkout's code
+
+
+def test_the_prefixes_syntax_is_checked_and_check_deploy_asks_for_them_on_fly(settings):
+    from django.core.checks import run_checks
+
+    def ids(deploy: bool = False) -> set[str]:
+        return {message.id for message in run_checks(include_deployment_checks=deploy)
+                if message.id.startswith("teams.")}
+
+    settings.ALLOWED_IMAGE_PREFIXES = [ALLOWED, "registry.example.com/ours/", "registry.example.com/x@"]
+    assert ids() == set()
+    settings.ALLOWED_IMAGE_PREFIXES = [ALLOWED, " registry.example.com/ours/"]
+    assert ids() == {"teams.E001"}  # a space after the comma
+    settings.ALLOWED_IMAGE_PREFIXES = ["registry.fly.io/cloudctl-team"]  # would accept cloudctl-team-evil
+    assert ids() == {"teams.E002"}
+    settings.ALLOWED_IMAGE_PREFIXES = []
+    assert ids(deploy=True) == set()  # the local backend: images are labels
+    settings.MACHINE_BACKEND = "teams.backends.fly.FlyBackend"
+    assert ids(deploy=True) == {"teams.W001"} and ids() == set()
+    settings.ALLOWED_IMAGE_PREFIXES = [ALLOWED]
+    assert ids(deploy=True) == set()
+
+
+# --- the migration that ships the groups ---------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("database", ["fresh", "migrated from 0006"])
+def test_the_groups_migration_works_on_a_fresh_database_and_on_one_migrated_before(database):
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("teams", "0006_deployments")])
+    assert not Group.objects.filter(name__startswith="Fleet ").exists()
+    if database == "fresh":  # nothing post_migrate creates exists yet: no content type, no permission
+        ContentType.objects.filter(app_label__in=["teams", "credentials"]).delete()
+    else:  # the default permissions exist, the new ones do not
+        Permission.objects.filter(codename__in=["operate_instance", "rotate_token", "destroy_instance",
+                                                "deploy_image"]).delete()
+    ContentType.objects.clear_cache()
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    ContentType.objects.clear_cache()
+    granted = {group.name: {f"{permission.content_type.app_label}.{permission.codename}"
+                            for permission in group.permissions.all()}
+               for group in Group.objects.filter(name__startswith="Fleet ")}
+    assert granted == {
+        "Fleet viewer": {"teams.view_team", "credentials.view_credentialevent"},
+        "Fleet operator": {"teams.view_team", "credentials.view_credentialevent", "teams.add_team",
+                           "teams.change_team", "teams.operate_instance", "teams.rotate_token"},
+        "Fleet deployer": {"teams.view_team", "credentials.view_credentialevent", "teams.deploy_image"},
+        "Fleet administrator": {"teams.view_team", "credentials.view_credentialevent", "teams.add_team",
+                                "teams.change_team", "teams.operate_instance", "teams.rotate_token",
+                                "teams.destroy_instance", "teams.deploy_image"},
+    }
