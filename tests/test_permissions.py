@@ -201,6 +201,8 @@ def test_the_admin_offers_and_runs_only_the_actions_a_group_may_use(client, memb
     # Disabling and enabling are changes to the team: the groups that operate teams may make them.
     assert offered == {name for name, needs in ADMIN_ACTIONS.items() if needs in GROUP_CAN[group]}, group
     assert 'value="delete_selected"' not in page.content.decode()  # no group deletes teams
+    audit = client.get("/admin/credentials/credentialevent/")  # every group reads the audit trail, read-only
+    assert audit.status_code == 200 and 'name="action"' not in audit.content.decode()
     client.post("/admin/teams/team/", {"action": "disable", "_selected_action": [team.pk]})
     client.post("/admin/teams/team/", {"action": "rotate_tokens", "_selected_action": [team.pk]})
     team.refresh_from_db()

@@ -26,7 +26,7 @@ RECENT_DEPLOYMENTS = 20
 
 @dashboard_view()
 def deployments(request):
-    if request.method == "POST" and not request.user.has_perm(DEPLOY_IMAGE):
+    if request.method == "POST" and not request.user.has_perm(DEPLOY_IMAGE):  # whatever the form holds
         raise PermissionDenied
     form = DeploymentForm(request.POST or None, initial={"image": fleet_image()})
     if request.method == "POST" and form.is_valid():
@@ -38,8 +38,8 @@ def deployments(request):
             messages.success(request, f"Deployment {deployment.pk} of {deployment.image} queued.")
             return redirect("dashboard:deployment", pk=deployment.pk)
     return _render(request, "dashboard/deployments.html", {
-        "title": "Deployments", "form": form, "fleet_image": fleet_image(), "allowed_prefixes": allowed_image_prefixes(),
-        "deployments": Deployment.objects.all()[:RECENT_DEPLOYMENTS],
+        "title": "Deployments", "form": form, "fleet_image": fleet_image(),
+        "allowed_prefixes": allowed_image_prefixes(), "deployments": Deployment.objects.all()[:RECENT_DEPLOYMENTS],
     }, status=400 if form.errors else 200)
 
 
