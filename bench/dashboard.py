@@ -83,10 +83,13 @@ def main() -> None:
         setup_django(state_dir)
         from django.conf import settings
         from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
         from django.test import Client
 
         client = Client()
-        client.force_login(get_user_model().objects.create_user("bench", is_staff=True))
+        user = get_user_model().objects.create_user("bench", is_staff=True)
+        user.groups.add(Group.objects.get(name="Fleet viewer"))  # staff alone may not see the fleet
+        client.force_login(user)
         results = {}
         seeded = 0
         for size in SIZES:

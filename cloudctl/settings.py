@@ -168,6 +168,10 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["d
 MACHINE_BACKEND = env.str("CLOUDCTL_MACHINE_BACKEND", default="teams.backends.local.LocalBackend")
 # The image (Fly) or instance version (local) new instances run.
 INSTANCE_IMAGE = env.str("CLOUDCTL_INSTANCE_IMAGE", default="local")
+# A deploy (command, dashboard, redeploy) accepts only an image starting with one of these, e.g.
+# `registry.fly.io/cloudctl-team:`; each ends with ':', '@' or '/' (teams/checks.py). Unset: on Fly, the team
+# image's repository in Fly's registry (`check --deploy` asks for it explicitly); on the local backend, any.
+ALLOWED_IMAGE_PREFIXES = env.list("CLOUDCTL_ALLOWED_IMAGE_PREFIXES", default=[])
 # How instances reach the private API.
 PRIVATE_API_URL = env.str("CLOUDCTL_PRIVATE_API_URL", default="http://127.0.0.1:8000")
 # The S3 endpoint instances use; empty means AWS. The embedded run uses the local S3 server.

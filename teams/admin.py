@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from .models import Team
+from .permissions import ROTATE_TOKEN
 from .services import request_provisioning, rotate_token, set_team_status
 
 # The dashboard (teams/dashboard) wears the admin's templates: one name for both.
@@ -37,18 +38,24 @@ class TeamAdmin(admin.ModelAdmin):
         # The slug is the team's subdomain: fixed once created.
         return self.readonly_fields + (["slug"] if obj else [])
 
-    @admin.action(description="Rotate token (revokes the current one; the instance restarts with the new one)")
+    # Each action declares its permission: the admin shows it only to users who have it and refuses it to
+    # anyone else; the services check it again.
+    def has_rotate_token_permission(self, request):
+        return request.user.has_perm(ROTATE_TOKEN)
+
+    @admin.action(description="Rotate token (revokes the current one; the instance restarts with the new one)",
+                  permissions=["rotate_token"])
     def rotate_tokens(self, request, queryset):
         for team in queryset:
-            rotate_token(team, request.user.get_username())
+            rotate_token(team, actor=request.user)
         self.message_user(request, f"Rotated {queryset.count()} token(s).", messages.SUCCESS)
 
-    @admin.action(description="Disable (no more credentials)")
+    @admin.action(description="Disable (no more credentials)", permissions=["change"])
     def disable(self, request, queryset):
         for team in queryset:
-            set_team_status(team, Team.Status.DISABLED)
+            set_team_status(team, Team.Status.DISABLED, actor=request.user)
 
-    @admin.action(description="Enable")
+    @admin.action(description="Enable", permissions=["change"])
     def enable(self, request, queryset):
         for team in queryset:
-            set_team_status(team, Team.Status.ACTIVE)
+            set_team_status(team, Team.Status.ACTIVE, actor=request.user)

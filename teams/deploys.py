@@ -27,6 +27,7 @@ from django.utils import timezone
 from .backends import BackendError, BackendUnavailable, ObservedState, get_backend
 from .holders import claim_is_live, claim_row, release_row
 from .models import Deployment, DeploymentTarget, Instance, Team
+from .permissions import DEPLOY_IMAGE, Actor, authorize
 from .provisioning import record_event
 
 logger = logging.getLogger(__name__)
@@ -37,10 +38,15 @@ CLAIM = timedelta(minutes=2)
 # these pauses, before the team counts as failed.
 RETRY_DELAYS = (1, 2, 4, 8, 16, 30)
 DEPLOYABLE_STATES = (Instance.State.RUNNING, Instance.State.STOPPED)
+LOCAL_BACKEND = "teams.backends.local.LocalBackend"
 
 
 class DeploymentRefused(Exception):
     """The deployment cannot start or resume; the message says why and what to do."""
+
+
+class ImageRefused(DeploymentRefused):
+    """The image is not one of the allowed ones (CLOUDCTL_ALLOWED_IMAGE_PREFIXES)."""
 
 
 @dataclass
@@ -65,6 +71,26 @@ def fleet_image() -> str:
     return last or settings.INSTANCE_IMAGE
 
 
+def allowed_image_prefixes() -> list[str] | None:
+    """The prefixes a deployed image must start with; None when any image is accepted. Unset, Fly accepts the
+    team image's own repository in Fly's registry, which only this organization's app can push to; the local
+    backend any image, because there an image is only a label on processes running this checkout's code."""
+    if settings.ALLOWED_IMAGE_PREFIXES:
+        return settings.ALLOWED_IMAGE_PREFIXES
+    if settings.MACHINE_BACKEND == LOCAL_BACKEND:
+        return None
+    return [f"registry.fly.io/{settings.FLY_APP_PREFIX}-team:"]
+
+
+def ensure_image_allowed(image: str) -> None:
+    """Refuse an image from outside the allowed prefixes: a deployed image runs with each team's token and
+    volume, so whoever may deploy must not be able to choose any code at all."""
+    prefixes = allowed_image_prefixes()
+    if prefixes is not None and not image.startswith(tuple(prefixes)):
+        raise ImageRefused(f"image {image} is not allowed: it must start with {', '.join(prefixes)} "
+                           "(CLOUDCTL_ALLOWED_IMAGE_PREFIXES)")
+
+
 def open_deployment() -> Deployment | None:
     return Deployment.objects.filter(is_open=True).first()
 
@@ -76,6 +102,7 @@ def plan_deployment(image: str, teams: list[Team], *, canary: int, wave_size: in
     image = image.strip()
     if not image:
         raise DeploymentRefused("the image is empty")
+    ensure_image_allowed(image)
     plan = Plan(image)
     candidates = []
     instances = {instance.team_id: instance for instance in Instance.objects.filter(team__in=teams)}
@@ -391,20 +418,24 @@ class _Runner:
                           .values_list("wave", flat=True)))
 
 
-def queue_deployment(image: str, **options) -> Deployment:
-    """Start a deployment (see `start_deployment`) and run it on the task worker once it is committed."""
+def queue_deployment(image: str, *, actor: Actor, **options) -> Deployment:
+    """Start a deployment (see `start_deployment`) and run it on the task worker once it is committed; a user
+    needs the deploy permission."""
     from .tasks import run_deployment_task
 
+    requested_by = authorize(actor, DEPLOY_IMAGE)
     with transaction.atomic():
-        deployment = start_deployment(image, **options)
+        deployment = start_deployment(image, requested_by=requested_by, **options)
         transaction.on_commit(lambda: run_deployment_task.enqueue(deployment.pk))
     return deployment
 
 
-def queue_resume(deployment: Deployment) -> None:
-    """Resume an open deployment on the task worker; refused while a live run holds it."""
+def queue_resume(deployment: Deployment, *, actor: Actor) -> None:
+    """Resume an open deployment on the task worker; refused while a live run holds it. A user needs the deploy
+    permission. The image was checked when the deployment started: a resume only finishes it."""
     from .tasks import run_deployment_task
 
+    authorize(actor, DEPLOY_IMAGE)
     if not deployment.is_open:
         raise DeploymentRefused(f"{deployment} is finished")
     if claim_is_live(deployment.claimed_by, deployment.claimed_until):

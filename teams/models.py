@@ -40,6 +40,14 @@ class Team(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        # Besides the default view/add/change/delete: what the dashboard and the admin let staff do to a team
+        # (teams.permissions maps each action to one of them).
+        permissions = [
+            ("operate_instance", "Can provision, start, stop and restart a team's instance"),
+            ("rotate_token", "Can rotate a team's token"),
+            ("destroy_instance", "Can destroy a team's instance (its backups are kept)"),
+            ("deploy_image", "Can deploy an image to teams (start, resume, redeploy)"),
+        ]
 
     def __str__(self) -> str:
         return self.slug

@@ -11,13 +11,16 @@ from credentials.tokens import rotate_team_token
 
 from .backends import get_backend
 from .models import Instance, Team, TeamAction
+from .permissions import ACTION_PERMISSIONS, ADD_TEAM, CHANGE_TEAM, ROTATE_TOKEN, Actor, authorize
 from .provisioning import instance_for, provision, record_event
 from .tasks import provision_team, run_team_action
 
 logger = logging.getLogger(__name__)
 
-def create_team(slug: str, name: str = "", region: str = "") -> Team:
-    """Create a team and enqueue its provisioning; raise ValidationError with a message per field."""
+def create_team(slug: str, name: str = "", region: str = "", *, actor: Actor = "system") -> Team:
+    """Create a team and enqueue its provisioning; raise ValidationError with a message per field (and
+    PermissionDenied when `actor` is a user who may not add teams)."""
+    authorize(actor, ADD_TEAM)
     slug = slug.strip().lower()
     region = region.strip() or settings.REGIONS[0]
     if region not in settings.REGIONS:
@@ -35,8 +38,9 @@ def request_provisioning(team: Team) -> None:
     transaction.on_commit(lambda: provision_team.enqueue(team.pk))
 
 
-def set_team_status(team: Team, status: str) -> Team:
+def set_team_status(team: Team, status: str, *, actor: Actor) -> Team:
     """Enable or disable a team; a disabled team gets no credentials."""
+    authorize(actor, CHANGE_TEAM)
     team.status = Team.Status(status)
     team.save(update_fields=["status", "updated_at"])
     return team
@@ -94,9 +98,12 @@ ACTIONS = {
 }
 
 
-def request_action(team: Team, kind: str, requested_by: str = "") -> TeamAction:
-    """Record an operator's action and queue it for the worker (never run inside a web request)."""
-    action = TeamAction.objects.create(team=team, kind=TeamAction.Kind(kind), requested_by=requested_by)
+def request_action(team: Team, kind: str, *, actor: Actor) -> TeamAction:
+    """Record an operator's action and queue it for the worker (never run inside a web request); a user needs
+    the action's permission (`ACTION_PERMISSIONS`)."""
+    kind = TeamAction.Kind(kind)
+    requested_by = authorize(actor, ACTION_PERMISSIONS[kind])
+    action = TeamAction.objects.create(team=team, kind=kind, requested_by=requested_by)
     record_event(team, f"action:{action.kind}", f"{action.get_kind_display()} requested by {requested_by or 'system'}")
     transaction.on_commit(lambda: run_team_action.enqueue(action.pk))
     return action
@@ -118,12 +125,14 @@ def run_action(action_id: int) -> TeamAction:
     return action
 
 
-def rotate_token(team: Team, requested_by: str = "") -> TeamAction | None:
+def rotate_token(team: Team, *, actor: Actor) -> TeamAction | None:
     """Revoke the team's token (and its signal URLs) at once, then queue a restart so the instance runs with
     the new one. Returns the restart action, or None when there is no instance to restart."""
+    requested_by = authorize(actor, ROTATE_TOKEN)
     rotate_team_token(team)
     record_event(team, "token_rotated",
                  f"token rotated to generation {team.token_generation} by {requested_by or 'system'}")
     instance = Instance.objects.filter(team=team).exclude(
         state__in=[Instance.State.DESTROYED, Instance.State.DESTROYING]).first()
-    return request_action(team, TeamAction.Kind.RESTART, requested_by) if instance else None
+    # The restart belongs to the rotation: whoever may rotate may restart for it.
+    return request_action(team, TeamAction.Kind.RESTART, actor=requested_by) if instance else None

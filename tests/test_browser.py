@@ -8,11 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from cloudctl.processes import stop_process_group
 from credentials.models import CredentialEvent
 from teams.models import Instance, Team
+from teams.permissions import ensure_groups
 
 from .test_instance import admin_client, needs_instance_venv
 from .test_local_backend import REPO, control_plane_env, local  # noqa: F401 (the fixture)
@@ -65,7 +67,9 @@ def wait_for_state(page, state: str) -> None:
 
 def test_staff_create_watch_open_rotate_destroy(live_server, worker, browser, s3_env, settings):
     base = live_server.url
-    get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True)
+    operator = get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True)
+    ensure_groups()  # a transactional test: an earlier one's flush may have emptied the groups' table
+    operator.groups.add(Group.objects.get(name="Fleet administrator"))
     page = browser.new_page()
     log_in(page, base, "operator", "/dashboard/create/")
 

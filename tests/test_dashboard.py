@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -12,6 +13,7 @@ from credentials.models import CredentialEvent
 from credentials.tokens import InvalidToken, signal_value, team_token, verify_team_token
 from teams import services
 from teams.models import Instance, Team, TeamAction
+from teams.permissions import ensure_groups
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +40,11 @@ def seed(count: int, *, start: int = 0) -> None:
 
 @pytest.fixture
 def staff_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("operator", password="pw-123456789", is_staff=True))
+    """A staff user who may do everything the dashboard offers (tests/test_permissions.py: who may do what)."""
+    operator = django_user_model.objects.create_user("operator", password="pw-123456789", is_staff=True)
+    ensure_groups()
+    operator.groups.add(Group.objects.get(name="Fleet administrator"))
+    client.force_login(operator)
     return client
 
 
@@ -156,7 +162,7 @@ def test_an_action_is_queued_then_run_by_the_task_with_its_outcome(staff_client,
         raise RuntimeError("backend unreachable")
 
     monkeypatch.setitem(services.ACTIONS, TeamAction.Kind.STOP, broken)
-    failed = services.request_action(team, "stop", "operator")
+    failed = services.request_action(team, "stop", actor="operator")
     assert services.run_action(failed.pk).error == "backend unreachable"
     assert staff_client.post("/dashboard/teams/acme/actions/reboot/").status_code == 302
     missing = staff_client.get("/dashboard/teams/nope/status.json")

@@ -215,7 +215,7 @@ def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, f
     instance = provision(team)
     app = fake.apps[instance.resources["app"]]
     first_version = fake.machine(instance.resources["machine"]).secrets_version
-    rotate_token(team)
+    rotate_token(team, actor="test")
     restart_instance(team)  # what the queued restart action runs
     machine = fake.machine(instance_for(team).resources["machine"])
     assert app.secrets["CLOUDCTL_TOKEN"].value == team_token(team)

@@ -4,41 +4,46 @@ Deployments run on the task worker (`run_deployment_task`); the pages poll `depl
 """
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from teams.deploys import DeploymentRefused, deployment_progress, fleet_image, queue_deployment, queue_resume
+from teams.deploys import (
+    DeploymentRefused, ImageRefused, allowed_image_prefixes, deployment_progress, fleet_image, queue_deployment,
+    queue_resume,
+)
 from teams.models import Deployment, DeploymentTarget
+from teams.permissions import DEPLOY_IMAGE
 
 from .forms import DeploymentForm, RedeployForm
-from .views import _render, _team
+from .views import _render, _team, dashboard_view
 
 TARGETS_PER_PAGE = 100
 RECENT_DEPLOYMENTS = 20
 
 
-@staff_member_required
+@dashboard_view()
 def deployments(request):
+    if request.method == "POST" and not request.user.has_perm(DEPLOY_IMAGE):  # whatever the form holds
+        raise PermissionDenied
     form = DeploymentForm(request.POST or None, initial={"image": fleet_image()})
     if request.method == "POST" and form.is_valid():
         try:
-            deployment = queue_deployment(form.cleaned_data["image"], **form.options(),
-                                          requested_by=request.user.get_username())
+            deployment = queue_deployment(form.cleaned_data["image"], **form.options(), actor=request.user)
         except DeploymentRefused as refused:
-            form.add_error(None, str(refused))
+            form.add_error("image" if isinstance(refused, ImageRefused) else None, str(refused))
         else:
             messages.success(request, f"Deployment {deployment.pk} of {deployment.image} queued.")
             return redirect("dashboard:deployment", pk=deployment.pk)
     return _render(request, "dashboard/deployments.html", {
         "title": "Deployments", "form": form, "fleet_image": fleet_image(),
-        "deployments": Deployment.objects.all()[:RECENT_DEPLOYMENTS],
+        "allowed_prefixes": allowed_image_prefixes(), "deployments": Deployment.objects.all()[:RECENT_DEPLOYMENTS],
     }, status=400 if form.errors else 200)
 
 
-@staff_member_required
+@dashboard_view()
 @require_GET
 def deployment_detail(request, pk):
     deployment = get_object_or_404(Deployment, pk=pk)
@@ -50,7 +55,7 @@ def deployment_detail(request, pk):
     })
 
 
-@staff_member_required
+@dashboard_view(json=True)
 @require_GET
 def deployment_status(request, pk):
     deployment = Deployment.objects.filter(pk=pk).first()
@@ -67,12 +72,12 @@ def deployment_status(request, pk):
     }, headers={"Cache-Control": "no-store"})
 
 
-@staff_member_required
+@dashboard_view(DEPLOY_IMAGE)
 @require_POST
 def deployment_resume(request, pk):
     deployment = get_object_or_404(Deployment, pk=pk)
     try:
-        queue_resume(deployment)
+        queue_resume(deployment, actor=request.user)
     except DeploymentRefused as refused:
         messages.error(request, str(refused))
     else:
@@ -80,7 +85,7 @@ def deployment_resume(request, pk):
     return redirect("dashboard:deployment", pk=deployment.pk)
 
 
-@staff_member_required
+@dashboard_view(DEPLOY_IMAGE)
 @require_POST
 def team_redeploy(request, slug):
     team = _team(slug)
@@ -90,7 +95,7 @@ def team_redeploy(request, slug):
         return redirect("dashboard:team", slug=team.slug)
     try:
         deployment = queue_deployment(form.cleaned_data["image"], slugs=[team.slug], canary=0, concurrency=1,
-                                      requested_by=request.user.get_username())
+                                      actor=request.user)
     except DeploymentRefused as refused:
         messages.error(request, str(refused))
         return redirect("dashboard:team", slug=team.slug)

@@ -1,19 +1,23 @@
 """Dashboard views: each parses and authorizes the request, calls one service or query function, renders.
 
-Staff only (`staff_member_required`: others are sent to the admin login). Long actions are queued as tasks;
-the team page polls `team_status` (JSON) to show their progress without a reload.
+Every view is wrapped in `dashboard_view`: staff only (others are sent to the admin login), then the
+permissions of `teams.permissions` (403 without them). Long actions are queued as tasks; the team page polls
+`team_status` (JSON) to show their progress without a reload.
 """
+
+from functools import wraps
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from teams.models import Instance, Team, TeamAction, TeamEvent
+from teams.permissions import ADD_TEAM, DESTROY_INSTANCE, ROTATE_TOKEN, VIEW_FLEET, permitted_actions
 from teams.queries import fleet_summary, images_in_use, team_list, timeline
 from teams.services import create_team, request_action, rotate_token
 
@@ -22,6 +26,26 @@ from .forms import DestroyForm, TeamCreateForm, TeamFilterForm
 # The actions a team page offers as buttons; each runs as a task (destroy has its own confirmation form).
 BUTTON_ACTIONS = [TeamAction.Kind.PROVISION, TeamAction.Kind.START, TeamAction.Kind.STOP, TeamAction.Kind.RESTART]
 RECENT_ALERTS = 10
+
+
+def dashboard_view(*permissions: str, json: bool = False):
+    """Staff only (anyone else is sent to the admin's login), then the fleet view permission and
+    `permissions`: a staff user without them gets 403, as JSON for the pages' JSON endpoints. It wraps every
+    other decorator, so the refusal comes before anything else is checked or revealed."""
+    needed = (VIEW_FLEET, *permissions)
+
+    def decorate(view):
+        @wraps(view)
+        def guarded(request, *args, **kwargs):
+            if not request.user.has_perms(needed):
+                if json:
+                    return JsonResponse({"error": "permission denied"}, status=403)
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return staff_member_required(guarded)
+
+    return decorate
 
 
 def _render(request, template: str, context: dict, *, status: int = 200):
@@ -33,14 +57,14 @@ def _team(slug: str) -> Team:
     return get_object_or_404(Team.objects.select_related("instance"), slug=slug)
 
 
-@staff_member_required
+@dashboard_view()
 @require_GET
 def home(request):
     alerts = TeamEvent.objects.filter(is_error=True).select_related("team")[:RECENT_ALERTS]
     return _render(request, "dashboard/home.html", {"title": "Fleet", "summary": fleet_summary(), "alerts": alerts})
 
 
-@staff_member_required
+@dashboard_view()
 @require_GET
 def teams(request):
     form = TeamFilterForm(request.GET, images=images_in_use())
@@ -53,12 +77,12 @@ def teams(request):
         "title": "Teams", "form": form, "page": page, "query": query.urlencode()})
 
 
-@staff_member_required
+@dashboard_view(ADD_TEAM)
 def team_create(request):
     form = TeamCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            team = create_team(**form.cleaned_data)
+            team = create_team(**form.cleaned_data, actor=request.user)
         except ValidationError as error:
             for field, problems in error.message_dict.items():
                 form.add_error(field if field in form.fields else None, problems)
@@ -69,18 +93,18 @@ def team_create(request):
                    status=400 if form.errors else 200)
 
 
-@staff_member_required
+@dashboard_view()
 @require_GET
 def team_detail(request, slug):
     team = _team(slug)
     return _render(request, "dashboard/team_detail.html", {
         "title": f"{team.name} ({team.slug})", "team": team, "instance": getattr(team, "instance", None),
         "timeline": timeline(team), "actions": team.actions.all()[:10],
-        "button_actions": BUTTON_ACTIONS, "destroy_form": DestroyForm(team=team),
+        "button_actions": permitted_actions(request.user, BUTTON_ACTIONS), "destroy_form": DestroyForm(team=team),
     })
 
 
-@staff_member_required
+@dashboard_view(json=True)
 @require_GET
 def team_status(request, slug):
     """What the team page refreshes while it is open: state, steps, actions in progress, latest events."""
@@ -105,29 +129,29 @@ def team_status(request, slug):
     }, headers={"Cache-Control": "no-store"})
 
 
-@staff_member_required
+@dashboard_view()
 @require_POST
 def team_action(request, slug, kind):
     team = _team(slug)
     if kind not in BUTTON_ACTIONS:
         messages.error(request, f"Unknown action {kind!r}.")
         return redirect("dashboard:team", slug=team.slug)
-    action = request_action(team, kind, request.user.get_username())
+    action = request_action(team, kind, actor=request.user)  # without its permission: a 403
     messages.info(request, f"{action.get_kind_display()} queued.")
     return redirect("dashboard:team", slug=team.slug)
 
 
-@staff_member_required
+@dashboard_view(ROTATE_TOKEN)
 @require_POST
 def team_rotate_token(request, slug):
     team = _team(slug)
-    restart = rotate_token(team, request.user.get_username())
+    restart = rotate_token(team, actor=request.user)
     messages.success(request, f"Token rotated to generation {team.token_generation}: the old one no longer works"
                               + ("; the instance restarts with the new one." if restart else "."))
     return redirect("dashboard:team", slug=team.slug)
 
 
-@staff_member_required
+@dashboard_view(DESTROY_INSTANCE)
 @require_POST
 def team_destroy(request, slug):
     team = _team(slug)
@@ -135,6 +159,6 @@ def team_destroy(request, slug):
     if not form.is_valid():
         messages.error(request, " ".join(form.errors["confirm"]))
         return redirect("dashboard:team", slug=team.slug)
-    request_action(team, TeamAction.Kind.DESTROY, request.user.get_username())
+    request_action(team, TeamAction.Kind.DESTROY, actor=request.user)
     messages.warning(request, f"Destroying {team.slug}'s instance (its backups under {team.storage_prefix} are kept).")
     return redirect("dashboard:team", slug=team.slug)

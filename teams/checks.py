@@ -1,0 +1,41 @@
+"""Configuration errors surface at `manage.py check` (and every start), not at the first deploy."""
+
+import re
+
+from django.conf import settings
+from django.core import checks
+
+from .deploys import LOCAL_BACKEND
+
+# The start of an image reference: registry host, repository path, then a tag (`:`) or digest (`@`).
+IMAGE_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]*")
+# Where an image reference may be cut: anything else lets a look-alike repository through
+# (`registry.fly.io/cloudctl-team` would accept `registry.fly.io/cloudctl-team-evil:1`).
+BOUNDARIES = (":", "@", "/")
+
+
+@checks.register()
+def image_prefixes(app_configs, **kwargs):
+    errors = []
+    for prefix in settings.ALLOWED_IMAGE_PREFIXES:
+        if not IMAGE_PREFIX.fullmatch(prefix):
+            errors.append(checks.Error(
+                f"CLOUDCTL_ALLOWED_IMAGE_PREFIXES: {prefix!r} is not the start of an image reference.",
+                hint="Comma-separated, no spaces, e.g. registry.fly.io/cloudctl-team:", id="teams.E001"))
+        elif not prefix.endswith(BOUNDARIES):
+            errors.append(checks.Error(
+                f"CLOUDCTL_ALLOWED_IMAGE_PREFIXES: {prefix!r} would also accept {prefix}-anything.",
+                hint="End it with ':' (one repository's tags), '@' (its digests) or '/' (a namespace).",
+                id="teams.E002"))
+    return errors
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def image_prefixes_chosen(app_configs, **kwargs):
+    if settings.MACHINE_BACKEND != LOCAL_BACKEND and not settings.ALLOWED_IMAGE_PREFIXES:
+        return [checks.Warning(
+            "CLOUDCTL_ALLOWED_IMAGE_PREFIXES is not set: deploys accept any tag of "
+            f"registry.fly.io/{settings.FLY_APP_PREFIX}-team.",
+            hint="Name the repositories whose images may run with every team's token, e.g. "
+                 "registry.fly.io/cloudctl-team:", id="teams.W001")]
+    return []

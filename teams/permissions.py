@@ -1,0 +1,74 @@
+"""Who may do what to the fleet. The dashboard (views and buttons), the admin's actions and the services all
+read these names and tables, so a permission is granted or refused in one place.
+
+Staff status only opens the operator pages; what a staff user may see or do there is these permissions,
+granted through `GROUPS` (created by migration 0007). A superuser has them all.
+"""
+
+from collections.abc import Iterable
+
+from django.apps import apps as installed_apps
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import PermissionDenied
+
+from .models import TeamAction
+
+VIEW_FLEET = "teams.view_team"  # every dashboard page and JSON endpoint, deployments included
+ADD_TEAM = "teams.add_team"
+CHANGE_TEAM = "teams.change_team"  # the admin: edit a team, disable and enable
+OPERATE_INSTANCE = "teams.operate_instance"
+ROTATE_TOKEN = "teams.rotate_token"
+DESTROY_INSTANCE = "teams.destroy_instance"
+DEPLOY_IMAGE = "teams.deploy_image"  # start, resume and redeploy: the image then runs with each team's token
+VIEW_AUDIT = "credentials.view_credentialevent"
+
+# The permission each operator action needs; every TeamAction.Kind has one (a test checks it).
+ACTION_PERMISSIONS = {
+    TeamAction.Kind.PROVISION: OPERATE_INSTANCE,
+    TeamAction.Kind.START: OPERATE_INSTANCE,
+    TeamAction.Kind.STOP: OPERATE_INSTANCE,
+    TeamAction.Kind.RESTART: OPERATE_INSTANCE,
+    TeamAction.Kind.DESTROY: DESTROY_INSTANCE,
+}
+
+_VIEWER = [VIEW_FLEET, VIEW_AUDIT]
+_OPERATOR = [*_VIEWER, ADD_TEAM, CHANGE_TEAM, OPERATE_INSTANCE, ROTATE_TOKEN]
+# The groups shipped with cloudctl, each with exactly these permissions (README, "The operator dashboard").
+# Changing a set takes a new migration that calls `ensure_groups` again.
+GROUPS = {
+    "Fleet viewer": _VIEWER,
+    "Fleet operator": _OPERATOR,
+    "Fleet deployer": [*_VIEWER, DEPLOY_IMAGE],
+    "Fleet administrator": [*_OPERATOR, DESTROY_INSTANCE, DEPLOY_IMAGE],
+}
+
+# Who acts: a signed-in user, whose permissions are checked, or the name of a process started from a shell
+# on the control plane (a command, the worker), which no permission restricts: its operator has the keys.
+Actor = AbstractBaseUser | AnonymousUser | str
+
+
+def authorize(actor: Actor, permission: str) -> str:
+    """The name to record for `actor`, once it may use `permission` (PermissionDenied if it may not)."""
+    if isinstance(actor, str):
+        return actor
+    if not actor.has_perm(permission):
+        raise PermissionDenied(f"{actor.get_username() or 'anonymous'} lacks the permission {permission}")
+    return actor.get_username()
+
+
+def permitted_actions(user, kinds: Iterable[str]) -> list[str]:
+    """The action kinds `user` may request (the buttons a team page shows)."""
+    return [kind for kind in kinds if user.has_perm(ACTION_PERMISSIONS[kind])]
+
+
+def ensure_groups(apps=installed_apps) -> None:
+    """Give each group of `GROUPS` exactly its permissions, creating it if needed (`apps`: a migration's
+    historical apps, or the installed ones). The permissions must exist already."""
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for name, permissions in GROUPS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.set([
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            for app_label, codename in (permission.split(".") for permission in permissions)])
