@@ -4,6 +4,8 @@ from cloudctl.local_s3 import LocalS3Server, free_port_set
 from credentials.broker import sts_client
 from teams.services import create_team
 
+from .staff import PASSWORD, force_staff_login
+
 
 @pytest.fixture(scope="session")
 def local_s3(tmp_path_factory):
@@ -44,6 +46,20 @@ def moto_aws(settings, monkeypatch):
         boto3.client("s3").create_bucket(Bucket="moto-backups")
         yield
     sts_client.cache_clear()
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """A staff member signed in with their second factor (see tests/staff.py)."""
+    force_staff_login(client, django_user_model.objects.create_user("operator", password=PASSWORD, is_staff=True))
+    return client
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    """pytest-django's admin_client, signed in with the second factor staff must pass."""
+    force_staff_login(client, admin_user)
+    return client
 
 
 @pytest.fixture

@@ -36,12 +36,6 @@ def seed(count: int, *, start: int = 0) -> None:
         for n, team in enumerate(teams))
 
 
-@pytest.fixture
-def staff_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("operator", password="pw-123456789", is_staff=True))
-    return client
-
-
 def test_anonymous_and_non_staff_are_refused_every_page_and_action(client, django_user_model, make_team):
     team = make_team("acme")
     old_token = team_token(team)

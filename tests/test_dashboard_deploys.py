@@ -19,12 +19,6 @@ def fleet(fly, fake, make_team, transactional_db):
     return teams
 
 
-@pytest.fixture
-def staff_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("operator", password="pw-123456789", is_staff=True))
-    return client
-
-
 def run_worker():
     call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
 
