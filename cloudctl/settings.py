@@ -73,6 +73,8 @@ ROOT_URLCONF = env.str("CLOUDCTL_URLCONF", default="cloudctl.urls")
 if ROOT_URLCONF == "cloudctl.urls_private":
     # Programs call the private API: no sessions, users, messages or static files to serve.
     MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "django.middleware.common.CommonMiddleware"]
+    # Nor sign-in: allauth refuses to load without its middleware, so it is left out with it.
+    INSTALLED_APPS = [app for app in INSTALLED_APPS if not app.startswith("allauth")]
     # The admin's middleware checks: this process never serves the admin.
     SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
 WSGI_APPLICATION = "cloudctl.wsgi.application"
