@@ -7,16 +7,20 @@
   with TOTP whose session somehow lacks it are asked for a code.
 """
 
+import base64
+
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.authentication import get_authentication_records
 from allauth.account.utils import get_next_redirect_url
 from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.mfa.models import Authenticator
+from cryptography.fernet import Fernet, MultiFernet
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
 
 # The views a staff member who has not passed TOTP in this session may still reach.
 SECOND_FACTOR_VIEWS = frozenset({
@@ -41,7 +45,24 @@ class AccountAdapter(DefaultAccountAdapter):
         return False
 
 
+def mfa_secrets_cipher() -> MultiFernet:
+    """Fernet under a key derived from SECRET_KEY (the first encrypts) and each of SECRET_KEY_FALLBACKS, so
+    rotating the secret key with the old one as a fallback keeps every enrolled authenticator working."""
+    keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    return MultiFernet([
+        Fernet(base64.urlsafe_b64encode(salted_hmac("cloudctl.mfa-secrets.v1", "", secret=key,
+                                                    algorithm="sha256").digest()))
+        for key in keys])
+
+
 class MFAAdapter(DefaultMFAAdapter):
+    # TOTP secrets and recovery-code seeds are stored encrypted: a database copy yields no second factor.
+    def encrypt(self, text):
+        return mfa_secrets_cipher().encrypt(text.encode()).decode()
+
+    def decrypt(self, encrypted_text):
+        return mfa_secrets_cipher().decrypt(encrypted_text.encode()).decode()
+
     def can_delete_authenticator(self, authenticator):
         # Staff keep their TOTP while it is required, or their next sign-in would skip the second factor.
         required = must_pass_second_factor(authenticator.user) and authenticator.type == Authenticator.Type.TOTP

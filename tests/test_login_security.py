@@ -7,7 +7,7 @@ from allauth.mfa.models import Authenticator
 from django.contrib.sessions.models import Session
 from django.test import Client
 
-from .staff import PASSWORD, totp_code, with_totp
+from .staff import PASSWORD, TOTP_SECRET, totp_code, with_totp
 
 pytestmark = pytest.mark.django_db
 
@@ -216,3 +216,21 @@ def test_nobody_can_sign_up():
 
     assert not get_user_model().objects.filter(username="intruder").exists()
     assert response.status_code in (200, 403)
+
+
+def test_totp_secrets_are_encrypted_at_rest_and_survive_a_key_rotation(django_user_model, settings):
+    from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
+    from allauth.mfa.totp.internal.auth import TOTP
+    from allauth.mfa.utils import decrypt
+
+    staff = with_totp(django_user_model.objects.create_user("operator", password=PASSWORD, is_staff=True))
+    codes = RecoveryCodes.activate(staff).generate_codes()
+    stored = {authenticator.type: authenticator for authenticator in Authenticator.objects.filter(user=staff)}
+    assert TOTP_SECRET not in str(stored[Authenticator.Type.TOTP].data)
+    seed = decrypt(stored[Authenticator.Type.RECOVERY_CODES].data["seed"])
+    assert seed not in str(stored[Authenticator.Type.RECOVERY_CODES].data)
+
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-" + "x" * 40
+    assert TOTP(stored[Authenticator.Type.TOTP]).validate_code(totp_code())
+    assert RecoveryCodes(stored[Authenticator.Type.RECOVERY_CODES]).generate_codes() == codes
