@@ -85,8 +85,10 @@ def main() -> None:
         from django.contrib.auth import get_user_model
         from django.test import Client
 
+        from tests.staff import force_staff_login
+
         client = Client()
-        client.force_login(get_user_model().objects.create_user("bench", is_staff=True))
+        force_staff_login(client, get_user_model().objects.create_user("bench", is_staff=True))
         results = {}
         seeded = 0
         for size in SIZES:
