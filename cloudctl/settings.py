@@ -44,12 +44,12 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "cloudctl",  # before allauth: its templates (cloudctl/templates/) restyle allauth's pages
     "allauth",
     "allauth.account",
     "allauth.mfa",
     "django_tasks",
     "django_tasks_db",
-    "cloudctl",
     "teams",
     "credentials",
 ]

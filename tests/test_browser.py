@@ -14,6 +14,7 @@ from cloudctl.processes import stop_process_group
 from credentials.models import CredentialEvent
 from teams.models import Instance, Team
 
+from .staff import totp_code, with_totp
 from .test_instance import admin_client, needs_instance_venv
 from .test_local_backend import REPO, control_plane_env, local  # noqa: F401 (the fixture)
 
@@ -52,11 +53,15 @@ def browser(monkeypatch):
         browser.close()
 
 
-def log_in(page, base: str, username: str, next_path: str) -> None:
+def log_in(page, base: str, username: str, next_path: str, *, totp: bool = False) -> None:
+    """Through the admin's login URL, as the dashboard sends people: the password, then the TOTP code if any."""
     page.goto(f"{base}/admin/login/?next={next_path}")
-    page.fill("#id_username", username)
+    page.fill("#id_login", username)
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
+    if totp:
+        page.fill("#id_code", totp_code())
+        page.click("button[type=submit]")
 
 
 def wait_for_state(page, state: str) -> None:
@@ -65,9 +70,9 @@ def wait_for_state(page, state: str) -> None:
 
 def test_staff_create_watch_open_rotate_destroy(live_server, worker, browser, s3_env, settings):
     base = live_server.url
-    get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True)
+    with_totp(get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True))
     page = browser.new_page()
-    log_in(page, base, "operator", "/dashboard/create/")
+    log_in(page, base, "operator", "/dashboard/create/", totp=True)
 
     page.fill("#id_slug", "e2e-news")
     page.fill("#id_name", "E2E Newsroom")
