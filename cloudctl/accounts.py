@@ -1,7 +1,7 @@
 """Sign-in for staff (and, later, team members): one login, django-allauth's, with its rate limits and TOTP.
 
-- The admin's login URL, where the dashboard sends everyone, hands over to allauth's login (`admin_login`),
-  so there is no second form that checks passwords outside the rate limits and the TOTP step.
+- The admin's login URL, where the dashboard sends everyone, serves allauth's login view (`admin_login`), so
+  there is no second form that checks passwords outside the rate limits and the TOTP step.
 - Staff must have passed TOTP in their session before any page but those that sign in, enroll and sign out
   (`StaffTwoFactorMiddleware`, CLOUDCTL_STAFF_REQUIRE_2FA): staff without TOTP are sent to enroll, staff
   with TOTP whose session somehow lacks it are asked for a code.
@@ -12,6 +12,7 @@ import base64
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.authentication import get_authentication_records
 from allauth.account.utils import get_next_redirect_url
+from allauth.account.views import login as allauth_login
 from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.mfa.models import Authenticator
 from cryptography.fernet import Fernet, MultiFernet
@@ -89,12 +90,12 @@ class StaffTwoFactorMiddleware:
 
 
 def admin_login(request, extra_context=None):
-    """Replaces the admin's login view (`admin.site.login`): anonymous visitors go to the one login with their
-    `next`, staff to where they were going, and anyone else is told this needs a staff account."""
-    next_url = get_next_redirect_url(request) or reverse("admin:index")
+    """Replaces the admin's login view (`admin.site.login`): anonymous visitors get allauth's login (the same
+    view as /accounts/login/, its limits and its TOTP step), staff go on to where they were going, and anyone
+    else is told this needs a staff account."""
     if not request.user.is_authenticated:
-        return redirect_to_login(next_url, settings.LOGIN_URL)
+        return allauth_login(request)
     if request.user.is_active and request.user.is_staff:
-        return redirect(next_url)
+        return redirect(get_next_redirect_url(request) or reverse("admin:index"))
     return render(request, "cloudctl/not_staff.html", {**admin.site.each_context(request), "title": "Staff only"},
                   status=403)

@@ -7,7 +7,7 @@ from django.views.generic import RedirectView
 
 from cloudctl.accounts import admin_login
 
-# The admin checks no password itself: its login URL hands over to allauth's (see cloudctl.accounts).
+# The admin's login URL serves allauth's login: one login, its limits and TOTP (see cloudctl.accounts).
 admin.site.login = admin_login
 
 urlpatterns = [
