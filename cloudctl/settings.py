@@ -263,6 +263,8 @@ LOGIN_REDIRECT_URL = "dashboard:home"
 AUTHENTICATION_BACKENDS = ["allauth.account.auth_backends.AuthenticationBackend"]
 ACCOUNT_ADAPTER = "cloudctl.accounts.AccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"username"}
+# No mail to addresses without an account (allauth would otherwise mail them that no account exists).
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 # Failed sign-ins per address and per account ("<count>/<window><s|m|h>/<ip|key>", allauth's syntax). Past
 # either, even the right password is refused until the window has slid past the failures. The TOTP step
 # counts its failures per account the same way.

@@ -233,3 +233,10 @@ def test_totp_secrets_are_encrypted_at_rest_and_survive_a_key_rotation(django_us
     settings.SECRET_KEY = "a-new-secret-key-" + "x" * 40
     assert TOTP(stored[Authenticator.Type.TOTP]).validate_code(totp_code())
     assert RecoveryCodes(stored[Authenticator.Type.RECOVERY_CODES]).generate_codes() == codes
+
+
+def test_a_password_reset_for_an_unknown_address_sends_nothing(settings, mailoutbox):
+    """No mail to addresses that have no account (nor a 500 where no mail server is configured yet)."""
+    response = Client().post("/accounts/password/reset/", {"email": "nobody@example.com"})
+    assert response.status_code == 302
+    assert mailoutbox == []
