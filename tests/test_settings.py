@@ -70,3 +70,12 @@ def test_the_private_api_process_carries_no_sign_in_machinery(tmp_path):
     result = manage("shell", "--no-imports", "-c", show, env=env)
     assert result.returncode == 0, result.stderr
     assert "allauth" not in result.stdout and "Session" not in result.stdout and "cloudctl.accounts" not in result.stdout
+
+
+def test_a_bad_login_rate_limit_fails_the_checks(tmp_path):
+    # Unreadable; keyed by something a sign-in attempt does not have; no lock per account.
+    for value in ("lots", "5/15m/user", "20/15m/ip"):
+        result = manage("check", env={**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path),
+                                      "CLOUDCTL_LOGIN_FAILED_RATE_LIMIT": value})
+        assert result.returncode != 0, value
+        assert "cloudctl.E001" in result.stderr, value
