@@ -240,3 +240,22 @@ def test_a_password_reset_for_an_unknown_address_sends_nothing(settings, mailout
     response = Client().post("/accounts/password/reset/", {"email": "nobody@example.com"})
     assert response.status_code == 302
     assert mailoutbox == []
+
+
+def test_the_async_session_methods_store_digests_too():
+    from asgiref.sync import async_to_sync
+
+    from cloudctl.sessions import SessionStore, stored_key
+
+    async def round_trip():
+        session = SessionStore()
+        session["who"] = "operator"
+        await session.asave()
+        key = session.session_key
+        assert await Session.objects.filter(session_key=stored_key(key)).aexists()
+        assert not await Session.objects.filter(session_key=key).aexists()
+        assert await SessionStore().aexists(key) and (await SessionStore(key).aload())["who"] == "operator"
+        await session.adelete()
+        return await Session.objects.acount()
+
+    assert async_to_sync(round_trip)() == 0
