@@ -61,7 +61,7 @@ def log_in(page, base: str, username: str, next_path: str, *, totp: bool = False
     page.click("input[type=submit]")
     if totp:
         page.fill("#id_code", totp_code())
-        page.click("button[type=submit]")
+        page.click("#content button[type=submit]")
 
 
 def wait_for_state(page, state: str) -> None:
