@@ -86,10 +86,12 @@ def main() -> None:
         from django.contrib.auth.models import Group
         from django.test import Client
 
+        from tests.staff import force_staff_login
+
         client = Client()
         user = get_user_model().objects.create_user("bench", is_staff=True)
         user.groups.add(Group.objects.get(name="Fleet viewer"))  # staff alone may not see the fleet
-        client.force_login(user)
+        force_staff_login(client, user)
         results = {}
         seeded = 0
         for size in SIZES:

@@ -105,7 +105,7 @@ def main() -> None:
         children.append(subprocess.Popen(
             [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
             cwd=REPO, stdout=logs, stderr=logs))
-        poll(lambda: answers(f"http://127.0.0.1:{port}/admin/login/"), "the control plane")
+        poll(lambda: answers(f"http://127.0.0.1:{port}/accounts/login/"), "the control plane")
 
         import boto3
 

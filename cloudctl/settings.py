@@ -34,6 +34,8 @@ def _generated_secret(name: str) -> str:
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _generated_secret("django-secret-key")
+# Older keys, still accepted after a rotation (signatures, and the encrypted TOTP secrets: cloudctl.accounts).
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -44,9 +46,12 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "cloudctl",  # before allauth: its templates (cloudctl/templates/) restyle allauth's pages
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
     "django_tasks",
     "django_tasks_db",
-    "cloudctl",
     "teams",
     "credentials",
 ]
@@ -58,6 +63,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "cloudctl.accounts.StaffTwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -68,6 +75,8 @@ ROOT_URLCONF = env.str("CLOUDCTL_URLCONF", default="cloudctl.urls")
 if ROOT_URLCONF == "cloudctl.urls_private":
     # Programs call the private API: no sessions, users, messages or static files to serve.
     MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "django.middleware.common.CommonMiddleware"]
+    # Nor sign-in: allauth refuses to load without its middleware, so it is left out with it.
+    INSTALLED_APPS = [app for app in INSTALLED_APPS if not app.startswith("allauth")]
     # The admin's middleware checks: this process never serves the admin.
     SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
 WSGI_APPLICATION = "cloudctl.wsgi.application"
@@ -104,6 +113,17 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The login rate limits and spent TOTP codes live in the cache, so it must be one that every gunicorn worker
+# shares: the database (its table is made by the `cloudctl` app's migration). Nothing else uses the cache.
+# Culling could drop a lockout early, hence the generous ceiling.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "cloudctl_cache",
+        "OPTIONS": {"MAX_ENTRIES": 1_000_000},
+    },
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -132,6 +152,8 @@ SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env.int("CLOUDCTL_SESSION_SECONDS", default=8 * 3600)
+# Server-side sessions (revocable: logout deletes the row) whose table holds only a digest of each key.
+SESSION_ENGINE = "cloudctl.sessions"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 if env.bool("CLOUDCTL_BEHIND_TLS_PROXY", default=HTTPS):
@@ -235,7 +257,30 @@ INSTANCE_HEARTBEAT_INTERVAL = env.str("CLOUDCTL_HEARTBEAT_INTERVAL", default="1m
 # `GET /private/metrics` requires `Authorization: Bearer <this>` (Prometheus' `authorization` setting).
 METRICS_TOKEN = env.str("CLOUDCTL_METRICS_TOKEN", default="") or _generated_secret("metrics-token")
 DASHBOARD_PAGE_SIZE = env.int("CLOUDCTL_DASHBOARD_PAGE_SIZE", default=50)
-# Staff sign in through the admin's login page.
-LOGIN_URL = "admin:login"
 # The regions a new team may be placed in (the first is the default).
 REGIONS = env.list("CLOUDCTL_REGIONS", default=[FLY_REGION])
+
+# --- Sign-in (django-allauth; see cloudctl/accounts.py) ---------------------------------------------------
+# One login for everyone: the admin's login URL (where the dashboard sends people) hands over to this one.
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+AUTHENTICATION_BACKENDS = ["allauth.account.auth_backends.AuthenticationBackend"]
+ACCOUNT_ADAPTER = "cloudctl.accounts.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username"}
+# No mail to addresses without an account (allauth would otherwise mail them that no account exists).
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+# Failed sign-ins per address and per account ("<count>/<window><s|m|h>/<ip|key>", allauth's syntax). Past
+# either, even the right password is refused until the window has slid past the failures. The TOTP step
+# counts its failures per account the same way.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": env.str("CLOUDCTL_LOGIN_FAILED_RATE_LIMIT", default="20/15m/ip,5/15m/key"),
+}
+# Per-address limits need the real client address behind Fly's edge (the web process sets the header).
+ALLAUTH_TRUSTED_CLIENT_IP_HEADER = CLIENT_IP_HEADER or None
+# Staff must pass TOTP at sign-in; those without it enroll before reaching the dashboard or the admin.
+STAFF_REQUIRE_2FA = env.bool("CLOUDCTL_STAFF_REQUIRE_2FA", default=True)
+MFA_ADAPTER = "cloudctl.accounts.MFAAdapter"
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "cloudctl"
+# One 30-second step either side: a phone's clock a little off, or a code typed as it changes.
+MFA_TOTP_TOLERANCE = 1

@@ -5,8 +5,14 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from cloudctl.accounts import admin_login
+
+# The admin's login URL serves allauth's login: one login, its limits and TOTP (see cloudctl.accounts).
+admin.site.login = admin_login
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:home")),
     path("dashboard/", include("teams.dashboard.urls")),
     path("admin/", admin.site.urls),
+    path("accounts/", include("allauth.urls")),
 ]

@@ -1,8 +1,12 @@
 import pytest
+from django.contrib.auth.models import Group
 
 from cloudctl.local_s3 import LocalS3Server, free_port_set
 from credentials.broker import sts_client
+from teams.permissions import ensure_groups
 from teams.services import create_team
+
+from .staff import PASSWORD, force_staff_login
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +48,24 @@ def moto_aws(settings, monkeypatch):
         boto3.client("s3").create_bucket(Bucket="moto-backups")
         yield
     sts_client.cache_clear()
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """A staff member signed in with their second factor (see tests/staff.py), who may do everything the
+    dashboard offers (tests/test_permissions.py: who may do what)."""
+    operator = django_user_model.objects.create_user("operator", password=PASSWORD, is_staff=True)
+    ensure_groups()
+    operator.groups.add(Group.objects.get(name="Fleet administrator"))
+    force_staff_login(client, operator)
+    return client
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    """pytest-django's admin_client, signed in with the second factor staff must pass."""
+    force_staff_login(client, admin_user)
+    return client
 
 
 @pytest.fixture

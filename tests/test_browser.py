@@ -16,6 +16,7 @@ from credentials.models import CredentialEvent
 from teams.models import Instance, Team
 from teams.permissions import ensure_groups
 
+from .staff import totp_code, with_totp
 from .test_instance import admin_client, needs_instance_venv
 from .test_local_backend import REPO, control_plane_env, local  # noqa: F401 (the fixture)
 
@@ -54,11 +55,15 @@ def browser(monkeypatch):
         browser.close()
 
 
-def log_in(page, base: str, username: str, next_path: str) -> None:
+def log_in(page, base: str, username: str, next_path: str, *, totp: bool = False) -> None:
+    """Through the admin's login URL, as the dashboard sends people: the password, then the TOTP code if any."""
     page.goto(f"{base}/admin/login/?next={next_path}")
-    page.fill("#id_username", username)
+    page.fill("#id_login", username)
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
+    if totp:
+        page.fill("#id_code", totp_code())
+        page.click("#content button[type=submit]")
 
 
 def wait_for_state(page, state: str) -> None:
@@ -67,11 +72,11 @@ def wait_for_state(page, state: str) -> None:
 
 def test_staff_create_watch_open_rotate_destroy(live_server, worker, browser, s3_env, settings):
     base = live_server.url
-    operator = get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True)
+    operator = with_totp(get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True))
     ensure_groups()  # a transactional test: an earlier one's flush may have emptied the groups' table
     operator.groups.add(Group.objects.get(name="Fleet administrator"))
     page = browser.new_page()
-    log_in(page, base, "operator", "/dashboard/create/")
+    log_in(page, base, "operator", "/dashboard/create/", totp=True)
 
     page.fill("#id_slug", "e2e-news")
     page.fill("#id_name", "E2E Newsroom")

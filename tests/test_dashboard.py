@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -13,7 +12,6 @@ from credentials.models import CredentialEvent
 from credentials.tokens import InvalidToken, signal_value, team_token, verify_team_token
 from teams import services
 from teams.models import Instance, Team, TeamAction
-from teams.permissions import ensure_groups
 
 pytestmark = pytest.mark.django_db
 
@@ -36,16 +34,6 @@ def seed(count: int, *, start: int = 0) -> None:
         Instance(team=team, backend="x", state=Instance.State.RUNNING, image="v1", url=f"http://127.0.0.1:{n}/",
                  backups_expected_since=now - timedelta(hours=1), last_backup_at=now - timedelta(minutes=n % 30))
         for n, team in enumerate(teams))
-
-
-@pytest.fixture
-def staff_client(client, django_user_model):
-    """A staff user who may do everything the dashboard offers (tests/test_permissions.py: who may do what)."""
-    operator = django_user_model.objects.create_user("operator", password="pw-123456789", is_staff=True)
-    ensure_groups()
-    operator.groups.add(Group.objects.get(name="Fleet administrator"))
-    client.force_login(operator)
-    return client
 
 
 def test_anonymous_and_non_staff_are_refused_every_page_and_action(client, django_user_model, make_team):

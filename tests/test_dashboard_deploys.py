@@ -1,14 +1,12 @@
 """Deployments from the dashboard: staff only, queued on the task worker, followed team by team."""
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django_tasks_db.models import DBTaskResult
 
 from teams.deploys import start_deployment
 from teams.fleet import provision_fleet
 from teams.models import Deployment, DeploymentTarget
-from teams.permissions import ensure_groups
 from teams.provisioning import instance_for
 
 V2 = "registry.fly.io/cloudctl-team:v2"
@@ -19,16 +17,6 @@ def fleet(fly, fake, make_team, transactional_db):
     teams = [make_team(f"team-{n}") for n in range(3)]
     assert provision_fleet(teams, concurrency=3).failed == {}
     return teams
-
-
-@pytest.fixture
-def staff_client(client, django_user_model):
-    """A staff user who may do everything the dashboard offers (tests/test_permissions.py: who may do what)."""
-    operator = django_user_model.objects.create_user("operator", password="pw-123456789", is_staff=True)
-    ensure_groups()
-    operator.groups.add(Group.objects.get(name="Fleet administrator"))
-    client.force_login(operator)
-    return client
 
 
 def run_worker():

@@ -11,8 +11,9 @@ from credentials.tokens import team_token, verify_team_token
 from teams.dashboard import urls as dashboard_urls
 from teams.models import Deployment, Team, TeamAction
 
+from .staff import PASSWORD, force_staff_login
+
 pytestmark = pytest.mark.django_db
-PASSWORD = "pw-123456789"
 
 
 def dashboard_urls_for(team: Team, deployment: Deployment) -> list[str]:
@@ -46,7 +47,7 @@ def test_every_dashboard_url_is_refused_to_a_staff_user_without_permissions(clie
     deployment = Deployment.objects.create(image="registry.fly.io/cloudctl-team:v2", canary=0, concurrency=1,
                                            max_failures=0)
     old_token = team_token(team)
-    client.force_login(staff)
+    force_staff_login(client, staff)
     urls = dashboard_urls_for(team, deployment)
     assert len(urls) >= 17  # every action kind, every page, both JSON endpoints
     data = {"confirm": team.slug, "slug": "sneaky", "region": "ord", "image": "evil:1", "canary": 0,
@@ -72,7 +73,7 @@ def grant(user, *codenames: str):
 def test_a_view_only_staff_user_sees_no_admin_action_and_cannot_post_one(client, staff, make_team):
     team = make_team("acme")
     grant(staff, "teams.view_team")
-    client.force_login(staff)
+    force_staff_login(client, staff)
     page = client.get("/admin/teams/team/")
     assert page.status_code == 200 and "acme" in page.content.decode()
     assert 'name="action"' not in page.content.decode()  # no action selector at all
@@ -147,7 +148,7 @@ def test_each_group_can_do_exactly_its_set(client, member, make_team, group):
     deployment = Deployment.objects.create(image="v1", canary=0, concurrency=1, max_failures=0, is_open=None,
                                            state=Deployment.State.SUCCEEDED)
     old_token = team_token(team)
-    client.force_login(member(group))
+    force_staff_login(client, member(group))
     for method, url, data, needs in every_request(team, deployment):
         status = getattr(client, method)(url, data).status_code
         allowed = needs in GROUP_CAN[group]
@@ -169,7 +170,7 @@ def test_each_group_can_do_exactly_its_set(client, member, make_team, group):
 def test_a_group_is_shown_only_the_buttons_it_may_use(client, member, make_team, group):
     team = make_team("acme")
     deployment = Deployment.objects.create(image="v1", canary=0, concurrency=1, max_failures=0)
-    client.force_login(member(group))
+    force_staff_login(client, member(group))
     can = GROUP_CAN[group]
     team_page = client.get(f"/dashboard/teams/{team.slug}/").content.decode()
     deployments_page = client.get("/dashboard/deployments/").content.decode()
@@ -194,7 +195,7 @@ ADMIN_ACTIONS = {"rotate_tokens": ROTATE, "disable": OPERATE, "enable": OPERATE}
 def test_the_admin_offers_and_runs_only_the_actions_a_group_may_use(client, member, make_team, group):
     team = make_team("acme")
     old_token = team_token(team)
-    client.force_login(member(group))
+    force_staff_login(client, member(group))
     page = client.get("/admin/teams/team/")
     assert page.status_code == 200
     offered = {name for name in ADMIN_ACTIONS if f'value="{name}"' in page.content.decode()}
@@ -275,7 +276,7 @@ def test_the_deploy_command_refuses_an_image_outside_the_prefixes(settings, make
 def test_the_dashboard_and_redeploy_refuse_an_image_outside_the_prefixes(client, member, settings, make_team):
     settings.ALLOWED_IMAGE_PREFIXES = [ALLOWED, "registry.example.com/ours/"]
     team = make_team("acme")
-    client.force_login(member("Fleet deployer"))
+    force_staff_login(client, member("Fleet deployer"))
     page = client.get("/dashboard/deployments/").content.decode()
     assert f"<code>{ALLOWED}</code>, <code>registry.example.com/ours/</code>" in page  # said before asking
     response = client.post("/dashboard/deployments/", {"image": EVIL, "canary": 0, "concurrency": 1,

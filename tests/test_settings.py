@@ -60,3 +60,23 @@ def test_bad_credentials_settings_fail_the_checks(tmp_path):
                                   "CLOUDCTL_CREDENTIALS_TTL": "50000", "CLOUDCTL_TEAM_RATE_LIMIT": "lots"})
     assert result.returncode != 0
     assert "credentials.E001" in result.stderr and "credentials.E002" in result.stderr
+
+
+def test_the_private_api_process_carries_no_sign_in_machinery(tmp_path):
+    """allauth insists on its middleware wherever it is installed; the private API's slim stack leaves both out."""
+    env = {**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path), "CLOUDCTL_URLCONF": "cloudctl.urls_private"}
+    assert manage("check", env=env).returncode == 0
+    show = "from django.conf import settings; print(settings.MIDDLEWARE); print(settings.INSTALLED_APPS)"
+    result = manage("shell", "--no-imports", "-c", show, env=env)
+    assert result.returncode == 0, result.stderr
+    for part in ("allauth", "Session", "cloudctl.accounts"):
+        assert part not in result.stdout, part
+
+
+def test_a_bad_login_rate_limit_fails_the_checks(tmp_path):
+    # Unreadable; keyed by something a sign-in attempt does not have; no lock per account.
+    for value in ("lots", "5/15m/user", "20/15m/ip"):
+        result = manage("check", env={**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path),
+                                      "CLOUDCTL_LOGIN_FAILED_RATE_LIMIT": value})
+        assert result.returncode != 0, value
+        assert "cloudctl.E001" in result.stderr, value

@@ -130,10 +130,15 @@ class Command(BaseCommand):
 
     def _announce(self, port: int, password: str, config) -> None:
         base = f"http://127.0.0.1:{port}"
+        second_factor = (
+            "\n  Two-factor:   staff need TOTP (CLOUDCTL_STAFF_REQUIRE_2FA). The first sign-in enrolls it: the password"
+            "\n                again, then scan the QR code with an authenticator app (or type the key shown) and"
+            "\n                give a code; every later sign-in asks for one."
+        ) if settings.STAFF_REQUIRE_2FA else ""
         self.stdout.write(self.style.SUCCESS(f"""
 cloudctl is running on the embedded default (SQLite, local S3/STS, everything on 127.0.0.1).
 
-  Dashboard:    {base}/dashboard/   user: admin   password: {password}   (admin: {base}/admin/)
+  Dashboard:    {base}/dashboard/   user: admin   password: {password}   (admin: {base}/admin/){second_factor}
   Private API:  {base}/private/v1/credentials
   Metrics:      {base}/private/metrics   (Authorization: Bearer <{settings.STATE_DIR}/secrets/metrics-token>)
   Local S3:     {config.endpoint_url}  bucket: {config.bucket}
