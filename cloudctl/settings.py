@@ -260,6 +260,16 @@ DASHBOARD_PAGE_SIZE = env.int("CLOUDCTL_DASHBOARD_PAGE_SIZE", default=50)
 # The regions a new team may be placed in (the first is the default).
 REGIONS = env.list("CLOUDCTL_REGIONS", default=[FLY_REGION])
 
+# --- Mail (sign-in mail: password resets, later invitations) ---------------------------------------------
+# SMTP in production (`EMAIL_URL=smtp+tls://user:password@host:587`); without it each message is a file under
+# the state directory's mail/ (no SMTP server is assumed: a password reset would otherwise fail).
+if "EMAIL_URL" in env:
+    vars().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = STATE_DIR / "mail"
+DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="cloudctl <noreply@localhost>")
+
 # --- Sign-in (django-allauth; see cloudctl/accounts.py) ---------------------------------------------------
 # One login for everyone: the admin's login URL (where the dashboard sends people) hands over to this one.
 LOGIN_URL = "account_login"

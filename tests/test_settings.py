@@ -80,3 +80,14 @@ def test_a_bad_login_rate_limit_fails_the_checks(tmp_path):
                                       "CLOUDCTL_LOGIN_FAILED_RATE_LIMIT": value})
         assert result.returncode != 0, value
         assert "cloudctl.E001" in result.stderr, value
+
+
+def test_mail_goes_to_files_in_the_state_dir_unless_email_url_is_set(tmp_path):
+    """Without EMAIL_URL no SMTP server is assumed (a password reset would be a 500): messages are files."""
+    result = manage("sendtestemail", "someone@example.com", env={"CLOUDCTL_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    (message,) = (tmp_path / "mail").iterdir()
+    assert "someone@example.com" in message.read_text()
+    result = manage("shell", "--no-imports", "-c", "from django.conf import settings; print(settings.EMAIL_BACKEND, settings.EMAIL_HOST)",
+                    env={"CLOUDCTL_STATE_DIR": str(tmp_path), "EMAIL_URL": "smtp+tls://user:pw@mail.example.com:587"})
+    assert result.stdout.split() == ["django.core.mail.backends.smtp.EmailBackend", "mail.example.com"]
