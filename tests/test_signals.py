@@ -9,11 +9,20 @@ from urllib.parse import urlsplit
 import pytest
 from django.utils import timezone
 
+from cloudctl.logs import redact_signal_urls
 from credentials.models import CredentialEvent
 from credentials.services import signal_urls
 from credentials.tokens import rotate_team_token, signal_value, team_token
+from teams.backends import BackendError, ObservedState, Step, get_backend
 from teams.instance_signals import check_backup_freshness, stale_backups_q
-from teams.models import Instance, Team, TeamEvent
+from teams.models import Instance, Team, TeamAction, TeamEvent
+from teams.provisioning import provision
+from teams.services import run_action
+from teams.supervision import supervise
+
+from .test_dashboard import staff_client  # noqa: F401  (a fixture)
+from .test_provisioning import ScriptedBackend
+from .test_secrets_never_stored import database_text
 
 
 def urls_of(team) -> dict:
@@ -191,3 +200,81 @@ def test_the_periodic_check_task_alerts_and_queues_its_next_run(make_team, setti
     [next_run] = DBTaskResult.objects.filter(task_path="teams.tasks.check_backups")
     assert next_run.args_kwargs["args"] == [120]
     assert next_run.run_after > timezone.now() + timedelta(seconds=100)
+
+
+# --- signal values never stored -----------------------------------------------------------------------------
+
+class LeakyBackend(ScriptedBackend):
+    """An instance whose log tail carries its signal URLs, as Litestream's log does when a heartbeat fails."""
+
+    log_lines = ""
+
+    def provisioning_steps(self):
+        def healthy(instance):
+            raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
+        return [*super().provisioning_steps()[:2], Step("healthy", healthy)]
+
+    def log_tail(self, instance, lines=15):
+        return self.log_lines
+
+
+def test_instance_output_is_stored_with_its_signal_values_redacted(staff_client, make_team, settings):
+    settings.MACHINE_BACKEND = "tests.test_signals.LeakyBackend"
+    get_backend.cache_clear()
+    backend = get_backend(settings.MACHINE_BACKEND)
+    team = make_team("acme")
+    urls = urls_of(team)
+    values = [urlsplit(url).path.rsplit("/", 1)[1] for url in (urls["heartbeat_url"], urls["shutdown_url"])]
+    backend.log_lines = (f'level=ERROR msg="heartbeat failed" url={urls["heartbeat_url"]} error="dial tcp: refused"\n'
+                         f"shutdown_url={urls['shutdown_url']}")
+    try:
+        with pytest.raises(BackendError):
+            provision(team)  # last_error and the provisioning_failed event
+        action = TeamAction.objects.create(team=team, kind=TeamAction.Kind.START)
+        assert run_action(action.pk).status == TeamAction.Status.FAILED  # the action's error
+        Instance.objects.filter(team=team).update(state=Instance.State.RUNNING, desired_state=Instance.State.RUNNING)
+        backend.observed = ObservedState.CRASHED
+        supervise(settings.MACHINE_BACKEND)  # the crash event with the log tail
+    finally:
+        get_backend.cache_clear()
+
+    assert "/signals/backup/<redacted>" in Instance.objects.get(team=team).last_error
+    assert TeamEvent.objects.filter(team=team, kind="crashed", message__contains="heartbeat failed").exists()
+    stored = database_text()
+    pages = [staff_client.get(url).content.decode()
+             for url in ("/dashboard/", "/dashboard/teams/acme/", "/dashboard/teams/acme/status.json")]
+    for value in values:
+        assert value not in stored
+        for page in pages:
+            assert value not in page
+
+
+def test_redaction_covers_signal_urls_and_bare_signed_values(make_team):
+    team = make_team()
+    token, value = team_token(team), signal_value(team)
+    text = f"GET /private/v1/teams/{team.pk}/signals/shutdown/{value}?x=1 token={token} ok"
+    redacted = redact_signal_urls(text)
+    assert redacted == f"GET /private/v1/teams/{team.pk}/signals/shutdown/<redacted>?x=1 token=<redacted> ok"
+    assert redact_signal_urls("nothing to hide: team-1, eyJ alone, a.b") == "nothing to hide: team-1, eyJ alone, a.b"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_redacts_rows_stored_before(make_team):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    team = make_team()
+    leak = f"url=http://x/private/v1/teams/{team.pk}/signals/backup/{signal_value(team)} failed"
+    executor = MigrationExecutor(connection)
+    executor.migrate([("teams", "0006_deployments")])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO teams_teamevent (team_id, created_at, kind, message, is_error) "
+                           "VALUES (%s, %s, 'crashed', %s, 1)", [team.pk, timezone.now(), leak])
+        executor = MigrationExecutor(connection)
+        executor.migrate([("teams", "0007_redact_instance_output")])
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    assert TeamEvent.objects.get(kind="crashed").message == (
+        f"url=http://x/private/v1/teams/{team.pk}/signals/backup/<redacted> failed")
