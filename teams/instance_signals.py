@@ -6,6 +6,7 @@ last heartbeat is the time of the team's last known-good backup. datasette-scale
 signed URL (credentials/services.py) and calls these functions.
 """
 
+import hmac
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -46,6 +47,23 @@ def record_backup_heartbeat(team: Team) -> datetime:
     if instance.backup_alerted_at is not None:
         record_event(team, "backup_resumed", "Litestream reports every database backed up again")
     return now
+
+
+def record_boot(team: Team, boot: str) -> None:
+    """The instance exchanged credentials under this boot id: from now on only this boot's shutdown URL counts.
+    A new boot also means the instance runs again: on Fly a Machine woken from scale to zero by a request
+    tells cloudctl nothing else, so this is where the backup watch resumes for it."""
+    if not Instance.objects.filter(team=team).exclude(boot_id=boot).update(boot_id=boot):
+        return  # a renewal within the same boot (or no instance): nothing changes
+    rearmed = Instance.objects.filter(team=team, state=Instance.State.RUNNING, backups_expected_since__isnull=True
+                                      ).update(backups_expected_since=timezone.now())
+    if rearmed:
+        record_event(team, "backup_watch_resumed", "the instance started again: backup heartbeats are owed again")
+
+
+def is_current_boot(team: Team, boot: str | None) -> bool:
+    current = Instance.objects.filter(team=team).values_list("boot_id", flat=True).first()
+    return bool(boot and current) and hmac.compare_digest(boot.encode(), current.encode())
 
 
 def scale_to_zero_reason(report: dict) -> str:

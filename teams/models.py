@@ -100,6 +100,9 @@ class Instance(models.Model):
     backup_alerted_at = models.DateTimeField(null=True, blank=True)
     scaled_to_zero_at = models.DateTimeField(null=True, blank=True)
     scaled_to_zero_reason = models.CharField(max_length=200, blank=True)
+    # The boot id the instance sent with its latest credential exchange (the entrypoint draws one at each start):
+    # only the shutdown URL signed for this boot is accepted.
+    boot_id = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
         return f"{self.team.slug} ({self.state})"

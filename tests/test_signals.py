@@ -12,7 +12,7 @@ from django.utils import timezone
 from cloudctl.logs import redact_signal_urls
 from credentials.models import CredentialEvent
 from credentials.services import signal_urls
-from credentials.tokens import rotate_team_token, signal_value, team_token
+from credentials.tokens import rotate_team_token, shutdown_value, signal_value, team_token
 from teams.backends import BackendError, ObservedState, Step, get_backend
 from teams.instance_signals import check_backup_freshness, stale_backups_q
 from teams.models import Instance, Team, TeamAction, TeamEvent
@@ -25,8 +25,11 @@ from .test_provisioning import ScriptedBackend
 from .test_secrets_never_stored import database_text
 
 
-def urls_of(team) -> dict:
-    return signal_urls(team, lambda path: f"http://testserver{path}")
+BOOT = "boot-id-of-this-start-0001"
+
+
+def urls_of(team, boot: str = BOOT) -> dict:
+    return signal_urls(team, lambda path: f"http://testserver{path}", boot=boot)
 
 
 def path_of(url: str) -> str:
@@ -35,7 +38,7 @@ def path_of(url: str) -> str:
 
 def running(team, *, since_minutes: float = 60, last_backup_minutes: float | None = None) -> Instance:
     now = timezone.now()
-    instance = Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING)
+    instance = Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
     Instance.objects.filter(pk=instance.pk).update(
         backups_expected_since=now - timedelta(minutes=since_minutes),
         last_backup_at=None if last_backup_minutes is None else now - timedelta(minutes=last_backup_minutes))
@@ -46,12 +49,82 @@ def running(team, *, since_minutes: float = 60, last_backup_minutes: float | Non
 def test_the_exchange_hands_the_instance_its_signal_urls(post_credentials, make_team, moto_aws, settings):
     settings.INSTANCE_HEARTBEAT_INTERVAL = "2m"
     team = make_team()
-    body = post_credentials(team_token(team)).json()
+    Instance.objects.create(team=team, backend="x", state=Instance.State.PROVISIONING)
+    body = post_credentials(team_token(team), HTTP_X_CLOUDCTL_BOOT=BOOT).json()
     signals = body["Signals"]
     assert signals["heartbeat_interval"] == "2m"
     assert path_of(signals["heartbeat_url"]) == f"/private/v1/teams/{team.pk}/signals/backup/{signal_value(team)}"
-    assert path_of(signals["shutdown_url"]) == f"/private/v1/teams/{team.pk}/signals/shutdown/{signal_value(team)}"
+    # Its own value, bound to this boot: the heartbeat URL (which Litestream logs) is no shutdown URL.
+    assert path_of(signals["shutdown_url"]) == (
+        f"/private/v1/teams/{team.pk}/signals/shutdown/{shutdown_value(team, BOOT)}")
     assert signals["heartbeat_url"].startswith("http://testserver/")  # the address the instance reached
+    assert Instance.objects.get(team=team).boot_id == BOOT
+
+
+def test_an_exchange_without_a_boot_id_gets_no_shutdown_url(post_credentials, make_team, moto_aws):
+    team = make_team()
+    Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
+    signals = post_credentials(team_token(team)).json()["Signals"]  # e.g. datasette-files-s3
+    assert "heartbeat_url" in signals and "shutdown_url" not in signals
+    assert Instance.objects.get(team=team).boot_id == BOOT  # the running boot's shutdown URL still counts
+
+
+@pytest.mark.parametrize("boot", ["short", "x" * 65, "has spaces in it!!", "caf\u00e9" * 5])
+def test_a_malformed_boot_id_is_refused(post_credentials, make_team, moto_aws, boot):
+    team = make_team()
+    response = post_credentials(team_token(team), HTTP_X_CLOUDCTL_BOOT=boot)
+    assert response.status_code == 400
+    assert "boot id" in response.json()["error"]
+    assert CredentialEvent.objects.get().reason == "bad_request"
+
+
+def test_a_shutdown_url_of_an_earlier_boot_is_refused_and_changes_nothing(client, post_credentials, make_team,
+                                                                         moto_aws):
+    team = make_team()
+    instance = running(team)
+    earlier = path_of(urls_of(team, boot=BOOT)["shutdown_url"])
+    # The instance restarts: its new boot exchanges (the renewal within that boot sends the same id again).
+    for _ in range(2):
+        current = post_credentials(team_token(team), HTTP_X_CLOUDCTL_BOOT="boot-id-of-the-next-start").json()
+    response = client.post(earlier, data="{}", content_type="application/json")
+    assert (response.status_code, response.json()) == (403, {"error": "invalid signal URL"})
+    refusal = CredentialEvent.objects.get(kind="refused")
+    assert (refusal.reason, refusal.signal, refusal.team_id) == ("stale_boot", "shutdown", team.pk)
+    instance.refresh_from_db()
+    assert instance.scaled_to_zero_at is None and instance.backups_expected_since is not None
+
+    assert client.post(path_of(current["Signals"]["shutdown_url"]), data="{}",
+                       content_type="application/json").status_code == 200
+    instance.refresh_from_db()
+    assert instance.scaled_to_zero_at is not None
+
+
+def test_a_heartbeat_url_is_no_shutdown_url_nor_the_reverse(client, make_team):
+    team = make_team()
+    instance = running(team)
+    urls = urls_of(team)
+    heartbeat_value, shutdown = signal_value(team), shutdown_value(team, BOOT)
+    as_shutdown = client.post(f"/private/v1/teams/{team.pk}/signals/shutdown/{heartbeat_value}", data="{}",
+                              content_type="application/json")
+    as_heartbeat = client.get(f"/private/v1/teams/{team.pk}/signals/backup/{shutdown}")
+    assert as_shutdown.status_code == as_heartbeat.status_code == 403
+    assert set(CredentialEvent.objects.values_list("reason", flat=True)) == {"bad_signature"}
+    instance.refresh_from_db()
+    assert instance.scaled_to_zero_at is None and instance.last_backup_at is None
+    assert urls["shutdown_url"].endswith(shutdown)
+
+
+def test_a_new_boot_resumes_the_backup_watch_after_a_scale_to_zero(client, post_credentials, make_team, moto_aws):
+    """On Fly a request wakes a scaled-to-zero Machine without telling cloudctl: its first exchange does."""
+    team = make_team()
+    instance = running(team)
+    client.post(path_of(urls_of(team)["shutdown_url"]), data="{}", content_type="application/json")
+    instance.refresh_from_db()
+    assert instance.backups_expected_since is None
+    post_credentials(team_token(team), HTTP_X_CLOUDCTL_BOOT="boot-id-of-the-next-start")
+    instance.refresh_from_db()
+    assert instance.backups_expected_since is not None
+    assert TeamEvent.objects.filter(team=team, kind="backup_watch_resumed").exists()
 
 
 def test_a_heartbeat_records_the_last_backup_time(client, make_team):
