@@ -351,3 +351,29 @@ def test_the_migration_redacts_rows_stored_before(make_team):
         executor.migrate(executor.loader.graph.leaf_nodes())
     assert TeamEvent.objects.get(kind="crashed").message == (
         f"url=http://x/private/v1/teams/{team.pk}/signals/backup/<redacted> failed")
+
+
+# --- a shutdown signal does not outweigh what the backend sees ------------------------------------------------
+
+@pytest.mark.parametrize("observed, watched", [(ObservedState.RUNNING, True), (ObservedState.STOPPED, False)])
+def test_a_machine_still_running_after_its_shutdown_signal_is_watched_again(client, make_team, settings, observed,
+                                                                           watched):
+    settings.BACKUP_STALE_AFTER = 600
+    get_backend.cache_clear()
+    backend = get_backend("tests.test_provisioning.ScriptedBackend")
+    backend.observed = observed
+    team = make_team()
+    instance = running(team, last_backup_minutes=1)
+    Instance.objects.filter(pk=instance.pk).update(backend="tests.test_provisioning.ScriptedBackend")
+    try:
+        assert client.post(path_of(urls_of(team)["shutdown_url"]), data="{}",
+                           content_type="application/json").status_code == 200
+        now = timezone.now()
+        assert check_backup_freshness(now + timedelta(minutes=1)) == []  # still within its time to exit
+        assert not TeamEvent.objects.filter(team=team, kind="backup_watch_resumed").exists()
+        assert check_backup_freshness(now + timedelta(minutes=3)) == []
+        assert TeamEvent.objects.filter(team=team, kind="backup_watch_resumed").exists() == watched
+        flagged = check_backup_freshness(now + timedelta(minutes=3 + 11))
+    finally:
+        get_backend.cache_clear()
+    assert flagged == ([team] if watched else [])
