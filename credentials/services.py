@@ -119,11 +119,12 @@ def signal_urls(team: Team, absolute_url: Callable[[str], str], *, boot: str | N
     to the team and its token generation (rotating the token revokes them); the shutdown URL's is also bound to
     the instance's boot, and is only handed to an exchange that names one.
 
-    The heartbeat URL stays bound to the generation only. A heartbeat can only tell that the team's backups are
-    fresh, which the team's own instance could claim anyway; a boot-bound one would fail for an instance
-    whose boot was replaced under it by another exchange with the team's token (a datasette-files-s3 client,
-    an overlapping restart), silently, until its next start; and instances running when this was deployed keep
-    reporting. A shutdown, in contrast, silences the stale-backup watch: an old or leaked one must not."""
+    The heartbeat URL stays bound to the generation only, so a heartbeat from an earlier boot still counts. A
+    heartbeat can only say the team's backups are fresh, which the team's own instance could claim anyway; bound
+    to the boot, Litestream's URL (fixed in its config for the whole run) would stop counting whenever the
+    recorded boot changed under it (an exchange by anything holding the team token), and the team would be
+    flagged stale with backups running; and the instances already running when this shipped keep reporting. A
+    shutdown, in contrast, switches the stale-backup watch off: an earlier boot's, replayed or leaked, must not."""
     value = signal_value(team)
     # One reverse() (it costs a tenth of a millisecond, on every exchange): the URLs differ in their last segments.
     heartbeat = absolute_url(reverse("private:signal", args=[team.pk, "backup", value]))
