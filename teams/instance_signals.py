@@ -3,7 +3,8 @@
 Litestream pings its `heartbeat-url` only when every database synced within the heartbeat interval, so the
 last heartbeat is the time of the team's last known-good backup. datasette-scale-to-zero calls its
 `shutdown_url` just before the instance exits when idle or at its max age. The private API verifies the
-signed URL (credentials/services.py) and calls these functions.
+signed URL (credentials/services.py) and calls these functions. A shutdown URL is bound to the instance's boot
+(`record_boot`), and a shutdown does not outweigh what the backend sees (`watch_machines_still_running`).
 """
 
 import hmac
