@@ -5,15 +5,16 @@ Run from the repository root: `.venv/bin/python bench/credentials.py` (or `make 
 What it does, all on 127.0.0.1 and in a throw-away directory:
 
 1. starts a real SeaweedFS S3 + STS (`cloudctl.local_s3.LocalS3Server`, free ports), a fresh SQLite state
-   dir, migrates it and creates teams with their tokens;
+   dir, migrates it and creates teams with their tokens and running instances;
 2. serves the private API only (`CLOUDCTL_URLCONF=cloudctl.urls_private`) under gunicorn, the way
    `manage.py dev` does (gthread, 2 workers x 8 threads);
 3. phase 1, side by side at the same concurrency: raw `AssumeRole` calls (the broker's exact request: role,
    session name, 12 h, the team's session policy, source identity and tag) from one shared boto3 client vs.
-   `POST /private/v1/credentials` (one keep-alive HTTP client per thread). The two alternate over several
-   short rounds so that noise on this shared machine hits both alike;
-4. phase 2, a fleet restarting at once: 1,000 exchanges for 1,000 distinct teams fired together; every one
-   must succeed.
+   `POST /private/v1/credentials` (one keep-alive HTTP client per thread, each exchange naming its team's boot
+   as an instance's renewals do). The two alternate over several short rounds so that noise on this shared
+   machine hits both alike;
+4. phase 2, a fleet restarting at once: 1,000 exchanges for 1,000 distinct teams fired together, each naming a
+   new boot (recorded); every one must succeed.
 
 The last line is `ratio: <endpoint exchanges/s / raw AssumeRole/s>` (target: at least 0.7). The script exits 1
 if any exchange fails (the ratio line is still printed last), and stops gunicorn and SeaweedFS whatever happens.
@@ -109,12 +110,15 @@ def run_manage(args: list[str], env: dict[str, str], *, input_code: str | None =
 
 CREATE_TEAMS = """
 import json
-from teams.models import Team
+from django.utils import timezone
+from teams.models import Instance, Team
 from credentials.tokens import team_token
 total = {total}
 Team.objects.bulk_create([Team(slug=f"bench-{{i:05d}}", name=f"bench {{i}}") for i in range(1, total + 1)],
                          batch_size=500)
 teams = Team.objects.filter(slug__startswith="bench-").order_by("id")
+Instance.objects.bulk_create([Instance(team=team, backend="teams.backends.local.LocalBackend", state="running",
+                                       backups_expected_since=timezone.now()) for team in teams], batch_size=500)
 with open({out!r}, "w") as out:
     json.dump([[team.pk, team_token(team)] for team in teams], out)
 """
@@ -376,8 +380,9 @@ def endpoint_caller(port: int, teams: TeamCycle):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
         def call():
-            _, token = teams.take()
-            connection.request("POST", PATH, headers={"Authorization": f"Bearer {token}", "Content-Length": "0"})
+            team_id, token = teams.take()
+            connection.request("POST", PATH, headers={"Authorization": f"Bearer {token}", "Content-Length": "0",
+                                                      "X-Cloudctl-Boot": f"bench-boot-{team_id:08d}"})
             response = connection.getresponse()
             body = response.read()
             if response.status != 200:
@@ -387,14 +392,16 @@ def endpoint_caller(port: int, teams: TeamCycle):
     return make
 
 
-async def burst(port: int, tokens: list[str], timeout: float = 120.0) -> tuple[float, list[float], Counter]:
+async def burst(port: int, fleet: list[tuple[int, str]], timeout: float = 120.0
+                ) -> tuple[float, list[float], Counter]:
     """Every exchange released at once, each on a new connection of its own (an instance booting)."""
     errors: Counter = Counter()
     latencies: list[float] = []
     go = asyncio.Event()
 
-    async def exchange(token: str) -> None:
+    async def exchange(team_id: int, token: str) -> None:
         request = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+                   f"X-Cloudctl-Boot: bench-burst-{team_id:08d}\r\n"
                    "Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
         await go.wait()
         started = time.perf_counter()
@@ -419,7 +426,7 @@ async def burst(port: int, tokens: list[str], timeout: float = 120.0) -> tuple[f
             if writer is not None:
                 writer.close()
 
-    tasks = [asyncio.create_task(exchange(token)) for token in tokens]
+    tasks = [asyncio.create_task(exchange(team_id, token)) for team_id, token in fleet]
     await asyncio.sleep(0)  # every task is now parked on the event
     start = time.perf_counter()
     go.set()
@@ -496,7 +503,7 @@ def main() -> int:
 
         log("")
         log(f"phase 2: {BURST} exchanges for {BURST} distinct teams fired at once, each on a new connection")
-        wall, burst_latencies, burst_errors = asyncio.run(burst(gunicorn.port, [token for _, token in fleet]))
+        wall, burst_latencies, burst_errors = asyncio.run(burst(gunicorn.port, fleet))
         burst_sample = Sample(seconds=wall, latencies=burst_latencies, errors=burst_errors)
 
         log("")

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cloudctl.private_files import write_private_file
 from cloudctl.processes import stop_process_group
 
 ROLE_NAME = "TeamBackupRole"
@@ -115,16 +116,14 @@ class LocalS3Server:
                 bucket=bucket,
                 ports=ports or dict(DEFAULT_PORTS),
             )
-        self.home.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(config)))
-        path.chmod(0o600)
+        write_private_file(path, json.dumps(asdict(config)))
         return config
 
     def _write_weed_configs(self) -> tuple[Path, Path]:
         # Two files on purpose: an IAM file without -s3.config is also parsed as the identity file and
         # its policies load empty (seaweedfs issue #10480).
         identities = self.home / "s3.json"
-        identities.write_text(json.dumps({"identities": [{
+        write_private_file(identities, json.dumps({"identities": [{
             "name": "admin",
             "credentials": [{"accessKey": self.config.admin_access_key,
                              "secretKey": self.config.admin_secret_key}],
@@ -132,7 +131,7 @@ class LocalS3Server:
         }]}))
         bucket_arn = f"arn:aws:s3:::{self.config.bucket}"
         iam = self.home / "iam.json"
-        iam.write_text(json.dumps({
+        write_private_file(iam, json.dumps({
             "sts": {"tokenDuration": "1h", "maxSessionLength": "12h", "issuer": "seaweedfs-sts",
                     "signingKey": self.config.sts_signing_key},
             "policy": {"defaultEffect": "Deny"},
@@ -145,8 +144,6 @@ class LocalS3Server:
                     "Action": ["sts:AssumeRole"]}]},
                 "attachedPolicies": ["BackupsBucketFull"], "maxSessionDuration": 43200}],
         }))
-        for path in (identities, iam):
-            path.chmod(0o600)
         return identities, iam
 
     def _admin_principals(self) -> list[str]:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import environ
 
+from cloudctl.private_files import private_directory, private_file, read_or_create_secret
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
@@ -23,13 +25,9 @@ if EMBEDDED_ENV_FILE.exists():
 
 
 def _generated_secret(name: str) -> str:
-    """A random secret created on first use and kept in the state dir (embedded mode only)."""
-    path = STATE_DIR / "secrets" / name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    """A random secret created on first use and kept in the state dir (embedded mode only), 0600 in 0700."""
+    private_directory(STATE_DIR)
+    return read_or_create_secret(STATE_DIR / "secrets" / name, lambda: secrets.token_urlsafe(50))
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -107,7 +105,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    # SQLite gives the -wal and -shm files the database's own mode.
+    private_directory(STATE_DIR)
+    if DATABASES["default"]["NAME"] != ":memory:":
+        private_file(Path(DATABASES["default"]["NAME"]))
 # Reopening the connection on every request costs more than a credential exchange's own queries.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -28,6 +28,7 @@ class CredentialEvent(models.Model):
         BODY_TOO_LARGE = "body_too_large", "Body too large"
         BAD_REQUEST = "bad_request", "Bad request"
         WRONG_TEAM = "wrong_team", "Signal URL of another team"
+        STALE_BOOT = "stale_boot", "Shutdown URL of an earlier boot"
 
     kind = models.CharField(max_length=8, choices=Kind.choices)
     team = models.ForeignKey(

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.urls import reverse
 
-from teams.instance_signals import record_backup_heartbeat, record_scale_to_zero
+from teams.instance_signals import is_current_boot, record_backup_heartbeat, record_boot, record_scale_to_zero
 from teams.models import Team
 
 from . import ratelimit
@@ -17,7 +17,10 @@ from .audit import Client, record_issuance, record_refusal
 from .broker import UNAVAILABLE_MESSAGE, BrokerUnavailable, IssuedCredentials, assume_team_role
 from .formats import RENDERERS
 from .models import CredentialEvent
-from .tokens import SIGNAL_SALT, InvalidToken, TeamDisabled, check_claims, read_team_token, signal_value
+from .tokens import (
+    BOOT_SHAPE, SHUTDOWN_SALT, SIGNAL_SALT, InvalidToken, TeamDisabled, check_claims, read_team_token, shutdown_value,
+    signal_value,
+)
 
 logger = logging.getLogger(__name__)
 Reason = CredentialEvent.Reason
@@ -39,6 +42,7 @@ class ExchangeRefused(Exception):
 class Exchange:
     team: Team
     credentials: IssuedCredentials
+    boot: str | None = None
 
 
 def refuse(status: int, message: str, reason: str, client: Client, *, retry_after: int | None = None,
@@ -48,11 +52,17 @@ def refuse(status: int, message: str, reason: str, client: Client, *, retry_afte
     return ExchangeRefused(status, message, retry_after=retry_after)
 
 
-def exchange_token(token: str | None, response_format: str, client: Client) -> Exchange:
-    """Swap a team token for STS credentials confined to the team's prefix; raise ExchangeRefused."""
+def exchange_token(token: str | None, response_format: str, client: Client, *, boot: str | None = None) -> Exchange:
+    """Swap a team token for STS credentials confined to the team's prefix; raise ExchangeRefused.
+
+    `boot` is the instance's boot id (the entrypoint's, sent again by every renewal of that boot): recorded as
+    the team's current boot, and the only one whose shutdown URL is accepted."""
     audit = {"token": token, "response_format": response_format}
     if response_format not in RENDERERS:
         raise refuse(400, f"unknown format; use one of: {', '.join(RENDERERS)}", Reason.BAD_REQUEST, client, **audit)
+    if boot is not None and not BOOT_SHAPE.fullmatch(boot):
+        raise refuse(400, "malformed boot id: 16-64 characters of A-Z, a-z, 0-9, - and _", Reason.BAD_REQUEST,
+                     client, **audit)
     if not token:
         raise refuse(401, "missing token", Reason.MISSING_TOKEN, client, **audit)
     try:
@@ -82,13 +92,16 @@ def exchange_token(token: str | None, response_format: str, client: Client) -> E
         # Fail closed: credentials that could not be recorded are never handed out.
         logger.exception("could not record an issuance for team %s; credentials withheld", team.pk)
         raise ExchangeRefused(503, UNAVAILABLE_MESSAGE, retry_after=settings.STS_RETRY_AFTER_SECONDS) from None
-    return Exchange(team=team, credentials=issued)
+    if boot is not None:
+        record_boot(team, boot)
+    return Exchange(team=team, credentials=issued, boot=boot)
 
 
 def render_credentials(exchange: Exchange, response_format: str, absolute_url: Callable[[str], str]) -> dict:
     """The credentials in the requested contract, plus the team's signal URLs under `Signals` (every client
     of these contracts ignores keys it does not know)."""
-    return {**RENDERERS[response_format](exchange.credentials), "Signals": signal_urls(exchange.team, absolute_url)}
+    return {**RENDERERS[response_format](exchange.credentials),
+            "Signals": signal_urls(exchange.team, absolute_url, boot=exchange.boot)}
 
 
 # --- instance signals --------------------------------------------------------------------------------------
@@ -97,19 +110,28 @@ SIGNAL_RECORDERS = {
     "backup": lambda team, report: record_backup_heartbeat(team),  # Litestream's heartbeat-url
     "shutdown": record_scale_to_zero,  # datasette-scale-to-zero's shutdown_url
 }
+SIGNAL_SALTS = {"backup": SIGNAL_SALT, "shutdown": SHUTDOWN_SALT}
 INVALID_SIGNAL_MESSAGE = "invalid signal URL"
 
 
-def signal_urls(team: Team, absolute_url: Callable[[str], str]) -> dict:
-    """The URLs the instance configures, on the address it reached us at. They embed a signed value bound to
-    the team and its token generation: rotating the token revokes them."""
-    # One reverse() for both (it costs a tenth of a millisecond, on every exchange): they differ in one segment.
-    heartbeat = absolute_url(reverse("private:signal", args=[team.pk, "backup", signal_value(team)]))
-    return {
-        "heartbeat_url": heartbeat,
-        "heartbeat_interval": settings.INSTANCE_HEARTBEAT_INTERVAL,
-        "shutdown_url": heartbeat.replace("/signals/backup/", "/signals/shutdown/"),
-    }
+def signal_urls(team: Team, absolute_url: Callable[[str], str], *, boot: str | None = None) -> dict:
+    """The URLs the instance configures, on the address it reached us at. Each embeds its own signed value bound
+    to the team and its token generation (rotating the token revokes them); the shutdown URL's is also bound to
+    the instance's boot, and is only handed to an exchange that names one.
+
+    The heartbeat URL stays bound to the generation only, so a heartbeat from an earlier boot still counts. A
+    heartbeat can only say the team's backups are fresh, which the team's own instance could claim anyway; bound
+    to the boot, Litestream's URL (fixed in its config for the whole run) would stop counting whenever the
+    recorded boot changed under it (an exchange by anything holding the team token), and the team would be
+    flagged stale with backups running; and the instances already running when this shipped keep reporting. A
+    shutdown, in contrast, switches the stale-backup watch off: an earlier boot's, replayed or leaked, must not."""
+    value = signal_value(team)
+    # One reverse() (it costs a tenth of a millisecond, on every exchange): the URLs differ in their last segments.
+    heartbeat = absolute_url(reverse("private:signal", args=[team.pk, "backup", value]))
+    urls = {"heartbeat_url": heartbeat, "heartbeat_interval": settings.INSTANCE_HEARTBEAT_INTERVAL}
+    if boot is not None:
+        urls["shutdown_url"] = f"{heartbeat[:-len(f'backup/{value}')]}shutdown/{shutdown_value(team, boot)}"
+    return urls
 
 
 def receive_signal(team_id: int, signal: str, value: str, report: dict, client: Client) -> Team:
@@ -118,10 +140,12 @@ def receive_signal(team_id: int, signal: str, value: str, report: dict, client: 
     # Refusals are recorded on the team the URL names, so they show on its timeline.
     audit = {"token": value, "signal": signal, "team": Team.objects.filter(pk=team_id).first()}
     try:
-        claims = read_team_token(value, salt=SIGNAL_SALT)
+        claims = read_team_token(value, salt=SIGNAL_SALTS[signal])
         if claims.team_id != team_id:
             raise InvalidToken("wrong_team")
         team = check_claims(claims, audit["team"])
+        if signal == "shutdown" and not is_current_boot(team, claims.boot):
+            raise InvalidToken(Reason.STALE_BOOT, team=team)  # the instance restarted since: it changes nothing
     except InvalidToken as invalid:
         if ratelimit.address_is_over_limit(client.ip):
             raise refuse(429, "too many invalid signal URLs from this address", Reason.ADDRESS_RATE_LIMITED,

@@ -16,9 +16,15 @@ from teams.models import Team
 
 # Separates this purpose from every other signer that might share a key (cookies, Django signing).
 SALT = "cloudctl.team-token.v1"
-# The value in a team's signal URLs (Litestream heartbeat, scale-to-zero shutdown): the same claims under
-# its own salt, so a signal URL is no token and a token no signal URL. Rotating the token revokes both.
+# The value in a team's heartbeat URL (Litestream): the same claims under its own salt, so a signal URL is no
+# token and a token no signal URL. Rotating the token revokes it.
 SIGNAL_SALT = "cloudctl.instance-signal.v1"
+# The value in a team's shutdown URL (datasette-scale-to-zero): the claims plus the instance's boot id, under
+# another salt, so a heartbeat URL (which Litestream logs when a ping fails) is no shutdown URL, and a shutdown
+# URL works only while the boot that received it is the team's current one.
+SHUTDOWN_SALT = "cloudctl.instance-shutdown.v1"
+# A boot id: random, chosen by the instance's entrypoint at each start (`X-Cloudctl-Boot` on its exchanges).
+BOOT_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # Real tokens are ~60 characters of URL-safe base64; anything else is refused before any parsing.
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-.]{8,512}")
 
@@ -51,6 +57,10 @@ def signal_value(team: Team) -> str:
     return _serializer(SIGNAL_SALT).dumps({"team": team.pk, "gen": team.token_generation})
 
 
+def shutdown_value(team: Team, boot: str) -> str:
+    return _serializer(SHUTDOWN_SALT).dumps({"team": team.pk, "gen": team.token_generation, "boot": boot})
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -61,11 +71,12 @@ class TokenClaims:
 
     team_id: int
     generation: int
+    boot: str | None = None  # shutdown values only
 
 
 def read_team_token(token: str, *, salt: str = SALT) -> TokenClaims:
-    """Check the token's (or, with SIGNAL_SALT, a signal value's) shape and signature (no database);
-    raise InvalidToken."""
+    """Check the token's (or, with SIGNAL_SALT / SHUTDOWN_SALT, a signal value's) shape and signature (no
+    database); raise InvalidToken."""
     if not TOKEN_SHAPE.fullmatch(token):
         raise InvalidToken("malformed")
     try:
@@ -75,7 +86,10 @@ def read_team_token(token: str, *, salt: str = SALT) -> TokenClaims:
         raise InvalidToken("bad_signature") from None
     if not (isinstance(payload, dict) and _is_int(payload.get("team")) and _is_int(payload.get("gen"))):
         raise InvalidToken("bad_payload")
-    return TokenClaims(team_id=payload["team"], generation=payload["gen"])
+    boot = payload.get("boot")
+    if salt == SHUTDOWN_SALT and not (isinstance(boot, str) and BOOT_SHAPE.fullmatch(boot)):
+        raise InvalidToken("bad_payload")
+    return TokenClaims(team_id=payload["team"], generation=payload["gen"], boot=boot if salt == SHUTDOWN_SALT else None)
 
 
 def check_claims(claims: TokenClaims, team: Team | None) -> Team:

@@ -22,6 +22,8 @@ from .services import (
 logger = logging.getLogger(__name__)
 Reason = CredentialEvent.Reason
 BEARER = re.compile(r"bearer\s+(\S+)\s*", re.IGNORECASE)
+# The instance's boot id, sent by its entrypoint and by every credential renewal of that boot.
+BOOT_HEADER = "X-Cloudctl-Boot"
 
 
 def json_error(status: int, message: str, *, retry_after: int | None = None, **headers) -> JsonResponse:
@@ -78,7 +80,7 @@ def credentials(request):
             token = presented_token(request)
         except (LookupError, MultiPartParserError, SuspiciousOperation, UnicodeError, ValueError):
             raise refuse(400, "unreadable request body", Reason.BAD_REQUEST, client) from None
-        exchange = exchange_token(token, response_format, client)
+        exchange = exchange_token(token, response_format, client, boot=request.headers.get(BOOT_HEADER))
     except ExchangeRefused as refusal:
         return json_error(refusal.status, refusal.message, retry_after=refusal.retry_after)
     except DatabaseError:

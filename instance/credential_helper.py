@@ -6,6 +6,8 @@ entrypoint.py writes, with a one-minute timeout, whenever its cached credentials
 
     CLOUDCTL_URL    the control plane's private API, e.g. http://cloudctl.internal:8001
     CLOUDCTL_TOKEN  the team token (sent only as `Authorization: Bearer`, never printed)
+    CLOUDCTL_BOOT_ID  the instance's boot id, drawn by entrypoint.py at each start and sent as
+                    `X-Cloudctl-Boot`: a renewal belongs to the boot that started Litestream
     CLOUDCTL_CREDENTIALS_EARLY_SECONDS  report Expiration this much earlier (default 600), so the SDK
                     refreshes before the real expiry; never earlier than now + 60 s
     CLOUDCTL_CREDENTIALS_DEADLINE       total seconds for all attempts (default 30; the SDK kills us at 60)
@@ -31,6 +33,7 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 
 API_PATH = "/private/v1/credentials"
+BOOT_HEADER = "X-Cloudctl-Boot"
 USER_AGENT = "cloudctl-instance-credential-helper/1"
 DEFAULT_EARLY_SECONDS = 600
 MIN_LIFETIME_SECONDS = 60
@@ -106,12 +109,12 @@ def format_expiration(moment: datetime) -> str:
 
 
 def fetch_credentials(url: str, token: str, *, timeout: float = REQUEST_TIMEOUT_SECONDS,
-                      user_agent: str = USER_AGENT) -> dict:
+                      user_agent: str = USER_AGENT, boot: str | None = None) -> dict:
     """One POST to the private API; the parsed answer, or CredentialError."""
-    request = urllib.request.Request(
-        endpoint_url(url), data=b"", method="POST",
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": user_agent},
-    )
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": user_agent}
+    if boot:
+        headers[BOOT_HEADER] = boot
+    request = urllib.request.Request(endpoint_url(url), data=b"", method="POST", headers=headers)
     try:
         with _opener.open(request, timeout=timeout) as response:
             body = response.read(64 * 1024)
@@ -150,7 +153,8 @@ def fetch_credentials(url: str, token: str, *, timeout: float = REQUEST_TIMEOUT_
 
 def get_credentials(url: str | None = None, token: str | None = None, *,
                     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS, max_delay: float = 10.0,
-                    on_retry=None, sleep=time.sleep, clock=time.monotonic, user_agent: str = USER_AGENT) -> dict:
+                    on_retry=None, sleep=time.sleep, clock=time.monotonic, user_agent: str = USER_AGENT,
+                    boot: str | None = None) -> dict:
     """The API's full answer, retrying 429/5xx/connection errors with backoff until `deadline_seconds`.
 
     401/403 and malformed answers fail at once. A Retry-After longer than the time left fails at once
@@ -158,6 +162,7 @@ def get_credentials(url: str | None = None, token: str | None = None, *,
     """
     url = url if url is not None else os.environ.get("CLOUDCTL_URL", "")
     token = token if token is not None else os.environ.get("CLOUDCTL_TOKEN", "")
+    boot = boot if boot is not None else os.environ.get("CLOUDCTL_BOOT_ID", "")
     if not url:
         raise CredentialError("CLOUDCTL_URL is not set")
     if not token:
@@ -168,7 +173,7 @@ def get_credentials(url: str | None = None, token: str | None = None, *,
         left = deadline - clock()
         try:
             return fetch_credentials(url, token, timeout=max(1.0, min(REQUEST_TIMEOUT_SECONDS, left)),
-                                     user_agent=user_agent)
+                                     user_agent=user_agent, boot=boot)
         except CredentialError as error:
             if not error.retryable:
                 raise

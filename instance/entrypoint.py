@@ -164,7 +164,7 @@ class Folder:
 
 # --- 1. credentials -------------------------------------------------------------------------------------
 
-def exchange(config: Config) -> dict:
+def exchange(config: Config, boot: str) -> dict:
     """The API's answer, retrying with backoff for at most CLOUDCTL_STARTUP_TIMEOUT seconds."""
     log(f"exchanging the team token for backup credentials at {credential_helper.endpoint_url(config.url)}")
 
@@ -174,7 +174,7 @@ def exchange(config: Config) -> dict:
     try:
         return credential_helper.get_credentials(
             config.url, config.token, deadline_seconds=config.startup_timeout, max_delay=15.0, on_retry=on_retry,
-            user_agent=USER_AGENT)
+            user_agent=USER_AGENT, boot=boot)
     except credential_helper.CredentialError as error:
         if error.status == 401:
             hint = "the team token is invalid or was rotated: redeploy with the current token"
@@ -579,7 +579,10 @@ def run(environ) -> None:
     log(f"starting: data dir {data_dir}, port {config.port}, "
         f"S3 {config.s3_endpoint or 'AWS'} ({config.s3_region})")
 
-    answer = exchange(config)
+    # A new id at every start: the control plane accepts only the shutdown URL of the boot it heard from last,
+    # so a shutdown URL of an earlier run (leaked, replayed) cannot silence its stale-backup watch.
+    boot = secrets.token_urlsafe(18)
+    answer = exchange(config, boot)
     folder = Folder.parse(answer.get("S3Folder"))
     signals = signal_settings(answer)
     if "heartbeat_url" not in signals:
@@ -598,6 +601,8 @@ def run(environ) -> None:
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_REGION": config.s3_region,
+        # credential_helper.py, run by Litestream to renew, sends it with every renewal of this boot.
+        "CLOUDCTL_BOOT_ID": boot,
     })
     base_env.update(tls_environ(config, environ))
 

@@ -3,17 +3,26 @@
 Litestream pings its `heartbeat-url` only when every database synced within the heartbeat interval, so the
 last heartbeat is the time of the team's last known-good backup. datasette-scale-to-zero calls its
 `shutdown_url` just before the instance exits when idle or at its max age. The private API verifies the
-signed URL (credentials/services.py) and calls these functions.
+signed URL (credentials/services.py) and calls these functions. A shutdown URL is bound to the instance's boot
+(`record_boot`), and a shutdown does not outweigh what the backend sees (`watch_machines_still_running`).
 """
 
+import hmac
+import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
+from .backends import BackendError, ObservedState, get_backend
 from .models import Instance, Team
 from .provisioning import record_event
+
+logger = logging.getLogger(__name__)
+# How long a machine has to exit after its shutdown signal (datasette-scale-to-zero posts it just before Datasette
+# exits; Litestream's final sync follows, within Fly's kill_timeout) before one still running is watched again.
+SHUTDOWN_GRACE = timedelta(minutes=2)
 
 
 def stale_after() -> timedelta:
@@ -48,6 +57,48 @@ def record_backup_heartbeat(team: Team) -> datetime:
     return now
 
 
+def record_boot(team: Team, boot: str) -> None:
+    """The instance exchanged credentials under this boot id: from now on only this boot's shutdown URL counts.
+    A new boot also means the instance runs again: on Fly a Machine woken from scale to zero by a request
+    tells cloudctl nothing else, so this is where the backup watch resumes for it."""
+    if Instance.objects.filter(team=team).exclude(boot_id=boot).update(boot_id=boot):  # not a renewal
+        resume_backup_watch(team, timezone.now(), "the instance started again")
+
+
+def resume_backup_watch(team: Team, now: datetime, why: str) -> bool:
+    """A running instance the watch was stopped for (by a shutdown signal) owes heartbeats again from `now`."""
+    resumed = Instance.objects.filter(team=team, state=Instance.State.RUNNING, backups_expected_since__isnull=True
+                                      ).update(backups_expected_since=now)
+    if resumed:
+        record_event(team, "backup_watch_resumed", f"{why}: backup heartbeats are owed again")
+    return bool(resumed)
+
+
+def watch_machines_still_running(now: datetime) -> list[Team]:
+    """A shutdown signal stops the watch, but the machine is what counts: one its backend still sees running
+    once it has had time to exit (a replayed or forged shutdown, a plugin that reported and kept running) is
+    watched again. One bulk read per backend, only while some team is scaled to zero."""
+    candidates = list(Instance.objects.filter(
+        state=Instance.State.RUNNING, backups_expected_since__isnull=True, scaled_to_zero_at__lt=now - SHUTDOWN_GRACE,
+    ).select_related("team"))
+    resumed = []
+    for path in {instance.backend for instance in candidates}:
+        group = [instance for instance in candidates if instance.backend == path]
+        try:
+            observed = get_backend(path).observe_many(group)
+        except BackendError as error:
+            logger.warning("could not read which scaled-to-zero instances run (%s); checking again next time", error)
+            continue
+        resumed += [instance.team for instance in group if observed.get(instance.team_id) is ObservedState.RUNNING
+                    and resume_backup_watch(instance.team, now, "the machine still runs after its shutdown signal")]
+    return resumed
+
+
+def is_current_boot(team: Team, boot: str | None) -> bool:
+    current = Instance.objects.filter(team=team).values_list("boot_id", flat=True).first()
+    return bool(boot and current) and hmac.compare_digest(boot.encode(), current.encode())
+
+
 def scale_to_zero_reason(report: dict) -> str:
     """The instance reports its start time and limits; which one it reached is the reason."""
     started, max_age, idle = report.get("started_at"), report.get("max_age"), report.get("idle_timeout")
@@ -73,6 +124,7 @@ def check_backup_freshness(now: datetime | None = None) -> list[Team]:
 
     Run periodically (`manage.py check_backups`, the `check_backups` task, `manage.py dev`)."""
     now = now or timezone.now()
+    watch_machines_still_running(now)
     stale = stale_backups_q(now)
     newly = list(Instance.objects.filter(stale, backup_alerted_at__isnull=True).select_related("team"))
     for instance in newly:

@@ -4,6 +4,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from cloudctl.logs import RedactedTextField
+
 # A DNS label: the slug becomes the team's subdomain.
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 slug_validator = RegexValidator(
@@ -92,7 +94,7 @@ class Instance(models.Model):
     url = models.CharField(max_length=300, blank=True)
     resources = models.JSONField(default=dict, blank=True)
     completed_steps = models.JSONField(default=list, blank=True)
-    last_error = models.TextField(blank=True)
+    last_error = RedactedTextField(blank=True)
     # A lease so that two provisioning runs for one team never overlap (a double click, a retried task).
     claimed_by = models.CharField(max_length=100, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
@@ -106,6 +108,9 @@ class Instance(models.Model):
     backup_alerted_at = models.DateTimeField(null=True, blank=True)
     scaled_to_zero_at = models.DateTimeField(null=True, blank=True)
     scaled_to_zero_reason = models.CharField(max_length=200, blank=True)
+    # The boot id the instance sent with its latest credential exchange (the entrypoint draws one at each start):
+    # only the shutdown URL signed for this boot is accepted.
+    boot_id = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
         return f"{self.team.slug} ({self.state})"
@@ -129,7 +134,7 @@ class TeamEvent(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="events")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     kind = models.CharField(max_length=40)
-    message = models.TextField()
+    message = RedactedTextField()
     is_error = models.BooleanField(default=False)
 
     class Meta:
@@ -176,7 +181,7 @@ class TeamAction(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     requested_by = models.CharField(max_length=150, blank=True)
-    error = models.TextField(blank=True)
+    error = RedactedTextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -213,7 +218,7 @@ class Deployment(models.Model):
     concurrency = models.PositiveIntegerField()
     max_failures = models.PositiveIntegerField()
     requested_by = models.CharField(max_length=150, blank=True)
-    message = models.TextField(blank=True)
+    message = RedactedTextField(blank=True)
     # The run executing it: a run that died (killed command, lost worker) can be taken over by `--resume`.
     claimed_by = models.CharField(max_length=100, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
@@ -250,7 +255,7 @@ class DeploymentTarget(models.Model):
     previous_image = models.CharField(max_length=300, blank=True)
     was_running = models.BooleanField(null=True)
     attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
+    error = RedactedTextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

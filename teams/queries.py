@@ -5,7 +5,6 @@ from datetime import datetime
 
 from django.db.models import Count, Q, QuerySet
 
-from cloudctl.logs import redact_signal_urls
 from credentials.models import CredentialEvent
 
 from .instance_signals import backup_stale_annotation, stale_backups_q
@@ -78,8 +77,8 @@ def _credential_entry(event: CredentialEvent) -> TimelineEntry:
 
 def timeline(team: Team, length: int = TIMELINE_LENGTH) -> list[TimelineEntry]:
     """The team's events and its credential/signal audit rows, newest first. Messages never hold a secret:
-    signal URLs a log tail may carry are redacted."""
-    events = [TimelineEntry(event.created_at, event.kind, redact_signal_urls(event.message), event.is_error)
+    signal URLs a log tail may carry were redacted when the event was stored (`RedactedTextField`)."""
+    events = [TimelineEntry(event.created_at, event.kind, event.message, event.is_error)
               for event in TeamEvent.objects.filter(team=team)[:length]]
     audit = [_credential_entry(event) for event in CredentialEvent.objects.filter(team=team)[:length]]
     return sorted(events + audit, key=lambda entry: entry.time, reverse=True)[:length]

@@ -147,6 +147,18 @@ def test_helper_prints_only_the_credential_process_json():
     assert request["headers"]["Authorization"] == f"Bearer {SECRET_TOKEN}"
 
 
+def test_helper_renews_for_the_boot_that_started_it():
+    """The entrypoint's boot id (CLOUDCTL_BOOT_ID) goes with every renewal; without one, no header at all."""
+    answer, _ = good_answer()
+    with CannedAPI([(200, {}, answer)]) as api:
+        assert run_helper(api.url, CLOUDCTL_BOOT_ID="boot-id-of-this-start-0001").returncode == 0
+        assert run_helper(api.url).returncode == 0
+    with_boot, without = ({name.lower(): value for name, value in request["headers"].items()}
+                          for request in api.requests)
+    assert with_boot["x-cloudctl-boot"] == "boot-id-of-this-start-0001"
+    assert "x-cloudctl-boot" not in without
+
+
 def test_helper_early_seconds_is_configurable():
     answer, expiration = good_answer()
     with CannedAPI([(200, {}, answer)]) as api:
@@ -624,11 +636,17 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
     """Expiration reported 60 s ahead (the floor) makes the SDK run credential_process again."""
     from credentials.models import CredentialEvent
 
+    from teams.models import Instance as InstanceRow
+
     setup = instance_setup
     team = setup["team"]
+    row = InstanceRow.objects.create(team=team, backend="x", state=InstanceRow.State.RUNNING)
     instance = setup["make"]()
     instance.env["CLOUDCTL_CREDENTIALS_EARLY_SECONDS"] = "43200"
     instance.start().wait_ready()
+    row.refresh_from_db()
+    boot = row.boot_id
+    assert boot, "the entrypoint's exchange names its boot"
 
     def helper_issuances():
         return CredentialEvent.objects.filter(
@@ -644,6 +662,8 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
         return helper_issuances() >= 2
 
     wait_for(renewed, timeout=150, interval=3, message="a second credential_process call")
+    row.refresh_from_db()
+    assert row.boot_id == boot  # a renewal belongs to the boot that started Litestream
     insert_rows(instance.data_dir / "data.db", "ticks", ["after renewal"])
     written.append("after renewal")
     wait_for(lambda: count_rows(restored_copy(setup["s3"], team, "data.db", setup["tmp"] / "check.db"), "ticks")

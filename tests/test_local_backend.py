@@ -53,6 +53,52 @@ def local(s3_env, live_server, settings, tmp_path):
     get_backend.cache_clear()
 
 
+CONTROL_PLANE_SECRETS = {
+    "DJANGO_SECRET_KEY": "control-plane-django-secret", "CLOUDCTL_TOKEN_KEYS": "control-plane-signing-key",
+    "AWS_ACCESS_KEY_ID": "LOCALADMINKEYID", "AWS_SECRET_ACCESS_KEY": "control-plane-s3-admin-secret",
+    "DATABASE_URL": "postgres://cloudctl:db-password@db/cloudctl", "CLOUDCTL_METRICS_TOKEN": "metrics-bearer",
+    "CLOUDCTL_FLY_API_TOKEN": "fly-api-token",
+}
+
+
+@pytest.mark.parametrize("endpoint, bundle_kept", [("http://127.0.0.1:8333", False), ("https://s3.internal", True),
+                                                   ("", True)])
+def test_an_instance_environment_is_built_from_an_allow_list(monkeypatch, settings, make_team, endpoint,
+                                                             bundle_kept):
+    from teams.backends.local import LocalBackend
+
+    for name, value in {**CONTROL_PLANE_SECRETS, "LANG": "C.UTF-8", "AWS_CA_BUNDLE": "/etc/ca.pem"}.items():
+        monkeypatch.setenv(name, value)
+    settings.INSTANCE_S3_ENDPOINT = endpoint
+    instance = Instance.objects.create(team=make_team(), backend="teams.backends.local.LocalBackend")
+    env = LocalBackend().instance_environment(instance, 8123)
+    assert not set(CONTROL_PLANE_SECRETS) & set(env)
+    assert not any(secret in value for secret in CONTROL_PLANE_SECRETS.values() for value in env.values())
+    assert env["LANG"] == "C.UTF-8"
+    assert env["CLOUDCTL_TOKEN"] == team_token(instance.team) and env["PORT"] == "8123"
+    # The docs' rule: a CA bundle for an https endpoint (or AWS), none for plain http.
+    assert ("AWS_CA_BUNDLE" in env) == bundle_kept
+
+
+def test_a_running_instance_holds_nothing_of_the_control_plane_in_its_environment(local, monkeypatch, settings):
+    # The AWS variables stay the real ones (the local S3's admin keys, which this control plane uses for STS).
+    invented = {name: value for name, value in CONTROL_PLANE_SECRETS.items() if not name.startswith("AWS_")}
+    for name, value in invented.items():
+        monkeypatch.setenv(name, value)
+    team = create_team("alpha")
+    provision(team)
+    own = [*invented.values(), os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
+           settings.SECRET_KEY, *settings.TOKEN_KEYS, settings.METRICS_TOKEN]
+    processes = team_processes(team.pk)
+    assert len(processes) >= 3  # the shell, Litestream, Datasette
+    for pid in processes:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        names = {entry.split("=", 1)[0] for entry in environ.split("\0") if entry}
+        assert not names & set(CONTROL_PLANE_SECRETS), (pid, names & set(CONTROL_PLANE_SECRETS))
+        for secret in own:
+            assert secret not in environ, pid
+
+
 def run_worker():
     call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
 

@@ -91,3 +91,42 @@ def test_mail_goes_to_files_in_the_state_dir_unless_email_url_is_set(tmp_path):
     result = manage("shell", "--no-imports", "-c", "from django.conf import settings; print(settings.EMAIL_BACKEND, settings.EMAIL_HOST)",
                     env={"CLOUDCTL_STATE_DIR": str(tmp_path), "EMAIL_URL": "smtp+tls://user:pw@mail.example.com:587"})
     assert result.stdout.split() == ["django.core.mail.backends.smtp.EmailBackend", "mail.example.com"]
+
+
+def mode(path: Path) -> str:
+    return oct(path.stat().st_mode & 0o777)
+
+
+def test_the_state_dir_and_its_secrets_are_private(tmp_path):
+    """Secrets 0600 in 0700 directories, whatever the umask, files made earlier with looser modes included."""
+    state = tmp_path / "state"
+    (state / "secrets").mkdir(parents=True, mode=0o755)
+    state.chmod(0o755)
+    (state / "secrets").chmod(0o755)
+    (state / "secrets" / "token-key").write_text("kept-from-an-earlier-run")
+    (state / "secrets" / "token-key").chmod(0o644)
+    connect = "from django.db import connection; connection.ensure_connection(); print('ok')"
+    result = manage("shell", "--no-imports", "-c", connect, env={"CLOUDCTL_STATE_DIR": str(state)})
+    assert result.stdout.strip() == "ok", result.stderr
+    assert mode(state) == mode(state / "secrets") == "0o700"
+    for name in ("token-key", "django-secret-key", "metrics-token"):
+        assert mode(state / "secrets" / name) == "0o600", name
+    assert (state / "secrets" / "token-key").read_text() == "kept-from-an-earlier-run"
+    assert mode(state / "cloudctl.sqlite3") == "0o600"
+
+
+def test_the_embedded_stack_writes_its_keys_and_password_privately(settings, tmp_path):
+    from cloudctl.management.commands import dev
+
+    settings.STATE_DIR = tmp_path / "state"
+    settings.EMBEDDED_ENV_FILE = settings.STATE_DIR / "embedded.env"
+    previous = os.umask(0o022)
+    try:
+        dev._write_embedded_env({"AWS_SECRET_ACCESS_KEY": "local-admin-secret"})
+        password = dev._admin_password()
+    finally:
+        os.umask(previous)
+    assert mode(settings.STATE_DIR) == mode(settings.STATE_DIR / "secrets") == "0o700"
+    assert mode(settings.EMBEDDED_ENV_FILE) == mode(settings.STATE_DIR / "secrets" / "admin-password") == "0o600"
+    assert settings.EMBEDDED_ENV_FILE.read_text() == "AWS_SECRET_ACCESS_KEY=local-admin-secret\n"
+    assert dev._admin_password() == password

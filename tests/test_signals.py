@@ -9,15 +9,26 @@ from urllib.parse import urlsplit
 import pytest
 from django.utils import timezone
 
+from cloudctl.logs import redact_signal_urls
 from credentials.models import CredentialEvent
 from credentials.services import signal_urls
-from credentials.tokens import rotate_team_token, signal_value, team_token
+from credentials.tokens import rotate_team_token, shutdown_value, signal_value, team_token
+from teams.backends import BackendError, ObservedState, Step, get_backend
 from teams.instance_signals import check_backup_freshness, stale_backups_q
-from teams.models import Instance, Team, TeamEvent
+from teams.models import Instance, Team, TeamAction, TeamEvent
+from teams.provisioning import provision
+from teams.services import run_action
+from teams.supervision import supervise
+
+from .test_provisioning import ScriptedBackend
+from .test_secrets_never_stored import database_text
 
 
-def urls_of(team) -> dict:
-    return signal_urls(team, lambda path: f"http://testserver{path}")
+BOOT = "boot-id-of-this-start-0001"
+
+
+def urls_of(team, boot: str = BOOT) -> dict:
+    return signal_urls(team, lambda path: f"http://testserver{path}", boot=boot)
 
 
 def path_of(url: str) -> str:
@@ -26,7 +37,7 @@ def path_of(url: str) -> str:
 
 def running(team, *, since_minutes: float = 60, last_backup_minutes: float | None = None) -> Instance:
     now = timezone.now()
-    instance = Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING)
+    instance = Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
     Instance.objects.filter(pk=instance.pk).update(
         backups_expected_since=now - timedelta(minutes=since_minutes),
         last_backup_at=None if last_backup_minutes is None else now - timedelta(minutes=last_backup_minutes))
@@ -37,12 +48,82 @@ def running(team, *, since_minutes: float = 60, last_backup_minutes: float | Non
 def test_the_exchange_hands_the_instance_its_signal_urls(post_credentials, make_team, moto_aws, settings):
     settings.INSTANCE_HEARTBEAT_INTERVAL = "2m"
     team = make_team()
-    body = post_credentials(team_token(team)).json()
+    Instance.objects.create(team=team, backend="x", state=Instance.State.PROVISIONING)
+    body = post_credentials(team_token(team), HTTP_X_CLOUDCTL_BOOT=BOOT).json()
     signals = body["Signals"]
     assert signals["heartbeat_interval"] == "2m"
     assert path_of(signals["heartbeat_url"]) == f"/private/v1/teams/{team.pk}/signals/backup/{signal_value(team)}"
-    assert path_of(signals["shutdown_url"]) == f"/private/v1/teams/{team.pk}/signals/shutdown/{signal_value(team)}"
+    # Its own value, bound to this boot: the heartbeat URL (which Litestream logs) is no shutdown URL.
+    assert path_of(signals["shutdown_url"]) == (
+        f"/private/v1/teams/{team.pk}/signals/shutdown/{shutdown_value(team, BOOT)}")
     assert signals["heartbeat_url"].startswith("http://testserver/")  # the address the instance reached
+    assert Instance.objects.get(team=team).boot_id == BOOT
+
+
+def test_an_exchange_without_a_boot_id_gets_no_shutdown_url(post_credentials, make_team, moto_aws):
+    team = make_team()
+    Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
+    signals = post_credentials(team_token(team)).json()["Signals"]  # e.g. datasette-files-s3
+    assert "heartbeat_url" in signals and "shutdown_url" not in signals
+    assert Instance.objects.get(team=team).boot_id == BOOT  # the running boot's shutdown URL still counts
+
+
+@pytest.mark.parametrize("boot", ["short", "x" * 65, "has spaces in it!!", "caf\u00e9" * 5])
+def test_a_malformed_boot_id_is_refused(post_credentials, make_team, moto_aws, boot):
+    team = make_team()
+    response = post_credentials(team_token(team), HTTP_X_CLOUDCTL_BOOT=boot)
+    assert response.status_code == 400
+    assert "boot id" in response.json()["error"]
+    assert CredentialEvent.objects.get().reason == "bad_request"
+
+
+def test_a_shutdown_url_of_an_earlier_boot_is_refused_and_changes_nothing(client, post_credentials, make_team,
+                                                                         moto_aws):
+    team = make_team()
+    instance = running(team)
+    earlier = path_of(urls_of(team, boot=BOOT)["shutdown_url"])
+    # The instance restarts: its new boot exchanges (the renewal within that boot sends the same id again).
+    for _ in range(2):
+        current = post_credentials(team_token(team), HTTP_X_CLOUDCTL_BOOT="boot-id-of-the-next-start").json()
+    response = client.post(earlier, data="{}", content_type="application/json")
+    assert (response.status_code, response.json()) == (403, {"error": "invalid signal URL"})
+    refusal = CredentialEvent.objects.get(kind="refused")
+    assert (refusal.reason, refusal.signal, refusal.team_id) == ("stale_boot", "shutdown", team.pk)
+    instance.refresh_from_db()
+    assert instance.scaled_to_zero_at is None and instance.backups_expected_since is not None
+
+    assert client.post(path_of(current["Signals"]["shutdown_url"]), data="{}",
+                       content_type="application/json").status_code == 200
+    instance.refresh_from_db()
+    assert instance.scaled_to_zero_at is not None
+
+
+def test_a_heartbeat_url_is_no_shutdown_url_nor_the_reverse(client, make_team):
+    team = make_team()
+    instance = running(team)
+    urls = urls_of(team)
+    heartbeat_value, shutdown = signal_value(team), shutdown_value(team, BOOT)
+    as_shutdown = client.post(f"/private/v1/teams/{team.pk}/signals/shutdown/{heartbeat_value}", data="{}",
+                              content_type="application/json")
+    as_heartbeat = client.get(f"/private/v1/teams/{team.pk}/signals/backup/{shutdown}")
+    assert as_shutdown.status_code == as_heartbeat.status_code == 403
+    assert set(CredentialEvent.objects.values_list("reason", flat=True)) == {"bad_signature"}
+    instance.refresh_from_db()
+    assert instance.scaled_to_zero_at is None and instance.last_backup_at is None
+    assert urls["shutdown_url"].endswith(shutdown)
+
+
+def test_a_new_boot_resumes_the_backup_watch_after_a_scale_to_zero(client, post_credentials, make_team, moto_aws):
+    """On Fly a request wakes a scaled-to-zero Machine without telling cloudctl: its first exchange does."""
+    team = make_team()
+    instance = running(team)
+    client.post(path_of(urls_of(team)["shutdown_url"]), data="{}", content_type="application/json")
+    instance.refresh_from_db()
+    assert instance.backups_expected_since is None
+    post_credentials(team_token(team), HTTP_X_CLOUDCTL_BOOT="boot-id-of-the-next-start")
+    instance.refresh_from_db()
+    assert instance.backups_expected_since is not None
+    assert TeamEvent.objects.filter(team=team, kind="backup_watch_resumed").exists()
 
 
 def test_a_heartbeat_records_the_last_backup_time(client, make_team):
@@ -191,3 +272,107 @@ def test_the_periodic_check_task_alerts_and_queues_its_next_run(make_team, setti
     [next_run] = DBTaskResult.objects.filter(task_path="teams.tasks.check_backups")
     assert next_run.args_kwargs["args"] == [120]
     assert next_run.run_after > timezone.now() + timedelta(seconds=100)
+
+
+# --- signal values never stored -----------------------------------------------------------------------------
+
+class LeakyBackend(ScriptedBackend):
+    """An instance whose log tail carries its signal URLs, as Litestream's log does when a heartbeat fails."""
+
+    log_lines = ""
+
+    def provisioning_steps(self):
+        def healthy(instance):
+            raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
+        return [*super().provisioning_steps()[:2], Step("healthy", healthy)]
+
+    def log_tail(self, instance, lines=15):
+        return self.log_lines
+
+
+def test_instance_output_is_stored_with_its_signal_values_redacted(staff_client, make_team, settings):
+    settings.MACHINE_BACKEND = "tests.test_signals.LeakyBackend"
+    get_backend.cache_clear()
+    backend = get_backend(settings.MACHINE_BACKEND)
+    team = make_team("acme")
+    urls = urls_of(team)
+    values = [urlsplit(url).path.rsplit("/", 1)[1] for url in (urls["heartbeat_url"], urls["shutdown_url"])]
+    backend.log_lines = (f'level=ERROR msg="heartbeat failed" url={urls["heartbeat_url"]} error="dial tcp: refused"\n'
+                         f"shutdown_url={urls['shutdown_url']}")
+    try:
+        with pytest.raises(BackendError):
+            provision(team)  # last_error and the provisioning_failed event
+        action = TeamAction.objects.create(team=team, kind=TeamAction.Kind.START)
+        assert run_action(action.pk).status == TeamAction.Status.FAILED  # the action's error
+        Instance.objects.filter(team=team).update(state=Instance.State.RUNNING, desired_state=Instance.State.RUNNING)
+        backend.observed = ObservedState.CRASHED
+        supervise(settings.MACHINE_BACKEND)  # the crash event with the log tail
+    finally:
+        get_backend.cache_clear()
+
+    assert "/signals/backup/<redacted>" in Instance.objects.get(team=team).last_error
+    assert TeamEvent.objects.filter(team=team, kind="crashed", message__contains="heartbeat failed").exists()
+    stored = database_text()
+    pages = [staff_client.get(url).content.decode()
+             for url in ("/dashboard/", "/dashboard/teams/acme/", "/dashboard/teams/acme/status.json")]
+    for value in values:
+        assert value not in stored
+        for page in pages:
+            assert value not in page
+
+
+def test_redaction_covers_signal_urls_and_bare_signed_values(make_team):
+    team = make_team()
+    token, value = team_token(team), signal_value(team)
+    text = f"GET /private/v1/teams/{team.pk}/signals/shutdown/{value}?x=1 token={token} ok"
+    redacted = redact_signal_urls(text)
+    assert redacted == f"GET /private/v1/teams/{team.pk}/signals/shutdown/<redacted>?x=1 token=<redacted> ok"
+    assert redact_signal_urls("nothing to hide: team-1, eyJ alone, a.b") == "nothing to hide: team-1, eyJ alone, a.b"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_redacts_rows_stored_before(make_team):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    team = make_team()
+    leak = f"url=http://x/private/v1/teams/{team.pk}/signals/backup/{signal_value(team)} failed"
+    executor = MigrationExecutor(connection)
+    executor.migrate([("teams", "0007_team_permissions_groups")])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO teams_teamevent (team_id, created_at, kind, message, is_error) "
+                           "VALUES (%s, %s, 'crashed', %s, 1)", [team.pk, timezone.now(), leak])
+        executor = MigrationExecutor(connection)
+        executor.migrate([("teams", "0008_redact_instance_output")])
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    assert TeamEvent.objects.get(kind="crashed").message == (
+        f"url=http://x/private/v1/teams/{team.pk}/signals/backup/<redacted> failed")
+
+
+# --- a shutdown signal does not outweigh what the backend sees ------------------------------------------------
+
+@pytest.mark.parametrize("observed, watched", [(ObservedState.RUNNING, True), (ObservedState.STOPPED, False)])
+def test_a_machine_still_running_after_its_shutdown_signal_is_watched_again(client, make_team, settings, observed,
+                                                                           watched):
+    settings.BACKUP_STALE_AFTER = 600
+    get_backend.cache_clear()
+    backend = get_backend("tests.test_provisioning.ScriptedBackend")
+    backend.observed = observed
+    team = make_team()
+    instance = running(team, last_backup_minutes=1)
+    Instance.objects.filter(pk=instance.pk).update(backend="tests.test_provisioning.ScriptedBackend")
+    try:
+        assert client.post(path_of(urls_of(team)["shutdown_url"]), data="{}",
+                           content_type="application/json").status_code == 200
+        now = timezone.now()
+        assert check_backup_freshness(now + timedelta(minutes=1)) == []  # still within its time to exit
+        assert not TeamEvent.objects.filter(team=team, kind="backup_watch_resumed").exists()
+        assert check_backup_freshness(now + timedelta(minutes=3)) == []
+        assert TeamEvent.objects.filter(team=team, kind="backup_watch_resumed").exists() == watched
+        flagged = check_backup_freshness(now + timedelta(minutes=3 + 11))
+    finally:
+        get_backend.cache_clear()
+    assert flagged == ([team] if watched else [])

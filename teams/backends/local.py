@@ -27,6 +27,8 @@ from .base import BackendError, MachineBackend, ObservedState, Step
 
 ENTRYPOINT = Path(settings.BASE_DIR) / "instance" / "entrypoint.py"
 STOP_TIMEOUT_SECONDS = 20
+# The only variables of the control plane's environment an instance gets (see instance_environment()).
+INHERITED_VARIABLES = ("LANG", "LC_ALL", "TZ")
 
 
 def _free_port() -> int:
@@ -222,8 +224,24 @@ class LocalBackend(MachineBackend):
             raise BackendError(f"the instance virtualenv is missing ({python}): run `make instance-venv`")
         team_dir = self.team_dir(instance)
         (team_dir / "exit-code").unlink(missing_ok=True)
-        env = {
-            "PATH": f"{Path(python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        # A shell records the exit code, so a crash is told apart from a clean stop after we are gone.
+        command = '"$0" "$1"; echo $? > "$2"'
+        with open(team_dir / "instance.log", "ab") as log:
+            return subprocess.Popen(
+                ["/bin/sh", "-c", command, python, str(ENTRYPOINT), str(team_dir / "exit-code")],
+                env=self.instance_environment(instance, port), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=team_dir, start_new_session=True,
+            )
+
+    def instance_environment(self, instance, port: int) -> dict[str, str]:
+        """What the instance's processes start with: built from nothing, never from this process's environment,
+        which holds the control plane's secrets (the S3 admin keys of embedded.env, DJANGO_SECRET_KEY,
+        CLOUDCTL_TOKEN_KEYS, DATABASE_URL). Only the locale and time zone are passed on, and a CA bundle
+        for an https S3 endpoint (the rule of instance/README.md: none for plain http)."""
+        team_dir = self.team_dir(instance)
+        env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
+        env.update({
+            "PATH": f"{Path(settings.LOCAL_INSTANCE_PYTHON).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(team_dir),
             "CLOUDCTL_TEAM_ID": str(instance.team_id),
             "CLOUDCTL_URL": settings.PRIVATE_API_URL,
@@ -235,14 +253,9 @@ class LocalBackend(MachineBackend):
             "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION,
             "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
             "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT,
-        }
+        })
         if settings.INSTANCE_S3_ENDPOINT:
             env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT
-        # A shell records the exit code, so a crash is told apart from a clean stop after we are gone.
-        command = '"$0" "$1"; echo $? > "$2"'
-        with open(team_dir / "instance.log", "ab") as log:
-            return subprocess.Popen(
-                ["/bin/sh", "-c", command, python, str(ENTRYPOINT), str(team_dir / "exit-code")],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=team_dir, start_new_session=True,
-            )
+        if os.environ.get("AWS_CA_BUNDLE") and not settings.INSTANCE_S3_ENDPOINT.startswith("http://"):
+            env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
+        return env

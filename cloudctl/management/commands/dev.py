@@ -21,6 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
+from cloudctl.private_files import private_directory, read_or_create_secret, write_private_file
 from teams.instance_signals import check_backup_freshness
 from teams.models import Instance
 from teams.supervision import stop_all, supervise
@@ -29,24 +30,20 @@ SUPERVISE_EVERY_SECONDS = 3
 
 
 def _admin_password() -> str:
-    path = settings.STATE_DIR / "secrets" / "admin-password"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.write_text(secrets.token_urlsafe(12))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    private_directory(settings.STATE_DIR)
+    return read_or_create_secret(settings.STATE_DIR / "secrets" / "admin-password", lambda: secrets.token_urlsafe(12))
 
 
 def _write_embedded_env(values: dict[str, str]) -> None:
-    path = settings.EMBEDDED_ENV_FILE
-    path.write_text("".join(f"{key}={value}\n" for key, value in sorted(values.items())))
-    path.chmod(0o600)
+    """The local S3's admin keys among them: 0600, in the 0700 state dir."""
+    private_directory(settings.STATE_DIR)
+    write_private_file(settings.EMBEDDED_ENV_FILE, "".join(f"{key}={value}\n" for key, value in sorted(values.items())))
 
 
 def hold_state_lock(state_dir: Path):
     """One embedded stack per state directory: a second would share its database, S3 data and instances, and
     stopping it would stop the first one's instances. The lock goes with the process, however it ends."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(state_dir)
     handle = open(state_dir / "dev.lock", "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
