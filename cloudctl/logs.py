@@ -19,3 +19,11 @@ class RedactSignalURLs(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+class SkipTooManyRequests(logging.Filter):
+    """`django.request` logs every 4xx answer: not a 429, which the private API's audit logs once a minute per
+    address instead (credentials.audit.THROTTLED), so that a flood of throttled requests writes no flood of lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 429
