@@ -87,19 +87,23 @@ def read_team_token(token: str, *, salt: str = SALT) -> TokenClaims:
 MAX_TEAM_ID = 2**63 - 1
 
 
+def _claimable(team_id) -> int | None:
+    """A claimed team id as the audit trail can store it, or None: no team has any other."""
+    return team_id if _is_int(team_id) and 0 < team_id <= MAX_TEAM_ID else None
+
+
 def _claimed_team_id(serializer: URLSafeSerializer, token: str) -> int | None:
     """The team a badly signed token names, for the audit trail only: nothing about it is true."""
     if token.startswith("."):
         return None  # a compressed payload: not inflated for a stranger
     _, payload = serializer.loads_unsafe(token)
-    team_id = payload.get("team") if isinstance(payload, dict) else None
-    return team_id if _is_int(team_id) and 0 < team_id <= MAX_TEAM_ID else None
+    return _claimable(payload.get("team")) if isinstance(payload, dict) else None
 
 
 def check_claims(claims: TokenClaims, team: Team | None) -> Team:
     """The team, if the claims name its current generation and it is active; else InvalidToken / TeamDisabled."""
     if team is None:
-        raise InvalidToken("unknown_team", claimed_team_id=claims.team_id)
+        raise InvalidToken("unknown_team", claimed_team_id=_claimable(claims.team_id))
     if not hmac.compare_digest(str(claims.generation).encode(), str(team.token_generation).encode()):
         raise InvalidToken("revoked", team=team)
     if not team.is_active:

@@ -141,3 +141,106 @@ def test_an_unknown_address_is_never_exempt_from_the_limit(db, post_credentials,
     settings.BAD_TOKEN_RATE_LIMIT = "5/300"
     statuses = [post_credentials(f"bad-token-{n}", REMOTE_ADDR="").status_code for n in range(8)]
     assert statuses == [401] * 5 + [429] * 3
+
+
+def test_the_timeline_shows_claims_as_unverified(db, make_team, client):
+    from teams.queries import timeline
+
+    team = make_team()
+    client.get(f"/private/v1/teams/{team.pk}/signals/backup/forged.value")
+    [entry] = timeline(team)
+    assert entry.kind == "backup_signal:refused"
+    assert "unverified: it only claimed to be this team" in entry.message
+
+
+# --- 4. retention and the metrics' totals ------------------------------------------------------------------
+
+def totals_from_the_rows() -> dict:
+    from django.db.models import Sum
+
+    return {(kind, reason, signal): n for kind, reason, signal, n in CredentialEvent.objects.order_by()
+            .values_list("kind", "reason", "signal").annotate(n=Sum("request_count"))}
+
+
+def test_pruning_deletes_old_rows_and_never_takes_back_a_counter(db, make_team, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from credentials.retention import credential_event_totals, prune_credential_events
+
+    settings.AUDIT_RETENTION_DAYS = 30
+    team = make_team()
+    long_ago, lately = timezone.now() - timedelta(days=31), timezone.now() - timedelta(days=29)
+    for created_at in [long_ago] * 3 + [lately]:
+        CredentialEvent.objects.create(kind="issued", team=team, created_at=created_at)
+    CredentialEvent.objects.create(kind="refused", reason="address_rate_limited", request_count=40,
+                                   created_at=long_ago)
+    CredentialEvent.objects.create(kind="refused", reason="bad_signature")  # just now
+    before = credential_event_totals()
+    assert before == totals_from_the_rows() == {("issued", "", ""): 4, ("refused", "address_rate_limited", ""): 40,
+                                                ("refused", "bad_signature", ""): 1}
+    assert prune_credential_events() == 4
+    assert list(CredentialEvent.objects.order_by("id").values_list("reason", "created_at"))[0] == ("", lately)
+    assert list(CredentialEvent.objects.order_by("id").values_list("reason", flat=True)) == ["", "bad_signature"]
+    assert credential_event_totals() == before
+
+
+def test_the_totals_count_each_request_once_while_rows_settle(db, post_credentials, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from credentials.models import CredentialEventWatermark
+    from credentials.retention import credential_event_totals
+
+    settings.BAD_TOKEN_RATE_LIMIT = "2/300"
+    post_credentials("bad-token-0")
+    post_credentials("bad-token-1")
+    post_credentials("bad-token-2")  # throttled: this minute's row, still counting
+    assert credential_event_totals() == totals_from_the_rows()
+    assert CredentialEventWatermark.objects.get().last_event_id == 0  # nothing settled yet
+    for n in range(3, 8):
+        post_credentials(f"bad-token-{n}")  # more throttled requests added to the same row
+    in_three_minutes = timezone.now() + timedelta(minutes=3)
+    totals = credential_event_totals(now=in_three_minutes)
+    assert totals == totals_from_the_rows() == {("refused", "bad_signature", ""): 2,
+                                                ("refused", "address_rate_limited", ""): 6}
+    assert CredentialEventWatermark.objects.get().last_event_id == CredentialEvent.objects.latest("id").pk
+    assert credential_event_totals(now=in_three_minutes) == totals  # folded in once, not again
+
+
+def test_the_prune_command_and_its_periodic_task(db, settings):
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
+
+    from credentials.tasks import prune_audit_trail
+
+    CredentialEvent.objects.create(kind="refused", reason="malformed",
+                                   created_at=timezone.now() - timedelta(days=settings.AUDIT_RETENTION_DAYS + 1))
+    call_command("prune_audit", "--every", "3600")
+    call_command("prune_audit", "--every", "3600")  # on every deploy: still one chain
+    [queued] = DBTaskResult.objects.filter(task_path="credentials.tasks.prune_audit_trail")
+    assert queued.args_kwargs["args"] == [3600]
+    assert prune_audit_trail.call(3600) == 1
+    assert not CredentialEvent.objects.exists()
+    next_runs = DBTaskResult.objects.filter(task_path="credentials.tasks.prune_audit_trail").exclude(pk=queued.pk)
+    assert next_runs.get().run_after > timezone.now() + timedelta(seconds=3000)
+
+
+@pytest.mark.parametrize("name, value, check_id", [
+    ("AUDIT_RETENTION_DAYS", 0, "credentials.E004"),
+    ("TEAM_RATE_LIMIT", "30/864000", "credentials.E004"),  # a 10-day window outlives a 1-day retention
+    ("TRUSTED_PROXIES", ["10.0.0.0/8", "the proxy"], "credentials.E005"),
+    ("CLIENT_IP_HEADER", "Fly-Client-IP", "credentials.W002"),  # with no trusted proxy
+])
+def test_bad_retention_and_proxy_settings_fail_the_checks(settings, name, value, check_id):
+    from credentials.checks import credentials_settings
+
+    settings.AUDIT_RETENTION_DAYS = 1 if name == "TEAM_RATE_LIMIT" else settings.AUDIT_RETENTION_DAYS
+    assert check_id not in {message.id for message in credentials_settings(None)}
+    setattr(settings, name, value)
+    assert check_id in {message.id for message in credentials_settings(None)}
