@@ -119,7 +119,8 @@ def record_refusal(
         return
     event = CredentialEvent.objects.create(
         kind=CredentialEvent.Kind.REFUSED, reason=reason, team=team, client_ip=client.ip,
-        claimed_team_id=None if team else claimed_team_id,
+        # A throttled row stands for a minute of requests, each naming whatever it liked: it claims no team.
+        claimed_team_id=None if team or reason in THROTTLED else claimed_team_id,
         user_agent=storable(client.user_agent, USER_AGENT_LIMIT),
         response_format=storable(response_format, FORMAT_LIMIT),
         token_fingerprint=token_fingerprint(token), signal=signal,

@@ -87,9 +87,12 @@ def throttled_rows(reason: str, requests: int) -> list[CredentialEvent]:
 def test_throttled_requests_cost_no_row_and_no_warning_each(db, post_credentials, settings, caplog):
     settings.BAD_TOKEN_RATE_LIMIT = "5/300"
     with caplog.at_level(logging.WARNING):
-        statuses = [post_credentials(f"bad-token-{n}").status_code for n in range(55)]
+        statuses = [post_credentials(forged_token(7, n)).status_code for n in range(55)]
     assert statuses == [401] * 5 + [429] * 50
     rows = throttled_rows("address_rate_limited", 50)
+    # A throttled row stands for many requests, each naming any team it liked: it claims none.
+    assert {(row.team, row.claimed_team_id) for row in rows} == {(None, None)}
+    assert CredentialEvent.objects.filter(reason="bad_signature", claimed_team_id=7).count() == 5
     assert CredentialEvent.objects.count() == 5 + len(rows)
     assert {row.client_ip for row in rows} == {"127.0.0.1"}
     # One line for each refusal with a row; none for the throttled requests that only added to one.
