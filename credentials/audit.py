@@ -53,7 +53,10 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress
 
 
 def is_trusted_proxy(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # what Django's validator accepts and ipaddress does not (an IPv6 zone, say): no proxy
+        return False
     return any(ip in network for network in _networks(tuple(settings.TRUSTED_PROXIES)))
 
 
