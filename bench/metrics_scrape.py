@@ -4,9 +4,8 @@
 Two throwaway SQLite databases (the embedded default), one per size, are migrated and seeded with raw bulk
 inserts in one transaction: audit rows spread over the retention period (issuances and the usual refusals, a
 few throttled rows standing for many requests), plus the same 100 rows of the last minute at both sizes, which
-are still settling and so counted live at every scrape. The first scrape after seeding folds the settled rows
-into the totals (what the scrapes of the rows' own time would have done bit by bit): it is timed and shown
-apart. Then `GET /private/metrics` is requested through Django's test client, alternating between the two
+are still settling and so counted live at every scrape. The settled rows are then folded into the totals
+(`advance_totals`, what the scrapes of the rows' own time would have done bit by bit): timed and shown apart. Then `GET /private/metrics` is requested through Django's test client, alternating between the two
 databases round after round so that noise on this shared machine hits both alike; the medians are kept. For
 comparison, the former way (one GROUP BY over the whole table) is timed too.
 
@@ -122,7 +121,7 @@ def main() -> None:
         from django.core.management import call_command
         from django.test import Client
 
-        from credentials.retention import credential_event_totals
+        from credentials.retention import advance_totals, credential_event_totals
         from teams.models import Team
 
         client = Client()
@@ -132,10 +131,13 @@ def main() -> None:
             use_database(path)
             call_command("migrate", verbosity=0)
             Team.objects.bulk_create(Team(slug=f"team-{n:03d}", name=f"Team {n}", region="ord") for n in range(200))
+            scrape_time(client, settings.METRICS_TOKEN)  # warm-up: the process's first request costs the most
             started = time.perf_counter()
             requests = seed(size)
             print(f"seeded {size:,} audit rows in {time.perf_counter() - started:.1f} s", flush=True)
-            catch_up[size] = scrape_time(client, settings.METRICS_TOKEN)
+            started = time.perf_counter()
+            advance_totals()
+            catch_up[size] = time.perf_counter() - started
             assert sum(credential_event_totals().values()) == requests  # every request counted, once
             former[size] = full_group_by_time()
         times = {size: [] for size in SIZES}
@@ -150,7 +152,7 @@ def main() -> None:
         print(f"\nGET /private/metrics, median of {args.rounds * SCRAPES_PER_ROUND} scrapes per size "
               f"({RECENT} rows of the last minute counted live)")
         print(f"{'':34} {f'{small:,} rows':>14} {f'{large:,} rows':>14}")
-        for index, name in enumerate(["scrape", "first scrape (folds the seed in)", "former: GROUP BY every row"]):
+        for index, name in enumerate(["scrape", "folding the seed in (once)", "former: GROUP BY every row"]):
             print(f"{name:34} {results[small][index] * 1000:11.1f} ms {results[large][index] * 1000:11.1f} ms")
         ratio = results[large][0] / results[small][0]
         print(f"target ratio <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'}")

@@ -21,8 +21,10 @@ from .models import CredentialEvent, CredentialEventTotal, CredentialEventWaterm
 
 # Longer than a throttled row's minute, plus slack for clocks and requests in flight.
 SETTLE = timedelta(minutes=2)
-# Rows deleted per statement: SQLite holds its write lock while it deletes, and exchanges must not wait long.
+# Rows deleted per statement, and rows folded into the totals per transaction: SQLite holds its write lock
+# meanwhile, and exchanges must not wait long (a first scrape after this migration meets the whole table).
 PRUNE_BATCH = 5000
+ADVANCE_BATCH = 50_000
 
 Key = tuple[str, str, str]
 
@@ -36,9 +38,10 @@ def _locked_watermark() -> CredentialEventWatermark:
     return CredentialEventWatermark.objects.select_for_update().get_or_create(pk=1)[0]
 
 
-def _advance(watermark: CredentialEventWatermark, now) -> None:
-    """Fold the settled rows above the watermark into the totals (the watermark row is locked by the caller).
-    Its cost is that of the rows added since the last advance, whatever the size of the table."""
+def _advance(watermark: CredentialEventWatermark, now) -> bool:
+    """Fold settled rows above the watermark into the totals, at most ADVANCE_BATCH of them (the watermark row
+    is locked by the caller); returns whether it moved. Its cost is that of the rows added since the last
+    advance, whatever the size of the table."""
     above = CredentialEvent.objects.filter(pk__gt=watermark.last_event_id)
     settled_before = now - SETTLE
     settled = above.filter(created_at__lt=settled_before)
@@ -46,20 +49,32 @@ def _advance(watermark: CredentialEventWatermark, now) -> None:
     if first_unsettled is not None:
         # Ids and times are only nearly in step across processes: stop below the first row still settling.
         settled = settled.filter(pk__lt=first_unsettled)
-    last = settled.aggregate(last=Max("pk"))["last"]
+    batch_end = list(settled.order_by("pk").values_list("pk", flat=True)[ADVANCE_BATCH - 1:ADVANCE_BATCH])
+    last = batch_end[0] if batch_end else settled.aggregate(last=Max("pk"))["last"]
     if last is None:
-        return
+        return False
     for (kind, reason, signal), requests in _requests_by_key(settled.filter(pk__lte=last)).items():
         total, _ = CredentialEventTotal.objects.get_or_create(kind=kind, reason=reason, signal=signal)
         CredentialEventTotal.objects.filter(pk=total.pk).update(requests=F("requests") + requests)
     watermark.last_event_id = last
     watermark.save(update_fields=["last_event_id"])
+    return True
+
+
+def advance_totals(now=None) -> int:
+    """Fold every settled row into the totals, a transaction per batch; returns the watermark."""
+    now = now or timezone.now()
+    while True:
+        with transaction.atomic():
+            watermark = _locked_watermark()
+            if not _advance(watermark, now):
+                return watermark.last_event_id
 
 
 def credential_event_totals(now=None) -> dict[Key, int]:
     """Requests ever recorded by the private API per (kind, reason, signal), pruned ones included: the totals
-    up to the watermark (advanced first) plus the rows above it, read under the watermark's lock so that a
-    concurrent advance neither counts a row twice nor misses one."""
+    up to the watermark (advanced by a batch first) plus the rows above it, read under the watermark's lock so
+    that a concurrent advance neither counts a row twice nor misses one."""
     with transaction.atomic():
         watermark = _locked_watermark()
         _advance(watermark, now or timezone.now())
@@ -79,10 +94,7 @@ def prune_credential_events(now=None) -> int:
     """Delete audit rows older than CLOUDCTL_AUDIT_RETENTION_DAYS, counted into the totals first; returns how
     many. The system check keeps the retention above every rate limit's window, which counts recent rows."""
     now = now or timezone.now()
-    with transaction.atomic():
-        watermark = _locked_watermark()
-        _advance(watermark, now)
-    expired = CredentialEvent.objects.filter(pk__lte=watermark.last_event_id, created_at__lt=now - retention())
+    expired = CredentialEvent.objects.filter(pk__lte=advance_totals(now), created_at__lt=now - retention())
     pruned = 0
     while batch := list(expired.order_by("pk").values_list("pk", flat=True)[:PRUNE_BATCH]):
         pruned += CredentialEvent.objects.filter(pk__in=batch).delete()[0]

@@ -247,3 +247,20 @@ def test_bad_retention_and_proxy_settings_fail_the_checks(settings, name, value,
     assert check_id not in {message.id for message in credentials_settings(None)}
     setattr(settings, name, value)
     assert check_id in {message.id for message in credentials_settings(None)}
+
+
+def test_a_backlog_is_folded_in_batches(db, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from credentials import retention
+    from credentials.models import CredentialEventWatermark
+
+    monkeypatch.setattr(retention, "ADVANCE_BATCH", 4)
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    CredentialEvent.objects.bulk_create(CredentialEvent(kind="issued", created_at=an_hour_ago) for _ in range(10))
+    assert retention.credential_event_totals() == {("issued", "", ""): 10}  # one batch folded, the rest live
+    assert CredentialEventWatermark.objects.get().last_event_id == CredentialEvent.objects.order_by("id")[3].pk
+    assert retention.advance_totals() == CredentialEvent.objects.latest("id").pk
+    assert retention.credential_event_totals() == {("issued", "", ""): 10}
