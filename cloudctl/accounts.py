@@ -23,6 +23,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
 
+from credentials.audit import client_address
+
+# allauth's limits are keyed by address: requests whose address cannot be told share this one.
+UNKNOWN_ADDRESS = "unknown"
+
 # The views a staff member who has not passed TOTP in this session may still reach.
 SECOND_FACTOR_VIEWS = frozenset({
     "account_login", "account_logout", "account_reauthenticate",
@@ -44,6 +49,13 @@ class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request):
         # Accounts are made by staff (createsuperuser, the admin): nobody signs themselves up.
         return False
+
+    def get_client_ip(self, request) -> str:
+        """The address the sign-in limits count against: the proxy header only from a trusted proxy, as on the
+        private API (allauth's own setting would believe the header from anyone, who could then pick a fresh
+        address for every guess). An address that cannot be told shares one bucket rather than escaping."""
+        forwarded = request.headers.get(settings.CLIENT_IP_HEADER) if settings.CLIENT_IP_HEADER else None
+        return client_address(request.META.get("REMOTE_ADDR"), forwarded) or UNKNOWN_ADDRESS
 
 
 def mfa_secrets_cipher() -> MultiFernet:

@@ -37,3 +37,11 @@ class RedactedTextField(models.TextField):
     def get_prep_value(self, value):
         value = super().get_prep_value(value)
         return redact_signal_urls(value) if isinstance(value, str) else value
+
+
+class SkipTooManyRequests(logging.Filter):
+    """`django.request` logs every 4xx answer: not a 429, which the private API's audit logs once a minute per
+    address instead (credentials.audit.THROTTLED), so that a flood of throttled requests writes no flood of lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 429

@@ -16,7 +16,7 @@ from django_tasks_db.models import DBTaskResult
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from credentials.models import CredentialEvent
+from credentials.retention import credential_event_totals
 from teams.queries import fleet_summary
 
 
@@ -35,11 +35,11 @@ def fleet() -> Iterable[Metric]:
 
 
 def credential_events() -> Iterable[Metric]:
-    # The audit trail is append-only, so its row counts are counters.
+    # Totals kept past pruning (credentials.retention): counters, whose cost does not grow with the audit table.
     family = CounterMetricFamily("cloudctl_credential_events", "Credential issuances and refusals (refused "
-                                 "instance signals included, by signal).", labels=["kind", "reason", "signal"])
-    rows = CredentialEvent.objects.order_by().values_list("kind", "reason", "signal").annotate(n=Count("pk"))
-    for kind, reason, signal, count in rows:
+                                 "instance signals and throttled requests included), by kind, reason and signal.",
+                                 labels=["kind", "reason", "signal"])
+    for (kind, reason, signal), count in sorted(credential_event_totals().items()):
         family.add_metric([kind, reason, signal], count)
     return [family]
 

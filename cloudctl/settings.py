@@ -173,13 +173,19 @@ STS_TRACE = env.bool("CLOUDCTL_STS_TRACE", default=True)
 STS_TIMEOUT_SECONDS = env.float("CLOUDCTL_STS_TIMEOUT", default=5.0)
 STS_RETRY_AFTER_SECONDS = env.int("CLOUDCTL_STS_RETRY_AFTER", default=10)
 
-# Private API limits, "<count>/<seconds>". Per team: all requests naming the team. Per address: only
-# bad tokens, so a whole fleet restarting behind one address with good tokens is never throttled.
+# Private API limits, "<count>/<seconds>". Per team: credentials issued to it (no refusal counts, so nobody
+# can use up a team's allowance). Per address: only bad tokens, so a whole fleet restarting behind one address
+# with good tokens is never throttled.
 TEAM_RATE_LIMIT = env.str("CLOUDCTL_TEAM_RATE_LIMIT", default="30/3600")
 BAD_TOKEN_RATE_LIMIT = env.str("CLOUDCTL_BAD_TOKEN_RATE_LIMIT", default="20/300")
 PRIVATE_API_MAX_BODY = env.int("CLOUDCTL_PRIVATE_API_MAX_BODY", default=4096)
-# The header carrying the real client address when a proxy sits in front ("Fly-Client-IP" on Fly's edge).
+# The header carrying the real client address when a proxy sits in front ("Fly-Client-IP" on Fly's edge),
+# believed only from the proxies' addresses (comma-separated CIDRs): from anyone else it is ignored.
 CLIENT_IP_HEADER = env.str("CLOUDCTL_CLIENT_IP_HEADER", default="")
+TRUSTED_PROXIES = env.list("CLOUDCTL_TRUSTED_PROXIES", default=[])
+# The private API's audit trail keeps this many days (`manage.py prune_audit`, the `prune_audit_trail` task);
+# the metrics' counters keep counting what was pruned.
+AUDIT_RETENTION_DAYS = env.int("CLOUDCTL_AUDIT_RETENTION_DAYS", default=90)
 
 # --- Background work ---------------------------------------------------------------------------------
 # Django's Tasks API (the django-tasks backport on 5.2) with a database-backed queue: `manage.py db_worker`.
@@ -237,7 +243,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"redact_signal_urls": {"()": "cloudctl.logs.RedactSignalURLs"}},
+    "filters": {"redact_signal_urls": {"()": "cloudctl.logs.RedactSignalURLs"},
+                "skip_too_many_requests": {"()": "cloudctl.logs.SkipTooManyRequests"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
                              "filters": ["redact_signal_urls"]}},
     "root": {"handlers": ["console"], "level": env.str("CLOUDCTL_LOG_LEVEL", default="INFO")},
@@ -246,6 +253,7 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "boto3": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        "django.request": {"filters": ["skip_too_many_requests"]},
     },
 }
 
@@ -286,8 +294,8 @@ ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 ACCOUNT_RATE_LIMITS = {
     "login_failed": env.str("CLOUDCTL_LOGIN_FAILED_RATE_LIMIT", default="20/15m/ip,5/15m/key"),
 }
-# Per-address limits need the real client address behind Fly's edge (the web process sets the header).
-ALLAUTH_TRUSTED_CLIENT_IP_HEADER = CLIENT_IP_HEADER or None
+# Per-address limits need the real client address behind Fly's edge: the same rule as the private API's
+# (CLOUDCTL_CLIENT_IP_HEADER, believed only from CLOUDCTL_TRUSTED_PROXIES; cloudctl.accounts.AccountAdapter).
 # Staff must pass TOTP at sign-in; those without it enroll before reaching the dashboard or the admin.
 STAFF_REQUIRE_2FA = env.bool("CLOUDCTL_STAFF_REQUIRE_2FA", default=True)
 MFA_ADAPTER = "cloudctl.accounts.MFAAdapter"

@@ -7,7 +7,8 @@ from .models import CredentialEvent
 class CredentialEventAdmin(admin.ModelAdmin):
     """The audit trail: read-only, append-only."""
 
-    list_display = ["created_at", "kind", "team", "reason", "access_key_id", "expiration", "client_ip", "response_format"]
+    list_display = ["created_at", "kind", "team", "claimed_team_id", "reason", "request_count", "access_key_id",
+                    "expiration", "client_ip", "response_format"]
     list_filter = ["kind", "reason", "response_format"]
     search_fields = ["team__slug", "access_key_id", "client_ip", "token_fingerprint"]
     list_select_related = ["team"]

@@ -1,12 +1,16 @@
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 
 class CredentialEvent(models.Model):
-    """One row per exchange attempt on the private API (and per refused instance signal). Append-only; never holds a secret.
+    """One row per exchange attempt on the private API (and per refused instance signal); never holds a secret.
+    Throttled requests are the exception: one row per address, reason, team and signal a minute, counting them.
 
     Refused tokens are kept as an HMAC (`token_fingerprint`) so repeated attempts can be correlated
-    without the token itself being recoverable.
+    without the token itself being recoverable. `team` is set only when the request verifiably came from the
+    team (its token or signal value, signed by us, even if revoked); a team an unverified request merely named
+    is `claimed_team_id`, so that nothing a stranger sends is ever charged to a team.
     """
 
     class Kind(models.TextChoices):
@@ -45,13 +49,40 @@ class CredentialEvent(models.Model):
     token_fingerprint = models.CharField(max_length=64, blank=True)
     # The instance signal refused (backup, shutdown); empty for credential exchanges.
     signal = models.CharField(max_length=16, blank=True)
+    # The team an unverified token or signal URL named (not a foreign key: it may name no team at all).
+    claimed_team_id = models.PositiveBigIntegerField(null=True, blank=True)
+    # How many requests the row stands for: above 1 only on a throttled row (credentials.audit.THROTTLED).
+    request_count = models.PositiveIntegerField(default=1)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["team", "created_at"]),
             models.Index(fields=["client_ip", "reason", "created_at"]),
+            # The team rate limit counts issuances only (credentials.ratelimit.team_with_recent_requests).
+            models.Index(fields=["team", "created_at"], condition=Q(kind="issued"), name="credentials_issued_idx"),
+            models.Index(fields=["claimed_team_id", "created_at"], condition=Q(claimed_team_id__isnull=False),
+                         name="credentials_claimed_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.reason or self.access_key_id} team={self.team_id}"
+
+
+class CredentialEventTotal(models.Model):
+    """Requests per (kind, reason, signal) in the audit rows up to the watermark: the metrics' counters, which
+    pruning never takes back, and which a scrape reads instead of the whole audit table (credentials.retention)."""
+
+    kind = models.CharField(max_length=8)
+    reason = models.CharField(max_length=24, blank=True)
+    signal = models.CharField(max_length=16, blank=True)
+    requests = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "reason", "signal"], name="credentials_total_key")]
+
+
+class CredentialEventWatermark(models.Model):
+    """One row: the id of the last audit row counted in CredentialEventTotal."""
+
+    last_event_id = models.BigIntegerField(default=0)

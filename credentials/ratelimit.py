@@ -56,13 +56,18 @@ EXCHANGE_FIELDS = ("id", "slug", "status", "token_generation")
 
 
 def team_with_recent_requests(team_id: int) -> tuple[Team | None, int]:
-    """The team and how many requests named it within the team limit's window, in one statement: this runs
-    on every exchange, and one query costs less than the team lookup and the count made separately."""
+    """The team and how many credentials it was issued within the team limit's window, in one statement: this
+    runs on every exchange, and one query costs less than the team lookup and the count made separately.
+
+    Issuances only: a refusal (a stranger's forgery, the old machine's revoked token, an STS outage, the team's
+    own retries at 429) never brings the team closer to its limit. The kind is written into the statement, not
+    bound, so that the planner can use the partial index of issuances."""
     columns = ", ".join(f"t.{connection.ops.quote_name(Team._meta.get_field(name).column)}" for name in EXCHANGE_FIELDS)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {columns}, (SELECT COUNT(*) FROM {CredentialEvent._meta.db_table} e "
-            f"WHERE e.team_id = t.id AND e.created_at >= %s) FROM {Team._meta.db_table} t WHERE t.id = %s",
+            f"WHERE e.team_id = t.id AND e.kind = '{CredentialEvent.Kind.ISSUED.value}' AND e.created_at >= %s) "
+            f"FROM {Team._meta.db_table} t WHERE t.id = %s",
             [team_limit().window_start(), team_id],
         )
         row = cursor.fetchone()
@@ -72,8 +77,7 @@ def team_with_recent_requests(team_id: int) -> tuple[Team | None, int]:
 
 
 def address_is_over_limit(ip: str | None) -> bool:
-    if ip is None:
-        return False
+    """`ip` None (an address that could not be told) is one more address: those requests share a limit."""
     limit = address_limit()
     recent = CredentialEvent.objects.filter(
         client_ip=ip, reason__in=BAD_TOKEN_REASONS, created_at__gte=limit.window_start()

@@ -70,11 +70,12 @@ def exchange_token(token: str | None, response_format: str, client: Client, *, b
         team, recent_requests = ratelimit.team_with_recent_requests(claims.team_id)
         team = check_claims(claims, team)
     except InvalidToken as invalid:
+        audit.update(team=invalid.team, claimed_team_id=invalid.claimed_team_id)
         if ratelimit.address_is_over_limit(client.ip):
             limit = ratelimit.address_limit()
             raise refuse(429, "too many invalid tokens from this address", Reason.ADDRESS_RATE_LIMITED, client,
-                         team=invalid.team, retry_after=limit.seconds, **audit) from None
-        raise refuse(401, INVALID_TOKEN_MESSAGE, invalid.reason, client, team=invalid.team, **audit) from None
+                         retry_after=limit.seconds, **audit) from None
+        raise refuse(401, INVALID_TOKEN_MESSAGE, invalid.reason, client, **audit) from None
     except TeamDisabled as disabled:
         raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, team=disabled.team, **audit) from None
     limit = ratelimit.team_limit()
@@ -137,21 +138,23 @@ def signal_urls(team: Team, absolute_url: Callable[[str], str], *, boot: str | N
 def receive_signal(team_id: int, signal: str, value: str, report: dict, client: Client) -> Team:
     """Verify a signal URL and record what it says; a refusal is audited (HMAC of the value only) and raised
     as ExchangeRefused."""
-    # Refusals are recorded on the team the URL names, so they show on its timeline.
-    audit = {"token": value, "signal": signal, "team": Team.objects.filter(pk=team_id).first()}
+    audit = {"token": value, "signal": signal}
     try:
         claims = read_team_token(value, salt=SIGNAL_SALTS[signal])
         if claims.team_id != team_id:
             raise InvalidToken("wrong_team")
-        team = check_claims(claims, audit["team"])
+        team = check_claims(claims, Team.objects.filter(pk=team_id).first())
         if signal == "shutdown" and not is_current_boot(team, claims.boot):
             raise InvalidToken(Reason.STALE_BOOT, team=team)  # the instance restarted since: it changes nothing
     except InvalidToken as invalid:
+        # Only a value we signed for this team (a revoked one) is the team's; anything else merely names it:
+        # recorded as a claim, shown on the team's timeline as unverified, never charged to it.
+        audit.update(team=invalid.team, claimed_team_id=team_id)
         if ratelimit.address_is_over_limit(client.ip):
             raise refuse(429, "too many invalid signal URLs from this address", Reason.ADDRESS_RATE_LIMITED,
                          client, retry_after=ratelimit.address_limit().seconds, **audit) from None
         raise refuse(403, INVALID_SIGNAL_MESSAGE, invalid.reason, client, **audit) from None
-    except TeamDisabled:
-        raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, **audit) from None
+    except TeamDisabled as disabled:
+        raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, team=disabled.team, **audit) from None
     SIGNAL_RECORDERS[signal](team, report)
     return team

@@ -30,12 +30,16 @@ TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-.]{8,512}")
 
 
 class InvalidToken(Exception):
-    """The token does not name a team's current generation. `reason` is for the audit trail only."""
+    """The token does not name a team's current generation. `reason` is for the audit trail only.
 
-    def __init__(self, reason: str, team: Team | None = None):
+    `team`: the team whose token it verifiably is (our signature, an old generation). `claimed_team_id`: the
+    team it names without proof (a forged signature, or a team that no longer exists)."""
+
+    def __init__(self, reason: str, team: Team | None = None, *, claimed_team_id: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.team = team
+        self.claimed_team_id = claimed_team_id
 
 
 class TeamDisabled(Exception):
@@ -79,11 +83,12 @@ def read_team_token(token: str, *, salt: str = SALT) -> TokenClaims:
     database); raise InvalidToken."""
     if not TOKEN_SHAPE.fullmatch(token):
         raise InvalidToken("malformed")
+    serializer = _serializer(salt)
     try:
         # itsdangerous compares signatures with hmac.compare_digest.
-        payload = _serializer(salt).loads(token)
+        payload = serializer.loads(token)
     except BadData:
-        raise InvalidToken("bad_signature") from None
+        raise InvalidToken("bad_signature", claimed_team_id=_claimed_team_id(serializer, token)) from None
     if not (isinstance(payload, dict) and _is_int(payload.get("team")) and _is_int(payload.get("gen"))):
         raise InvalidToken("bad_payload")
     boot = payload.get("boot")
@@ -92,10 +97,27 @@ def read_team_token(token: str, *, salt: str = SALT) -> TokenClaims:
     return TokenClaims(team_id=payload["team"], generation=payload["gen"], boot=boot if salt == SHUTDOWN_SALT else None)
 
 
+# The largest id a claim may record (claimed_team_id is a 64-bit column); a larger one is no team's.
+MAX_TEAM_ID = 2**63 - 1
+
+
+def _claimable(team_id) -> int | None:
+    """A claimed team id as the audit trail can store it, or None: no team has any other."""
+    return team_id if _is_int(team_id) and 0 < team_id <= MAX_TEAM_ID else None
+
+
+def _claimed_team_id(serializer: URLSafeSerializer, token: str) -> int | None:
+    """The team a badly signed token names, for the audit trail only: nothing about it is true."""
+    if token.startswith("."):
+        return None  # a compressed payload: not inflated for a stranger
+    _, payload = serializer.loads_unsafe(token)
+    return _claimable(payload.get("team")) if isinstance(payload, dict) else None
+
+
 def check_claims(claims: TokenClaims, team: Team | None) -> Team:
     """The team, if the claims name its current generation and it is active; else InvalidToken / TeamDisabled."""
     if team is None:
-        raise InvalidToken("unknown_team")
+        raise InvalidToken("unknown_team", claimed_team_id=_claimable(claims.team_id))
     if not hmac.compare_digest(str(claims.generation).encode(), str(team.token_generation).encode()):
         raise InvalidToken("revoked", team=team)
     if not team.is_active:

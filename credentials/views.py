@@ -5,14 +5,13 @@ import logging
 import re
 
 from django.conf import settings
-from django.core.exceptions import SuspiciousOperation, ValidationError
-from django.core.validators import validate_ipv46_address
+from django.core.exceptions import SuspiciousOperation
 from django.db import DatabaseError
 from django.http import JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
-from .audit import Client
+from .audit import Client, client_address
 from .formats import DEFAULT_FORMAT
 from .models import CredentialEvent
 from .services import (
@@ -35,16 +34,10 @@ def json_error(status: int, message: str, *, retry_after: int | None = None, **h
 
 
 def client_of(request) -> Client:
-    """The caller's address (from the trusted proxy header when one is configured) and user agent."""
-    address = request.META.get("REMOTE_ADDR")
-    if settings.CLIENT_IP_HEADER:
-        forwarded = request.headers.get(settings.CLIENT_IP_HEADER, "").strip()
-        address = forwarded or address
-    try:
-        validate_ipv46_address(address or "")
-    except ValidationError:
-        address = None
-    return Client(ip=address, user_agent=request.headers.get("User-Agent", ""))
+    """The caller's address (from the proxy header only when a trusted proxy sent it) and user agent."""
+    forwarded = request.headers.get(settings.CLIENT_IP_HEADER) if settings.CLIENT_IP_HEADER else None
+    return Client(ip=client_address(request.META.get("REMOTE_ADDR"), forwarded),
+                  user_agent=request.headers.get("User-Agent", ""))
 
 
 def presented_token(request) -> str | None:

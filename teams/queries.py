@@ -71,8 +71,12 @@ def _credential_entry(event: CredentialEvent) -> TimelineEntry:
                              f"credentials issued ({event.access_key_id}, {event.response_format}, "
                              f"from {event.client_ip or '?'})", False)
     what = f"{event.signal} signal" if event.signal else "credentials"
+    # A request that only named the team (an unverified token or signal URL) may come from anyone.
+    unverified = ", unverified: it only claimed to be this team" if event.team_id is None else ""
+    times = f" x{event.request_count} that minute" if event.request_count > 1 else ""
     return TimelineEntry(event.created_at, f"{what}:refused".replace(" ", "_"),
-                         f"{what} refused: {event.get_reason_display()} (from {event.client_ip or '?'})", True)
+                         f"{what} refused{times}: {event.get_reason_display()} "
+                         f"(from {event.client_ip or '?'}{unverified})", True)
 
 
 def timeline(team: Team, length: int = TIMELINE_LENGTH) -> list[TimelineEntry]:
@@ -80,5 +84,7 @@ def timeline(team: Team, length: int = TIMELINE_LENGTH) -> list[TimelineEntry]:
     signal URLs a log tail may carry were redacted when the event was stored (`RedactedTextField`)."""
     events = [TimelineEntry(event.created_at, event.kind, event.message, event.is_error)
               for event in TeamEvent.objects.filter(team=team)[:length]]
-    audit = [_credential_entry(event) for event in CredentialEvent.objects.filter(team=team)[:length]]
+    audit = [_credential_entry(event) for rows in (CredentialEvent.objects.filter(team=team),
+                                                   CredentialEvent.objects.filter(claimed_team_id=team.pk))
+             for event in rows[:length]]
     return sorted(events + audit, key=lambda entry: entry.time, reverse=True)[:length]

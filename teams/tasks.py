@@ -30,10 +30,10 @@ def reconcile_fleet(every_seconds: int = 0) -> int:
         return len(reconcile())
     finally:
         if every_seconds:
-            _enqueue_again(reconcile_fleet, every_seconds)
+            enqueue_again(reconcile_fleet, every_seconds)
 
 
-def _enqueue_again(periodic_task, every_seconds: int) -> None:
+def enqueue_again(periodic_task, every_seconds: int) -> None:
     """A periodic task without a scheduler: each run queues the next."""
     from datetime import timedelta
 
@@ -71,7 +71,7 @@ def check_backups(every_seconds: int = 0) -> int:
         return len(check_backup_freshness())
     finally:
         if every_seconds:
-            _enqueue_again(check_backups, every_seconds)
+            enqueue_again(check_backups, every_seconds)
 
 
 @task()

@@ -100,6 +100,21 @@ def test_one_address_guessing_many_accounts_is_locked_out(django_user_model):
     assert sign_in(Client(REMOTE_ADDR="203.0.113.10"), "bystander").status_code == 302  # others are not
 
 
+@pytest.mark.parametrize("trusted, locked", [([], True), (["203.0.113.0/24"], False)])
+def test_the_address_header_is_believed_only_from_a_trusted_proxy(django_user_model, settings, trusted, locked):
+    """A guesser writing a fresh address into the header for every attempt stays one address to the limit,
+    unless it connects from a trusted proxy (then the header is the client's, and each is its own)."""
+    settings.CLIENT_IP_HEADER = "Fly-Client-IP"
+    settings.TRUSTED_PROXIES = trusted
+    django_user_model.objects.create_user("bystander", password=PASSWORD)
+    guesser = Client(REMOTE_ADDR="203.0.113.9")
+    for attempt in range(25):
+        sign_in(guesser, f"user-{attempt}", "wrong", HTTP_FLY_CLIENT_IP=f"198.51.100.{attempt}")
+    refused = "Too many failed login attempts" in sign_in(
+        guesser, "bystander", HTTP_FLY_CLIENT_IP="198.51.100.200").content.decode()
+    assert refused == locked
+
+
 def test_the_lock_expires_after_its_window(django_user_model, monkeypatch, settings):
     from allauth.core.internal import ratelimit
 

@@ -138,9 +138,12 @@ def test_fleet_restart_from_one_address_is_not_throttled(s3_env, make_team, post
 
 def test_client_address_comes_from_the_configured_proxy_header(s3_env, make_team, post_credentials, settings):
     settings.CLIENT_IP_HEADER = "Fly-Client-IP"
+    settings.TRUSTED_PROXIES = ["127.0.0.0/8"]  # the test client connects from 127.0.0.1
     post_credentials(team_token(make_team()), HTTP_FLY_CLIENT_IP="fdaa::3")
+    # Not an address: the connecting one (issue 10: never none at all, which the address limit would not count).
     post_credentials(team_token(make_team()), HTTP_FLY_CLIENT_IP="not an address")
-    assert list(CredentialEvent.objects.order_by("created_at").values_list("client_ip", flat=True)) == ["fdaa::3", None]
+    assert list(CredentialEvent.objects.order_by("created_at").values_list("client_ip", flat=True)) == [
+        "fdaa::3", "127.0.0.1"]
 
 
 def test_sts_failure_is_a_503_without_aws_details(s3_env, make_team, post_credentials, settings):

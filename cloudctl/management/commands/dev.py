@@ -22,11 +22,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
 from cloudctl.private_files import private_directory, read_or_create_secret, write_private_file
+from credentials.tasks import prune_audit_trail
 from teams.instance_signals import check_backup_freshness
 from teams.models import Instance
 from teams.supervision import stop_all, supervise
+from teams.tasks import schedule_periodic
 
 SUPERVISE_EVERY_SECONDS = 3
+PRUNE_AUDIT_EVERY_SECONDS = 3600
 
 
 def _admin_password() -> str:
@@ -86,6 +89,7 @@ class Command(BaseCommand):
             os.environ.update(embedded)
             call_command("migrate", verbosity=0)
             call_command("collectstatic", verbosity=0, interactive=False)
+            schedule_periodic(prune_audit_trail, PRUNE_AUDIT_EVERY_SECONDS)  # the worker started below runs it
             password = self._ensure_admin()
             children.append(self._serve(port))
             children.append(self._worker())

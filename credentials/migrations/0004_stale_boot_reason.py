@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('credentials', '0002_refused_signals'),
+        ('credentials', '0003_abuse_resistant_audit'),
     ]
 
     operations = [
