@@ -60,3 +60,42 @@ def test_bad_credentials_settings_fail_the_checks(tmp_path):
                                   "CLOUDCTL_CREDENTIALS_TTL": "50000", "CLOUDCTL_TEAM_RATE_LIMIT": "lots"})
     assert result.returncode != 0
     assert "credentials.E001" in result.stderr and "credentials.E002" in result.stderr
+
+
+URL_PROBE = """
+from django.conf import settings
+from django.urls import Resolver404, resolve
+print(settings.ROOT_URLCONF)
+for path in ("/private/v1/credentials", "/private/v1/teams/1/signals/backup/x", "/private/metrics", "/admin/"):
+    try:
+        resolve(path)
+        print(path, "served")
+    except Resolver404:
+        print(path, "not served")
+"""
+
+
+def test_without_a_urlconf_a_process_serves_only_the_operator_pages(tmp_path):
+    """Failing open would put the private API and the metrics on whatever address the process binds (the
+    Dockerfile's CMD binds 0.0.0.0): a process must opt into them."""
+    result = manage("shell", "--no-imports", "-c", URL_PROBE, env={"CLOUDCTL_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "cloudctl.urls_public",
+        "/private/v1/credentials not served",
+        "/private/v1/teams/1/signals/backup/x not served",
+        "/private/metrics not served",
+        "/admin/ served",
+    ]
+
+
+def test_the_dockerfile_serves_the_public_urlconf_and_the_private_api_only_on_the_private_address():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD"))
+    assert "CLOUDCTL_URLCONF" not in cmd or "cloudctl.urls_public" in cmd
+    assert "CLOUDCTL_URLCONF=cloudctl.urls " not in dockerfile
+    fly = (REPO / "fly.toml").read_text()
+    private = next(line for line in fly.splitlines() if line.strip().startswith("private ="))
+    assert "CLOUDCTL_URLCONF=cloudctl.urls_private" in private and "fly-local-6pn:8001" in private
+    web = next(line for line in fly.splitlines() if line.strip().startswith("web ="))
+    assert "urls_private" not in web and "CLOUDCTL_URLCONF=cloudctl.urls " not in web

@@ -2,7 +2,8 @@
 
 Starts the local S3/STS server, records how to reach it in the state dir's `embedded.env` (so every other
 `manage.py` command on this machine uses it too), migrates SQLite, creates an admin user, serves the
-control plane under gunicorn, runs the task worker, supervises the teams' local instances (printing each
+control plane (every page and the private API, `cloudctl.urls`, on 127.0.0.1) with the private API's server,
+runs the task worker, supervises the teams' local instances (printing each
 team's URL as it comes up) and stops everything cleanly on Ctrl-C.
 """
 
@@ -63,7 +64,7 @@ def hold_state_lock(state_dir: Path):
 
 
 class Command(BaseCommand):
-    help = "Run the control plane on this machine: local S3/STS, SQLite, gunicorn. Ctrl-C stops it all."
+    help = "Run the control plane on this machine: local S3/STS, SQLite, the web server. Ctrl-C stops it all."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("CLOUDCTL_PORT", 8000)))
@@ -119,10 +120,11 @@ class Command(BaseCommand):
         return password
 
     def _serve(self, port: int) -> subprocess.Popen:
-        # No access log: instance signal URLs carry a signed value in their path.
-        gunicorn = [sys.executable, "-m", "gunicorn", "cloudctl.wsgi", "--bind", f"127.0.0.1:{port}",
-                    "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--no-control-socket"]
-        return subprocess.Popen(gunicorn, env=os.environ.copy())
+        # One process serves the dashboard, the admin, the private API and the metrics: only on 127.0.0.1, and
+        # only because it asks for the combined URL conf (the default serves the operator pages alone). The
+        # private API's server, as in production: local instances are as hostile as any.
+        server = [sys.executable, "-m", "cloudctl.server", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+        return subprocess.Popen(server, env={**os.environ, "CLOUDCTL_URLCONF": "cloudctl.urls"}, cwd=settings.BASE_DIR)
 
     def _worker(self) -> subprocess.Popen:
         worker = [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload"]
