@@ -1,7 +1,7 @@
 """`python -m cloudctl.server --bind HOST:PORT [--workers N]`: the server of the private API (and of the embedded
 stack), safe to face hostile clients without a proxy in front.
 
-uvicorn (httptools) runs `cloudctl.asgi:application`, which reads every request's body on the event loop before
+uvicorn (httptools, uvloop) runs `cloudctl.asgi:application`, which reads every request's body on the event loop before
 Django runs the complete request on a thread. What uvicorn does not do itself happens in this module, at the
 connection level where an ASGI application cannot see: a deadline for each request's headers (from the start
 of the connection, or the end of the previous answer) and a cap on the connections one address holds open.
@@ -119,7 +119,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     uvicorn.run(
         "cloudctl.asgi:application", host=args.host, port=args.port, workers=args.workers, backlog=args.backlog,
-        http=GuardedHttpToolsProtocol, ws="none", interface="asgi3", lifespan="off", loop="asyncio",
+        http=GuardedHttpToolsProtocol, ws="none", interface="asgi3", lifespan="off", loop="uvloop",
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # Only the connecting address counts: nothing a client sends may claim another one.
         proxy_headers=False, server_header=False, access_log=False, log_level=args.log_level,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from cloudctl.asgi import BufferedRequests
+from cloudctl.asgi import BufferedRequests, ThreadedWSGI, wsgi_environ
 from cloudctl.local_s3 import port_is_free
 from cloudctl.processes import stop_process_group
 from credentials.tokens import team_token
@@ -111,6 +111,39 @@ def test_a_client_gone_before_its_body_ends_never_reaches_the_application():
     sent = run(front, scope([(b"content-length", b"10")]), [{"type": "http.request", "body": b"a", "more_body": True},
                                                              {"type": "http.disconnect"}])
     assert sent == [] and inner.calls == []
+
+
+def test_the_wsgi_environ_is_gunicorns_raw_path_and_no_header_with_an_underscore():
+    environ = wsgi_environ({"method": "POST", "path": "/private/\ufffd", "raw_path": b"/private/%ff%2F",
+                            "query_string": b"format=x", "http_version": "1.1", "scheme": "http",
+                            "server": ("127.0.0.1", 8001), "client": ("10.0.0.7", 4321),
+                            "headers": [(b"fly-client-ip", b"10.0.0.7"), (b"fly_client_ip", b"1.2.3.4"),
+                                        (b"content-length", b"3"), (b"accept", b"a"), (b"accept", b"b")]}, b"abc")
+    assert environ["PATH_INFO"] == "/private/\xff/"  # the bytes, as latin-1 (PEP 3333): Django decodes them
+    assert environ["HTTP_FLY_CLIENT_IP"] == "10.0.0.7"
+    assert (environ["CONTENT_LENGTH"], environ["HTTP_ACCEPT"], environ["REMOTE_ADDR"]) == ("3", "a,b", "10.0.0.7")
+    assert environ["wsgi.input"].read() == b"abc"
+
+
+def test_the_wsgi_application_runs_on_the_pool_and_its_answer_is_closed():
+    import threading
+
+    seen = {}
+
+    class Answer(list):
+        def close(self):
+            seen["closed on"] = threading.current_thread().name
+
+    def app(environ, start_response):
+        seen["ran on"] = threading.current_thread().name
+        start_response("418 I'm a teapot", [("Content-Type", "text/plain")])
+        return Answer([b"short ", b"and stout"])
+
+    sent = run(ThreadedWSGI(app, threads=1), {**scope(), "query_string": b"", "http_version": "1.1"},
+               [{"type": "http.request", "body": b"", "more_body": False}])
+    assert sent == [{"type": "http.response.start", "status": 418, "headers": [(b"content-type", b"text/plain")]},
+                    {"type": "http.response.body", "body": b"short and stout"}]
+    assert seen["ran on"].startswith("django") and seen["closed on"] == seen["ran on"]
 
 
 # --- the real server ------------------------------------------------------------------------------------------
