@@ -77,16 +77,23 @@ def create_teams(total: int, env: dict[str, str], work: Path) -> list[tuple[int,
 
 
 class PrivateServer:
-    """`python -m cloudctl.server`, as fly.toml's `private` process group runs it (bound to 127.0.0.1 here)."""
+    """`python -m cloudctl.server`, as fly.toml's `private` process group runs it (bound to 127.0.0.1 here), or
+    with `gunicorn=True` the gunicorn gthread server it replaced (for comparison)."""
 
-    def __init__(self, env: dict[str, str], work: Path, *, workers: int = 2, threads: int = 8):
+    def __init__(self, env: dict[str, str], work: Path, *, workers: int = 2, threads: int = 8,
+                 gunicorn: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work / "server.log"
-        command = [sys.executable, "-m", "cloudctl.server", "--bind", f"127.0.0.1:{self.port}",
-                   "--workers", str(workers),
-                   # The burst opens every connection at once: room for all of them in the listen queue.
-                   "--backlog", "4096"]
+        bind = f"127.0.0.1:{self.port}"
+        # A burst opens every connection at once: room for all of them in the listen queue.
+        if gunicorn:
+            command = [sys.executable, "-m", "gunicorn", "cloudctl.wsgi", "--bind", bind, "--worker-class", "gthread",
+                       "--workers", str(workers), "--threads", str(threads), "--backlog", "4096",
+                       "--worker-connections", "2000", "--keep-alive", "30", "--no-control-socket"]
+        else:
+            command = [sys.executable, "-m", "cloudctl.server", "--bind", bind, "--workers", str(workers),
+                       "--backlog", "4096"]
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(command, cwd=REPO, env={**env, "CLOUDCTL_SERVER_THREADS": str(threads)},
                                             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
