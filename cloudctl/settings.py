@@ -93,7 +93,7 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{STATE_DIR / 'cloudctl.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several gunicorn workers and the task worker write at once: WAL lets readers proceed, IMMEDIATE
+    # Several server processes and the task worker write at once: WAL lets readers proceed, IMMEDIATE
     # takes the write lock up front (no upgrade deadlocks) and the timeout waits for it instead of failing.
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
