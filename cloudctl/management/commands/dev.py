@@ -11,6 +11,7 @@ import fcntl
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +94,7 @@ class Command(BaseCommand):
             password = self._ensure_admin()
             children.append(self._serve(port))
             children.append(self._worker())
+            self._wait_until_serving(port, children[0])
             self._announce(port, password, config)
             self._run(children)
         finally:
@@ -125,6 +127,16 @@ class Command(BaseCommand):
         # private API's server, as in production: local instances are as hostile as any.
         server = [sys.executable, "-m", "cloudctl.server", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
         return subprocess.Popen(server, env={**os.environ, "CLOUDCTL_URLCONF": "cloudctl.urls"}, cwd=settings.BASE_DIR)
+
+    def _wait_until_serving(self, port: int, server: subprocess.Popen, timeout: float = 60) -> None:
+        """The server listens once its first worker has loaded Django: announce the URLs only then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
 
     def _worker(self) -> subprocess.Popen:
         worker = [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload"]
