@@ -9,7 +9,6 @@ connections (Django's own ASGI handler would run each request's view on a new th
 
 import asyncio
 import io
-import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -19,17 +18,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudctl.settings")
 
 from django.conf import settings  # noqa: E402
 
+from cloudctl.server import error_response  # noqa: E402
 from cloudctl.wsgi import application as wsgi_application  # noqa: E402
-
-
-def error_response(status: int, message: str, **headers: str) -> tuple[dict, dict]:
-    """The two ASGI messages of a JSON error that also closes the connection (the request may be half read)."""
-    body = json.dumps({"error": message}).encode()
-    fields = {"content-type": "application/json", "content-length": str(len(body)), "cache-control": "no-store",
-              "connection": "close", **headers}
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(name.encode(), value.encode()) for name, value in fields.items()]}
-    return start, {"type": "http.response.body", "body": body}
 
 
 async def refuse(send, status: int, message: str) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 from collections import Counter
+from http import HTTPStatus
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -23,13 +24,21 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudctl.settings")
 KEEP_ALIVE_SECONDS = 5
 
 
-def raw_error(status: int, reason: str, message: str, **headers: str) -> bytes:
-    """A whole HTTP/1.1 JSON error answer that closes the connection, written before any request was read."""
+def error_response(status: int, message: str, **headers: str) -> tuple[dict, dict]:
+    """The two ASGI messages of a JSON error that also closes the connection (the request may be half read)."""
     body = json.dumps({"error": message}).encode()
     fields = {"content-type": "application/json", "content-length": str(len(body)), "cache-control": "no-store",
               "connection": "close", **headers}
-    head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
-    return f"HTTP/1.1 {status} {reason}\r\n{head}\r\n".encode() + body
+    start = {"type": "http.response.start", "status": status,
+             "headers": [(name.encode(), value.encode()) for name, value in fields.items()]}
+    return start, {"type": "http.response.body", "body": body}
+
+
+def raw_error(status: int, message: str, **headers: str) -> bytes:
+    """The same error as bytes on the wire, for a connection answered before any request was read."""
+    start, body = error_response(status, message, **headers)
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in start["headers"])
+    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode() + head + b"\r\n" + body["body"]
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -52,8 +61,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         source = self.client[0] if self.client else None
         if source is not None and self.connections_per_source:
             if self.open_per_source[source] >= self.connections_per_source:
-                transport.write(raw_error(429, "Too Many Requests", "too many connections from this address",
-                                          **{"retry-after": "1"}))
+                transport.write(raw_error(429, "too many connections from this address", **{"retry-after": "1"}))
                 transport.close()
                 return
             self.open_per_source[source] += 1
@@ -91,15 +99,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_deadline = None
         if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return  # a request is being answered (a pipelined one started): its own answer re-arms the deadline
-        self.transport.write(raw_error(408, "Request Timeout",
-                                       f"request headers not received within {self.header_timeout:g}s"))
+        self.transport.write(raw_error(408, f"request headers not received within {self.header_timeout:g}s"))
         self.transport.close()
 
 
 def resolved_host(host: str) -> str:
     """An address literal for `host`: uvicorn picks the socket family from the literal, and Fly's private
     address comes as the name `fly-local-6pn` (IPv6)."""
-    family, _, _, _, address = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0]
+    *_, address = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0]
     return address[0]
 
 
