@@ -62,6 +62,17 @@ def test_bad_credentials_settings_fail_the_checks(tmp_path):
     assert "credentials.E001" in result.stderr and "credentials.E002" in result.stderr
 
 
+
+def test_bad_server_settings_fail_the_checks(tmp_path):
+    result = manage("check", env={**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path),
+                                  "CLOUDCTL_SERVER_BODY_TIMEOUT": "0", "CLOUDCTL_SERVER_CONNECTIONS_PER_SOURCE": "-1",
+                                  "CLOUDCTL_SERVER_MAX_BODY": "100"})
+    assert result.returncode != 0
+    assert "CLOUDCTL_SERVER_BODY_TIMEOUT must be above 0" in result.stderr
+    assert "CLOUDCTL_SERVER_CONNECTIONS_PER_SOURCE must be 0" in result.stderr
+    assert "cloudctl.E002" in result.stderr
+
+
 URL_PROBE = """
 from django.conf import settings
 from django.urls import Resolver404, resolve
