@@ -16,4 +16,6 @@ RUN DJANGO_SECRET_KEY=collectstatic-only CLOUDCTL_TOKEN_KEYS=collectstatic-only 
 RUN useradd --system --home /app cloudctl && chown -R cloudctl /app/var
 USER cloudctl
 EXPOSE 8000 8001
+# Without fly.toml's process groups: the operator pages only (the default URL conf), like the `web` group. The
+# private API is never served on a public address: see fly.toml's `private` group.
 CMD ["gunicorn", "cloudctl.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "8"]

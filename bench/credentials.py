@@ -1,4 +1,4 @@
-"""Credential exchange throughput: the private API under gunicorn against raw STS AssumeRole.
+"""Credential exchange throughput: the private API under its own server against raw STS AssumeRole.
 
 Run from the repository root: `.venv/bin/python bench/credentials.py` (or `make bench`).
 
@@ -6,20 +6,21 @@ What it does, all on 127.0.0.1 and in a throw-away directory:
 
 1. starts a real SeaweedFS S3 + STS (`cloudctl.local_s3.LocalS3Server`, free ports), a fresh SQLite state
    dir, migrates it and creates teams with their tokens and running instances;
-2. serves the private API only (`CLOUDCTL_URLCONF=cloudctl.urls_private`) under gunicorn, the way
-   `manage.py dev` does (gthread, 2 workers x 8 threads);
+2. serves the private API only (`CLOUDCTL_URLCONF=cloudctl.urls_private`) as fly.toml's `private` process
+   does: `python -m cloudctl.server` (uvicorn, 2 workers x CLOUDCTL_SERVER_THREADS 8 threads);
 3. phase 1, side by side at the same concurrency: raw `AssumeRole` calls (the broker's exact request: role,
    session name, 12 h, the team's session policy, source identity and tag) from one shared boto3 client vs.
    `POST /private/v1/credentials` (one keep-alive HTTP client per thread, each exchange naming its team's boot
    as an instance's renewals do). The two alternate over several short rounds so that noise on this shared
    machine hits both alike;
 4. phase 2, a fleet restarting at once: 1,000 exchanges for 1,000 distinct teams fired together, each naming a
-   new boot (recorded); every one must succeed.
+   new boot (recorded) from its own loopback address (127.1.x.y) as each team machine has its own; every one
+   must succeed.
 
 The last line is `ratio: <endpoint exchanges/s / raw AssumeRole/s>` (target: at least 0.7). The script exits 1
-if any exchange fails (the ratio line is still printed last), and stops gunicorn and SeaweedFS whatever happens.
+if any exchange fails (the ratio line is still printed last), and stops the server and SeaweedFS whatever happens.
 Knobs for experiments: BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_ROUND_SECONDS, BENCH_BURST, BENCH_POOL,
-BENCH_GUNICORN_WORKERS, BENCH_GUNICORN_THREADS.
+BENCH_SERVER_WORKERS, BENCH_SERVER_THREADS.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ import asyncio
 import http.client
 import json
 import os
-import resource
 import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,8 +49,10 @@ sys.path.insert(0, str(REPO))
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
-from cloudctl.local_s3 import ROLE_ARN, LocalS3Server, free_port_set, port_is_free  # noqa: E402
-from cloudctl.processes import stop_process_group  # noqa: E402
+from bench.support.private_api import (  # noqa: E402
+    PATH, PrivateServer, create_teams, log, percentile, private_api_environ, raise_open_files_limit,
+)
+from cloudctl.local_s3 import ROLE_ARN, LocalS3Server, free_port_set  # noqa: E402
 from credentials.policy import policy_document, team_session_policy  # noqa: E402
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 8))
@@ -61,130 +62,16 @@ BURST = int(os.environ.get("BENCH_BURST", 1000))
 # Teams cycled through in phase 1: each sees a handful of exchanges, as in production, and stays far below the
 # default per-team rate limit (30/hour), which the bench keeps.
 POOL = int(os.environ.get("BENCH_POOL", 2000))
-GUNICORN_WORKERS = int(os.environ.get("BENCH_GUNICORN_WORKERS", 2))
-GUNICORN_THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", 8))
+SERVER_WORKERS = int(os.environ.get("BENCH_SERVER_WORKERS", 2))
+SERVER_THREADS = int(os.environ.get("BENCH_SERVER_THREADS", 8))
 TTL = 43200
-PATH = "/private/v1/credentials"
 TARGET = 0.7
 
 # Mirrors credentials.broker.sts_client(): same timeouts and retry policy.
 STS_CONFIG = Config(connect_timeout=5.0, read_timeout=5.0, retries={"mode": "standard", "max_attempts": 2})
 
 
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
 # --- environment ----------------------------------------------------------------------------------------
-
-def clean_environ() -> dict[str, str]:
-    """This machine's environment without anything that could point boto3 or Django elsewhere."""
-    dropped_prefixes = ("AWS_", "CLOUDCTL_", "DJANGO_")
-    environ = {key: value for key, value in os.environ.items()
-               if not key.startswith(dropped_prefixes) and key != "DATABASE_URL"}
-    environ.update({
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return environ
-
-
-def free_port() -> int:
-    for _ in range(200):
-        candidate = secrets.randbelow(20000) + 20000
-        if port_is_free(candidate):
-            return candidate
-    raise RuntimeError("no free port for gunicorn")
-
-
-def run_manage(args: list[str], env: dict[str, str], *, input_code: str | None = None) -> None:
-    command = [sys.executable, "manage.py", *args]
-    if input_code is not None:
-        command += ["-c", input_code]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-
-
-CREATE_TEAMS = """
-import json
-from django.utils import timezone
-from teams.models import Instance, Team
-from credentials.tokens import team_token
-total = {total}
-Team.objects.bulk_create([Team(slug=f"bench-{{i:05d}}", name=f"bench {{i}}") for i in range(1, total + 1)],
-                         batch_size=500)
-teams = Team.objects.filter(slug__startswith="bench-").order_by("id")
-Instance.objects.bulk_create([Instance(team=team, backend="teams.backends.local.LocalBackend", state="running",
-                                       backups_expected_since=timezone.now()) for team in teams], batch_size=500)
-with open({out!r}, "w") as out:
-    json.dump([[team.pk, team_token(team)] for team in teams], out)
-"""
-
-
-def create_teams(total: int, env: dict[str, str], work: Path) -> list[tuple[int, str]]:
-    out = work / "teams.json"
-    run_manage(["shell"], env, input_code=CREATE_TEAMS.format(total=total, out=str(out)))
-    teams = [(pk, token) for pk, token in json.loads(out.read_text())]
-    if len(teams) != total:
-        raise RuntimeError(f"created {len(teams)} teams, wanted {total}")
-    return teams
-
-
-class Gunicorn:
-    def __init__(self, env: dict[str, str], work: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = work / "gunicorn.log"
-        command = [
-            sys.executable, "-m", "gunicorn", "cloudctl.wsgi", "--bind", f"127.0.0.1:{self.port}",
-            "--worker-class", "gthread", "--workers", str(GUNICORN_WORKERS), "--threads", str(GUNICORN_THREADS),
-            # The burst opens every connection at once: room for all of them in the listen queue and workers.
-            "--backlog", "4096", "--worker-connections", "2000", "--keep-alive", "30", "--timeout", "120",
-            "--no-control-socket", "--error-logfile", str(self.log_path),
-        ]
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.tail()}")
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                # A GET is refused with 405 (and audited): enough to know Django answers.
-                connection.request("GET", PATH)
-                if connection.getresponse().status == 405:
-                    return
-            except OSError:
-                pass
-            finally:
-                connection.close()
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not ready after {timeout:.0f}s:\n{self.tail()}")
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-            return "\n".join([line for line in text if "credentials issued" not in line][-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        stop_process_group(self.process)
-
-
-def raise_open_files_limit() -> None:
-    """1,000 simultaneous connections need more than the common soft limit of 1,024 descriptors."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
 
 # --- CPU accounting (Linux /proc; empty elsewhere) -----------------------------------------------------
 
@@ -197,7 +84,7 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def process_tree(root: int) -> list[int]:
-    """`root` and its descendants (gunicorn's workers, weed's children)."""
+    """`root` and its descendants (the server's workers, weed's children)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -226,11 +113,11 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class CpuMeter:
-    """CPU used by this bench process, gunicorn and SeaweedFS over one measurement."""
+    """CPU used by this bench process, the private API's server and SeaweedFS over one measurement."""
 
-    def __init__(self, gunicorn_pid: int, weed_pid: int):
+    def __init__(self, api_pid: int, weed_pid: int):
         try:
-            self.groups = {"gunicorn": process_tree(gunicorn_pid), "weed": process_tree(weed_pid)}
+            self.groups = {"api": process_tree(api_pid), "weed": process_tree(weed_pid)}
         except OSError:
             self.groups = {}
 
@@ -252,7 +139,7 @@ class CpuMeter:
         """The share of the machine's CPUs used by processes other than this bench's own."""
         if "machine" not in cpu or not cpu["wall"]:
             return None
-        ours = cpu["bench"] + cpu["gunicorn"] + cpu["weed"]
+        ours = cpu["bench"] + cpu["api"] + cpu["weed"]
         return max(0.0, cpu["machine"] - ours) / (cpu["wall"] * (os.cpu_count() or 1))
 
 
@@ -281,15 +168,6 @@ class Sample:
 
     def cpu_per_request_ms(self, name: str) -> float:
         return 1000 * self.cpu[name] / self.count if self.count else float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
 
 
 class TeamCycle:
@@ -394,21 +272,23 @@ def endpoint_caller(port: int, teams: TeamCycle):
 
 async def burst(port: int, fleet: list[tuple[int, str]], timeout: float = 120.0
                 ) -> tuple[float, list[float], Counter]:
-    """Every exchange released at once, each on a new connection of its own (an instance booting)."""
+    """Every exchange released at once, each on a new connection of its own from an address of its own (an
+    instance booting)."""
     errors: Counter = Counter()
     latencies: list[float] = []
     go = asyncio.Event()
 
-    async def exchange(team_id: int, token: str) -> None:
+    async def exchange(number: int, team_id: int, token: str) -> None:
         request = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
                    f"X-Cloudctl-Boot: bench-burst-{team_id:08d}\r\n"
                    "Content-Length: 0\r\nConnection: close\r\n\r\n").encode()
+        source = f"127.1.{number // 250}.{number % 250 + 1}"  # every team machine has an address of its own
         await go.wait()
         started = time.perf_counter()
         writer = None
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
                 writer.write(request)
                 await writer.drain()
                 answer = await reader.read()  # the server closes after the response
@@ -426,7 +306,8 @@ async def burst(port: int, fleet: list[tuple[int, str]], timeout: float = 120.0
             if writer is not None:
                 writer.close()
 
-    tasks = [asyncio.create_task(exchange(team_id, token)) for team_id, token in fleet]
+    tasks = [asyncio.create_task(exchange(number, team_id, token))
+             for number, (team_id, token) in enumerate(fleet)]
     await asyncio.sleep(0)  # every task is now parked on the event
     start = time.perf_counter()
     go.set()
@@ -446,46 +327,34 @@ def main() -> int:
     raise_open_files_limit()
     work = Path(tempfile.mkdtemp(prefix="cloudctl-bench-"))
     server: LocalS3Server | None = None
-    gunicorn: Gunicorn | None = None
+    api: PrivateServer | None = None
     try:
         began = time.monotonic()
         log(f"cpus: {os.cpu_count()}  concurrency: {CONCURRENCY}  rounds: {ROUNDS} x {ROUND_SECONDS:g}s per side  "
-            f"burst: {BURST}  gunicorn: gthread {GUNICORN_WORKERS} workers x {GUNICORN_THREADS} threads")
+            f"burst: {BURST}  server: cloudctl.server {SERVER_WORKERS} workers x {SERVER_THREADS} threads")
         server = LocalS3Server(work / "seaweedfs", ports=free_port_set())
         config = server.start()
         log(f"local STS (SeaweedFS) ready at {config.endpoint_url}")
 
-        env = clean_environ()
-        env.update(config.client_environ())
-        state = work / "state"
-        (state / "static").mkdir(parents=True)
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
-            "CLOUDCTL_STATE_DIR": str(state),
-            "CLOUDCTL_TOKEN_KEYS": secrets.token_urlsafe(50),
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-            "CLOUDCTL_URLCONF": "cloudctl.urls_private",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        })
+        env = private_api_environ(config, work)
         # The raw side reads the same AWS_* configuration as the control plane.
         os.environ.clear()
         os.environ.update(env)
 
-        run_manage(["migrate", "--verbosity", "0"], env)
         teams = create_teams(POOL + BURST, env, work)
         pool, fleet = TeamCycle(teams[:POOL]), teams[POOL:]
         log(f"{len(teams)} teams created ({POOL} cycled through in phase 1, {BURST} for the burst)")
 
-        gunicorn = Gunicorn(env, work)
-        gunicorn.wait_ready()
-        log(f"gunicorn ready at {gunicorn.url}  (setup {time.monotonic() - began:.1f}s)")
+        api = PrivateServer(env, work, workers=SERVER_WORKERS, threads=SERVER_THREADS)
+        api.wait_ready()
+        log(f"private API ready at {api.url}  (setup {time.monotonic() - began:.1f}s)")
 
-        meter = CpuMeter(gunicorn.process.pid, server.process.pid)
+        meter = CpuMeter(api.process.pid, server.process.pid)
         sts = boto3.session.Session().client("sts", config=STS_CONFIG)
-        sides = {"raw": raw_caller(sts, pool, config.bucket), "endpoint": endpoint_caller(gunicorn.port, pool)}
-        # Warm up both: clients and pools, every gunicorn thread's first request (DB, STS client).
+        sides = {"raw": raw_caller(sts, pool, config.bucket), "endpoint": endpoint_caller(api.port, pool)}
+        # Warm up both: clients and pools, every server thread's first request (DB, STS client).
         closed_loop(CONCURRENCY, 1.0, sides["raw"])
-        closed_loop(GUNICORN_WORKERS * GUNICORN_THREADS, 1.5, sides["endpoint"])
+        closed_loop(SERVER_WORKERS * SERVER_THREADS, 1.5, sides["endpoint"])
 
         log("")
         log(f"phase 1: {CONCURRENCY} concurrent callers per side, {ROUNDS} alternating rounds of {ROUND_SECONDS:g}s")
@@ -503,7 +372,7 @@ def main() -> int:
 
         log("")
         log(f"phase 2: {BURST} exchanges for {BURST} distinct teams fired at once, each on a new connection")
-        wall, burst_latencies, burst_errors = asyncio.run(burst(gunicorn.port, fleet))
+        wall, burst_latencies, burst_errors = asyncio.run(burst(api.port, fleet))
         burst_sample = Sample(seconds=wall, latencies=burst_latencies, errors=burst_errors)
 
         log("")
@@ -517,7 +386,7 @@ def main() -> int:
         if meter.groups:
             log("CPU ms per request (phase 1):  " + "   ".join(
                 f"{side}: " + ", ".join(f"{name} {totals[side].cpu_per_request_ms(name):.2f}"
-                                        for name in ("bench", "gunicorn", "weed"))
+                                        for name in ("bench", "api", "weed"))
                 for side in ("raw", "endpoint")))
             phase_cpu = totals["raw"].cpu + totals["endpoint"].cpu
             others = CpuMeter.others_share(phase_cpu)
@@ -532,19 +401,19 @@ def main() -> int:
         ratio = totals["endpoint"].rate / totals["raw"].rate
         burst_clean = burst_sample.count == BURST and not burst_errors
         if failures or not burst_clean:
-            log(f"--- gunicorn log (tail, issuance lines left out) ---\n{gunicorn.tail()}\n---")
+            log(f"--- server log (tail, issuance lines left out) ---\n{api.tail()}\n---")
         log(f"ratio of the totals {ratio:.3f} (median of the rounds' ratios {statistics.median(round_ratios):.3f})")
         log(f"target ratio >= {TARGET}: {'met' if ratio >= TARGET else 'NOT met'};  "
             f"burst with zero errors: {'met' if burst_clean else 'NOT met'};  total {time.monotonic() - began:.0f}s")
         log(f"ratio: {ratio:.3f}")
         return 0 if burst_clean and not failures else 1
     except BaseException:
-        if gunicorn is not None:
-            print(f"--- gunicorn log (tail) ---\n{gunicorn.tail()}", file=sys.stderr)
+        if api is not None:
+            print(f"--- server log (tail) ---\n{api.tail()}", file=sys.stderr)
         raise
     finally:
-        if gunicorn is not None:
-            gunicorn.stop()
+        if api is not None:
+            api.stop()
         if server is not None:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -3,7 +3,7 @@
 
 Side by side, alternating, in one run:
 - bare: the instance virtualenv's `datasette serve` on an empty database, launch -> first HTTP 200;
-- cloudctl: `create_team` (the command's code path) with the control plane under gunicorn, the database task
+- cloudctl: `create_team` (the command's code path) with the control plane served as `manage.py dev` does, the task
   worker and the local backend -> first HTTP 200 from the team's Datasette, and -> first backup object under
   `team-<id>/` in the local S3.
 
@@ -89,6 +89,8 @@ def main() -> None:
         "CLOUDCTL_STATE_DIR": str(work / "state"),
         "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
         "CLOUDCTL_LOG_LEVEL": "WARNING",
+        # Instances need the private API, the readiness probe the admin's login page: both, as `manage.py dev`.
+        "CLOUDCTL_URLCONF": "cloudctl.urls",
     })
     children = []
     try:
@@ -100,8 +102,8 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         logs = open(work / "control-plane.log", "ab")
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "cloudctl.wsgi", "--bind", f"127.0.0.1:{port}", "--worker-class",
-             "gthread", "--workers", "2", "--threads", "4", "--no-control-socket"], stdout=logs, stderr=logs))
+            [sys.executable, "-m", "cloudctl.server", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+            cwd=REPO, stdout=logs, stderr=logs))
         children.append(subprocess.Popen(
             [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
             cwd=REPO, stdout=logs, stderr=logs))

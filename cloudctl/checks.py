@@ -1,4 +1,5 @@
-"""Sign-in settings checked at `manage.py check` (and every start), not at the first sign-in."""
+"""Project settings checked at `manage.py check` (and every start; the release command's migrate runs them too),
+not at the first sign-in or the first slow client."""
 
 from django.apps import apps
 from django.conf import settings
@@ -23,3 +24,22 @@ def login_rate_limit(app_configs, **kwargs):
             f"CLOUDCTL_LOGIN_FAILED_RATE_LIMIT {value!r} must be one limit per address and one per account, "
             "like 20/15m/ip,5/15m/key.", id="cloudctl.E001")]
     return []
+
+
+@checks.register()
+def server_settings(app_configs, **kwargs):
+    """The private API's server (cloudctl.server)."""
+    errors = []
+    for name in ("SERVER_HEADER_TIMEOUT", "SERVER_BODY_TIMEOUT", "SERVER_THREADS"):
+        if getattr(settings, name) <= 0:
+            errors.append(checks.Error(f"CLOUDCTL_{name} must be above 0 (it is {getattr(settings, name)}).",
+                                       id="cloudctl.E002"))
+    if settings.SERVER_CONNECTIONS_PER_SOURCE < 0:
+        errors.append(checks.Error("CLOUDCTL_SERVER_CONNECTIONS_PER_SOURCE must be 0 (no cap) or more.",
+                                   id="cloudctl.E002"))
+    if settings.SERVER_MAX_BODY < settings.PRIVATE_API_MAX_BODY:
+        errors.append(checks.Error(
+            f"CLOUDCTL_SERVER_MAX_BODY ({settings.SERVER_MAX_BODY}) is below CLOUDCTL_PRIVATE_API_MAX_BODY "
+            f"({settings.PRIVATE_API_MAX_BODY}): the server would refuse bodies the private API accepts.",
+            id="cloudctl.E003"))
+    return errors

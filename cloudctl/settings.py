@@ -67,9 +67,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-# One process can serve everything (embedded), only the dashboard (public address) or only the
-# private API (private network address): cloudctl.urls, cloudctl.urls_public, cloudctl.urls_private.
-ROOT_URLCONF = env.str("CLOUDCTL_URLCONF", default="cloudctl.urls")
+# What a process serves: only the operator pages (cloudctl.urls_public, the default, so that a process started
+# without thinking never exposes the private API or the metrics on its address), only the private API and the
+# metrics (cloudctl.urls_private, for the process on the private network address) or both (cloudctl.urls: the
+# embedded stack on 127.0.0.1 opts into it).
+ROOT_URLCONF = env.str("CLOUDCTL_URLCONF", default="cloudctl.urls_public")
 if ROOT_URLCONF == "cloudctl.urls_private":
     # Programs call the private API: no sessions, users, messages or static files to serve.
     MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "django.middleware.common.CommonMiddleware"]
@@ -98,7 +100,7 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{STATE_DIR / 'cloudctl.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several gunicorn workers and the task worker write at once: WAL lets readers proceed, IMMEDIATE
+    # Several server processes and the task worker write at once: WAL lets readers proceed, IMMEDIATE
     # takes the write lock up front (no upgrade deadlocks) and the timeout waits for it instead of failing.
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
@@ -186,6 +188,19 @@ TRUSTED_PROXIES = env.list("CLOUDCTL_TRUSTED_PROXIES", default=[])
 # The private API's audit trail keeps this many days (`manage.py prune_audit`, the `prune_audit_trail` task);
 # the metrics' counters keep counting what was pruned.
 AUDIT_RETENTION_DAYS = env.int("CLOUDCTL_AUDIT_RETENTION_DAYS", default=90)
+
+# --- How `python -m cloudctl.server` (the private API's server) treats slow and greedy clients ------------
+# Seconds a client has to send a request's headers, from the connection's start or the end of the previous
+# answer (idle keep-alive connections are closed after 5 s), then to send its body; 408 and closed after that.
+SERVER_HEADER_TIMEOUT = env.float("CLOUDCTL_SERVER_HEADER_TIMEOUT", default=10.0)
+SERVER_BODY_TIMEOUT = env.float("CLOUDCTL_SERVER_BODY_TIMEOUT", default=10.0)
+# Connections one address may hold open at once, per worker process (0: no cap); more are answered 429 and
+# closed. Keyed on the connecting address: behind a proxy, cap at the proxy instead.
+SERVER_CONNECTIONS_PER_SOURCE = env.int("CLOUDCTL_SERVER_CONNECTIONS_PER_SOURCE", default=32)
+# Bodies are read whole before Django sees the request: larger ones are refused with 413 unread.
+SERVER_MAX_BODY = env.int("CLOUDCTL_SERVER_MAX_BODY", default=65536)
+# Threads per worker process that run Django on complete requests.
+SERVER_THREADS = env.int("CLOUDCTL_SERVER_THREADS", default=8)
 
 # --- Background work ---------------------------------------------------------------------------------
 # Django's Tasks API (the django-tasks backport on 5.2) with a database-backed queue: `manage.py db_worker`.

@@ -23,6 +23,9 @@ from cloudctl.settings import *  # noqa: E402,F403
 
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 
+# The suite exercises every page and the private API through one client, as the embedded stack serves them.
+ROOT_URLCONF = "cloudctl.urls"
+
 # whitenoise warns about a missing static dir; production fills it with collectstatic.
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 

@@ -130,3 +130,51 @@ def test_the_embedded_stack_writes_its_keys_and_password_privately(settings, tmp
     assert mode(settings.EMBEDDED_ENV_FILE) == mode(settings.STATE_DIR / "secrets" / "admin-password") == "0o600"
     assert settings.EMBEDDED_ENV_FILE.read_text() == "AWS_SECRET_ACCESS_KEY=local-admin-secret\n"
     assert dev._admin_password() == password
+
+def test_bad_server_settings_fail_the_checks(tmp_path):
+    result = manage("check", env={**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path),
+                                  "CLOUDCTL_SERVER_BODY_TIMEOUT": "0", "CLOUDCTL_SERVER_CONNECTIONS_PER_SOURCE": "-1",
+                                  "CLOUDCTL_SERVER_MAX_BODY": "100"})
+    assert result.returncode != 0
+    assert "CLOUDCTL_SERVER_BODY_TIMEOUT must be above 0" in result.stderr
+    assert "CLOUDCTL_SERVER_CONNECTIONS_PER_SOURCE must be 0" in result.stderr
+    assert "cloudctl.E003" in result.stderr
+
+
+URL_PROBE = """
+from django.conf import settings
+from django.urls import Resolver404, resolve
+print(settings.ROOT_URLCONF)
+for path in ("/private/v1/credentials", "/private/v1/teams/1/signals/backup/x", "/private/metrics", "/admin/"):
+    try:
+        resolve(path)
+        print(path, "served")
+    except Resolver404:
+        print(path, "not served")
+"""
+
+
+def test_without_a_urlconf_a_process_serves_only_the_operator_pages(tmp_path):
+    """Failing open would put the private API and the metrics on whatever address the process binds (the
+    Dockerfile's CMD binds 0.0.0.0): a process must opt into them."""
+    result = manage("shell", "--no-imports", "-c", URL_PROBE, env={"CLOUDCTL_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "cloudctl.urls_public",
+        "/private/v1/credentials not served",
+        "/private/v1/teams/1/signals/backup/x not served",
+        "/private/metrics not served",
+        "/admin/ served",
+    ]
+
+
+def test_the_dockerfile_serves_the_public_urlconf_and_the_private_api_only_on_the_private_address():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD"))
+    assert "CLOUDCTL_URLCONF" not in cmd and "cloudctl.server" not in cmd  # the default: the operator pages
+    fly = (REPO / "fly.toml").read_text()
+    private = next(line for line in fly.splitlines() if line.strip().startswith("private ="))
+    # The private API faces hostile instances with no proxy in front: its own server, on the private address.
+    assert "CLOUDCTL_URLCONF=cloudctl.urls_private python -m cloudctl.server --bind fly-local-6pn:8001" in private
+    web = next(line for line in fly.splitlines() if line.strip().startswith("web ="))
+    assert "CLOUDCTL_URLCONF=cloudctl.urls_public" in web

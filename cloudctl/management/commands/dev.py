@@ -2,7 +2,8 @@
 
 Starts the local S3/STS server, records how to reach it in the state dir's `embedded.env` (so every other
 `manage.py` command on this machine uses it too), migrates SQLite, creates an admin user, serves the
-control plane under gunicorn, runs the task worker, supervises the teams' local instances (printing each
+control plane (every page and the private API, `cloudctl.urls`, on 127.0.0.1) with the private API's server,
+runs the task worker, supervises the teams' local instances (printing each
 team's URL as it comes up) and stops everything cleanly on Ctrl-C.
 """
 
@@ -10,6 +11,7 @@ import fcntl
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,7 +65,7 @@ def hold_state_lock(state_dir: Path):
 
 
 class Command(BaseCommand):
-    help = "Run the control plane on this machine: local S3/STS, SQLite, gunicorn. Ctrl-C stops it all."
+    help = "Run the control plane on this machine: local S3/STS, SQLite, the web server. Ctrl-C stops it all."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("CLOUDCTL_PORT", 8000)))
@@ -93,6 +95,7 @@ class Command(BaseCommand):
             password = self._ensure_admin()
             children.append(self._serve(port))
             children.append(self._worker())
+            self._wait_until_serving(port, children[0])
             self._announce(port, password, config)
             self._run(children)
         finally:
@@ -120,10 +123,21 @@ class Command(BaseCommand):
         return password
 
     def _serve(self, port: int) -> subprocess.Popen:
-        # No access log: instance signal URLs carry a signed value in their path.
-        gunicorn = [sys.executable, "-m", "gunicorn", "cloudctl.wsgi", "--bind", f"127.0.0.1:{port}",
-                    "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--no-control-socket"]
-        return subprocess.Popen(gunicorn, env=os.environ.copy())
+        # One process serves the dashboard, the admin, the private API and the metrics: only on 127.0.0.1, and
+        # only because it asks for the combined URL conf (the default serves the operator pages alone). The
+        # private API's server, as in production: local instances are as hostile as any.
+        server = [sys.executable, "-m", "cloudctl.server", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+        return subprocess.Popen(server, env={**os.environ, "CLOUDCTL_URLCONF": "cloudctl.urls"}, cwd=settings.BASE_DIR)
+
+    def _wait_until_serving(self, port: int, server: subprocess.Popen, timeout: float = 60) -> None:
+        """The server listens once its first worker has loaded Django: announce the URLs only then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
 
     def _worker(self) -> subprocess.Popen:
         worker = [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload"]
