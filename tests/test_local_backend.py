@@ -248,6 +248,103 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     assert local.running_image(stopped) == "v2"  # the stopped team wakes up on the new version
 
 
+class Releases:
+    """Instance versions as releases the local backend starts: a version marked broken (for every team, or for one
+    team) exits at start with an error, as a release that cannot start would. The backend runs the instance through
+    this wrapper of the instance interpreter, which reads the marks when each process starts."""
+
+    def __init__(self, directory: Path, interpreter: str):
+        self.marks = directory / "cannot-start"
+        self.marks.mkdir(parents=True)
+        self.python = directory / "bin" / "python"
+        self.python.parent.mkdir()
+        self.python.write_text(
+            "#!/bin/sh\n"
+            f'for mark in "{self.marks}/$CLOUDCTL_INSTANCE_VERSION" '
+            f'"{self.marks}/$CLOUDCTL_TEAM_ID-$CLOUDCTL_INSTANCE_VERSION"; do\n'
+            '  if [ -e "$mark" ]; then\n'
+            '    echo "cloudctl-instance: FAILED: version $CLOUDCTL_INSTANCE_VERSION cannot start" >&2; exit 1\n'
+            "  fi\n"
+            "done\n"
+            f'exec "{interpreter}" "$@"\n')
+        self.python.chmod(0o755)
+
+    def cannot_start(self, version: str, team=None) -> None:
+        (self.marks / (f"{team.pk}-{version}" if team else version)).touch()
+
+
+@pytest.fixture
+def releases(local, settings, tmp_path):
+    releases = Releases(tmp_path / "releases", settings.LOCAL_INSTANCE_PYTHON)
+    settings.LOCAL_INSTANCE_PYTHON = str(releases.python)
+    return releases
+
+
+def answers(instance) -> bool:
+    try:
+        return httpx.get(instance.url, timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def instance_status(team) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("instance", team.slug, "status", stdout=out)
+    return out.getvalue()
+
+
+def test_a_halted_deploy_leaves_each_canary_team_running_its_previous_version(local, releases):
+    """Issue 11.4: the new version exits at start; the rollback must really start the previous one."""
+    from teams.deploys import run_deployment, start_deployment
+    from teams.models import Deployment, DeploymentTarget
+
+    teams = [create_team(f"team-{number}") for number in range(4)]
+    run_worker()
+    previous = instance_for(teams[0]).image
+    releases.cannot_start("v2")
+
+    deployment = run_deployment(start_deployment("v2", canary=2, concurrency=2))
+
+    assert deployment.state == Deployment.State.HALTED, deployment.message
+    assert "2 rolled back" in deployment.message
+    canary = list(DeploymentTarget.objects.filter(deployment=deployment, wave=0))
+    assert len(canary) == 2
+    for target in canary:
+        assert target.step == DeploymentTarget.Step.ROLLED_BACK, target.error
+        assert "exited during start" in target.error
+    for team in teams:  # the canary teams are back, the others were never touched: all run the previous version
+        instance = instance_for(team)
+        assert local.running_image(instance) == instance.image == previous, team.slug
+        assert answers(instance), team.slug
+        assert "running" in instance_status(team) and "backend sees running" in instance_status(team)
+
+
+def test_a_rollback_that_cannot_start_the_previous_version_is_reported_failed(local, releases):
+    from teams.deploys import run_deployment, start_deployment
+    from teams.models import Deployment, DeploymentTarget
+
+    healthy, failing = create_team("alpha"), create_team("beta")
+    run_worker()
+    previous = instance_for(healthy).image
+    releases.cannot_start("v2", failing)  # the image fails on one canary team: the deployment halts
+    releases.cannot_start(previous, healthy)  # and the other cannot go back (its start would fail for any reason)
+
+    deployment = run_deployment(start_deployment("v2", canary=2, concurrency=2))
+
+    assert deployment.state == Deployment.State.HALTED, deployment.message
+    assert "1 rolled back, 1 rollback failures" in deployment.message
+    target = DeploymentTarget.objects.get(deployment=deployment, team=healthy)
+    assert target.step == DeploymentTarget.Step.ROLLBACK_FAILED
+    assert f"version {previous} cannot start" in target.error
+    assert local.running_image(instance_for(healthy)) is None and not answers(instance_for(healthy))
+    assert "backend sees crashed" in instance_status(healthy)
+    back = DeploymentTarget.objects.get(deployment=deployment, team=failing)
+    assert back.step == DeploymentTarget.Step.ROLLED_BACK
+    assert local.running_image(instance_for(failing)) == previous and answers(instance_for(failing))
+
+
 def litestream_pid(team_id: int) -> int:
     return next(pid for pid in team_processes(team_id) if Path(f"/proc/{pid}/comm").read_text().strip() == "litestream")
 

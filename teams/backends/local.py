@@ -23,7 +23,7 @@ from django.conf import settings
 
 from credentials.tokens import team_token
 
-from .base import BackendError, MachineBackend, ObservedState, Step
+from .base import UNHEALTHY_STATES, BackendError, MachineBackend, ObservedState, Step
 
 ENTRYPOINT = Path(settings.BASE_DIR) / "instance" / "entrypoint.py"
 STOP_TIMEOUT_SECONDS = 20
@@ -134,11 +134,17 @@ class LocalBackend(MachineBackend):
             return ObservedState.MISSING
         if self._live_pid(instance) is not None:
             return ObservedState.RUNNING
-        exit_file = self.team_dir(instance) / "exit-code"
-        # 0: a clean exit (max age, idle); 143: stopped with SIGTERM. Anything else is a crash.
-        if exit_file.exists() and exit_file.read_text().strip() not in ("0", "143"):
-            return ObservedState.CRASHED
-        return ObservedState.STOPPED
+        return ObservedState.CRASHED if self._crashed(instance) else ObservedState.STOPPED
+
+    def health_problem(self, instance) -> str | None:
+        observed = self.observe(instance)
+        if observed is not ObservedState.RUNNING:
+            return UNHEALTHY_STATES.get(observed)
+        try:
+            self.wait_healthy(instance)
+        except BackendError as error:
+            return f"it runs but fails its health check: {error}"
+        return None
 
     def start(self, instance) -> dict:
         resources = self.ensure_running(instance)
@@ -163,13 +169,16 @@ class LocalBackend(MachineBackend):
         shutil.rmtree(self.team_dir(instance), ignore_errors=True)
 
     def update(self, instance, image: str, *, before_change=None) -> dict:
+        """A running instance restarts on `image` and must answer its health check, as a crashed one is started
+        (it should run: an earlier start or update failed); a stopped one stays stopped and starts on `image`
+        next time. The version replaced is the running process's own, else the one it would start on."""
         pgid = self._live_pid(instance)
-        current = self._version(pgid, instance)
+        current = self._version(pgid) if pgid is not None else instance.image
         if current != image and before_change:
             before_change(current)
         if pgid is None:
-            instance.image = image  # a stopped instance stays stopped and starts on it next time
-            return {}
+            instance.image = image
+            return self.start(instance) if self._crashed(instance) else {}
         if current != image:
             self.stop(instance)
             instance.image = image
@@ -177,15 +186,15 @@ class LocalBackend(MachineBackend):
         self.wait_healthy(instance)
         return {}
 
-    def running_image(self, instance) -> str:
-        return self._version(self._live_pid(instance), instance)
+    def running_image(self, instance) -> str | None:
+        """The version the live process was started with, read from its own environment; None when none runs
+        (a stopped instance starts on the instance's recorded image, which is the database's word, not ours)."""
+        pgid = self._live_pid(instance)
+        return self._version(pgid) if pgid is not None else None
 
     @staticmethod
-    def _version(pgid: int | None, instance) -> str:
-        """A running instance's version is the one its process was started with; a stopped one starts on
-        the instance's recorded image."""
-        version = _environment_variable(pgid, "CLOUDCTL_INSTANCE_VERSION") if pgid is not None else None
-        return version if version is not None else instance.image
+    def _version(pgid: int) -> str | None:
+        return _environment_variable(pgid, "CLOUDCTL_INSTANCE_VERSION")
 
     def log_tail(self, instance, lines: int = 15) -> str:
         log = self.team_dir(instance) / "instance.log"
@@ -202,6 +211,11 @@ class LocalBackend(MachineBackend):
         with open(self.team_dir(instance) / "start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
+
+    def _crashed(self, instance) -> bool:
+        """The last process exited with an error: 0 is a clean exit (max age, idle), 143 a stop with SIGTERM."""
+        exit_file = self.team_dir(instance) / "exit-code"
+        return exit_file.exists() and exit_file.read_text().strip() not in ("0", "143")
 
     def _live_pid(self, instance) -> int | None:
         """The instance's process group id if any of its processes still runs, else None."""
