@@ -345,6 +345,46 @@ def test_a_rollback_that_cannot_start_the_previous_version_is_reported_failed(lo
     assert local.running_image(instance_for(failing)) == previous and answers(instance_for(failing))
 
 
+def test_hostile_tenants_neither_block_nor_halt_a_deploy(local):
+    """Issue 10.8: a file `*.db` that is no SQLite database, planted on a team's own volume, makes its entrypoint
+    exit whatever the version. A team crashing so before the deploy is skipped; one running until its update
+    restarts it (the canary here) fails on its previous version too: a tenant fault, and the rollout goes on."""
+    from teams.backends import BackendError
+    from teams.deploys import run_deployment, start_deployment
+    from teams.models import Deployment, DeploymentTarget, TeamEvent
+
+    hostile, crashed, *others = [create_team(slug) for slug in ("hostile", "crashed", "gamma", "delta")]
+    run_worker()
+    previous = instance_for(hostile).image
+    for team in (hostile, crashed):
+        (Path(instance_for(team).resources["volume"]) / "planted.db").write_bytes(b"not a database\n" * 100)
+    local.stop(instance_for(crashed))  # restarted since (a wake from scale to zero): it exits at once
+    with pytest.raises(BackendError, match="exited during start"):
+        local.start(instance_for(crashed))
+
+    deployment = run_deployment(start_deployment("v2", canary=1, concurrency=2, max_failures=0))
+
+    assert deployment.state == Deployment.State.SUCCEEDED, deployment.message
+    assert deployment.message == "2 updated, 1 tenant faults (failing on their previous image too), 1 skipped"
+    targets = {target.team_id: target for target in DeploymentTarget.objects.filter(deployment=deployment)}
+    skipped = targets[crashed.pk]
+    assert (skipped.step, skipped.error) == (DeploymentTarget.Step.SKIPPED, "unhealthy before the update: it crashed")
+    fault = targets[hostile.pk]
+    assert (fault.step, fault.wave) == (DeploymentTarget.Step.TENANT_FAULT, 0), fault.error
+    on_new, on_previous = fault.error.split(f"\nand on its previous image {previous}: ")
+    assert on_new.endswith("planted.db is not a usable SQLite database: file is not a database")
+    assert on_previous.endswith("planted.db is not a usable SQLite database: file is not a database")
+    assert instance_for(hostile).image == previous and local.running_image(instance_for(hostile)) is None
+    # The hostile canary proved nothing about v2: a running team took its place before the rest were touched.
+    assert targets[others[0].pk].wave == 0 and targets[others[1].pk].wave == 1
+    assert targets[others[0].pk].finished_at <= targets[others[1].pk].started_at
+    for team in others:
+        instance = instance_for(team)
+        assert targets[team.pk].step == DeploymentTarget.Step.UPDATED
+        assert local.running_image(instance) == instance.image == "v2" and answers(instance)
+    assert TeamEvent.objects.filter(team=hostile, kind="deploy_tenant_fault", is_error=True).exists()
+
+
 def litestream_pid(team_id: int) -> int:
     return next(pid for pid in team_processes(team_id) if Path(f"/proc/{pid}/comm").read_text().strip() == "litestream")
 
