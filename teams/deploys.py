@@ -271,18 +271,17 @@ class _Runner:
         """Skip a team already failing before its update (with the reason): its failure afterwards would prove
         nothing about the image, and must not count against it."""
         checked = self._with_retries(target, lambda: backend.health_problem(instance))
-        if checked.error:  # the platform did not answer: the team is not known to be unhealthy
-            self._conclude(target, instance, step=Step.FAILED, event="deploy_failed",
-                           detail=f"{self.deployment.image} not deployed (deployment {self.deployment.pk})",
-                           error=f"its health could not be read: {checked.error}")
-            return True
-        if checked.value is None:
+        if not checked.error and checked.value is None:
             return False
-        self._conclude(target, instance, step=Step.SKIPPED, event="deploy_skipped",
-                       detail=f"{self.deployment.image} not deployed (deployment {self.deployment.pk})",
-                       error=f"{UNHEALTHY_BEFORE}: {checked.value}")
-        logger.info("deploy deployment=%s team=%s step=skipped error=%r", self.deployment.pk, instance.team.slug,
-                    target.error)
+        detail = f"{self.deployment.image} not deployed (deployment {self.deployment.pk})"
+        if checked.error:  # nothing is known of the team's health: not deploying to it is a failure, as before
+            self._conclude(target, instance, step=Step.FAILED, event="deploy_failed", detail=detail,
+                           error=f"its health could not be read: {checked.error}")
+        else:
+            self._conclude(target, instance, step=Step.SKIPPED, event="deploy_skipped", detail=detail,
+                           error=f"{UNHEALTHY_BEFORE}: {checked.value}")
+        logger.info("deploy deployment=%s team=%s step=%s attempts=%s error=%r", self.deployment.pk,
+                    instance.team.slug, target.step, target.attempts, target.error)
         return True
 
     def _put_back(self, backend: MachineBackend, instance: Instance, target: DeploymentTarget) -> dict:

@@ -385,6 +385,21 @@ def test_hostile_tenants_neither_block_nor_halt_a_deploy(local):
     assert TeamEvent.objects.filter(team=hostile, kind="deploy_tenant_fault", is_error=True).exists()
 
 
+def test_an_instance_that_runs_but_does_not_answer_is_unhealthy(local, settings):
+    team = create_team("alpha")
+    run_worker()
+    instance = instance_for(team)
+    assert local.health_problem(instance) is None
+    settings.INSTANCE_HEALTH_TIMEOUT = 2
+    pgid = int((local.team_dir(instance) / "instance.pid").read_text())
+    os.killpg(pgid, signal.SIGSTOP)  # alive, and answering nothing
+    try:
+        problem = local.health_problem(instance)
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+    assert problem == f"it runs but fails its health check: no HTTP 200 from {instance.url} within 2s"
+
+
 def litestream_pid(team_id: int) -> int:
     return next(pid for pid in team_processes(team_id) if Path(f"/proc/{pid}/comm").read_text().strip() == "litestream")
 
