@@ -176,21 +176,31 @@ class LocalBackend(MachineBackend):
         current = self._version(pgid) if pgid is not None else instance.image
         if current != image and before_change:
             before_change(current)
-        if pgid is None:
-            instance.image = image
-            return self.start(instance) if self._crashed(instance) else {}
-        if current != image:
+        if pgid is not None and current == image:
+            self.wait_healthy(instance)
+            return {}
+        if pgid is not None:
             self.stop(instance)
-            instance.image = image
-            return self.start(instance)
-        self.wait_healthy(instance)
-        return {}
+        elif not self._crashed(instance):
+            instance.image = image  # a stopped instance stays stopped and starts on it next time
+            return {}
+        return self._start_on(instance, image)
 
     def running_image(self, instance) -> str | None:
         """The version the live process was started with, read from its own environment; None when none runs
         (a stopped instance starts on the instance's recorded image, which is the database's word, not ours)."""
         pgid = self._live_pid(instance)
         return self._version(pgid) if pgid is not None else None
+
+    def _start_on(self, instance, image: str) -> dict:
+        """Start the instance on `image` and wait for its health check. The process is read back: one started
+        meanwhile by someone else (a provisioning run, on the database's image) is adopted by the start."""
+        instance.image = image
+        resources = self.start(instance)
+        running = self._version(resources["pid"])
+        if running != image:
+            raise BackendError(f"its process runs {running} instead of {image}: another start came first")
+        return resources
 
     @staticmethod
     def _version(pgid: int) -> str | None:
