@@ -82,7 +82,8 @@ def open_deployment() -> Deployment | None:
 def plan_deployment(image: str, teams: list[Team], *, canary: int, wave_size: int = 0) -> Plan:
     """Choose the waves. The canary is made of running teams: a stopped team is updated without starting, so it
     proves nothing about the image's health. `wave_size` 0 puts every other team in one wave. Which teams run
-    is read from the backends (teams scale to zero without telling the database)."""
+    is read from the backends (teams scale to zero without telling the database); teams they see crashed are
+    skipped, as unhealthy before the update (each team's health is read again just before its update)."""
     image = image.strip()
     if not image:
         raise DeploymentRefused("the image is empty")
@@ -99,10 +100,9 @@ def plan_deployment(image: str, teams: list[Team], *, canary: int, wave_size: in
         else:
             candidates.append(team)
     observed = _observed_states([instances[team.pk] for team in candidates])
-    for team in candidates:
-        if observed[team.pk] is ObservedState.CRASHED:
-            plan.skipped.append((team, f"{UNHEALTHY_BEFORE}: {UNHEALTHY_STATES[ObservedState.CRASHED]}"))
-    candidates = [team for team in candidates if observed[team.pk] is not ObservedState.CRASHED]
+    crashed = [team for team in candidates if observed[team.pk] is ObservedState.CRASHED]
+    plan.skipped += [(team, f"{UNHEALTHY_BEFORE}: {UNHEALTHY_STATES[ObservedState.CRASHED]}") for team in crashed]
+    candidates = [team for team in candidates if team not in crashed]
     plan.running = {team.pk for team in candidates if observed[team.pk] is ObservedState.RUNNING}
     canaries = sorted(candidates, key=lambda team: (team.pk not in plan.running, team.pk))[:canary]
     rest = [team for team in candidates if team not in canaries]
