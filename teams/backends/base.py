@@ -70,7 +70,8 @@ class MachineBackend(abc.ABC):
     @abc.abstractmethod
     def update(self, instance: Instance, image: str, *, before_change: Callable[[str], None] | None = None) -> dict:
         """Make the instance run `image`, read back to verify, and return resources to save. A stopped instance
-        is updated without being started; a running one restarts and must pass its health checks. Calling it
+        is updated without being started; a running one restarts and must pass its health checks, as must a
+        crashed one (it should run: an earlier start or update failed), which is started. Calling it
         again once it runs `image` changes nothing (it only checks health again), so it is safe to retry.
         `before_change` is called with the image the backend reports, just before it is replaced (not at all
         when it already is `image`): the caller can record it before anything changes."""

@@ -193,8 +193,8 @@ class LocalBackend(MachineBackend):
         return self._version(pgid) if pgid is not None else None
 
     def _start_on(self, instance, image: str) -> dict:
-        """Start the instance on `image` and wait for its health check. The process is read back: one started
-        meanwhile by someone else (a provisioning run, on the database's image) is adopted by the start."""
+        """Start the instance on `image` and wait for its health check, then read the process's version back: the
+        start adopts a process someone else started meanwhile (a provisioning run, on the database's image)."""
         instance.image = image
         resources = self.start(instance)
         running = self._version(resources["pid"])
