@@ -385,6 +385,32 @@ def test_hostile_tenants_neither_block_nor_halt_a_deploy(local):
     assert TeamEvent.objects.filter(team=hostile, kind="deploy_tenant_fault", is_error=True).exists()
 
 
+def test_an_update_killed_between_the_stop_and_the_start_is_finished_by_the_next(local, monkeypatch):
+    """A deploy killed mid-restart leaves the team stopped: `deploy --resume` must start it, not take it for a
+    team stopped on purpose. A stop on purpose is never undone by an update."""
+    from teams.backends.local import LocalBackend
+
+    team = create_team("alpha")
+    run_worker()
+
+    def killed(self, instance, image):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalBackend, "_start_on", killed)
+    with pytest.raises(KeyboardInterrupt):
+        local.update(instance_for(team), "v2")
+    monkeypatch.undo()
+    assert local.observe(instance_for(team)) is ObservedState.STOPPED
+
+    instance = instance_for(team)  # as the resumed run reads it
+    local.update(instance, "v2")
+    assert local.running_image(instance) == "v2" and answers(instance)
+
+    local.stop(instance)
+    local.update(instance, "v3")
+    assert local.running_image(instance) is None and instance.image == "v3"
+
+
 def test_an_instance_that_runs_but_does_not_answer_is_unhealthy(local, settings):
     team = create_team("alpha")
     run_worker()

@@ -153,6 +153,11 @@ class LocalBackend(MachineBackend):
         return resources
 
     def stop(self, instance) -> None:
+        """Stopped on purpose: it stays stopped, an update included (see `_restart_marker`)."""
+        self._restart_marker(instance).unlink(missing_ok=True)
+        self._terminate(instance)
+
+    def _terminate(self, instance) -> None:
         pgid = self._live_pid(instance)
         if pgid is None:
             return
@@ -180,8 +185,9 @@ class LocalBackend(MachineBackend):
             self.wait_healthy(instance)
             return {}
         if pgid is not None:
-            self.stop(instance)
-        elif not self._crashed(instance):
+            self._restart_marker(instance).touch()
+            self._terminate(instance)
+        elif not (self._crashed(instance) or self._restart_marker(instance).exists()):
             instance.image = image  # a stopped instance stays stopped and starts on it next time
             return {}
         return self._start_on(instance, image)
@@ -222,6 +228,11 @@ class LocalBackend(MachineBackend):
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
+    def _restart_marker(self, instance) -> Path:
+        """Present from an update's stop to the next start: an update killed in between (a killed deploy) left
+        an instance that should run, which the next update starts."""
+        return self.team_dir(instance) / "restarting"
+
     def _crashed(self, instance) -> bool:
         """The last process exited with an error: 0 is a clean exit (max age, idle), 143 a stop with SIGTERM."""
         exit_file = self.team_dir(instance) / "exit-code"
@@ -246,6 +257,7 @@ class LocalBackend(MachineBackend):
             raise BackendError(f"the instance virtualenv is missing ({python}): run `make instance-venv`")
         team_dir = self.team_dir(instance)
         (team_dir / "exit-code").unlink(missing_ok=True)
+        self._restart_marker(instance).unlink(missing_ok=True)
         env = {
             "PATH": f"{Path(python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(team_dir),
