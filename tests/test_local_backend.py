@@ -411,6 +411,26 @@ def test_an_update_killed_between_the_stop_and_the_start_is_finished_by_the_next
     assert local.running_image(instance) is None and instance.image == "v3"
 
 
+def test_an_update_whose_start_another_start_overtook_fails(local, monkeypatch):
+    """A provisioning run may start the team between the update's stop and its start, on the version the
+    database still names: the update adopts that process, and must not report the new version."""
+    from teams.backends import BackendError
+    from teams.backends.local import LocalBackend
+
+    team = create_team("alpha")
+    run_worker()
+    previous = instance_for(team).image
+    terminate = LocalBackend._terminate
+
+    def overtaken(self, instance):
+        terminate(self, instance)
+        self.ensure_running(instance_for(team))
+
+    monkeypatch.setattr(LocalBackend, "_terminate", overtaken)
+    with pytest.raises(BackendError, match=f"its process runs {previous} instead of v2"):
+        local.update(instance_for(team), "v2")
+
+
 def test_an_instance_that_runs_but_does_not_answer_is_unhealthy(local, settings):
     team = create_team("alpha")
     run_worker()
