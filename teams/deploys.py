@@ -4,8 +4,15 @@ A deployment is persisted team by team. A target's step is saved before its upda
 image the backend reported) and after it ends, so a run killed at any point is finished by `resume` without
 updating any team twice: the backends' `update` changes nothing on an instance that already runs the image.
 
+Only the image's failures count. A team unhealthy before its update (crashed, failing its health check) is
+skipped with the reason. A team whose update fails is put back on its previous image at once: healthy there, the
+image failed it (`failed`, counted); failing there too, the tenant broke its own instance (`tenant_fault`,
+reported, never counted), so no hostile team can halt a rollout. The canary is topped up with other running teams
+until `canary` of them took the image.
+
 Halting is continuous: once failures pass `max_failures` no further team is started, the updates in flight
-finish, and every team the deployment touched is put back on its own previous image (read back to verify).
+finish, and every team the deployment touched is put back on its own previous image, verified: read back from
+the backend, and a team that ran before runs again and answers its health check.
 Waves are barriers on top of that: the canary wave must finish cleanly before anything else is touched.
 """
 
@@ -18,13 +25,15 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
-from .backends import BackendError, BackendUnavailable, ObservedState, get_backend
+from .backends import BackendError, BackendUnavailable, MachineBackend, ObservedState, get_backend
+from .backends.base import UNHEALTHY_STATES
 from .holders import claim_is_live, claim_row, release_row
 from .models import Deployment, DeploymentTarget, Instance, Team
 from .permissions import DEPLOY_IMAGE, Actor, authorize
@@ -39,6 +48,7 @@ CLAIM = timedelta(minutes=2)
 RETRY_DELAYS = (1, 2, 4, 8, 16, 30)
 DEPLOYABLE_STATES = (Instance.State.RUNNING, Instance.State.STOPPED)
 LOCAL_BACKEND = "teams.backends.local.LocalBackend"
+UNHEALTHY_BEFORE = "unhealthy before the update"
 
 
 class DeploymentRefused(Exception):
@@ -98,7 +108,8 @@ def open_deployment() -> Deployment | None:
 def plan_deployment(image: str, teams: list[Team], *, canary: int, wave_size: int = 0) -> Plan:
     """Choose the waves. The canary is made of running teams: a stopped team is updated without starting, so it
     proves nothing about the image's health. `wave_size` 0 puts every other team in one wave. Which teams run
-    is read from the backends (teams scale to zero without telling the database)."""
+    is read from the backends (teams scale to zero without telling the database); teams they see crashed are
+    skipped, as unhealthy before the update (each team's health is read again just before its update)."""
     image = image.strip()
     if not image:
         raise DeploymentRefused("the image is empty")
@@ -115,7 +126,11 @@ def plan_deployment(image: str, teams: list[Team], *, canary: int, wave_size: in
             plan.skipped.append((team, f"already on {image}"))
         else:
             candidates.append(team)
-    plan.running = _running_teams([instances[team.pk] for team in candidates])
+    observed = _observed_states([instances[team.pk] for team in candidates])
+    crashed = [team for team in candidates if observed[team.pk] is ObservedState.CRASHED]
+    plan.skipped += [(team, f"{UNHEALTHY_BEFORE}: {UNHEALTHY_STATES[ObservedState.CRASHED]}") for team in crashed]
+    candidates = [team for team in candidates if team not in crashed]
+    plan.running = {team.pk for team in candidates if observed[team.pk] is ObservedState.RUNNING}
     canaries = sorted(candidates, key=lambda team: (team.pk not in plan.running, team.pk))[:canary]
     rest = [team for team in candidates if team not in canaries]
     size = wave_size or len(rest) or 1
@@ -124,10 +139,11 @@ def plan_deployment(image: str, teams: list[Team], *, canary: int, wave_size: in
     return plan
 
 
-def _running_teams(instances: list[Instance]) -> set[int]:
-    """Ids of the teams whose instance runs now, by one bulk read per backend; the database's word when the
-    backend cannot be read (the plan is still right, only less well ordered)."""
-    running = set()
+def _observed_states(instances: list[Instance]) -> dict[int, ObservedState]:
+    """The real state of each team's instance by team id, by one bulk read per backend; the database's word when
+    the backend cannot be read (the plan is still right, only less well ordered: the update checks each team's
+    health again)."""
+    states = {}
     for path in {instance.backend for instance in instances}:
         group = [instance for instance in instances if instance.backend == path]
         try:
@@ -136,8 +152,8 @@ def _running_teams(instances: list[Instance]) -> set[int]:
             logger.warning("deploy: could not read which instances run (%s); using the database's state", error)
             observed = {instance.team_id: ObservedState.RUNNING if instance.state == Instance.State.RUNNING
                         else ObservedState.STOPPED for instance in group}
-        running |= {team_id for team_id, state in observed.items() if state is ObservedState.RUNNING}
-    return running
+        states.update(observed)
+    return states
 
 
 def start_deployment(image: str, *, slugs: list[str] | None = None, canary: int = 1, concurrency: int = 10,
@@ -182,6 +198,14 @@ def run_deployment(deployment: Deployment, *, concurrency: int | None = None,
     return runner.run()
 
 
+class _Attempt(NamedTuple):
+    """How a backend operation ended, after its retries."""
+
+    value: Any = None
+    error: str = ""  # empty when it worked
+    definite: bool = False  # the backend said the instance failed (not the platform unavailable, not our bug)
+
+
 @dataclass
 class _Runner:
     deployment: Deployment
@@ -200,7 +224,12 @@ class _Runner:
             if deployment.state != Deployment.State.ROLLING_BACK:
                 self._save(state=Deployment.State.RUNNING)
                 for wave in self._waves_left():
-                    self._run_each(self._longest_first(wave), self._update, halt_on_failures=True)
+                    targets = self._longest_first(wave)
+                    while targets:
+                        self._run_each(targets, self._update, halt_on_failures=True)
+                        if self.stop.is_set() or self._halting():
+                            break
+                        targets = self._canary_replacements() if wave == 0 else []
                     if self.stop.is_set() or self._halting():
                         break
             if self.stop.is_set():
@@ -229,6 +258,8 @@ class _Runner:
             return
         backend = get_backend(instance.backend)
         started = time.monotonic()
+        if target.step == Step.PENDING and self._skipped_as_unhealthy(target, instance, backend):
+            return
 
         def record_previous(previous: str) -> None:
             # Saved before anything changes: after a crash, resume knows what to roll back to.
@@ -236,50 +267,94 @@ class _Runner:
                 with self._writing():
                     self._save_target(target, previous_image=previous, step=Step.UPDATING, started_at=timezone.now())
 
-        resources, error = self._with_retries(
-            target, lambda: backend.update(instance, image, before_change=record_previous))
-        self._conclude(target, instance, image, resources, error, done=(Step.UPDATED, "deployed"),
-                       failed=(Step.FAILED, "deploy_failed"),
-                       detail=f"{target.previous_image or '?'} -> {image} (deployment {self.deployment.pk})")
+        updated = self._with_retries(target, lambda: backend.update(instance, image, before_change=record_previous))
+        previous = target.previous_image
+        detail = f"{previous or '?'} -> {image} (deployment {self.deployment.pk})"
+        if not updated.error:
+            self._conclude(target, instance, step=Step.UPDATED, event="deployed", detail=detail, image=image,
+                           resources=updated.value)
+        elif not (updated.definite and previous and previous != image):
+            self._conclude(target, instance, step=Step.FAILED, event="deploy_failed", detail=detail,
+                           error=updated.error)
+        else:
+            # Whose failure is it? Back on the image it ran well before, a team that fails again broke itself.
+            back = self._with_retries(target, lambda: self._put_back(backend, instance, target))
+            if back.error and back.definite:
+                self._conclude(target, instance, step=Step.TENANT_FAULT, event="deploy_tenant_fault",
+                               detail=f"{detail}, then back to {previous}",
+                               error=f"{updated.error}\nand on its previous image {previous}: {back.error}")
+            elif back.error:
+                self._conclude(target, instance, step=Step.FAILED, event="deploy_failed", detail=detail,
+                               error=f"{updated.error}\nputting it back on {previous} failed too: {back.error}")
+            else:
+                self._conclude(target, instance, step=Step.FAILED, event="deploy_failed",
+                               detail=f"{detail}, put back on {previous}", error=updated.error,
+                               image=previous, resources=back.value)
         logger.info("deploy deployment=%s team=%s step=%s image=%s previous=%s attempts=%s seconds=%.1f%s",
                     self.deployment.pk, instance.team.slug, target.step, image, target.previous_image,
-                    target.attempts, time.monotonic() - started, f" error={error!r}" if error else "")
+                    target.attempts, time.monotonic() - started, f" error={target.error!r}" if updated.error else "")
+
+    def _skipped_as_unhealthy(self, target: DeploymentTarget, instance: Instance, backend: MachineBackend) -> bool:
+        """Skip a team already failing before its update (with the reason): its failure afterwards would prove
+        nothing about the image, and must not count against it."""
+        checked = self._with_retries(target, lambda: backend.health_problem(instance))
+        if not checked.error and checked.value is None:
+            return False
+        detail = f"{self.deployment.image} not deployed (deployment {self.deployment.pk})"
+        if checked.error:  # nothing is known of the team's health: not deploying to it is a failure, as before
+            self._conclude(target, instance, step=Step.FAILED, event="deploy_failed", detail=detail,
+                           error=f"its health could not be read: {checked.error}")
+        else:
+            self._conclude(target, instance, step=Step.SKIPPED, event="deploy_skipped", detail=detail,
+                           error=f"{UNHEALTHY_BEFORE}: {checked.value}")
+        logger.info("deploy deployment=%s team=%s step=%s attempts=%s error=%r", self.deployment.pk,
+                    instance.team.slug, target.step, target.attempts, target.error)
+        return True
+
+    def _put_back(self, backend: MachineBackend, instance: Instance, target: DeploymentTarget) -> dict:
+        """Put the team back on its previous image and verify it from the backend: the image read back is the
+        previous one, and a team that ran before the deployment runs again (the backend's update waited for its
+        health check). Returns the resources to save."""
+        previous = target.previous_image
+        resources = backend.update(instance, previous)
+        running = backend.running_image(instance)
+        if running is None and target.was_running:  # e.g. a local process that exited cleanly is not restarted
+            resources = {**resources, **backend.start(instance)}
+            running = backend.running_image(instance)
+        if running != previous and (running is not None or target.was_running):
+            raise BackendError(f"read back {running or 'nothing running'} instead of {previous}")
+        return resources
 
     def _roll_back_one(self, target: DeploymentTarget) -> None:
-        previous = target.previous_image
         instance = Instance.objects.select_related("team").get(team_id=target.team_id)
         backend = get_backend(instance.backend)
         with self._writing():
             self._save_target(target, step=Step.ROLLING_BACK)
-
-        def roll_back() -> dict:
-            resources = backend.update(instance, previous)
-            running = backend.running_image(instance)
-            if running != previous:
-                raise BackendError(f"read back {running} instead of {previous}")
-            return resources
-
-        resources, error = self._with_retries(target, roll_back)
-        self._conclude(target, instance, previous, resources, error, done=(Step.ROLLED_BACK, "rolled_back"),
-                       failed=(Step.ROLLBACK_FAILED, "rollback_failed"),
-                       detail=f"back to {previous} (deployment {self.deployment.pk} halted)")
+        back = self._with_retries(target, lambda: self._put_back(backend, instance, target))
+        detail = f"back to {target.previous_image} (deployment {self.deployment.pk} halted)"
+        if back.error:
+            self._conclude(target, instance, step=Step.ROLLBACK_FAILED, event="rollback_failed", detail=detail,
+                           error=back.error)
+        else:
+            self._conclude(target, instance, step=Step.ROLLED_BACK, event="rolled_back", detail=detail,
+                           image=target.previous_image, resources=back.value)
         logger.info("deploy deployment=%s team=%s step=%s image=%s%s", self.deployment.pk, instance.team.slug,
-                    target.step, previous, f" error={error!r}" if error else "")
+                    target.step, target.previous_image, f" error={back.error!r}" if back.error else "")
 
-    def _conclude(self, target: DeploymentTarget, instance: Instance, image: str, resources: dict, error: str, *,
-                  done: tuple[str, str], failed: tuple[str, str], detail: str) -> None:
-        """Record how one team's change ended: its step, its instance, and an event on its timeline."""
+    def _conclude(self, target: DeploymentTarget, instance: Instance, *, step: str, event: str, detail: str,
+                  error: str = "", image: str | None = None, resources: dict | None = None) -> None:
+        """Record how one team's change ended: its step (with `error`, else keeping the one it has), its instance
+        when it now has `image`, and an event on its timeline."""
         with self._writing():
-            if error:
-                self._save_target(target, step=failed[0], error=error, finished_at=timezone.now())
-                record_event(instance.team, failed[1], f"{detail}: {error}", is_error=True)
-                return
-            instance.image = image
-            instance.resources = {**instance.resources, **resources}
-            instance.url = resources.get("url", instance.url)
-            instance.save(update_fields=["image", "resources", "url", "updated_at"])
-            self._save_target(target, step=done[0], finished_at=timezone.now())
-            record_event(instance.team, done[1], detail)
+            if image is not None:
+                resources = resources or {}
+                instance.image = image
+                instance.resources = {**instance.resources, **resources}
+                instance.url = resources.get("url", instance.url)
+                instance.save(update_fields=["image", "resources", "url", "updated_at"])
+            self._save_target(target, step=step, finished_at=timezone.now(), **({"error": error} if error else {}))
+            record_event(instance.team, event, f"{detail}: {error}" if error else detail,
+                         is_error=bool(error) and step != Step.SKIPPED)
 
     @contextmanager
     def _writing(self):
@@ -289,23 +364,23 @@ class _Runner:
         with self._write_lock, transaction.atomic():
             yield
 
-    def _with_retries(self, target: DeploymentTarget, operation: Callable[[], dict]) -> tuple[dict, str]:
-        """Run `operation`, retrying transient platform errors; returns (resources, "") or ({}, why it failed)."""
+    def _with_retries(self, target: DeploymentTarget, operation: Callable[[], Any]) -> "_Attempt":
+        """Run `operation`, retrying transient platform errors."""
         for delay in (*RETRY_DELAYS, None):
             target.attempts += 1
             try:
-                return operation(), ""
+                return _Attempt(operation())
             except BackendUnavailable as error:
                 if delay is None or self.stop.is_set():
-                    return {}, f"platform unavailable after {target.attempts} attempts: {error}"
+                    return _Attempt(error=f"platform unavailable after {target.attempts} attempts: {error}")
                 logger.info("deploy deployment=%s team=%s retrying in %ss: %s", self.deployment.pk,
                             target.team_id, delay, error)
                 self.sleep(delay)
             except BackendError as error:
-                return {}, str(error)
+                return _Attempt(error=str(error), definite=True)
             except Exception as error:  # a bug must fail one team, visibly, not the whole rollout
                 logger.exception("deploy deployment=%s team=%s", self.deployment.pk, target.team_id)
-                return {}, f"{type(error).__name__}: {error}"
+                return _Attempt(error=f"{type(error).__name__}: {error}")
         raise AssertionError("unreachable")
 
     # --- many teams ---------------------------------------------------------------------------------------
@@ -347,6 +422,18 @@ class _Runner:
                     self._extend_claim()
                     claimed_at = time.monotonic()
 
+    def _canary_replacements(self) -> list[DeploymentTarget]:
+        """Running teams of later waves moved into the canary, one for each of the `canary` teams still missing
+        that took the image while running (a canary team skipped as unhealthy or failing on its own previous
+        image proved nothing): the rest of the fleet waits for them. None once enough did, or none is left."""
+        missing = self.deployment.canary - self._targets_count(wave=0, step=Step.UPDATED, was_running=True)
+        if missing <= 0:
+            return []
+        replacements = list(self.deployment.targets.filter(wave__gt=0, step=Step.PENDING, was_running=True)
+                            .order_by("wave", "id").values_list("pk", flat=True)[:missing])
+        self.deployment.targets.filter(pk__in=replacements).update(wave=0)
+        return self._targets(pk__in=replacements)
+
     def _halting(self) -> bool:
         """Failures passed the threshold."""
         return self._failures > self.deployment.max_failures
@@ -362,17 +449,21 @@ class _Runner:
 
     def _finish(self) -> None:
         counts = {step: self._targets_count(step=step) for step in Step}
+        # Not failures of the image: reported, never a reason to halt.
+        faults = (f", {counts[Step.TENANT_FAULT]} tenant faults (failing on their previous image too)"
+                  if counts[Step.TENANT_FAULT] else "")
         if self.deployment.state == Deployment.State.ROLLING_BACK:
             state = Deployment.State.HALTED
             message = (f"{self.deployment.message.removesuffix('; rolling back')}: {counts[Step.ROLLED_BACK]} "
                        f"rolled back, {counts[Step.ROLLBACK_FAILED]} rollback failures, "
-                       f"{counts[Step.PENDING]} never touched")
+                       f"{counts[Step.PENDING]} never touched{faults}")
         elif counts[Step.FAILED]:
             state = Deployment.State.COMPLETED_WITH_FAILURES
-            message = f"{counts[Step.UPDATED]} updated, {counts[Step.FAILED]} failed, {counts[Step.SKIPPED]} skipped"
+            message = (f"{counts[Step.UPDATED]} updated, {counts[Step.FAILED]} failed{faults}, "
+                       f"{counts[Step.SKIPPED]} skipped")
         else:
             state = Deployment.State.SUCCEEDED
-            message = f"{counts[Step.UPDATED]} updated, {counts[Step.SKIPPED]} skipped"
+            message = f"{counts[Step.UPDATED]} updated{faults}, {counts[Step.SKIPPED]} skipped"
         self._save(state=state, message=message, is_open=None, finished_at=timezone.now())
         logger.info("deploy deployment=%s state=%s %s", self.deployment.pk, state, message)
 

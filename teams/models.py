@@ -246,6 +246,8 @@ class DeploymentTarget(models.Model):
         ROLLING_BACK = "rolling_back", "Rolling back"
         ROLLED_BACK = "rolled_back", "Rolled back"
         ROLLBACK_FAILED = "rollback_failed", "Rollback failed"
+        # Failed on the new image and on its own previous one too: the tenant's doing, never counted as a failure.
+        TENANT_FAULT = "tenant_fault", "Tenant fault"
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="targets")
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="deployment_targets")

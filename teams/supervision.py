@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from .backends import ObservedState, get_backend
-from .models import Instance, TeamEvent
+from .models import DeploymentTarget, Instance, TeamEvent
 from .provisioning import record_event
 from .services import request_provisioning
 
@@ -20,9 +20,14 @@ CRASH_LOOP_WINDOW = timedelta(minutes=10)
 def supervise(backend_path: str) -> list[str]:
     """One pass over the instances of one backend; returns what it did, a line per instance acted on."""
     actions = []
+    # A live deployment stops and starts the teams it is changing: restarting one under it would race its own
+    # start (on the image the database still names) and count its failed starts toward a crash loop.
+    being_deployed = DeploymentTarget.objects.filter(
+        deployment__is_open=True, deployment__claimed_until__gte=timezone.now(),
+        step__in=[DeploymentTarget.Step.UPDATING, DeploymentTarget.Step.ROLLING_BACK]).values("team_id")
     watched = Instance.objects.filter(
         backend=backend_path, desired_state=Instance.State.RUNNING, state=Instance.State.RUNNING,
-    ).select_related("team")
+    ).exclude(team_id__in=being_deployed).select_related("team")
     backend = get_backend(backend_path)
     for instance in watched:
         observed = backend.observe(instance)

@@ -15,9 +15,27 @@ BAD = "registry.fly.io/cloudctl-team:broken"
 Step = DeploymentTarget.Step
 
 
+class HostileTenantsFly(FakeFly):
+    """A tenant can break its own instance (a file on its volume its entrypoint chokes on): its Machine keeps
+    serving until it restarts, then fails its service checks whatever the image."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.broken_since: dict[str, float] = {}
+
+    def break_instance(self, machine_id: str) -> None:
+        self.broken_since[machine_id] = self.clock.now()
+
+    def _check_statuses(self, machine):
+        statuses = super()._check_statuses(machine)
+        if machine.updated_at > self.broken_since.get(machine.id, float("inf")):
+            return [{**status, "status": "critical", "output": "the instance exits at start"} for status in statuses]
+        return statuses
+
+
 @pytest.fixture
 def fake(clock):
-    return FakeFly(clock=clock, orgs=("acme",), unhealthy_images=(BAD,))
+    return HostileTenantsFly(clock=clock, orgs=("acme",), unhealthy_images=(BAD,))
 
 
 @pytest.fixture
@@ -104,6 +122,60 @@ def test_a_bad_image_halts_after_the_canary_and_each_canary_team_gets_its_own_im
             assert machine.config["image"] == V1
     assert set(deployment.targets.exclude(wave=0).values_list("step", flat=True)) == {Step.PENDING}
     assert "2 rolled back" in deployment.message
+    assert fake.refused == []
+
+
+def test_a_team_the_image_fails_is_put_back_on_its_previous_image_at_once(fleet, fake, clock):
+    running = [team for team in fleet if machine_of(fake, team).state == "started"]
+    deployment = deploy(clock, BAD, canary=1, max_failures=len(fleet))
+    assert deployment.state == Deployment.State.COMPLETED_WITH_FAILURES, deployment.message
+    for team in running:  # healthy again on the image they ran: the image failed them, they count
+        target = deployment.targets.get(team=team)
+        assert target.step == Step.FAILED and "not healthy" in target.error
+        assert (machine_of(fake, team).config["image"], machine_of(fake, team).state) == (V1, "started")
+        assert instance_for(team).image == V1
+    assert fake.refused == []
+
+
+def test_teams_unhealthy_before_the_update_are_skipped_and_never_count(fleet, fake, clock):
+    crashed_before_the_plan, crashed_after_it = fleet[0], fleet[1]
+    machine_of(fake, crashed_before_the_plan).state = "failed"
+    deployment = start_deployment(V2, canary=1, concurrency=3, max_failures=0)
+    assert deployment.targets.get(team=crashed_after_it).wave == 0  # the canary: it ran when planned
+    machine_of(fake, crashed_after_it).state = "failed"
+
+    deployment = run_deployment(deployment, sleep=clock.sleep)
+
+    assert deployment.state == Deployment.State.SUCCEEDED, deployment.message
+    for team in (crashed_before_the_plan, crashed_after_it):
+        target = deployment.targets.get(team=team)
+        assert (target.step, target.error) == (Step.SKIPPED, "unhealthy before the update: it crashed")
+        assert applied_updates(fake, team) == 0 and machine_of(fake, team).config["image"] == V1
+    # Another running team took the skipped canary's place, and the rest of the fleet got the image.
+    assert deployment.targets.filter(wave=0, step=Step.UPDATED, was_running=True).count() == 1
+    assert deployment.targets.filter(step=Step.UPDATED).count() == len(fleet) - 2
+    assert fake.refused == []
+
+
+def test_a_hostile_canary_is_a_tenant_fault_and_the_rollout_goes_on(fleet, fake, clock):
+    from teams.models import TeamEvent
+
+    hostile = fleet[0]  # running, first: the canary
+    fake.break_instance(machine_of(fake, hostile).id)
+
+    deployment = deploy(clock, V2, canary=1, max_failures=0)
+
+    assert deployment.state == Deployment.State.SUCCEEDED, deployment.message
+    assert "1 tenant faults" in deployment.message
+    fault = deployment.targets.get(team=hostile)
+    assert (fault.step, fault.wave) == (Step.TENANT_FAULT, 0)
+    on_new, on_previous = fault.error.split(f"\nand on its previous image {V1}: ")
+    assert "the instance exits at start" in on_new and "the instance exits at start" in on_previous
+    assert machine_of(fake, hostile).config["image"] == instance_for(hostile).image == V1
+    assert TeamEvent.objects.filter(team=hostile, kind="deploy_tenant_fault", is_error=True).exists()
+    assert deployment.targets.filter(wave=0, step=Step.UPDATED, was_running=True).count() == 1
+    for team in fleet[1:]:
+        assert machine_of(fake, team).config["image"] == V2
     assert fake.refused == []
 
 

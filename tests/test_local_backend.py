@@ -294,6 +294,204 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     assert local.running_image(stopped) == "v2"  # the stopped team wakes up on the new version
 
 
+class Releases:
+    """Instance versions as releases the local backend starts: a version marked broken (for every team, or for one
+    team) exits at start with an error, as a release that cannot start would. The backend runs the instance through
+    this wrapper of the instance interpreter, which reads the marks when each process starts."""
+
+    def __init__(self, directory: Path, interpreter: str):
+        self.marks = directory / "cannot-start"
+        self.marks.mkdir(parents=True)
+        self.python = directory / "bin" / "python"
+        self.python.parent.mkdir()
+        self.python.write_text(
+            "#!/bin/sh\n"
+            f'for mark in "{self.marks}/$CLOUDCTL_INSTANCE_VERSION" '
+            f'"{self.marks}/$CLOUDCTL_TEAM_ID-$CLOUDCTL_INSTANCE_VERSION"; do\n'
+            '  if [ -e "$mark" ]; then\n'
+            '    echo "cloudctl-instance: FAILED: version $CLOUDCTL_INSTANCE_VERSION cannot start" >&2; exit 1\n'
+            "  fi\n"
+            "done\n"
+            f'exec "{interpreter}" "$@"\n')
+        self.python.chmod(0o755)
+
+    def cannot_start(self, version: str, team=None) -> None:
+        (self.marks / (f"{team.pk}-{version}" if team else version)).touch()
+
+
+@pytest.fixture
+def releases(local, settings, tmp_path):
+    releases = Releases(tmp_path / "releases", settings.LOCAL_INSTANCE_PYTHON)
+    settings.LOCAL_INSTANCE_PYTHON = str(releases.python)
+    return releases
+
+
+def answers(instance) -> bool:
+    try:
+        return httpx.get(instance.url, timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def instance_status(team) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("instance", team.slug, "status", stdout=out)
+    return out.getvalue()
+
+
+def test_a_halted_deploy_leaves_each_canary_team_running_its_previous_version(local, releases):
+    """Issue 11.4: the new version exits at start; the rollback must really start the previous one."""
+    from teams.deploys import run_deployment, start_deployment
+    from teams.models import Deployment, DeploymentTarget
+
+    teams = [create_team(f"team-{number}") for number in range(4)]
+    run_worker()
+    previous = instance_for(teams[0]).image
+    releases.cannot_start("v2")
+
+    deployment = run_deployment(start_deployment("v2", canary=2, concurrency=2))
+
+    assert deployment.state == Deployment.State.HALTED, deployment.message
+    assert "2 rolled back" in deployment.message
+    canary = list(DeploymentTarget.objects.filter(deployment=deployment, wave=0))
+    assert len(canary) == 2
+    for target in canary:
+        assert target.step == DeploymentTarget.Step.ROLLED_BACK, target.error
+        assert "exited during start" in target.error
+    for team in teams:  # the canary teams are back, the others were never touched: all run the previous version
+        instance = instance_for(team)
+        assert local.running_image(instance) == instance.image == previous, team.slug
+        assert answers(instance), team.slug
+        assert "running" in instance_status(team) and "backend sees running" in instance_status(team)
+
+
+def test_a_rollback_that_cannot_start_the_previous_version_is_reported_failed(local, releases):
+    from teams.deploys import run_deployment, start_deployment
+    from teams.models import Deployment, DeploymentTarget
+
+    healthy, failing = create_team("alpha"), create_team("beta")
+    run_worker()
+    previous = instance_for(healthy).image
+    releases.cannot_start("v2", failing)  # the image fails on one canary team: the deployment halts
+    releases.cannot_start(previous, healthy)  # and the other cannot go back (its start would fail for any reason)
+
+    deployment = run_deployment(start_deployment("v2", canary=2, concurrency=2))
+
+    assert deployment.state == Deployment.State.HALTED, deployment.message
+    assert "1 rolled back, 1 rollback failures" in deployment.message
+    target = DeploymentTarget.objects.get(deployment=deployment, team=healthy)
+    assert target.step == DeploymentTarget.Step.ROLLBACK_FAILED
+    assert f"version {previous} cannot start" in target.error
+    assert local.running_image(instance_for(healthy)) is None and not answers(instance_for(healthy))
+    assert "backend sees crashed" in instance_status(healthy)
+    back = DeploymentTarget.objects.get(deployment=deployment, team=failing)
+    assert back.step == DeploymentTarget.Step.ROLLED_BACK
+    assert local.running_image(instance_for(failing)) == previous and answers(instance_for(failing))
+
+
+def test_hostile_tenants_neither_block_nor_halt_a_deploy(local):
+    """Issue 10.8: a file `*.db` that is no SQLite database, planted on a team's own volume, makes its entrypoint
+    exit whatever the version. A team crashing so before the deploy is skipped; one running until its update
+    restarts it (the canary here) fails on its previous version too: a tenant fault, and the rollout goes on."""
+    from teams.backends import BackendError
+    from teams.deploys import run_deployment, start_deployment
+    from teams.models import Deployment, DeploymentTarget, TeamEvent
+
+    hostile, crashed, *others = [create_team(slug) for slug in ("hostile", "crashed", "gamma", "delta")]
+    run_worker()
+    previous = instance_for(hostile).image
+    for team in (hostile, crashed):
+        (Path(instance_for(team).resources["volume"]) / "planted.db").write_bytes(b"not a database\n" * 100)
+    local.stop(instance_for(crashed))  # restarted since (a wake from scale to zero): it exits at once
+    with pytest.raises(BackendError, match="exited during start"):
+        local.start(instance_for(crashed))
+
+    deployment = run_deployment(start_deployment("v2", canary=1, concurrency=2, max_failures=0))
+
+    assert deployment.state == Deployment.State.SUCCEEDED, deployment.message
+    assert deployment.message == "2 updated, 1 tenant faults (failing on their previous image too), 1 skipped"
+    targets = {target.team_id: target for target in DeploymentTarget.objects.filter(deployment=deployment)}
+    skipped = targets[crashed.pk]
+    assert (skipped.step, skipped.error) == (DeploymentTarget.Step.SKIPPED, "unhealthy before the update: it crashed")
+    fault = targets[hostile.pk]
+    assert (fault.step, fault.wave) == (DeploymentTarget.Step.TENANT_FAULT, 0), fault.error
+    on_new, on_previous = fault.error.split(f"\nand on its previous image {previous}: ")
+    assert on_new.endswith("planted.db is not a usable SQLite database: file is not a database")
+    assert on_previous.endswith("planted.db is not a usable SQLite database: file is not a database")
+    assert instance_for(hostile).image == previous and local.running_image(instance_for(hostile)) is None
+    # The hostile canary proved nothing about v2: a running team took its place before the rest were touched.
+    assert targets[others[0].pk].wave == 0 and targets[others[1].pk].wave == 1
+    assert targets[others[0].pk].finished_at <= targets[others[1].pk].started_at
+    for team in others:
+        instance = instance_for(team)
+        assert targets[team.pk].step == DeploymentTarget.Step.UPDATED
+        assert local.running_image(instance) == instance.image == "v2" and answers(instance)
+    assert TeamEvent.objects.filter(team=hostile, kind="deploy_tenant_fault", is_error=True).exists()
+
+
+def test_an_update_killed_between_the_stop_and_the_start_is_finished_by_the_next(local, monkeypatch):
+    """A deploy killed mid-restart leaves the team stopped: `deploy --resume` must start it, not take it for a
+    team stopped on purpose. A stop on purpose is never undone by an update."""
+    from teams.backends.local import LocalBackend
+
+    team = create_team("alpha")
+    run_worker()
+
+    def killed(self, instance, image):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalBackend, "_start_on", killed)
+    with pytest.raises(KeyboardInterrupt):
+        local.update(instance_for(team), "v2")
+    monkeypatch.undo()
+    assert local.observe(instance_for(team)) is ObservedState.STOPPED
+
+    instance = instance_for(team)  # as the resumed run reads it
+    local.update(instance, "v2")
+    assert local.running_image(instance) == "v2" and answers(instance)
+
+    local.stop(instance)
+    local.update(instance, "v3")
+    assert local.running_image(instance) is None and instance.image == "v3"
+
+
+def test_an_update_whose_start_another_start_overtook_fails(local, monkeypatch):
+    """A provisioning run may start the team between the update's stop and its start, on the version the
+    database still names: the update adopts that process, and must not report the new version."""
+    from teams.backends import BackendError
+    from teams.backends.local import LocalBackend
+
+    team = create_team("alpha")
+    run_worker()
+    previous = instance_for(team).image
+    terminate = LocalBackend._terminate
+
+    def overtaken(self, instance):
+        terminate(self, instance)
+        self.ensure_running(instance_for(team))
+
+    monkeypatch.setattr(LocalBackend, "_terminate", overtaken)
+    with pytest.raises(BackendError, match=f"its process runs {previous} instead of v2"):
+        local.update(instance_for(team), "v2")
+
+
+def test_an_instance_that_runs_but_does_not_answer_is_unhealthy(local, settings):
+    team = create_team("alpha")
+    run_worker()
+    instance = instance_for(team)
+    assert local.health_problem(instance) is None
+    settings.INSTANCE_HEALTH_TIMEOUT = 2
+    pgid = int((local.team_dir(instance) / "instance.pid").read_text())
+    os.killpg(pgid, signal.SIGSTOP)  # alive, and answering nothing
+    try:
+        problem = local.health_problem(instance)
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+    assert problem == f"it runs but fails its health check: no HTTP 200 from {instance.url} within 2s"
+
+
 def litestream_pid(team_id: int) -> int:
     return next(pid for pid in team_processes(team_id) if Path(f"/proc/{pid}/comm").read_text().strip() == "litestream")
 

@@ -185,6 +185,28 @@ def test_supervision_leaves_running_and_stopped_on_purpose_alone(backend, make_t
     assert supervise(BACKEND) == [f"{running.slug}: stopped, restart queued"]
 
 
+def test_supervision_leaves_alone_the_teams_a_running_deployment_is_restarting(backend, make_team):
+    """A deploy stops and starts the instances it updates: restarting one under it would race its own start
+    (on the image the database still names) and count its failed starts toward a crash loop."""
+    from teams.holders import new_holder
+    from teams.models import Deployment, DeploymentTarget
+
+    updating, rolling_back, done = make_team(), make_team(), make_team()
+    for team in (updating, rolling_back, done):
+        provision(team)
+    deployment = Deployment.objects.create(image="v2", canary=1, concurrency=2, max_failures=0,
+                                           claimed_by=new_holder(), claimed_until=timezone.now() + timedelta(minutes=1))
+    for team, step in ((updating, "updating"), (rolling_back, "rolling_back"), (done, "updated")):
+        DeploymentTarget.objects.create(deployment=deployment, team=team, wave=0, step=step)
+    backend.observed = ObservedState.CRASHED
+    assert supervise(BACKEND) == [f"{done.slug}: crashed, restart queued"]
+    # The deployment's run died (its claim ran out): its teams are watched again.
+    Instance.objects.filter(team=done).update(state=Instance.State.RUNNING)
+    Deployment.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert sorted(supervise(BACKEND)) == sorted(f"{team.slug}: crashed, restart queued"
+                                                for team in (updating, rolling_back, done))
+
+
 def test_a_just_started_local_instance_is_seen_alive(make_team, settings, tmp_path, monkeypatch):
     """Liveness is read from /proc (pid file, process group, the process's own CLOUDCTL_TEAM_ID), also for a
     child that was slow to exec."""

@@ -30,6 +30,10 @@ class ObservedState(enum.Enum):
     MISSING = "missing"  # no machine at all (never made, or destroyed outside cloudctl)
 
 
+# The observed states in which an instance is unhealthy, with how a deploy reports them.
+UNHEALTHY_STATES = {ObservedState.CRASHED: "it crashed", ObservedState.MISSING: "it has no machine"}
+
+
 @dataclass(frozen=True)
 class Step:
     """One idempotent provisioning step: checks what exists, makes what is missing, returns the ids to save."""
@@ -66,11 +70,22 @@ class MachineBackend(abc.ABC):
     @abc.abstractmethod
     def update(self, instance: Instance, image: str, *, before_change: Callable[[str], None] | None = None) -> dict:
         """Make the instance run `image`, read back to verify, and return resources to save. A stopped instance
-        is updated without being started; a running one restarts and must pass its health checks. Calling it
+        is updated without being started; a running one restarts and must pass its health checks, as must a
+        crashed one (it should run: an earlier start or update failed), which is started. Calling it
         again once it runs `image` changes nothing (it only checks health again), so it is safe to retry.
         `before_change` is called with the image the backend reports, just before it is replaced (not at all
         when it already is `image`): the caller can record it before anything changes."""
 
+    def health_problem(self, instance: Instance) -> str | None:
+        """Why the instance is unhealthy right now, read from the backend (crashed, gone, or running but failing
+        its health check), or None when it is healthy or stopped on purpose (scale to zero). A deploy leaves an
+        unhealthy team alone: its failure after the update would prove nothing about the image. This default
+        reads the state only; backends that can check a running instance's health cheaply override it."""
+        return UNHEALTHY_STATES.get(self.observe(instance))
+
     @abc.abstractmethod
-    def running_image(self, instance: Instance) -> str:
-        """The image/version the backend really has for the instance (not what the database recorded)."""
+    def running_image(self, instance: Instance) -> str | None:
+        """The image/version the backend really has for the instance, never what the database recorded: the one
+        its process or Machine runs, or for a stopped instance the one the backend will start it on (a Fly
+        Machine's config); None when nothing runs and the backend keeps no image of its own (the local backend's
+        stopped or crashed instance)."""

@@ -23,7 +23,7 @@ from django.conf import settings
 
 from credentials.tokens import team_token
 
-from .base import BackendError, MachineBackend, ObservedState, Step
+from .base import UNHEALTHY_STATES, BackendError, MachineBackend, ObservedState, Step
 
 ENTRYPOINT = Path(settings.BASE_DIR) / "instance" / "entrypoint.py"
 STOP_TIMEOUT_SECONDS = 20
@@ -136,11 +136,17 @@ class LocalBackend(MachineBackend):
             return ObservedState.MISSING
         if self._live_pid(instance) is not None:
             return ObservedState.RUNNING
-        exit_file = self.team_dir(instance) / "exit-code"
-        # 0: a clean exit (max age, idle); 143: stopped with SIGTERM. Anything else is a crash.
-        if exit_file.exists() and exit_file.read_text().strip() not in ("0", "143"):
-            return ObservedState.CRASHED
-        return ObservedState.STOPPED
+        return ObservedState.CRASHED if self._crashed(instance) else ObservedState.STOPPED
+
+    def health_problem(self, instance) -> str | None:
+        observed = self.observe(instance)
+        if observed is not ObservedState.RUNNING:
+            return UNHEALTHY_STATES.get(observed)
+        try:
+            self.wait_healthy(instance)
+        except BackendError as error:
+            return f"it runs but fails its health check: {error}"
+        return None
 
     def start(self, instance) -> dict:
         resources = self.ensure_running(instance)
@@ -149,6 +155,11 @@ class LocalBackend(MachineBackend):
         return resources
 
     def stop(self, instance) -> None:
+        """Stopped on purpose: it stays stopped, an update included (see `_restart_marker`)."""
+        self._restart_marker(instance).unlink(missing_ok=True)
+        self._terminate(instance)
+
+    def _terminate(self, instance) -> None:
         pgid = self._live_pid(instance)
         if pgid is None:
             return
@@ -165,29 +176,43 @@ class LocalBackend(MachineBackend):
         shutil.rmtree(self.team_dir(instance), ignore_errors=True)
 
     def update(self, instance, image: str, *, before_change=None) -> dict:
+        """A running instance restarts on `image` and must answer its health check, as a crashed one is started
+        (it should run: an earlier start or update failed); a stopped one stays stopped and starts on `image`
+        next time. The version replaced is the running process's own, else the one it would start on."""
         pgid = self._live_pid(instance)
-        current = self._version(pgid, instance)
+        current = self._version(pgid) if pgid is not None else instance.image
         if current != image and before_change:
             before_change(current)
-        if pgid is None:
+        if pgid is not None and current == image:
+            self.wait_healthy(instance)
+            return {}
+        if pgid is not None:
+            self._restart_marker(instance).touch()
+            self._terminate(instance)
+        elif not (self._crashed(instance) or self._restart_marker(instance).exists()):
             instance.image = image  # a stopped instance stays stopped and starts on it next time
             return {}
-        if current != image:
-            self.stop(instance)
-            instance.image = image
-            return self.start(instance)
-        self.wait_healthy(instance)
-        return {}
+        return self._start_on(instance, image)
 
-    def running_image(self, instance) -> str:
-        return self._version(self._live_pid(instance), instance)
+    def running_image(self, instance) -> str | None:
+        """The version the live process was started with, read from its own environment; None when none runs
+        (a stopped instance starts on the instance's recorded image, which is the database's word, not ours)."""
+        pgid = self._live_pid(instance)
+        return self._version(pgid) if pgid is not None else None
+
+    def _start_on(self, instance, image: str) -> dict:
+        """Start the instance on `image` and wait for its health check, then read the process's version back: the
+        start adopts a process someone else started meanwhile (a provisioning run, on the database's image)."""
+        instance.image = image
+        resources = self.start(instance)
+        running = self._version(resources["pid"])
+        if running != image:
+            raise BackendError(f"its process runs {running} instead of {image}: another start came first")
+        return resources
 
     @staticmethod
-    def _version(pgid: int | None, instance) -> str:
-        """A running instance's version is the one its process was started with; a stopped one starts on
-        the instance's recorded image."""
-        version = _environment_variable(pgid, "CLOUDCTL_INSTANCE_VERSION") if pgid is not None else None
-        return version if version is not None else instance.image
+    def _version(pgid: int) -> str | None:
+        return _environment_variable(pgid, "CLOUDCTL_INSTANCE_VERSION")
 
     def log_tail(self, instance, lines: int = 15) -> str:
         log = self.team_dir(instance) / "instance.log"
@@ -204,6 +229,16 @@ class LocalBackend(MachineBackend):
         with open(self.team_dir(instance) / "start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
+
+    def _restart_marker(self, instance) -> Path:
+        """Present from an update's stop to the next start: an update killed in between (a killed deploy) left
+        an instance that should run, which the next update starts."""
+        return self.team_dir(instance) / "restarting"
+
+    def _crashed(self, instance) -> bool:
+        """The last process exited with an error: 0 is a clean exit (max age, idle), 143 a stop with SIGTERM."""
+        exit_file = self.team_dir(instance) / "exit-code"
+        return exit_file.exists() and exit_file.read_text().strip() not in ("0", "143")
 
     def _live_pid(self, instance) -> int | None:
         """The instance's process group id if any of its processes still runs, else None."""
@@ -224,6 +259,7 @@ class LocalBackend(MachineBackend):
             raise BackendError(f"the instance virtualenv is missing ({python}): run `make instance-venv`")
         team_dir = self.team_dir(instance)
         (team_dir / "exit-code").unlink(missing_ok=True)
+        self._restart_marker(instance).unlink(missing_ok=True)
         # A shell records the exit code, so a crash is told apart from a clean stop after we are gone.
         command = '"$0" "$1"; echo $? > "$2"'
         with open(team_dir / "instance.log", "ab") as log:

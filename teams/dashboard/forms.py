@@ -57,7 +57,9 @@ class DeploymentForm(forms.Form):
                             help_text="Comma-separated slugs; empty for every active team.")
     canary = forms.IntegerField(min_value=0, initial=1, help_text="Teams updated first, alone.")
     concurrency = forms.IntegerField(min_value=1, max_value=200, initial=10)
-    max_failures = forms.IntegerField(min_value=0, initial=0, help_text="Failures tolerated before halting.")
+    max_failures = forms.IntegerField(
+        min_value=0, initial=0, help_text="Failures of the image tolerated before halting (teams unhealthy before "
+                                          "their update, or failing on their previous image too, never count).")
     wave_size = forms.IntegerField(min_value=0, initial=0, required=False,
                                    help_text="Teams per wave after the canary; 0 for one wave.")
 

@@ -26,7 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int,
                             help="teams updated at a time (default 10; with --resume, the deployment's own)")
         parser.add_argument("--max-failures", type=int, default=0,
-                            help="failures tolerated before halting and rolling back (default 0)")
+                            help="failures of the image tolerated before halting and rolling back (default 0; "
+                                 "teams unhealthy before their update, or failing on their previous image too, "
+                                 "never count)")
         parser.add_argument("--wave-size", type=int, default=0,
                             help="teams per wave after the canary; each wave finishes before the next (default: one wave)")
         parser.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
@@ -74,7 +76,7 @@ class Command(BaseCommand):
                           f"{concurrency or deployment.concurrency} at a time, halting after "
                           f"{deployment.max_failures} failure(s)")
         stop = threading.Event()
-        counts = {"updated": 0, "failed": 0, "rolled back": 0}
+        counts = {"updated": 0, "failed": 0, "tenant fault": 0, "rolled back": 0}
         with self._stopping_on_interrupt(stop), \
                 tqdm(total=todo.count(), unit="team", desc="deploying", file=self.stderr) as bar:
             def progress(target):

@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from teams.backends import BackendError, get_backend
 from teams.provisioning import instance_for
 from teams.services import destroy_instance, get_team, stop_instance
 
@@ -25,6 +26,15 @@ class Command(BaseCommand):
                 raise CommandError(f"destroying removes the volume; confirm with --confirm {team.slug}")
             destroy_instance(team)
         instance = instance_for(team)
-        self.stdout.write(f"{team.slug}: {instance.state} (wants {instance.desired_state}) {instance.url}")
+        self.stdout.write(f"{team.slug}: {instance.state} (wants {instance.desired_state}; backend sees "
+                          f"{self._observed(instance)}) {instance.url}")
         if instance.last_error:
             self.stdout.write(f"last error: {instance.last_error}")
+
+    @staticmethod
+    def _observed(instance) -> str:
+        """What really runs, which the database's state only records (an instance can crash without telling it)."""
+        try:
+            return get_backend(instance.backend).observe(instance).value
+        except BackendError as error:
+            return f"nothing it can tell ({error})"
