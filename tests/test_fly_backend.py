@@ -189,6 +189,27 @@ def test_a_lease_held_by_a_live_run_makes_the_update_retryable(fly, fake, make_t
         fly.update(instance, "registry.fly.io/cloudctl-team:v2")
 
 
+@pytest.mark.parametrize("operation", ["stop", "push_secret", "observe", "running_image"])
+def test_every_operation_reports_a_platform_outage_as_retryable(fly, fake, make_team, operation):
+    from teams.backends import BackendUnavailable
+
+    team = make_team()
+    instance = provision(team)
+    team.token_generation += 1  # so push_secret has something to push
+    fake.inject("*", Unavailable(503), probability=1.0)
+    with pytest.raises(BackendUnavailable, match="503"):
+        getattr(fly, operation)(instance)
+
+
+def test_a_stop_while_someone_else_holds_the_lease_is_retryable(fly, fake, make_team):
+    from teams.backends import BackendUnavailable
+
+    instance = provision(make_team())
+    fly.client.acquire_lease(instance.resources["app"], instance.resources["machine"], 600, "someone else")
+    with pytest.raises(BackendUnavailable, match="409"):
+        fly.stop(instance)
+
+
 def test_destroy_removes_compute_and_volume(fly, fake, make_team):
     team = make_team()
     instance = provision(team)

@@ -53,6 +53,22 @@ def region_of(instance) -> str:
     return instance.team.region or settings.FLY_REGION
 
 
+def failure(error: FlyAPIError, doing: str) -> BackendError:
+    """The backend error for a failed Fly call: BackendUnavailable (try the operation again later) when Fly's
+    answer says so (`FlyAPIError.retryable`), else BackendError. The one place that decides, for every operation."""
+    kind = BackendUnavailable if error.retryable else BackendError
+    return kind(f"{doing}: {error}")
+
+
+@contextmanager
+def fly_errors(doing: str):
+    """Raise a failed Fly call inside as `failure(error, doing)`."""
+    try:
+        yield
+    except FlyAPIError as error:
+        raise failure(error, doing) from None
+
+
 def make_client() -> FlyClient:
     return FlyClient(settings.FLY_API_URL, settings.FLY_API_TOKEN)
 
@@ -115,8 +131,8 @@ class FlyBackend(MachineBackend):
                 self.client.create_app(name, settings.FLY_ORG, network=f"{name}-net")
                 return {"app": name}
             except FlyAPIError as error:
-                if not (error.ambiguous or error.status == "name_taken" or error.http_status == 422):
-                    raise BackendError(f"creating app {name} failed: {error}") from None
+                if not (error.ambiguous or error.name_taken):
+                    raise failure(error, f"creating app {name} failed") from None
                 owner = self._app_owner(name)
                 if owner == "ours":  # made by this or an earlier attempt: adopt it
                     return {"app": name}
@@ -128,7 +144,8 @@ class FlyBackend(MachineBackend):
         generation = instance.team.token_generation
         if instance.resources.get("token_generation") == generation:
             return {}
-        version = self.client.set_secrets(instance.resources["app"], {TOKEN_SECRET: team_token(instance.team)})
+        with fly_errors(f"setting the token secret of {instance.resources['app']} failed"):
+            version = self.client.set_secrets(instance.resources["app"], {TOKEN_SECRET: team_token(instance.team)})
         return {"secrets_version": version, "token_generation": generation}
 
     def ensure_volume(self, instance) -> dict:
@@ -145,7 +162,7 @@ class FlyBackend(MachineBackend):
                 return {"volume": volume.id}
             except FlyAPIError as error:
                 if not error.ambiguous:
-                    raise BackendError(f"creating the volume of {app} failed: {error}") from None
+                    raise failure(error, f"creating the volume of {app} failed") from None
         raise BackendError(f"could not create the volume of {app} after 3 attempts")
 
     def ensure_launch_id(self, instance) -> dict:
@@ -154,10 +171,11 @@ class FlyBackend(MachineBackend):
 
     def ensure_machine(self, instance) -> dict:
         app, launch_id = instance.resources["app"], instance.resources["launch_id"]
-        machine = self._current_machine(instance)
-        if machine is not None:
-            return {"machine": machine.id, "machine_version": machine.instance_id,
-                    **self._bring_in_secrets(instance, machine)}
+        with fly_errors(f"reading the machine of {app} failed"):
+            machine = self._current_machine(instance)
+            if machine is not None:
+                return {"machine": machine.id, "machine_version": machine.instance_id,
+                        **self._bring_in_secrets(instance, machine)}
         for _ in range(3):
             try:
                 machine = self.client.create_machine(
@@ -167,12 +185,13 @@ class FlyBackend(MachineBackend):
                 return {"machine": machine.id, "machine_version": machine.instance_id,
                         "machine_secrets_version": instance.resources.get("secrets_version")}
             except FlyAPIError as error:
-                if error.status == "volume_placement_capacity" or error.http_status == 412:
+                if error.capacity:
                     raise BackendError(f"no room for the machine on the volume's host: {error}") from None
-                # 422: our deterministic name is taken, by an earlier create not yet visible to listings.
-                if not (error.ambiguous or error.http_status == 422):
-                    raise BackendError(f"creating the machine of {app} failed: {error}") from None
-                machine = self._find_launched(app, launch_id)
+                # Our deterministic name is taken, by an earlier create not yet visible to listings.
+                if not (error.ambiguous or error.name_taken):
+                    raise failure(error, f"creating the machine of {app} failed") from None
+                with fly_errors(f"looking for the machine of {app} failed"):
+                    machine = self._find_launched(app, launch_id)
                 if machine is not None:
                     return {"machine": machine.id, "machine_version": machine.instance_id,
                             "machine_secrets_version": instance.resources.get("secrets_version")}
@@ -183,9 +202,10 @@ class FlyBackend(MachineBackend):
         machine = self._visible_machine(app, machine_id)
         if machine is None:
             raise BackendError(f"machine {machine_id} of {app} is gone")
-        if machine.state in ("stopped", "suspended"):
-            self.client.start(app, machine_id)
-        self.client.wait(app, machine_id, "started", timeout=settings.FLY_START_TIMEOUT)
+        with fly_errors(f"starting machine {machine_id} of {app} failed"):
+            if machine.state in ("stopped", "suspended"):
+                self.client.start(app, machine_id)
+            self.client.wait(app, machine_id, "started", timeout=settings.FLY_START_TIMEOUT)
         return {"url": f"https://{instance.team.slug}.{settings.TEAMS_DOMAIN}/"}
 
     # --- operations -------------------------------------------------------------------------------------
@@ -193,7 +213,8 @@ class FlyBackend(MachineBackend):
     def observe(self, instance) -> ObservedState:
         if not instance.resources.get("machine"):
             return ObservedState.MISSING
-        machine = self._current_machine(instance)
+        with fly_errors(f"reading the machine of team {instance.team_id} failed"):
+            machine = self._current_machine(instance)
         if machine is None:
             return ObservedState.MISSING
         return STATE_OF.get(machine.state, ObservedState.RUNNING)
@@ -203,7 +224,7 @@ class FlyBackend(MachineBackend):
         try:
             states = {machine.id: machine.state for machine in self.client.list_org_machines(settings.FLY_ORG)}
         except FlyAPIError as error:
-            raise BackendError(f"listing the machines of {settings.FLY_ORG} failed: {error}") from None
+            raise failure(error, f"listing the machines of {settings.FLY_ORG} failed") from None
         observed = {}
         for instance in instances:
             state = states.get(instance.resources.get("machine"))
@@ -216,7 +237,7 @@ class FlyBackend(MachineBackend):
 
     def stop(self, instance) -> None:
         app, machine_id = instance.resources["app"], instance.resources["machine"]
-        with self.lease(app, machine_id, "stop") as nonce:
+        with fly_errors(f"stopping machine {machine_id} of {app} failed"), self.lease(app, machine_id, "stop") as nonce:
             machine = self.client.get_machine(app, machine_id)
             if machine.state == "started":
                 self.client.stop(app, machine_id, nonce=nonce)
@@ -233,7 +254,7 @@ class FlyBackend(MachineBackend):
             self.client.delete_app(app, force=True)
         except FlyAPIError as error:
             if error.http_status != 404:
-                raise BackendError(f"destroying {app} failed: {error}") from None
+                raise failure(error, f"destroying {app} failed") from None
 
     def update(self, instance, image: str, *, before_change=None) -> dict:
         app, machine_id = instance.resources["app"], instance.resources["machine"]
@@ -245,15 +266,14 @@ class FlyBackend(MachineBackend):
             if machine.image != image or machine.instance_id != updated.instance_id:
                 raise BackendError(f"machine {machine_id} reverted to {machine.image} after the update to {image}")
         except FlyAPIError as error:
-            # 412: the Machine changed since we read it (an earlier attempt's update whose answer was lost):
-            # reading it again tells whether that update took.
-            if error.http_status is None or error.http_status in (408, 409, 412, 429) or error.http_status >= 500:
-                raise BackendUnavailable(f"updating machine {machine_id} of {app}: {error}") from None
-            raise BackendError(f"updating machine {machine_id} of {app} failed: {error}") from None
+            # A stale version (412) is retryable: an earlier attempt's update whose answer was lost; reading
+            # the Machine again tells whether it took.
+            raise failure(error, f"updating machine {machine_id} of {app}") from None
         return {"machine_version": machine.instance_id}
 
     def running_image(self, instance) -> str:
-        machine = self._current_machine(instance)
+        with fly_errors(f"reading the machine of team {instance.team_id} failed"):
+            machine = self._current_machine(instance)
         if machine is None:
             raise BackendError(f"team {instance.team_id} has no machine")
         return machine.image or ""
@@ -280,7 +300,7 @@ class FlyBackend(MachineBackend):
         try:
             lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
         except FlyAPIError as error:
-            if error.http_status != 409:
+            if not error.lease_held:
                 raise
             held = self.client.get_lease(app, machine_id)
             if held is not None and held.description == description:
@@ -376,7 +396,7 @@ class FlyBackend(MachineBackend):
                 return "theirs"
             if error.http_status == 404:
                 return "none"
-            raise BackendError(f"looking up app {name} failed: {error}") from None
+            raise failure(error, f"looking up app {name} failed") from None
         return "ours" if app.org_slug in (None, settings.FLY_ORG) else "theirs"
 
     def _current_machine(self, instance) -> Machine | None:
@@ -400,7 +420,7 @@ class FlyBackend(MachineBackend):
                 return self.client.get_machine(app, machine_id)
             except FlyAPIError as error:
                 if error.http_status != 404:
-                    raise BackendError(f"reading machine {machine_id} failed: {error}") from None
+                    raise failure(error, f"reading machine {machine_id} failed") from None
                 if self.client.clock() >= deadline:
                     return None
             self.client.sleep(0.5)
