@@ -67,10 +67,11 @@ class Latencies:
     suspend: Seconds = 2.0
     update: Seconds = 2.0
     destroy: Seconds = 0.5
-    # From `started` to the first result of the Machine's service checks (until then they read `warning`): Fly
-    # runs them every `interval` after a `grace_period` (15 s and 20 s in cloudctl's config); a few seconds is
-    # the quick end. Read on every GET, so give one value, not a range.
-    health: float = 5.0
+    # A started Machine has no check results at all until its checks first run (flyctl PR #4952, "Machine.Checks
+    # (runtime status) is empty for freshly-launched machines"): Fly runs each check `grace_period` after the
+    # start (DOCS reference/configuration, services.checks), and the run itself takes this long more. Read on
+    # every GET, so give one value, not a range.
+    health: float = 1.0
     # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
     request: Seconds = 0.0
 
@@ -185,6 +186,18 @@ def _rate_key(params: dict[str, str], query: dict[str, list[str]], body: Any) ->
     if isinstance(body, dict) and isinstance(body.get("name"), str):
         return body["name"]
     return query.get("org_slug", [""])[0]
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(value: str) -> float:
+    """A Go duration as Fly's config spells them ("20s", "1m30s", "500ms") in seconds."""
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise Refused(f"{value!r} is not a duration like 30s or 1m")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
 def _normalized_config(config: dict) -> dict:
@@ -574,22 +587,26 @@ class FakeFly:
         return Reply(200, machine.to_json() | {"checks": self._check_statuses(machine)})
 
     def _check_statuses(self, machine: MachineRecord) -> list[dict]:
-        """The service checks' results: `warning` until the first run after the start, then `passing`, or
-        `critical` for an unhealthy image. A Machine that is not started has no results."""
+        """The service checks' results. None on a Machine that is not started, nor on a freshly started one
+        (flyctl PR #4952): each check appears once it first ran, `grace_period` (scaled) plus the `health`
+        latency after the start, `passing`, or `critical` for an unhealthy image."""
         if machine.state != "started":
             return []
         now = self.clock.now()
-        first_result_at = machine.updated_at + self._latency("health")
-        if now < first_result_at:
-            status, output, updated_at = "warning", "waiting for the first check", machine.updated_at
-        elif machine.config["image"] in self.unhealthy_images:
-            status, output, updated_at = "critical", "GET /-/versions.json: connection refused", first_result_at
-        else:
-            status, output, updated_at = "passing", "200 OK", first_result_at
-        return [{"name": f"servicecheck-{number:02d}-{check.get('type', 'tcp')}-{service.get('internal_port')}",
-                 "status": status, "output": output, "updated_at": iso(updated_at)}
-                for service in machine.config.get("services", [])
-                for number, check in enumerate(service.get("checks", []))]
+        results = []
+        for service in machine.config.get("services", []):
+            for number, check in enumerate(service.get("checks", [])):
+                first_result_at = (machine.updated_at + self._latency("health")
+                                   + duration_seconds(check.get("grace_period", "0s")) * self.time_scale)
+                if now < first_result_at:
+                    continue
+                healthy = machine.config["image"] not in self.unhealthy_images
+                results.append({
+                    "name": f"servicecheck-{number:02d}-{check.get('type', 'tcp')}-{service.get('internal_port')}",
+                    "status": "passing" if healthy else "critical",
+                    "output": "200 OK" if healthy else f"GET {check.get('path', '/')}: connection refused",
+                    "updated_at": iso(first_result_at)})
+        return results
 
     def _update_machine(self, call: Call) -> Reply:
         machine = self._mutable_machine(call)

@@ -129,18 +129,22 @@ CHECKED_SERVICE = {"services": [{"protocol": "tcp", "internal_port": 8080, "port
 
 
 @pytest.mark.parametrize(("image", "verdict"), [(IMAGE, "passing"), ("registry.fly.io/cloudctl-team:bad", "critical")])
-def test_service_checks_report_warning_until_their_first_run_then_the_images_health(clock, fake, http, image,
-                                                                                   verdict):
+def test_service_checks_have_no_results_until_their_first_run_then_the_images_health(clock, fake, http, image,
+                                                                                     verdict):
     fake.unhealthy_images.add("registry.fly.io/cloudctl-team:bad")
     make_app(http)
-    machine = make_machine(http, config={**CHECKED_SERVICE, "image": image})
+    service = {**CHECKED_SERVICE["services"][0]}
+    service["checks"] = [{**service["checks"][0], "grace_period": "10s"}]
+    machine = make_machine(http, config={"services": [service], "image": image})
 
     def checks():
         return [check["status"] for check in http.get(f"/apps/team-a/machines/{machine['id']}").json()["checks"]]
 
     assert checks() == []  # not started yet
     wait(http, machine)
-    assert checks() == ["warning"]
+    assert checks() == []  # started, but no check has run yet (flyctl PR #4952): not a "pass"
+    clock.sleep(10)  # the grace period
+    assert checks() == []
     clock.sleep(fake.latencies.health)
     assert checks() == [verdict]
 

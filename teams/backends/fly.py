@@ -372,17 +372,24 @@ class FlyBackend(MachineBackend):
         return {"machine_version": updated.instance_id, "machine_secrets_version": wanted}
 
     def _wait_healthy(self, app: str, machine_id: str) -> Machine:
-        """Started is not ready: every service check must pass (polled as flyctl does) within the timeout.
+        """Started is not ready: every configured check must have a result and pass, within the timeout, polled
+        every second as flyctl's `WaitForHealthchecksToPass` does (internal/machine/leasable_machine.go). A
+        freshly started Machine has no results at all (flyctl PR #4952): that is "not yet", never a pass.
         Returns the Machine as last read."""
         deadline = self.client.clock() + settings.FLY_HEALTH_TIMEOUT
         while True:
             machine = self.client.get_machine(app, machine_id)
             checks = machine.check_statuses
-            if machine.state == "started" and all(status == "passing" for status, _ in checks.values()):
+            configured = machine.configured_check_count
+            if (machine.state == "started" and len(checks) >= configured
+                    and all(status == "passing" for status, _ in checks.values())):
                 return machine
             if machine.state == "failed" or self.client.clock() >= deadline:
                 failing = "; ".join(f"{name}: {status} ({output})" for name, (status, output) in checks.items()
-                                    if status != "passing") or f"machine is {machine.state}"
+                                    if status != "passing")
+                if not failing:
+                    failing = (f"{configured - len(checks)} of {configured} checks without a result"
+                               if machine.state == "started" else f"machine is {machine.state}")
                 raise BackendError(f"machine {machine_id} of {app} is not healthy after "
                                    f"{settings.FLY_HEALTH_TIMEOUT}s: {failing}")
             self.client.sleep(HEALTH_POLL_SECONDS)

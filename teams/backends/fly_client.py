@@ -167,9 +167,16 @@ class Machine:
     @property
     def check_statuses(self) -> dict[str, tuple[str, str]]:
         """Each service check's (status, output) by name: `passing`, `warning` or `critical`. Only a single
-        Machine read carries them, and only once the Machine has started."""
+        Machine read carries them, and each only once it has first run after a start (until then it is absent)."""
         return {check["name"]: (check.get("status", ""), check.get("output", ""))
                 for check in self.raw.get("checks") or [] if "name" in check}
+
+    @property
+    def configured_check_count(self) -> int:
+        """How many checks the config defines (top-level and per service): each must report before the Machine
+        counts as healthy."""
+        return len(self.config.get("checks") or {}) + sum(len(service.get("checks") or [])
+                                                         for service in self.config.get("services") or [])
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any], app_name: str | None = None) -> Machine:
