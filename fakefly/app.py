@@ -72,6 +72,10 @@ class Latencies:
     # start (DOCS reference/configuration, services.checks), and the run itself takes this long more. Read on
     # every GET, so give one value, not a range.
     health: float = 1.0
+    # Secrets reach the hosts eventually: a Machine created or updated without `min_secrets_version` boots with
+    # the newest version that has reached its host, possibly the previous one (reference section 9: "pass the
+    # returned version as min_secrets_version on create/update so the host waits for it"; flyctl always does).
+    secrets_propagation: float = 10.0
     # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
     request: Seconds = 0.0
 
@@ -412,10 +416,14 @@ class FakeFly:
             raise ApiError(404, f"volume {call.params['volume_id']} not found")
         return volume
 
-    def _check_secrets_version(self, app: AppRecord, body: dict) -> None:
+    def _secrets_version_for(self, app: AppRecord, body: dict) -> int:
+        """The secrets version a Machine created or updated with `body` boots with: the latest when the request
+        asks for at least that (the host waits for it), else whatever has reached the host."""
         wanted = body.get("min_secrets_version")
         if wanted is not None and wanted > app.secrets_version:
             raise ApiError(400, f"secrets version {wanted} does not exist (latest is {app.secrets_version})")
+        seen = app.secrets_version_seen(self.clock.now(), self._latency("secrets_propagation"))
+        return app.secrets_version if wanted is not None and wanted > seen else seen
 
     # --- apps ----------------------------------------------------------------------------------------------
 
@@ -504,6 +512,7 @@ class FakeFly:
             else:
                 app.secrets[name] = Secret(value, now, now)
         app.secrets_version += 1
+        app.secrets_set_at[app.secrets_version] = now
         return Reply(200, {"secrets": [secret.to_json(name) for name, secret in sorted(app.secrets.items())],
                            "version": app.secrets_version})
 
@@ -526,14 +535,14 @@ class FakeFly:
             if _first(call.faults, HostFull):
                 raise ApiError(412, "insufficient resources to create new machine with existing volume",
                                "volume_placement_capacity")
-        self._check_secrets_version(app, body)
+        secrets_version = self._secrets_version_for(app, body)
         not_visible = _first(call.faults, NotVisible)
         machine = MachineRecord(
             id=self._ids.machine(), app_name=app.name, name=name, region=region or "ord", config=config,
             instance_id=self._ids.ulid(now),
             private_ip=f"fdaa:0:{app.internal_numeric_id:x}:a7b:{next(self._serials):x}::2",
             created_at=now, updated_at=now, visible_after=now + (not_visible.seconds if not_visible else 0.0),
-            secrets_version=app.secrets_version)
+            secrets_version=secrets_version)
         machine.record_event(self._ids.ulid(now), "launch", "created", now)
         if volume is not None:
             volume.attached_machine_id = machine.id
@@ -621,11 +630,11 @@ class FakeFly:
         config = _normalized_config(body["config"])
         if [mount.get("volume") for mount in config.get("mounts", [])] != machine.mounted_volume_ids:
             raise ApiError(400, "mounts cannot be changed by an update; destroy and recreate the machine")
-        self._check_secrets_version(app, body)
+        secrets_version = self._secrets_version_for(app, body)
 
         now = self.clock.now()
         previous = machine.config, machine.instance_id, machine.secrets_version
-        machine.config, machine.instance_id, machine.secrets_version = config, self._ids.ulid(now), app.secrets_version
+        machine.config, machine.instance_id, machine.secrets_version = config, self._ids.ulid(now), secrets_version
 
         def revert() -> None:
             machine.config, machine.instance_id, machine.secrets_version = previous

@@ -82,6 +82,12 @@ class AppRecord:
     created_at: float
     secrets: dict[str, Secret] = field(default_factory=dict)
     secrets_version: int = 0
+    # When each secrets version was set: a host sees a version only once it has propagated.
+    secrets_set_at: dict[int, float] = field(default_factory=lambda: {0: 0.0})
+
+    def secrets_version_seen(self, now: float, propagation: float) -> int:
+        """The newest version a host has received by `now`."""
+        return max(version for version, set_at in self.secrets_set_at.items() if set_at + propagation <= now)
 
     def to_json(self, *, machine_count: int, volume_count: int, running: bool) -> dict:
         return {"id": self.id, "name": self.name, "status": "deployed" if running else "pending",

@@ -247,6 +247,24 @@ def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, f
     assert fake.calls["update_machine"] == 1
 
 
+@pytest.mark.parametrize("stopped", [False, True])
+def test_an_image_update_right_after_a_rotation_boots_on_the_new_token(fly, fake, make_team, stopped):
+    """Secrets reach hosts eventually: an update without `min_secrets_version` can boot on the previous
+    version, the revoked token (flyctl passes the app's secrets version on every create and update)."""
+    from teams.services import restart_instance, rotate_token
+
+    team = make_team()
+    provision(team)
+    rotate_token(team)
+    restart_instance(team)  # sets the new token and moves the Machine onto it
+    instance = instance_for(team)
+    if stopped:
+        fly.stop(instance)
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")  # a deploy, moments later
+    machine = fake.machine(instance.resources["machine"])
+    assert machine.secrets_version == fake.apps[instance.resources["app"]].secrets_version
+
+
 def test_the_volume_and_machine_go_to_the_teams_region(fly, fake, make_team):
     team = make_team(region="ams")
     instance = provision(team)

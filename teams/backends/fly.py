@@ -338,11 +338,12 @@ class FlyBackend(MachineBackend):
     # --- internals --------------------------------------------------------------------------------------
 
     def _rewrite_machine(self, instance, purpose: str, *, image: str | None = None,
-                         min_secrets_version: int | None = None,
                          before_change: Callable[[str], None] | None = None) -> tuple[Machine, bool]:
         """Update the Machine's full config under a lease, keeping a stopped Machine stopped and waiting for a
         running one to be started again on the new version. A Machine already on `image` is left as it is (an
-        interrupted run updated it). Returns the Machine as updated and whether it runs."""
+        interrupted run updated it). Every update carries the app's known secrets version as
+        `min_secrets_version`, as flyctl's do: without it the host may boot the Machine on an older version
+        that has reached it first (a revoked token). Returns the Machine as updated and whether it runs."""
         app, machine_id = instance.resources["app"], instance.resources["machine"]
         with self.lease(app, machine_id, purpose) as nonce:
             machine = self.client.get_machine(app, machine_id)
@@ -355,7 +356,7 @@ class FlyBackend(MachineBackend):
                 updated = self.client.update_machine(
                     app, machine_id, config={**machine.config, **({"image": image} if image else {})},
                     current_version=machine.instance_id, skip_launch=not running,
-                    min_secrets_version=min_secrets_version, nonce=nonce)
+                    min_secrets_version=instance.resources.get("secrets_version"), nonce=nonce)
             if running:
                 self.client.wait(app, machine_id, "started", version=updated.instance_id,
                                  timeout=settings.FLY_START_TIMEOUT)
@@ -368,7 +369,7 @@ class FlyBackend(MachineBackend):
         if wanted is None or instance.resources.get("machine_secrets_version") == wanted:
             return {}
         instance.resources["machine"] = machine.id
-        updated, _ = self._rewrite_machine(instance, "secret update", min_secrets_version=wanted)
+        updated, _ = self._rewrite_machine(instance, "secret update")
         return {"machine_version": updated.instance_id, "machine_secrets_version": wanted}
 
     def _wait_healthy(self, app: str, machine_id: str) -> Machine:
