@@ -240,6 +240,7 @@ class FakeFly:
         self.machines: dict[str, MachineRecord] = {}
         self.calls: Counter[str] = Counter()
         self.throttled_count = 0
+        self.lapsed_leases: list[tuple[str, LeaseRecord]] = []  # (machine id, lease) that expired unreleased
         self.refused: list[Refusal] = []
         self._rng = random.Random(seed)
         self._ids = Ids(self._rng)
@@ -398,12 +399,19 @@ class FakeFly:
             raise ApiError(404, f"machine {machine_id} not found")
         return machine
 
+    def _live_lease(self, machine: MachineRecord) -> LeaseRecord | None:
+        """The Machine's lease unless it expired; an expired one is gone, and kept in `lapsed_leases`."""
+        if machine.lease is not None and machine.lease.expires_at <= self.clock.now():
+            self.lapsed_leases.append((machine.id, machine.lease))
+            machine.lease = None
+        return machine.lease
+
     def _mutable_machine(self, call: Call) -> MachineRecord:
         """A Machine a mutation may touch: not destroyed, and the caller holds its lease if it has one."""
         machine = self._machine(call)
         if machine.state in ("destroying", "destroyed"):
             raise ApiError(404, f"machine {machine.id} not found")
-        lease = machine.live_lease(self.clock.now())
+        lease = self._live_lease(machine)
         if lease is not None and call.nonce != lease.nonce:
             raise ApiError(409, f"aborted: machine ID {machine.id} lease currently held by {lease.owner}, "
                                 f"expires at {iso(lease.expires_at)}")
@@ -664,8 +672,15 @@ class FakeFly:
         machine = self._mutable_machine(call)
         if machine.state in RUNNING_STATES | {"suspended"}:
             now = self.clock.now()
-            machine.begin(now, "stopping", Transition(now + self._latency("stop"), "stopped", "stop"))
+            machine.begin(now, "stopping", Transition(now + self._stop_seconds(machine, call.body), "stopped", "stop"))
         return Reply(200, {"ok": True}, schema="fakefly.Ok")
+
+    def _stop_seconds(self, machine: MachineRecord, body: dict | None) -> float:
+        """How long a stop takes: the process's own shutdown (`stop` latency), cut short by a kill when it
+        outlasts the stop's timeout: the request's, else the config's `stop_config.timeout`, else Fly's default
+        of 5 s (DOCS machines/api/machines-resource, stop; reference/configuration, kill_timeout)."""
+        timeout = (body or {}).get("timeout") or machine.config.get("stop_config", {}).get("timeout") or "5s"
+        return min(self._latency("stop"), duration_seconds(timeout) * self.time_scale)
 
     def _suspend_machine(self, call: Call) -> Reply:
         machine = self._mutable_machine(call)
@@ -723,7 +738,7 @@ class FakeFly:
         ttl = call.body.get("ttl", 30)
         if ttl <= 0:
             raise Refused("ttl: must be positive")
-        lease = machine.live_lease(now)
+        lease = self._live_lease(machine)
         if lease is not None and call.nonce != lease.nonce:
             raise ApiError(409, f"aborted: machine ID {machine.id} lease currently held by {lease.owner}, "
                                 f"expires at {iso(lease.expires_at)}")
@@ -738,15 +753,17 @@ class FakeFly:
 
     def _get_lease(self, call: Call) -> Reply:
         machine = self._machine(call)
-        lease = machine.live_lease(self.clock.now())
+        lease = self._live_lease(machine)
         if lease is None:
             raise ApiError(404, f"no lease for machine {machine.id}")
         return self._lease_reply(lease, 200)
 
     def _release_lease(self, call: Call) -> Reply:
         machine = self._machine(call)
-        lease = machine.live_lease(self.clock.now())
-        if lease is not None and call.nonce != lease.nonce:
+        lease = self._live_lease(machine)
+        if lease is None:  # expired or never taken (flyctl PR #2452, "lease not found")
+            raise ApiError(404, f"lease not found for machine {machine.id}")
+        if call.nonce != lease.nonce:
             raise ApiError(409, f"aborted: machine ID {machine.id} lease is held by {lease.owner} with another nonce")
         machine.lease = None
         return Reply(200)

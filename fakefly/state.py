@@ -196,11 +196,6 @@ class MachineRecord:
     def next_transition_at(self) -> float | None:
         return self.transitions[0].at if self.transitions else None
 
-    def live_lease(self, now: float) -> LeaseRecord | None:
-        if self.lease is not None and self.lease.expires_at <= now:
-            self.lease = None
-        return self.lease
-
     def to_json(self, *, summary: bool = False) -> dict:
         body = {"id": self.id, "name": self.name, "state": self.state, "region": self.region,
                 "instance_id": self.instance_id, "private_ip": self.private_ip,

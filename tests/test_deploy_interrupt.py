@@ -23,7 +23,7 @@ V2 = "registry.fly.io/cloudctl-team:v2"
 
 @pytest.fixture
 def fake_server(settings):
-    fake = FakeFly(orgs=(ORG,), time_scale=0.2, seed=3)
+    fake = FakeFly(orgs=(ORG,), time_scale=0.05, seed=3)
     url, stop = serve(fake)
     settings.MACHINE_BACKEND = "teams.backends.fly.FlyBackend"
     settings.FLY_API_URL, settings.FLY_API_TOKEN, settings.FLY_ORG = url, "fly-test-token", ORG

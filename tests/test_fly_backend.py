@@ -210,6 +210,41 @@ def test_a_stop_while_someone_else_holds_the_lease_is_retryable(fly, fake, make_
         fly.stop(instance)
 
 
+@pytest.mark.parametrize(("operation", "slow"), [
+    ("stop", {"stop": 45.0}),  # a process deaf to SIGTERM: killed at stop_config's 30 s
+    ("update", {"update": 60.0}),  # a slow image pull and boot
+])
+def test_a_slow_operation_keeps_its_lease_to_the_end(fly, fake, make_team, operation, slow):
+    import dataclasses
+
+    from teams.models import MachineLease
+
+    instance = provision(make_team())
+    fake.latencies = dataclasses.replace(fake.latencies, **slow)
+    if operation == "stop":
+        fly.stop(instance)
+    else:
+        fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    assert fake.lapsed_leases == []  # refreshed all along: nobody else could have taken the Machine meanwhile
+    assert fake.machine(instance.resources["machine"]).lease is None  # and released at the end
+    assert not MachineLease.objects.exists()
+
+
+def test_a_lease_that_cannot_be_refreshed_stops_the_operation_cleanly(fly, fake, make_team):
+    import dataclasses
+
+    from teams.backends import BackendUnavailable
+    from teams.models import MachineLease
+
+    instance = provision(make_team())
+    fake.latencies = dataclasses.replace(fake.latencies, update=60.0)
+    fake.inject("acquire_lease", Unavailable(404), calls=[2])  # the first refresh: the lease is gone
+    with pytest.raises(BackendUnavailable, match="lease"):
+        fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    assert fake.calls["update_machine"] == 1  # nothing more was changed without the lease
+    assert not MachineLease.objects.exists()
+
+
 def test_destroy_removes_compute_and_volume(fly, fake, make_team):
     team = make_team()
     instance = provision(team)
@@ -219,6 +254,7 @@ def test_destroy_removes_compute_and_volume(fly, fake, make_team):
 
 
 def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make_team, clock, settings):
+    settings.FLY_LEASE_TTL = 60  # longer than the update with its health gate takes, so waiting it out would show
     instance = provision(make_team())
     fake.inject("acquire_lease", ResponseLost(status=408), calls=[1])
     before = clock.now()
