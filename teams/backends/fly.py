@@ -29,7 +29,8 @@ MOUNT_PATH = "/data"
 INTERNAL_PORT = 8080
 TOKEN_SECRET = "CLOUDCTL_TOKEN"
 GONE_STATES = {"destroyed", "destroying", "replaced", "migrated"}
-STOPPED_STATES = {"stopped", "suspended", "created"}
+# flyctl launches an updated Machine only from these states; any other is updated with skip_launch.
+LAUNCH_STATES = {"started", "starting", "failed"}
 # flyctl polls a Machine's checks every 1-2 s while it waits for a deploy to become healthy.
 HEALTH_POLL_SECONDS = 1.0
 GONE_VOLUME_STATES = {"scheduling_destroy", "pending_destroy", "destroyed"}
@@ -109,6 +110,55 @@ def machine_config(instance, volume_id: str, launch_id: str) -> dict:
                         "interval": "15s", "timeout": "5s", "grace_period": "20s"}],
         }],
     }
+
+
+class LeaseLost(BackendUnavailable):
+    """Our lease on a Machine could not be refreshed (it lapsed, or another actor holds it now): the operation
+    stopped before changing anything more, and can be run again."""
+
+
+class HeldLease:
+    """A lease we hold on a Machine. flyctl takes a 13 s lease and refreshes it every few seconds for as long as
+    it works on the Machine (reference section 8; flyctl PR #1728): `keep` refreshes it once a third of its TTL
+    has gone by. Every wait under a lease goes in windows of that length (`wait`), so the lease never lapses
+    while we work, even on a stop that takes its whole `stop_config.timeout` or a slow boot."""
+
+    def __init__(self, client: FlyClient, app: str, machine_id: str, nonce: str, description: str):
+        self.client, self.app, self.machine_id, self.nonce = client, app, machine_id, nonce
+        self.description = description
+        self.refresh_every = settings.FLY_LEASE_TTL / 3
+        self.refreshed_at = client.clock()
+
+    def keep(self) -> None:
+        """Refresh the lease if it is due; raises LeaseLost if Fly no longer has it as ours."""
+        from teams.models import MachineLease
+
+        now = self.client.clock()
+        if now - self.refreshed_at < self.refresh_every:
+            return
+        try:
+            lease = self.client.acquire_lease(self.app, self.machine_id, settings.FLY_LEASE_TTL, self.description,
+                                              nonce=self.nonce)
+        except FlyAPIError as error:
+            raise LeaseLost(f"the lease on machine {self.machine_id} of {self.app} could not be refreshed, so "
+                            f"the operation stopped there: {error}") from None
+        self.refreshed_at = now
+        MachineLease.objects.filter(app=self.app, machine_id=self.machine_id, nonce=self.nonce).update(
+            expires_at=datetime.fromtimestamp(lease.expires_at, tz=timezone.utc))
+
+    def wait(self, state: str, *, version: str | None = None, timeout: float) -> None:
+        """`client.wait` for up to `timeout` seconds, in windows no longer than the refresh interval, keeping
+        the lease between them."""
+        deadline = self.client.clock() + timeout
+        while True:
+            self.keep()
+            window = min(self.refresh_every, deadline - self.client.clock())
+            try:
+                self.client.wait(self.app, self.machine_id, state, version=version, timeout=max(window, 1))
+                return
+            except FlyAPIError as error:
+                if error.http_status != 408 or self.client.clock() >= deadline:
+                    raise
 
 
 class FlyBackend(MachineBackend):
@@ -237,12 +287,11 @@ class FlyBackend(MachineBackend):
 
     def stop(self, instance) -> None:
         app, machine_id = instance.resources["app"], instance.resources["machine"]
-        with fly_errors(f"stopping machine {machine_id} of {app} failed"), self.lease(app, machine_id, "stop") as nonce:
+        with fly_errors(f"stopping machine {machine_id} of {app} failed"), self.lease(app, machine_id, "stop") as held:
             machine = self.client.get_machine(app, machine_id)
             if machine.state == "started":
-                self.client.stop(app, machine_id, nonce=nonce)
-                self.client.wait(app, machine_id, "stopped", version=machine.instance_id,
-                                 timeout=settings.FLY_START_TIMEOUT)
+                self.client.stop(app, machine_id, nonce=held.nonce)
+                held.wait("stopped", version=machine.instance_id, timeout=settings.FLY_START_TIMEOUT)
 
     def destroy(self, instance) -> None:
         """Machine, volume and app go (the app holds the team's secret); backups in S3 stay."""
@@ -259,10 +308,10 @@ class FlyBackend(MachineBackend):
     def update(self, instance, image: str, *, before_change=None) -> dict:
         app, machine_id = instance.resources["app"], instance.resources["machine"]
         try:
-            updated, running = self._rewrite_machine(instance, f"update to {image}", image=image,
-                                                     before_change=before_change)
-            # The health checks' last read doubles as the read-back: Fly can silently revert a failed update.
-            machine = self._wait_healthy(app, machine_id) if running else self.client.get_machine(app, machine_id)
+            updated, machine = self._rewrite_machine(instance, f"update to {image}", image=image,
+                                                     before_change=before_change, read_back=True)
+            # Read back (the health checks' last read, for a launched Machine): Fly can silently revert a failed
+            # update.
             if machine.image != image or machine.instance_id != updated.instance_id:
                 raise BackendError(f"machine {machine_id} reverted to {machine.image} after the update to {image}")
         except FlyAPIError as error:
@@ -292,7 +341,8 @@ class FlyBackend(MachineBackend):
 
     @contextmanager
     def lease(self, app: str, machine_id: str, purpose: str):
-        """A short lease for one operation, recorded with its nonce so `reconcile` can release it if we die."""
+        """A short lease (`CLOUDCTL_FLY_LEASE_TTL`, 13 s as flyctl's) for one operation, recorded with its nonce so
+        `reconcile` can release it if we die. Yields a `HeldLease`: the operation refreshes it as it goes."""
         from teams.models import MachineLease
 
         holder = new_holder()
@@ -315,7 +365,7 @@ class FlyBackend(MachineBackend):
             "nonce": lease.nonce, "holder": holder,
             "expires_at": datetime.fromtimestamp(lease.expires_at, tz=timezone.utc)})
         try:
-            yield lease.nonce
+            yield HeldLease(self.client, app, machine_id, lease.nonce, description)
         finally:
             try:
                 self.client.release_lease(app, machine_id, lease.nonce)
@@ -338,29 +388,35 @@ class FlyBackend(MachineBackend):
     # --- internals --------------------------------------------------------------------------------------
 
     def _rewrite_machine(self, instance, purpose: str, *, image: str | None = None,
-                         before_change: Callable[[str], None] | None = None) -> tuple[Machine, bool]:
-        """Update the Machine's full config under a lease, keeping a stopped Machine stopped and waiting for a
-        running one to be started again on the new version. A Machine already on `image` is left as it is (an
-        interrupted run updated it). Every update carries the app's known secrets version as
-        `min_secrets_version`, as flyctl's do: without it the host may boot the Machine on an older version
-        that has reached it first (a revoked token). Returns the Machine as updated and whether it runs."""
+                         before_change: Callable[[str], None] | None = None,
+                         read_back: bool = False) -> tuple[Machine, Machine]:
+        """Update the Machine's full config under a lease held (and refreshed) to the end. As flyctl decides
+        `skip_launch`, only a Machine that is started, starting or failed is launched on the new version: one
+        stopped, suspended, or on its way down (autostop can stop it between our read and our write) stays down.
+        A Machine already on `image` is left as it is (an interrupted run updated it). Every update carries
+        the app's known secrets version as `min_secrets_version`, as flyctl's do: without it the host may boot
+        the Machine on an older version that has reached it first (a revoked token).
+        Returns the Machine as updated and, with `read_back`, as read afterwards: once it passed the health
+        gate if it was launched (else the updated one again)."""
         app, machine_id = instance.resources["app"], instance.resources["machine"]
-        with self.lease(app, machine_id, purpose) as nonce:
+        with self.lease(app, machine_id, purpose) as held:
             machine = self.client.get_machine(app, machine_id)
-            running = machine.state not in STOPPED_STATES
+            launch = machine.state in LAUNCH_STATES
             if image and machine.image == image:
                 updated = machine
             else:
                 if before_change:
                     before_change(machine.image or "")
+                held.keep()
                 updated = self.client.update_machine(
                     app, machine_id, config={**machine.config, **({"image": image} if image else {})},
-                    current_version=machine.instance_id, skip_launch=not running,
-                    min_secrets_version=instance.resources.get("secrets_version"), nonce=nonce)
-            if running:
-                self.client.wait(app, machine_id, "started", version=updated.instance_id,
-                                 timeout=settings.FLY_START_TIMEOUT)
-        return updated, running
+                    current_version=machine.instance_id, skip_launch=not launch,
+                    min_secrets_version=instance.resources.get("secrets_version"), nonce=held.nonce)
+            if launch:
+                held.wait("started", version=updated.instance_id, timeout=settings.FLY_START_TIMEOUT)
+            if not read_back:
+                return updated, updated
+            return updated, self._wait_healthy(held) if launch else self.client.get_machine(app, machine_id)
 
     def _bring_in_secrets(self, instance, machine: Machine) -> dict:
         """Fly hands a Machine only the secrets of its create or last update: after the app's secret changed
@@ -372,13 +428,15 @@ class FlyBackend(MachineBackend):
         updated, _ = self._rewrite_machine(instance, "secret update")
         return {"machine_version": updated.instance_id, "machine_secrets_version": wanted}
 
-    def _wait_healthy(self, app: str, machine_id: str) -> Machine:
+    def _wait_healthy(self, held: HeldLease) -> Machine:
         """Started is not ready: every configured check must have a result and pass, within the timeout, polled
         every second as flyctl's `WaitForHealthchecksToPass` does (internal/machine/leasable_machine.go). A
         freshly started Machine has no results at all (flyctl PR #4952): that is "not yet", never a pass.
-        Returns the Machine as last read."""
+        Returns the Machine as last read. The lease is kept meanwhile."""
+        app, machine_id = held.app, held.machine_id
         deadline = self.client.clock() + settings.FLY_HEALTH_TIMEOUT
         while True:
+            held.keep()
             machine = self.client.get_machine(app, machine_id)
             checks = machine.check_statuses
             configured = machine.configured_check_count
