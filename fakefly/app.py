@@ -76,6 +76,10 @@ class Latencies:
     # the newest version that has reached its host, possibly the previous one (reference section 9: "pass the
     # returned version as min_secrets_version on create/update so the host waits for it"; flyctl always does).
     secrets_propagation: float = 10.0
+    # Fly's proxy stops a Machine whose service has `autostop` once it has had no request for a while (it looks
+    # every few minutes: DOCS reference/fly-proxy-autostop-autostart), and `autostart` wakes it on the next
+    # request (`FakeFly.proxy_request`). None: Machines never stop by themselves.
+    autostop_idle: float | None = 300.0
     # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
     request: Seconds = 0.0
 
@@ -384,8 +388,47 @@ class FakeFly:
         (a destroy's effect on the volume shows on the volume too)."""
         now = self.clock.now()
         for machine in self.machines.values():
-            if machine.transitions and machine.transitions[0].at <= now:
-                machine.settle(now, self._ids.ulid)
+            self._settle_machine(machine, now)
+
+    def _settle_machine(self, machine: MachineRecord, now: float) -> None:
+        """Applies the Machine's transitions due by now, and the proxy's autostop once it has been idle."""
+        if machine.transitions and machine.transitions[0].at <= now:
+            machine.settle(now, self._ids.ulid)
+        idle_at = self._autostop_at(machine)
+        if idle_at is not None and idle_at <= now:
+            suspend = any(service.get("autostop") == "suspend" for service in machine.config.get("services", []))
+            if suspend:
+                done_at = idle_at + self._latency("suspend")
+                machine.begin(idle_at, "suspending", Transition(done_at, "suspended", "suspend"))
+            else:
+                machine.begin(idle_at, "stopping",
+                              Transition(idle_at + self._stop_seconds(machine, None), "stopped", "stop"))
+            machine.settle(now, self._ids.ulid)
+
+    def _autostop_at(self, machine: MachineRecord) -> float | None:
+        """When the proxy stops this Machine for idleness, if it would: started, settled, and every service
+        lets it (autostop on, `min_machines_running` 0, as each team's single Machine has)."""
+        services = machine.config.get("services", [])
+        if (self.latencies.autostop_idle is None or machine.state != "started" or machine.transitions
+                or not services or not all(service.get("autostop") and not service.get("min_machines_running")
+                                           for service in services)):
+            return None
+        return max(machine.updated_at, machine.last_request_at) + self.latencies.autostop_idle * self.time_scale
+
+    def proxy_request(self, app_name: str) -> None:
+        """A request reaches the app through Fly's proxy: a stopped or suspended Machine with `autostart`
+        starts (autostart), and a started one is no longer idle."""
+        with self._lock:
+            now = self.clock.now()
+            for machine in self.machines.values():
+                if machine.app_name != app_name:
+                    continue
+                self._settle_machine(machine, now)
+                machine.last_request_at = now
+                autostart = any(service.get("autostart") for service in machine.config.get("services", []))
+                if autostart and machine.state in ("stopped", "suspended"):
+                    machine.begin(now, "starting", Transition(now + self._latency("start"), "started", "start"))
+            self._lock.notify_all()
 
     def _visible_machines(self, predicate) -> list[MachineRecord]:
         now = self.clock.now()
@@ -653,8 +696,10 @@ class FakeFly:
             # The old version stops and the new one boots, unless skip_launch leaves it stopped.
             transient, final = "updating", "stopped" if skip_launch else "started"
         else:
-            # Stays down; a suspended snapshot belongs to the old version, so it is dropped.
-            transient = final = "stopped" if machine.state == "suspended" else machine.state
+            # Stays down (one on its way down finishes going down); a suspended snapshot belongs to the old
+            # version, so it is dropped.
+            transient = "stopped" if machine.state == "suspended" else machine.state
+            final = "stopped" if machine.state in ("suspended", "suspending", "stopping") else machine.state
         machine.begin(now, transient, Transition(now + self._latency("update"), final, "update",
                                                  revert if _first(call.faults, SilentRevert) else None))
         return Reply(200, machine.to_json())
@@ -715,14 +760,14 @@ class FakeFly:
         deadline = self.clock.now() + timeout
         while True:
             now = self.clock.now()
-            machine.settle(now, self._ids.ulid)
+            self._settle_machine(machine, now)
             if machine.state in states or ("settled" in states and machine.state in SETTLED_STATES):
                 return Reply(200, {"ok": True, "state": machine.state, "version": machine.instance_id,
                                    "event_id": machine.events[-1]["id"]})
             if now >= deadline:
                 raise ApiError(408, f"deadline_exceeded: machine {machine.id} did not reach "
                                     f"{','.join(sorted(states))} within {timeout}s")
-            wake_at = min(deadline, machine.next_transition_at or deadline)
+            wake_at = min(deadline, machine.next_transition_at or self._autostop_at(machine) or deadline)
             self.clock.block(self._lock, wake_at - now)
 
     # --- leases and metadata -------------------------------------------------------------------------------

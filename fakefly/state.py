@@ -168,6 +168,8 @@ class MachineRecord:
     transitions: list[Transition] = field(default_factory=list)
     # The app's secrets as of the Machine's create or last update: Fly hands a Machine no later ones.
     secrets_version: int = 0
+    # The last request Fly's proxy routed to it (`FakeFly.proxy_request`): autostop counts idleness from here.
+    last_request_at: float = 0.0
 
     @property
     def mounted_volume_ids(self) -> list[str]:

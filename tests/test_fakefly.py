@@ -430,3 +430,37 @@ def test_serves_real_http_on_localhost():
         assert fake.calls["get_app"] == 1
     finally:
         stop()
+
+
+SCALE_TO_ZERO = {"services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 80}], "autostop": "stop",
+                               "autostart": True, "min_machines_running": 0}]}
+
+
+def test_an_idle_machine_stops_by_itself_and_a_request_wakes_it(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http, config=SCALE_TO_ZERO)
+    wait(http, machine)
+
+    def state():
+        return http.get(f"/apps/team-a/machines/{machine['id']}").json()["state"]
+
+    clock.sleep(fake.latencies.autostop_idle - 1)
+    assert state() == "started"
+    clock.sleep(1)
+    assert state() == "stopping"  # Fly's proxy stopped it: nobody asked through the API
+    assert wait(http, machine, "stopped", version=machine["instance_id"]).status_code == 200
+
+    fake.proxy_request("team-a")
+    assert state() == "starting"  # woken by a request, again without the API
+    assert wait(http, machine).json()["state"] == "started"
+    fake.proxy_request("team-a")  # traffic keeps it up
+    clock.sleep(fake.latencies.autostop_idle - 1)
+    assert state() == "started"
+
+
+def test_a_machine_without_autostop_never_stops_by_itself(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http, config=CHECKED_SERVICE)
+    wait(http, machine)
+    clock.sleep(fake.latencies.autostop_idle * 3)
+    assert http.get(f"/apps/team-a/machines/{machine['id']}").json()["state"] == "started"

@@ -136,6 +136,31 @@ def test_update_keeps_a_stopped_machine_stopped(fly, fake, make_team):
     assert (machine.config["image"], machine.state) == ("registry.fly.io/cloudctl-team:v2", "stopped")
 
 
+def test_update_of_a_machine_autostop_is_stopping_keeps_it_down(fly, fake, make_team, clock):
+    """Fly's proxy stops an idle Machine on its own: one seen `stopping` is updated without a launch, as flyctl
+    decides `skip_launch` (only started, starting or failed Machines are launched)."""
+    import dataclasses
+
+    instance = provision(make_team())
+    fake.latencies = dataclasses.replace(fake.latencies, stop=20.0)  # Litestream's last upload on SIGTERM
+    clock.sleep(fake.latencies.autostop_idle + 1)
+    assert fake.machine(instance.resources["machine"]).state == "stopping"
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    clock.sleep(fake.latencies.update)
+    machine = fake.machine(instance.resources["machine"])
+    assert (machine.config["image"], machine.state) == ("registry.fly.io/cloudctl-team:v2", "stopped")
+
+
+def test_update_of_a_machine_autostart_is_waking_launches_it(fly, fake, make_team, clock):
+    instance = provision(make_team())
+    fly.stop(instance)
+    fake.proxy_request(instance.resources["app"])  # a visitor: the proxy starts it
+    assert fake.machine(instance.resources["machine"]).state == "starting"
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    machine = fake.machine(instance.resources["machine"])
+    assert (machine.config["image"], machine.state) == ("registry.fly.io/cloudctl-team:v2", "started")
+
+
 def test_update_detects_a_silent_revert(fly, fake, make_team):
     instance = provision(make_team())
     fake.inject("update_machine", SilentRevert(), calls=[1])
