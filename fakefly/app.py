@@ -50,6 +50,14 @@ NETWORK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")  # DOCS networking/custom-pr
 
 Seconds = float | tuple[float, float]
 
+# Fly's regions (DOCS reference/regions, `GET /platform/regions`): anything else is refused.
+REGIONS = frozenset({"ams", "arn", "atl", "bog", "bom", "bos", "cdg", "den", "dfw", "ewr", "eze", "fra", "gdl", "gig",
+                     "gru", "hkg", "iad", "jnb", "lax", "lhr", "mad", "mia", "nrt", "ord", "otp", "phx", "qro", "scl",
+                     "sea", "sin", "sjc", "syd", "waw", "yul", "yyz"})
+# Memory per CPU each CPU kind allows, in MB, and its CPU counts (DOCS machines/guides-examples/machine-sizing):
+# shared-cpu 256 MB to 2 GB per CPU, performance 2 GB to 8 GB per CPU, in multiples of 256 MB.
+GUEST_SIZES = {"shared": ((256, 2048), (1, 2, 4, 6, 8)), "performance": ((2048, 8192), (1, 2, 4, 8, 16))}
+
 
 @dataclass(frozen=True)
 class Latencies:
@@ -208,8 +216,28 @@ def duration_seconds(value: str) -> float:
     return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
+def _check_region(region: str) -> None:
+    if region not in REGIONS:
+        raise ApiError(400, f"region {region!r} not found")
+
+
+def _check_guest(guest: dict, where: str) -> None:
+    """A size Fly offers: memory per CPU within the CPU kind's range, a CPU count it sells."""
+    kind, cpus, memory = guest.get("cpu_kind", "shared"), guest.get("cpus", 1), guest.get("memory_mb", 256)
+    if kind not in GUEST_SIZES:
+        raise Refused(f"{where}.cpu_kind: {kind!r} is not one of {sorted(GUEST_SIZES)}")
+    (low, high), counts = GUEST_SIZES[kind]
+    if cpus not in counts:
+        raise Refused(f"{where}.cpus: {kind} Machines have {counts} CPUs, not {cpus}")
+    if memory % 256 or not low * cpus <= memory <= high * cpus:
+        raise Refused(f"{where}.memory_mb: {memory} MB for {cpus} {kind} CPUs; Fly allows {low * cpus} to "
+                      f"{high * cpus} MB in multiples of 256")
+
+
 def _normalized_config(config: dict) -> dict:
-    """The config as Fly stores and returns it: autostop "off"/"stop" as false/true, a default guest."""
+    """The config as Fly stores and returns it (after checking its guest size): autostop "off"/"stop" as
+    false/true, a default guest."""
+    _check_guest(config.get("guest", {}), "config.guest")
     config = copy.deepcopy(config)
     for service in config.get("services", []):
         if service.get("autostop") in ("off", "stop"):
@@ -531,6 +559,9 @@ class FakeFly:
     def _create_volume(self, call: Call) -> Reply:
         app = self._app(call.params["app_name"])
         body = call.body
+        _check_region(body["region"])
+        if "compute" in body:
+            _check_guest(body["compute"], "compute")
         volume = VolumeRecord(
             id=self._ids.volume(), app_name=app.name, name=body["name"], region=body["region"],
             zone=f"{self._rng.getrandbits(16):04x}", size_gb=body.get("size_gb", 3),
@@ -580,6 +611,8 @@ class FakeFly:
                for machine in self.machines.values()):
             raise ApiError(422, f"a machine named {name} already exists in {app.name}")
         region = body.get("region")
+        if region is not None:
+            _check_region(region)
         volume = self._mountable_volume(app, config, region)
         if volume is not None:
             region = region or volume.region
@@ -756,12 +789,18 @@ class FakeFly:
         states = {state for value in call.query.get("state", ["started"]) for state in value.split(",")}
         if "stopped" in states and not (call.first("version") or call.first("instance_id")):
             raise Refused("query version: required to wait for stopped (DOCS machines/api/machines-resource)")
+        version = call.first("version") or call.first("instance_id")
         timeout = min(int(call.first("timeout", str(WAIT_CAP_SECONDS))), WAIT_CAP_SECONDS)
         deadline = self.clock.now() + timeout
         while True:
             now = self.clock.now()
             self._settle_machine(machine, now)
-            if machine.state in states or ("settled" in states and machine.state in SETTLED_STATES):
+            reached = machine.state in states or ("settled" in states and machine.state in SETTLED_STATES)
+            # `version` asks about that version of the Machine (DOCS machines/api/machines-resource, wait): the
+            # state of an earlier one does not count. A version the Machine has left for good (a silent revert
+            # put it back on the previous one) is answered at once with the version it is on, so the caller sees.
+            superseded = version is not None and version != machine.instance_id and not machine.transitions
+            if (reached and version in (None, machine.instance_id)) or superseded:
                 return Reply(200, {"ok": True, "state": machine.state, "version": machine.instance_id,
                                    "event_id": machine.events[-1]["id"]})
             if now >= deadline:

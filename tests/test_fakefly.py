@@ -464,3 +464,42 @@ def test_a_machine_without_autostop_never_stops_by_itself(clock, fake, http):
     wait(http, machine)
     clock.sleep(fake.latencies.autostop_idle * 3)
     assert http.get(f"/apps/team-a/machines/{machine['id']}").json()["state"] == "started"
+
+
+def test_an_update_is_asynchronous_and_wait_honours_the_version(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http)
+    wait(http, machine)
+    path = f"/apps/team-a/machines/{machine['id']}"
+    updated = http.post(path, json={"config": {"image": IMAGE + "-2"}, "current_version": machine["instance_id"]})
+    assert updated.json()["state"] == "updating"  # answered at once; the replacement goes on
+    assert http.get(path).json()["state"] == "updating"
+
+    before = clock.now()
+    reached = wait(http, machine, version=updated.json()["instance_id"]).json()
+    assert (reached["state"], reached["version"]) == ("started", updated.json()["instance_id"])
+    assert clock.now() - before == pytest.approx(fake.latencies.update)  # the new version, not the old one
+    # A version the Machine has left answers at once, with the version it is on.
+    assert wait(http, machine, version=machine["instance_id"]).json()["version"] == updated.json()["instance_id"]
+
+
+@pytest.mark.parametrize(("guest", "allowed"), [
+    ({"cpu_kind": "shared", "cpus": 1, "memory_mb": 256}, True),
+    ({"cpu_kind": "shared", "cpus": 1, "memory_mb": 2048}, True),
+    ({"cpu_kind": "shared", "cpus": 1, "memory_mb": 4096}, False),
+    ({"cpu_kind": "shared", "cpus": 3, "memory_mb": 1024}, False),
+    ({"cpu_kind": "performance", "cpus": 1, "memory_mb": 1024}, False),
+    ({"cpu_kind": "performance", "cpus": 2, "memory_mb": 4096}, True),
+])
+def test_only_guest_sizes_fly_sells_are_accepted(fake, http, guest, allowed):
+    make_app(http)
+    response = http.post("/apps/team-a/machines", json={"region": "ord", "config": {"image": IMAGE, "guest": guest}})
+    assert (response.status_code == 200) == allowed, response.text
+    assert (fake.refused == []) == allowed
+
+
+def test_an_unknown_region_is_refused(http):
+    make_app(http)
+    response = http.post("/apps/team-a/volumes", json={"name": "data", "region": "xyz", "size_gb": 1})
+    assert response.status_code == 400 and "not found" in response.json()["error"]
+    assert http.post("/apps/team-a/machines", json={"region": "xyz", "config": {"image": IMAGE}}).status_code == 400

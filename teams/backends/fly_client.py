@@ -283,10 +283,20 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Memory per CPU each CPU kind allows, in MB (DOCS machines/guides-examples/machine-sizing).
+MEMORY_PER_CPU_MB = {"shared": (256, 2048), "performance": (2048, 8192)}
+
+
 def _check_guest(guest: Mapping[str, Any], where: str) -> None:
     memory = guest.get("memory_mb")
     if memory is not None and not (_is_int(memory) and memory > 0 and memory % 256 == 0):
         raise ValueError(f"{where}.memory_mb must be a positive multiple of 256, got {memory!r}")
+    kind, cpus = guest.get("cpu_kind", "shared"), guest.get("cpus", 1)
+    if memory is not None and kind in MEMORY_PER_CPU_MB and _is_int(cpus):
+        low, high = MEMORY_PER_CPU_MB[kind]
+        if not low * cpus <= memory <= high * cpus:
+            raise ValueError(f"{where}.memory_mb: {cpus} {kind} CPUs take {low * cpus} to {high * cpus} MB, "
+                             f"got {memory}")
 
 
 def _check_machine_config(config: Mapping[str, Any]) -> None:
