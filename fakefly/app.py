@@ -75,6 +75,7 @@ class Latencies:
     suspend: Seconds = 2.0
     update: Seconds = 2.0
     destroy: Seconds = 0.5
+    delete_app: Seconds = (1.0, 5.0)
     # A started Machine has no check results at all until its checks first run (flyctl PR #4952, "Machine.Checks
     # (runtime status) is empty for freshly-launched machines"): Fly runs each check `grace_period` after the
     # start (DOCS reference/configuration, services.checks), and the run itself takes this long more. Read on
@@ -268,6 +269,9 @@ class FakeFly:
         self.unhealthy_images = set(unhealthy_images)
         self.check_responses = check_responses
         self.apps: dict[str, AppRecord] = {}
+        # Apps whose deletion was accepted (202) and is still under way, with when it finishes: until then
+        # their name stays taken and reads still see them.
+        self.deleting_apps: dict[str, tuple[AppRecord, float]] = {}
         self.volumes: dict[str, VolumeRecord] = {}
         self.machines: dict[str, MachineRecord] = {}
         self.calls: Counter[str] = Counter()
@@ -407,6 +411,8 @@ class FakeFly:
     def _app(self, name: str) -> AppRecord:
         if name in self.foreign_apps:
             raise ApiError(403, f"app {name} belongs to an organization you are not a member of")
+        if name in self.deleting_apps:
+            return self.deleting_apps[name][0]
         if name not in self.apps:
             raise ApiError(404, f"app {name} not found")
         return self.apps[name]
@@ -417,6 +423,10 @@ class FakeFly:
         now = self.clock.now()
         for machine in self.machines.values():
             self._settle_machine(machine, now)
+        for name, (_, done_at) in list(self.deleting_apps.items()):
+            if done_at <= now:
+                self._remove_app_resources(name)
+                del self.deleting_apps[name]
 
     def _settle_machine(self, machine: MachineRecord, now: float) -> None:
         """Applies the Machine's transitions due by now, and the proxy's autostop once it has been idle."""
@@ -517,12 +527,13 @@ class FakeFly:
 
     def _list_apps(self, call: Call) -> Reply:
         org = self._org(call.first("org_slug"))
-        apps = [self._app_json(app) for app in self.apps.values() if app.org is org]
+        apps = [self._app_json(app) for app in [*self.apps.values(), *(app for app, _ in self.deleting_apps.values())]
+                if app.org is org]
         return Reply(200, {"total_apps": len(apps), "apps": apps})
 
     def _create_app(self, call: Call) -> Reply:
         name = call.body["name"]
-        if name in self.apps or name in self.foreign_apps:
+        if name in self.apps or name in self.deleting_apps or name in self.foreign_apps:
             raise ApiError(422, "Validation failed: Name has already been taken", "name_taken")
         org = self._org(call.body["org_slug"])
         network = call.body.get("network", "default")
@@ -542,12 +553,21 @@ class FakeFly:
         machines = [machine for machine in self.machines.values() if machine.app_name == app.name]
         if not call.flag("force") and any(machine.state in RUNNING_STATES for machine in machines):
             raise ApiError(412, "failed_precondition: the app has running machines; stop them or use force=true")
+        # Accepted, finished later (DOCS machines/api/apps-resource: 202): its Machines go down meanwhile.
+        now = self.clock.now()
+        done_at = now + self._latency("delete_app")
         for machine in machines:
-            del self.machines[machine.id]
-        for volume in [volume for volume in self.volumes.values() if volume.app_name == app.name]:
-            del self.volumes[volume.id]
-        del self.apps[app.name]
+            if machine.state != "destroyed":
+                machine.begin(now, "destroying", Transition(done_at, "destroyed", "destroy"))
+        self.apps.pop(app.name, None)
+        self.deleting_apps[app.name] = (app, done_at)
         return Reply(202)
+
+    def _remove_app_resources(self, name: str) -> None:
+        for machine in [machine for machine in self.machines.values() if machine.app_name == name]:
+            del self.machines[machine.id]
+        for volume in [volume for volume in self.volumes.values() if volume.app_name == name]:
+            del self.volumes[volume.id]
 
     # --- volumes -------------------------------------------------------------------------------------------
 
@@ -703,7 +723,7 @@ class FakeFly:
 
     def _update_machine(self, call: Call) -> Reply:
         machine = self._mutable_machine(call)
-        app = self.apps[machine.app_name]
+        app = self._app(machine.app_name)
         body = call.body
         for immutable in ("name", "region"):
             if body.get(immutable, getattr(machine, immutable)) != getattr(machine, immutable):
@@ -870,7 +890,7 @@ class FakeFly:
         org = self._org(call.params["org_slug"])
         include_deleted = call.flag("include_deleted")
         machines = sorted(
-            self._visible_machines(lambda machine: self.apps[machine.app_name].org is org
+            self._visible_machines(lambda machine: self._app(machine.app_name).org is org
                                    and (include_deleted or machine.state != "destroyed")),
             key=lambda machine: (machine.updated_at, machine.id))
         if call.first("cursor"):

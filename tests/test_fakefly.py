@@ -304,12 +304,18 @@ def test_list_machines_filters_on_metadata_and_hides_destroyed(clock, http):
     assert [machine["state"] for machine in deleted] == ["destroyed"]
 
 
-def test_deleting_an_app_with_running_machines_needs_force(http, fake):
+def test_deleting_an_app_with_running_machines_needs_force(http, fake, clock):
     make_app(http)
     make_machine(http)
 
     assert http.delete("/apps/team-a").status_code == 412
     assert http.delete("/apps/team-a", params={"force": "true"}).status_code == 202
+    # Accepted, not done (DOCS: 202): the name stays taken and its Machines go down meanwhile.
+    assert http.get("/apps/team-a").status_code == 200
+    assert http.post("/apps", json={"name": "team-a", "org_slug": "acme"}).status_code == 422
+    assert [machine["state"] for machine in http.get("/apps/team-a/machines").json()] == ["destroying"]
+    clock.sleep(5)  # the deletion's latency at most
+    assert http.get("/apps/team-a").status_code == 404
     assert fake.apps == {} and fake.machines == {}
 
 

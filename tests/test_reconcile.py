@@ -29,7 +29,7 @@ def test_a_healthy_fleet_has_no_drift(fleet, fake):
     assert reconcile() == []
 
 
-def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, fly, fake):
+def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, fly, fake, clock):
     deleted, old_image, leased, rotated = (instance_for(team) for team in fleet[:4])
     fly.client.destroy_machine(deleted.resources["app"], deleted.resources["machine"], force=True)
     fly.client.update_machine(old_image.resources["app"], old_image.resources["machine"],
@@ -54,6 +54,7 @@ def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, 
 
     pruned = reconcile(prune=True)
     assert kinds(pruned) == [("orphan_app", PRUNED)]
+    clock.sleep(5)  # Fly finishes deleting an app after answering 202
     assert reconcile() == []
     assert_one_of_each_per_team(fake, [team.pk for team in fleet])
 
