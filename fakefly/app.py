@@ -89,6 +89,8 @@ class Latencies:
     # every few minutes: DOCS reference/fly-proxy-autostop-autostart), and `autostart` wakes it on the next
     # request (`FakeFly.proxy_request`). None: Machines never stop by themselves.
     autostop_idle: float | None = 300.0
+    # The org-wide listing shows the Machines as they were this long ago (DOCS: "a point in time").
+    org_listing_lag: Seconds = 2.0
     # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
     request: Seconds = 0.0
 
@@ -658,6 +660,7 @@ class FakeFly:
             machine.lease = LeaseRecord(self._ids.nonce(), call.owner, "", now + body["lease_ttl"],
                                         machine.instance_id)
             answer["nonce"] = machine.lease.nonce
+        machine.remember(now)
         self.machines[machine.id] = machine
         return Reply(200, machine.to_json() | answer)
 
@@ -876,35 +879,42 @@ class FakeFly:
         machine = self._mutable_machine(call)
         machine.config.setdefault("metadata", {})[call.params["key"]] = call.body["value"]
         machine.updated_at = self.clock.now()
+        machine.remember(machine.updated_at)
         return Reply(204)
 
     def _delete_metadata(self, call: Call) -> Reply:
         machine = self._mutable_machine(call)
         machine.config.get("metadata", {}).pop(call.params["key"], None)
         machine.updated_at = self.clock.now()
+        machine.remember(machine.updated_at)
         return Reply(204)
 
     # --- org-wide ------------------------------------------------------------------------------------------
 
     def _list_org_machines(self, call: Call) -> Reply:
+        """The org's Machines as they were `org_listing_lag` ago: the listing is "a point in time" (DOCS
+        machines/api/machines-resource, list org Machines), built from a snapshot, not the live state."""
         org = self._org(call.params["org_slug"])
         include_deleted = call.flag("include_deleted")
-        machines = sorted(
-            self._visible_machines(lambda machine: self._app(machine.app_name).org is org
-                                   and (include_deleted or machine.state != "destroyed")),
-            key=lambda machine: (machine.updated_at, machine.id))
+        seen_at = self.clock.now() - self._latency("org_listing_lag")
+        views = []
+        for machine in self._visible_machines(lambda machine: self._app(machine.app_name).org is org):
+            view = machine.org_view(seen_at)
+            if view is not None and (include_deleted or view[1]["state"] != "destroyed"):
+                views.append((view[0], machine.id, view[1]))
+        views.sort(key=lambda view: view[:2])
         if call.first("cursor"):
             try:
                 after = tuple(json.loads(base64.urlsafe_b64decode(call.first("cursor"))))
             except ValueError as error:
                 raise Refused(f"query cursor: not a cursor this API returned ({error})") from None
-            machines = [machine for machine in machines if (machine.updated_at, machine.id) > after]
+            views = [view for view in views if view[:2] > after]
         page_size = min(int(call.first("limit", str(MAX_ORG_PAGE))), MAX_ORG_PAGE, self.org_page_cap or MAX_ORG_PAGE)
-        page = machines[:max(page_size, 0)]
-        body: dict[str, Any] = {"machines": [machine.to_org_json() for machine in page]}
+        page = views[:max(page_size, 0)]
+        body: dict[str, Any] = {"machines": [entry for _, _, entry in page]}
         if page:
-            last = page[-1]
-            body |= {"last_machine_id": last.id, "last_updated_at": iso(last.updated_at)}
-            if len(machines) > len(page):
-                body["next_cursor"] = base64.urlsafe_b64encode(json.dumps([last.updated_at, last.id]).encode()).decode()
+            updated_at, machine_id, _ = page[-1]
+            body |= {"last_machine_id": machine_id, "last_updated_at": iso(updated_at)}
+            if len(views) > len(page):
+                body["next_cursor"] = base64.urlsafe_b64encode(json.dumps([updated_at, machine_id]).encode()).decode()
         return Reply(200, body)

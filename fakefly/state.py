@@ -168,6 +168,8 @@ class MachineRecord:
     transitions: list[Transition] = field(default_factory=list)
     # The app's secrets as of the Machine's create or last update: Fly hands a Machine no later ones.
     secrets_version: int = 0
+    # How the org-wide listing saw it over time: (from when, updated_at, its org listing entry).
+    org_views: list[tuple[float, float, dict]] = field(default_factory=list)
     # The last request Fly's proxy routed to it (`FakeFly.proxy_request`): autostop counts idleness from here.
     last_request_at: float = 0.0
 
@@ -184,6 +186,20 @@ class MachineRecord:
         self.state = transient
         self.updated_at = now
         self.transitions = list(steps)
+        self.remember(now)
+
+    def remember(self, at: float) -> None:
+        """Record how the org-wide listing shows the Machine from `at` on."""
+        self.org_views.append((at, self.updated_at, self.to_org_json()))
+
+    def org_view(self, at: float) -> tuple[float, dict] | None:
+        """(updated_at, entry) as the org-wide listing showed the Machine at `at`, None if it did not exist yet.
+        Views older than the one in force at `at` are forgotten (`at` only moves forward)."""
+        current = [index for index, (since, _, _) in enumerate(self.org_views) if since <= at]
+        if not current:
+            return None
+        del self.org_views[:current[-1]]
+        return self.org_views[0][1], self.org_views[0][2]
 
     def settle(self, now: float, new_event_id: Callable[[float], str]) -> None:
         while self.transitions and self.transitions[0].at <= now:
@@ -193,6 +209,7 @@ class MachineRecord:
             if transition.effect is not None:
                 transition.effect()
             self.record_event(new_event_id(transition.at), transition.event, transition.state, transition.at)
+            self.remember(transition.at)
 
     @property
     def next_transition_at(self) -> float | None:

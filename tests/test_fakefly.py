@@ -324,6 +324,7 @@ def test_org_machines_are_listed_in_pages_with_a_cursor(clock):
     with httpx.Client(base_url="http://fly/v1", transport=fake.transport(), headers=AUTH) as http:
         make_app(http)
         created = {make_machine(http, name=f"m{index}")["id"] for index in range(5)}
+        clock.sleep(fake.latencies.org_listing_lag)  # the listing is a point in time, a little behind
         pages, cursor = [], None
         while True:
             body = http.get("/orgs/acme/machines", params={"limit": 1000} | ({"cursor": cursor} if cursor else {}))
@@ -509,3 +510,19 @@ def test_an_unknown_region_is_refused(http):
     response = http.post("/apps/team-a/volumes", json={"name": "data", "region": "xyz", "size_gb": 1})
     assert response.status_code == 400 and "not found" in response.json()["error"]
     assert http.post("/apps/team-a/machines", json={"region": "xyz", "config": {"image": IMAGE}}).status_code == 400
+
+
+def test_the_org_listing_is_a_point_in_time_a_little_behind(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http)
+
+    def listed():
+        return {entry["id"]: entry["state"] for entry in http.get("/orgs/acme/machines").json()["machines"]}
+
+    assert listed() == {}  # too new to be listed
+    clock.sleep(fake.latencies.org_listing_lag + fake.latencies.start)
+    assert listed() == {machine["id"]: "started"}
+    assert http.post(f"/apps/team-a/machines/{machine['id']}/stop").status_code == 200
+    assert listed() == {machine["id"]: "started"}  # still as it was
+    clock.sleep(fake.latencies.org_listing_lag + fake.latencies.stop)
+    assert listed() == {machine["id"]: "stopped"}

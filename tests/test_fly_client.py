@@ -414,6 +414,7 @@ def test_org_machines_are_collected_across_short_pages(clock):
         client.create_app("team-a", "acme", "team-a-net")
         created = {client.create_machine("team-a", name=f"m{index}", region="ord", config=machine_config()).id
                    for index in range(5)}
+        clock.sleep(fake.latencies.org_listing_lag)  # the listing is a point in time, a little behind
         listed = client.list_org_machines("acme", page_size=1000)
 
     assert {machine.id for machine in listed} == created
