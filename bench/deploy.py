@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Deploy a new image to 1,000 teams on the fake Fly Machines API, with Fly's latencies and rate limits.
 
-The fleet is a realistic mix: most teams scaled to zero (stopped, some suspended), the rest running. A running
-team's update restarts it (the fake's `update` latency) and must then pass its health checks (`health`); a
-stopped one is updated without starting. Every answer also carries a network round trip (`--request-latency`).
+The fleet is a realistic mix: most teams scaled to zero (stopped, some suspended), the rest running (busy teams:
+their traffic keeps Fly's autostop away, so the fake's autostop is off). A running team's update restarts it (the
+fake's `update` latency) and must then pass its health checks, which first run a grace period (20 s, the team
+config's) after the start (plus the fake's `health`); a stopped one is updated without starting. Every answer
+also carries a network round trip (`--request-latency`). Fly's real durations, not scaled.
 
 Printed side by side, in one run:
 - the wall time of `manage.py deploy`'s code path (canary, then one wave, `--concurrency` at a time);
@@ -28,17 +30,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.support.fakefly_fleet import configure_django, counting_client, start_fake  # noqa: E402
 from fakefly import Latencies  # noqa: E402
+from fakefly.app import duration_seconds  # noqa: E402
 
 NEW_IMAGE = "registry.fly.io/cloudctl-team:v2"
 BASELINE_IMAGE = "registry.fly.io/cloudctl-team:v3"
 # The fewest calls an update can make: lease, read, update, wait until started, release, one read of its checks
-# (running); lease, read, update, release, one read back (stopped).
+# (running); lease, read, update, release, one read back (stopped). Lease refreshes and repeated health reads
+# overlap the waits, so they add no time to the critical path.
 MINIMUM_CALLS = {"running": 6, "stopped": 5}
 
 
 def critical_path(kind: str, request_latency: float) -> float:
+    from teams.backends.fly import HEALTH_GRACE_PERIOD
+
     latencies = Latencies()
-    restart = latencies.update + latencies.health if kind == "running" else 0.0
+    restart = (latencies.update + duration_seconds(HEALTH_GRACE_PERIOD) + latencies.health if kind == "running"
+               else 0.0)
     return restart + MINIMUM_CALLS[kind] * request_latency
 
 
@@ -102,7 +109,8 @@ def main() -> None:
 
     # The fake still checks every request against Fly's spec; checking its own answers too (as the tests do)
     # would spend the CPU this machine shares with cloudctl.
-    fake, url = start_fake("--request-latency", str(args.request_latency), "--no-response-check")
+    fake, url = start_fake("--request-latency", str(args.request_latency), "--no-response-check",
+                           "--autostop-idle", "0")
     try:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)

@@ -71,7 +71,9 @@ class Latencies:
     set_secrets: Seconds = 0.3
     create_machine: Seconds = (1.0, 2.0)
     start: Seconds = 1.0
-    stop: Seconds = 1.0
+    # A stop lasts as long as the process takes to exit on its signal (Litestream's last sync, here), up to
+    # the stop's timeout (see `_stop_seconds`).
+    stop: Seconds = 3.0
     suspend: Seconds = 2.0
     update: Seconds = 2.0
     destroy: Seconds = 0.5

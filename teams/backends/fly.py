@@ -31,6 +31,8 @@ TOKEN_SECRET = "CLOUDCTL_TOKEN"
 GONE_STATES = {"destroyed", "destroying", "replaced", "migrated"}
 # flyctl launches an updated Machine only from these states; any other is updated with skip_launch.
 LAUNCH_STATES = {"started", "starting", "failed"}
+# Fly runs a Machine's service checks first this long after it starts: until then it has no check results.
+HEALTH_GRACE_PERIOD = "20s"
 # flyctl polls a Machine's checks every 1-2 s while it waits for a deploy to become healthy.
 HEALTH_POLL_SECONDS = 1.0
 GONE_VOLUME_STATES = {"scheduling_destroy", "pending_destroy", "destroyed"}
@@ -107,7 +109,7 @@ def machine_config(instance, volume_id: str, launch_id: str) -> dict:
             "autostop": "stop",
             "min_machines_running": 0,
             "checks": [{"type": "http", "port": INTERNAL_PORT, "method": "GET", "path": "/-/versions.json",
-                        "interval": "15s", "timeout": "5s", "grace_period": "20s"}],
+                        "interval": "15s", "timeout": "5s", "grace_period": HEALTH_GRACE_PERIOD}],
         }],
     }
 
