@@ -20,6 +20,7 @@ Last line: `ratio: <wall time / bound>` (target: at most 1.25).
 """
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -34,6 +35,11 @@ from fakefly.app import duration_seconds  # noqa: E402
 
 NEW_IMAGE = "registry.fly.io/cloudctl-team:v2"
 BASELINE_IMAGE = "registry.fly.io/cloudctl-team:v3"
+# Fails its health checks on the fake: the deployment must halt after the canary and roll it back.
+BAD_IMAGE = "registry.fly.io/cloudctl-team:broken"
+# How long an updated Machine may take to pass its checks (CLOUDCTL_FLY_HEALTH_TIMEOUT): past the 20 s grace
+# period with room to spare, and short enough that the bad image's canary fails within a minute.
+HEALTH_TIMEOUT_SECONDS = 45
 # The fewest calls an update can make: lease, read, update, wait until started, release, one read of its checks
 # (running); lease, read, update, release, one read back (stopped). Lease refreshes and repeated health reads
 # overlap the waits, so they add no time to the critical path.
@@ -110,7 +116,8 @@ def main() -> None:
     # The fake still checks every request against Fly's spec; checking its own answers too (as the tests do)
     # would spend the CPU this machine shares with cloudctl.
     fake, url = start_fake("--request-latency", str(args.request_latency), "--no-response-check",
-                           "--autostop-idle", "0")
+                           "--autostop-idle", "0", "--unhealthy-image", BAD_IMAGE)
+    os.environ["CLOUDCTL_FLY_HEALTH_TIMEOUT"] = str(HEALTH_TIMEOUT_SECONDS)
     try:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)
@@ -136,6 +143,7 @@ def main() -> None:
                                              min(args.baseline_sample, args.teams))
             sample_wall, _ = timed_deploy(BASELINE_IMAGE, 1, slugs=sample, progress_label="baseline")
             baseline = sample_wall * args.teams / len(sample)
+            bad = bad_image_deploy(args.concurrency)
     finally:
         fake.terminate()
         fake.wait()
@@ -154,8 +162,24 @@ def main() -> None:
           f"{max(wave):.1f} s and {sum(wave):.0f} team-seconds / {args.concurrency})   "
           f"one at a time: {baseline:.0f} s (measured on {len(sample)} teams, scaled): {baseline / wall:.0f}x faster")
     print(f"API calls per team: {calls / args.teams:.2f}   429 answers (all retried): {throttled}")
+    print(f"bad image: {bad}")
     assert deployment.state == Deployment.State.SUCCEEDED and on_new == args.teams
     print(f"ratio: {wall / bound:.2f}")
+
+
+def bad_image_deploy(concurrency: int) -> str:
+    """An image whose checks fail, with a canary of one: the deployment halts after the canary, rolls it back
+    to its own image, and touches no other team (not timed)."""
+    from teams.models import Deployment, DeploymentTarget, Instance
+
+    before = dict(Instance.objects.values_list("team_id", "image"))
+    wall, deployment = timed_deploy(BAD_IMAGE, concurrency, progress_label="bad image")
+    canary = deployment.targets.get(wave=0)
+    assert deployment.state == Deployment.State.HALTED, deployment.message
+    assert canary.step == DeploymentTarget.Step.ROLLED_BACK and "not healthy" in canary.error, canary.error
+    assert dict(Instance.objects.values_list("team_id", "image")) == before
+    assert not deployment.targets.exclude(wave=0).exclude(step=DeploymentTarget.Step.PENDING).exists()
+    return f"halted after the canary in {wall:.0f} s, canary rolled back to {before[canary.team_id]} ({canary.error})"
 
 
 def sample_ids(kinds: dict[int, str], size: int) -> list[int]:

@@ -8,10 +8,13 @@ Every request is checked against the OpenAPI document (`spec.py`): one that viol
 kept in `fake.refused`, so tests can assert the client never sent one. Every response the fake produces is
 checked as well; a violation raises `SpecViolation` (a bug in the fake, never hidden).
 
-Behaviour follows the reference (`fly-machines-api.md`); where Fly's answer is undocumented the fake uses
-flyd's style, `412 failed_precondition: ...` for requests the current state forbids and `409 aborted: ...`
-for lease conflicts. Inspection for tests: `apps`, `volumes`, `machines`, `machine(id)`, `calls` (per
-action), `throttled_count` (429s sent), `refused`.
+Behaviour follows the reference (`fly-machines-api.md`) and, where the spec is silent, what Fly really does
+(each with its source in `docs/fly.md`): no check results right after a start, secrets that reach hosts
+eventually, stops up to `stop_config.timeout`, autostop and autostart (`proxy_request`), a lagging org-wide
+listing, app deletion finished after its 202, Fly's guest sizes and regions. Where Fly's answer is
+undocumented the fake uses flyd's style, `412 failed_precondition: ...` for requests the current state forbids
+and `409 aborted: ...` for lease conflicts. Inspection for tests: `apps`, `deleting_apps`, `volumes`,
+`machines`, `machine(id)`, `calls` (per action), `throttled_count` (429s sent), `refused`, `lapsed_leases`.
 """
 
 from __future__ import annotations

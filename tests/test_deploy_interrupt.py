@@ -23,7 +23,7 @@ V2 = "registry.fly.io/cloudctl-team:v2"
 
 @pytest.fixture
 def fake_server(settings):
-    fake = FakeFly(orgs=(ORG,), time_scale=0.05, seed=3)
+    fake = FakeFly(orgs=(ORG,), time_scale=0.2, seed=3)
     url, stop = serve(fake)
     settings.MACHINE_BACKEND = "teams.backends.fly.FlyBackend"
     settings.FLY_API_URL, settings.FLY_API_TOKEN, settings.FLY_ORG = url, "fly-test-token", ORG
@@ -48,6 +48,15 @@ def wait_for_updates(process, at_least: int, timeout: float = 60) -> None:
         assert process.poll() is None, process.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "the deployment made no progress"
         time.sleep(0.05)
+
+
+def wait_for_an_update_in_flight(process, timeout: float = 60) -> None:
+    """Until some team's update has begun and not ended (the workers can all be between two teams)."""
+    deadline = time.monotonic() + timeout
+    while not DeploymentTarget.objects.filter(step=DeploymentTarget.Step.UPDATING).exists():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no update in flight"
+        time.sleep(0.01)
 
 
 def live_leases(fake):
@@ -84,6 +93,7 @@ def test_interrupt_then_sigkill_mid_wave_then_resume(fake_server, make_team, tra
     # SIGKILL in the middle of updates: leases and "updating" steps are left behind.
     process = deploy_process(url, tmp_path, "--resume")
     wait_for_updates(process, after_interrupt + 3)
+    wait_for_an_update_in_flight(process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert updated_count() < len(teams)
