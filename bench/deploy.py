@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """Deploy a new image to 1,000 teams on the fake Fly Machines API, with Fly's latencies and rate limits.
 
-The fleet is a realistic mix: most teams scaled to zero (stopped, some suspended), the rest running. A running
-team's update restarts it (the fake's `update` latency) and must then pass its health checks (`health`); a
-stopped one is updated without starting. Every answer also carries a network round trip (`--request-latency`).
+The fleet is a realistic mix: most teams scaled to zero (stopped, some suspended), the rest running (busy teams:
+their traffic keeps Fly's autostop away, so the fake's autostop is off). A running team's update restarts it (the
+fake's `update` latency) and must then pass its health checks, which first run a grace period (20 s, the team
+config's) after the start (plus the fake's `health`); a stopped one is updated without starting. Every answer
+also carries a network round trip (`--request-latency`). Fly's real durations, not scaled.
 
 Printed side by side, in one run:
 - the wall time of `manage.py deploy`'s code path (canary, then one wave, `--concurrency` at a time);
 - the bound: the canary's own critical path, then every other team's critical path (its latencies and the
-  fewest API calls an update needs) spread over `--concurrency`. Fly's rate limits (per action and Machine)
-  never bind: each Machine sees one update;
+  fewest API calls an update needs) spread over `--concurrency`, or the longest one if that is longer (a
+  small fleet). Fly's rate limits (per action and Machine) never bind: each Machine sees one update;
 - a one-machine-at-a-time baseline, measured on a sample of the same mix and scaled to the whole fleet.
 
     .venv/bin/python bench/deploy.py [--teams 1000] [--concurrency 50]
@@ -18,6 +20,7 @@ Last line: `ratio: <wall time / bound>` (target: at most 1.25).
 """
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -28,18 +31,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.support.fakefly_fleet import configure_django, counting_client, start_fake  # noqa: E402
 from fakefly import Latencies  # noqa: E402
+from fakefly.app import duration_seconds  # noqa: E402
 
 NEW_IMAGE = "registry.fly.io/cloudctl-team:v2"
 BASELINE_IMAGE = "registry.fly.io/cloudctl-team:v3"
+# Fails its health checks on the fake: the deployment must halt after the canary and roll it back.
+BAD_IMAGE = "registry.fly.io/cloudctl-team:broken"
+# How long an updated Machine may take to pass its checks (CLOUDCTL_FLY_HEALTH_TIMEOUT): past the 20 s grace
+# period with room to spare, and short enough that the bad image's canary fails within a minute.
+HEALTH_TIMEOUT_SECONDS = 45
 # The fewest calls an update can make: a read of its health before (an unhealthy team is skipped), then lease,
 # read, update, wait until started, release, one read of its checks (running); lease, read, update, release, one
-# read back (stopped).
+# read back (stopped). Lease refreshes and repeated health reads overlap the waits, so they add no time to the
+# critical path.
 MINIMUM_CALLS = {"running": 7, "stopped": 6}
 
 
 def critical_path(kind: str, request_latency: float) -> float:
+    from teams.backends.fly import HEALTH_GRACE_PERIOD
+
     latencies = Latencies()
-    restart = latencies.update + latencies.health if kind == "running" else 0.0
+    restart = (latencies.update + duration_seconds(HEALTH_GRACE_PERIOD) + latencies.health if kind == "running"
+               else 0.0)
     return restart + MINIMUM_CALLS[kind] * request_latency
 
 
@@ -103,7 +116,9 @@ def main() -> None:
 
     # The fake still checks every request against Fly's spec; checking its own answers too (as the tests do)
     # would spend the CPU this machine shares with cloudctl.
-    fake, url = start_fake("--request-latency", str(args.request_latency), "--no-response-check")
+    fake, url = start_fake("--request-latency", str(args.request_latency), "--no-response-check",
+                           "--autostop-idle", "0", "--unhealthy-image", BAD_IMAGE)
+    os.environ["CLOUDCTL_FLY_HEALTH_TIMEOUT"] = str(HEALTH_TIMEOUT_SECONDS)
     try:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)
@@ -129,24 +144,43 @@ def main() -> None:
                                              min(args.baseline_sample, args.teams))
             sample_wall, _ = timed_deploy(BASELINE_IMAGE, 1, slugs=sample, progress_label="baseline")
             baseline = sample_wall * args.teams / len(sample)
+            bad = bad_image_deploy(args.concurrency)
     finally:
         fake.terminate()
         fake.wait()
 
     canary_id = deployment.targets.get(wave=0).team_id
     paths = {team_id: critical_path(kind, args.request_latency) for team_id, kind in kinds.items()}
-    bound = paths[canary_id] + (sum(paths.values()) - paths[canary_id]) / args.concurrency
+    # A wave cannot end before its longest team, nor before its team-seconds spread over the workers.
+    wave = [path for team_id, path in paths.items() if team_id != canary_id]
+    bound = paths[canary_id] + max(max(wave), sum(wave) / args.concurrency)
     running = sum(kind == "running" for kind in kinds.values())
     print(f"teams: {args.teams} ({running} running, {args.teams - running} scaled to zero), "
           f"concurrency: {args.concurrency}, round trip: {args.request_latency * 1000:.0f} ms")
     print(f"deployment: {deployment.get_state_display()} - {deployment.message}; {on_new} teams on {NEW_IMAGE}; "
           f"sampled machines in their state before: {stayed}/{len(machine_states_before)}")
-    print(f"wall time: {wall:.1f} s   bound: {bound:.1f} s (canary {paths[canary_id]:.2f} s, then "
-          f"{sum(paths.values()) - paths[canary_id]:.0f} team-seconds / {args.concurrency})   "
+    print(f"wall time: {wall:.1f} s   bound: {bound:.1f} s (canary {paths[canary_id]:.2f} s, then the longer of "
+          f"{max(wave):.1f} s and {sum(wave):.0f} team-seconds / {args.concurrency})   "
           f"one at a time: {baseline:.0f} s (measured on {len(sample)} teams, scaled): {baseline / wall:.0f}x faster")
     print(f"API calls per team: {calls / args.teams:.2f}   429 answers (all retried): {throttled}")
+    print(f"bad image: {bad}")
     assert deployment.state == Deployment.State.SUCCEEDED and on_new == args.teams
     print(f"ratio: {wall / bound:.2f}")
+
+
+def bad_image_deploy(concurrency: int) -> str:
+    """An image whose checks fail, with a canary of one: the deployment halts after the canary, rolls it back
+    to its own image, and touches no other team (not timed)."""
+    from teams.models import Deployment, DeploymentTarget, Instance
+
+    before = dict(Instance.objects.values_list("team_id", "image"))
+    wall, deployment = timed_deploy(BAD_IMAGE, concurrency, progress_label="bad image")
+    canary = deployment.targets.get(wave=0)
+    assert deployment.state == Deployment.State.HALTED, deployment.message
+    assert canary.step == DeploymentTarget.Step.ROLLED_BACK and "not healthy" in canary.error, canary.error
+    assert dict(Instance.objects.values_list("team_id", "image")) == before
+    assert not deployment.targets.exclude(wave=0).exclude(step=DeploymentTarget.Step.PENDING).exists()
+    return f"halted after the canary in {wall:.0f} s, canary rolled back to {before[canary.team_id]} ({canary.error})"
 
 
 def sample_ids(kinds: dict[int, str], size: int) -> list[int]:

@@ -247,7 +247,7 @@ FLY_GUEST = {
 # How long to wait for a machine to start, and for a new one to show up in listings (eventual consistency).
 FLY_START_TIMEOUT = env.int("CLOUDCTL_FLY_START_TIMEOUT", default=120)
 FLY_VISIBILITY_GRACE = env.float("CLOUDCTL_FLY_VISIBILITY_GRACE", default=15.0)
-FLY_LEASE_TTL = env.int("CLOUDCTL_FLY_LEASE_TTL", default=30)
+FLY_LEASE_TTL = env.int("CLOUDCTL_FLY_LEASE_TTL", default=13)  # flyctl's, refreshed every third of it
 # How long an updated machine may take to pass its service checks before the update counts as failed.
 FLY_HEALTH_TIMEOUT = env.int("CLOUDCTL_FLY_HEALTH_TIMEOUT", default=120)
 # Each team is served at https://<slug>.<TEAMS_DOMAIN>/ (a router app with a wildcard certificate).

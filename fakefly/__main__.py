@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="multiply every simulated latency (0.01 makes a 2 s update take 20 ms)")
     parser.add_argument("--request-latency", type=float, default=0.0,
                         help="seconds added to every answer, as the round trip to Fly would")
+    parser.add_argument("--autostop-idle", type=float, default=Latencies.autostop_idle, metavar="SECONDS",
+                        help="seconds without a request before Fly's proxy stops a Machine that has autostop "
+                             f"(default {Latencies.autostop_idle:.0f}; 0: never)")
     parser.add_argument("--unhealthy-image", action="append", default=[], metavar="IMAGE",
                         help="Machines running this image fail their health checks (repeatable)")
     parser.add_argument("--no-response-check", action="store_true",
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     fake = FakeFly(orgs=tuple(args.orgs or ["personal"]), foreign_apps=tuple(args.foreign_app), seed=args.seed,
                    time_scale=args.time_scale, rate_limits=not args.no_rate_limits,
-                   latencies=Latencies(request=args.request_latency), unhealthy_images=tuple(args.unhealthy_image),
+                   latencies=Latencies(request=args.request_latency, autostop_idle=args.autostop_idle or None), unhealthy_images=tuple(args.unhealthy_image),
                    check_responses=not args.no_response_check)
     url, stop = serve(fake, port=args.port)
     print(f"fakefly: Fly Machines API at {url} (any Bearer token)", flush=True)

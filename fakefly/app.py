@@ -8,10 +8,13 @@ Every request is checked against the OpenAPI document (`spec.py`): one that viol
 kept in `fake.refused`, so tests can assert the client never sent one. Every response the fake produces is
 checked as well; a violation raises `SpecViolation` (a bug in the fake, never hidden).
 
-Behaviour follows the reference (`fly-machines-api.md`); where Fly's answer is undocumented the fake uses
-flyd's style, `412 failed_precondition: ...` for requests the current state forbids and `409 aborted: ...`
-for lease conflicts. Inspection for tests: `apps`, `volumes`, `machines`, `machine(id)`, `calls` (per
-action), `throttled_count` (429s sent), `refused`.
+Behaviour follows the reference (`fly-machines-api.md`) and, where the spec is silent, what Fly really does
+(each with its source in `docs/fly.md`): no check results right after a start, secrets that reach hosts
+eventually, stops up to `stop_config.timeout`, autostop and autostart (`proxy_request`), a lagging org-wide
+listing, app deletion finished after its 202, Fly's guest sizes and regions. Where Fly's answer is
+undocumented the fake uses flyd's style, `412 failed_precondition: ...` for requests the current state forbids
+and `409 aborted: ...` for lease conflicts. Inspection for tests: `apps`, `deleting_apps`, `volumes`,
+`machines`, `machine(id)`, `calls` (per action), `throttled_count` (429s sent), `refused`, `lapsed_leases`.
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ NETWORK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")  # DOCS networking/custom-pr
 
 Seconds = float | tuple[float, float]
 
+# Fly's regions (DOCS reference/regions, `GET /platform/regions`): anything else is refused.
+REGIONS = frozenset({"ams", "arn", "atl", "bog", "bom", "bos", "cdg", "den", "dfw", "ewr", "eze", "fra", "gdl", "gig",
+                     "gru", "hkg", "iad", "jnb", "lax", "lhr", "mad", "mia", "nrt", "ord", "otp", "phx", "qro", "scl",
+                     "sea", "sin", "sjc", "syd", "waw", "yul", "yyz"})
+# Memory per CPU each CPU kind allows, in MB, and its CPU counts (DOCS machines/guides-examples/machine-sizing):
+# shared-cpu 256 MB to 2 GB per CPU, performance 2 GB to 8 GB per CPU, in multiples of 256 MB.
+GUEST_SIZES = {"shared": ((256, 2048), (1, 2, 4, 6, 8)), "performance": ((2048, 8192), (1, 2, 4, 8, 16))}
+
 
 @dataclass(frozen=True)
 class Latencies:
@@ -63,14 +74,28 @@ class Latencies:
     set_secrets: Seconds = 0.3
     create_machine: Seconds = (1.0, 2.0)
     start: Seconds = 1.0
-    stop: Seconds = 1.0
+    # A stop lasts as long as the process takes to exit on its signal (Litestream's last sync, here), up to
+    # the stop's timeout (see `_stop_seconds`).
+    stop: Seconds = 3.0
     suspend: Seconds = 2.0
     update: Seconds = 2.0
     destroy: Seconds = 0.5
-    # From `started` to the first result of the Machine's service checks (until then they read `warning`): Fly
-    # runs them every `interval` after a `grace_period` (15 s and 20 s in cloudctl's config); a few seconds is
-    # the quick end. Read on every GET, so give one value, not a range.
-    health: float = 5.0
+    delete_app: Seconds = (1.0, 5.0)
+    # A started Machine has no check results at all until its checks first run (flyctl PR #4952, "Machine.Checks
+    # (runtime status) is empty for freshly-launched machines"): Fly runs each check `grace_period` after the
+    # start (DOCS reference/configuration, services.checks), and the run itself takes this long more. Read on
+    # every GET, so give one value, not a range.
+    health: float = 1.0
+    # Secrets reach the hosts eventually: a Machine created or updated without `min_secrets_version` boots with
+    # the newest version that has reached its host, possibly the previous one (reference section 9: "pass the
+    # returned version as min_secrets_version on create/update so the host waits for it"; flyctl always does).
+    secrets_propagation: float = 10.0
+    # Fly's proxy stops a Machine whose service has `autostop` once it has had no request for a while (it looks
+    # every few minutes: DOCS reference/fly-proxy-autostop-autostart), and `autostart` wakes it on the next
+    # request (`FakeFly.proxy_request`). None: Machines never stop by themselves.
+    autostop_idle: float | None = 300.0
+    # The org-wide listing shows the Machines as they were this long ago (DOCS: "a point in time").
+    org_listing_lag: Seconds = 2.0
     # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
     request: Seconds = 0.0
 
@@ -187,8 +212,40 @@ def _rate_key(params: dict[str, str], query: dict[str, list[str]], body: Any) ->
     return query.get("org_slug", [""])[0]
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(value: str) -> float:
+    """A Go duration as Fly's config spells them ("20s", "1m30s", "500ms") in seconds."""
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise Refused(f"{value!r} is not a duration like 30s or 1m")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def _check_region(region: str) -> None:
+    if region not in REGIONS:
+        raise ApiError(400, f"region {region!r} not found")
+
+
+def _check_guest(guest: dict, where: str) -> None:
+    """A size Fly offers: memory per CPU within the CPU kind's range, a CPU count it sells."""
+    kind, cpus, memory = guest.get("cpu_kind", "shared"), guest.get("cpus", 1), guest.get("memory_mb", 256)
+    if kind not in GUEST_SIZES:
+        raise Refused(f"{where}.cpu_kind: {kind!r} is not one of {sorted(GUEST_SIZES)}")
+    (low, high), counts = GUEST_SIZES[kind]
+    if cpus not in counts:
+        raise Refused(f"{where}.cpus: {kind} Machines have {counts} CPUs, not {cpus}")
+    if memory % 256 or not low * cpus <= memory <= high * cpus:
+        raise Refused(f"{where}.memory_mb: {memory} MB for {cpus} {kind} CPUs; Fly allows {low * cpus} to "
+                      f"{high * cpus} MB in multiples of 256")
+
+
 def _normalized_config(config: dict) -> dict:
-    """The config as Fly stores and returns it: autostop "off"/"stop" as false/true, a default guest."""
+    """The config as Fly stores and returns it (after checking its guest size): autostop "off"/"stop" as
+    false/true, a default guest."""
+    _check_guest(config.get("guest", {}), "config.guest")
     config = copy.deepcopy(config)
     for service in config.get("services", []):
         if service.get("autostop") in ("off", "stop"):
@@ -219,10 +276,14 @@ class FakeFly:
         self.unhealthy_images = set(unhealthy_images)
         self.check_responses = check_responses
         self.apps: dict[str, AppRecord] = {}
+        # Apps whose deletion was accepted (202) and is still under way, with when it finishes: until then
+        # their name stays taken and reads still see them.
+        self.deleting_apps: dict[str, tuple[AppRecord, float]] = {}
         self.volumes: dict[str, VolumeRecord] = {}
         self.machines: dict[str, MachineRecord] = {}
         self.calls: Counter[str] = Counter()
         self.throttled_count = 0
+        self.lapsed_leases: list[tuple[str, LeaseRecord]] = []  # (machine id, lease) that expired unreleased
         self.refused: list[Refusal] = []
         self._rng = random.Random(seed)
         self._ids = Ids(self._rng)
@@ -357,6 +418,8 @@ class FakeFly:
     def _app(self, name: str) -> AppRecord:
         if name in self.foreign_apps:
             raise ApiError(403, f"app {name} belongs to an organization you are not a member of")
+        if name in self.deleting_apps:
+            return self.deleting_apps[name][0]
         if name not in self.apps:
             raise ApiError(404, f"app {name} not found")
         return self.apps[name]
@@ -366,8 +429,51 @@ class FakeFly:
         (a destroy's effect on the volume shows on the volume too)."""
         now = self.clock.now()
         for machine in self.machines.values():
-            if machine.transitions and machine.transitions[0].at <= now:
-                machine.settle(now, self._ids.ulid)
+            self._settle_machine(machine, now)
+        for name, (_, done_at) in list(self.deleting_apps.items()):
+            if done_at <= now:
+                self._remove_app_resources(name)
+                del self.deleting_apps[name]
+
+    def _settle_machine(self, machine: MachineRecord, now: float) -> None:
+        """Applies the Machine's transitions due by now, and the proxy's autostop once it has been idle."""
+        if machine.transitions and machine.transitions[0].at <= now:
+            machine.settle(now, self._ids.ulid)
+        idle_at = self._autostop_at(machine)
+        if idle_at is not None and idle_at <= now:
+            suspend = any(service.get("autostop") == "suspend" for service in machine.config.get("services", []))
+            if suspend:
+                done_at = idle_at + self._latency("suspend")
+                machine.begin(idle_at, "suspending", Transition(done_at, "suspended", "suspend"))
+            else:
+                machine.begin(idle_at, "stopping",
+                              Transition(idle_at + self._stop_seconds(machine, None), "stopped", "stop"))
+            machine.settle(now, self._ids.ulid)
+
+    def _autostop_at(self, machine: MachineRecord) -> float | None:
+        """When the proxy stops this Machine for idleness, if it would: started, settled, and every service
+        lets it (autostop on, `min_machines_running` 0, as each team's single Machine has)."""
+        services = machine.config.get("services", [])
+        if (self.latencies.autostop_idle is None or machine.state != "started" or machine.transitions
+                or not services or not all(service.get("autostop") and not service.get("min_machines_running")
+                                           for service in services)):
+            return None
+        return max(machine.updated_at, machine.last_request_at) + self.latencies.autostop_idle * self.time_scale
+
+    def proxy_request(self, app_name: str) -> None:
+        """A request reaches the app through Fly's proxy: a stopped or suspended Machine with `autostart`
+        starts (autostart), and a started one is no longer idle."""
+        with self._lock:
+            now = self.clock.now()
+            for machine in self.machines.values():
+                if machine.app_name != app_name:
+                    continue
+                self._settle_machine(machine, now)
+                machine.last_request_at = now
+                autostart = any(service.get("autostart") for service in machine.config.get("services", []))
+                if autostart and machine.state in ("stopped", "suspended"):
+                    machine.begin(now, "starting", Transition(now + self._latency("start"), "started", "start"))
+            self._lock.notify_all()
 
     def _visible_machines(self, predicate) -> list[MachineRecord]:
         now = self.clock.now()
@@ -381,12 +487,19 @@ class FakeFly:
             raise ApiError(404, f"machine {machine_id} not found")
         return machine
 
+    def _live_lease(self, machine: MachineRecord) -> LeaseRecord | None:
+        """The Machine's lease unless it expired; an expired one is gone, and kept in `lapsed_leases`."""
+        if machine.lease is not None and machine.lease.expires_at <= self.clock.now():
+            self.lapsed_leases.append((machine.id, machine.lease))
+            machine.lease = None
+        return machine.lease
+
     def _mutable_machine(self, call: Call) -> MachineRecord:
         """A Machine a mutation may touch: not destroyed, and the caller holds its lease if it has one."""
         machine = self._machine(call)
         if machine.state in ("destroying", "destroyed"):
             raise ApiError(404, f"machine {machine.id} not found")
-        lease = machine.live_lease(self.clock.now())
+        lease = self._live_lease(machine)
         if lease is not None and call.nonce != lease.nonce:
             raise ApiError(409, f"aborted: machine ID {machine.id} lease currently held by {lease.owner}, "
                                 f"expires at {iso(lease.expires_at)}")
@@ -399,10 +512,14 @@ class FakeFly:
             raise ApiError(404, f"volume {call.params['volume_id']} not found")
         return volume
 
-    def _check_secrets_version(self, app: AppRecord, body: dict) -> None:
+    def _secrets_version_for(self, app: AppRecord, body: dict) -> int:
+        """The secrets version a Machine created or updated with `body` boots with: the latest when the request
+        asks for at least that (the host waits for it), else whatever has reached the host."""
         wanted = body.get("min_secrets_version")
         if wanted is not None and wanted > app.secrets_version:
             raise ApiError(400, f"secrets version {wanted} does not exist (latest is {app.secrets_version})")
+        seen = app.secrets_version_seen(self.clock.now(), self._latency("secrets_propagation"))
+        return app.secrets_version if wanted is not None and wanted > seen else seen
 
     # --- apps ----------------------------------------------------------------------------------------------
 
@@ -417,12 +534,13 @@ class FakeFly:
 
     def _list_apps(self, call: Call) -> Reply:
         org = self._org(call.first("org_slug"))
-        apps = [self._app_json(app) for app in self.apps.values() if app.org is org]
+        apps = [self._app_json(app) for app in [*self.apps.values(), *(app for app, _ in self.deleting_apps.values())]
+                if app.org is org]
         return Reply(200, {"total_apps": len(apps), "apps": apps})
 
     def _create_app(self, call: Call) -> Reply:
         name = call.body["name"]
-        if name in self.apps or name in self.foreign_apps:
+        if name in self.apps or name in self.deleting_apps or name in self.foreign_apps:
             raise ApiError(422, "Validation failed: Name has already been taken", "name_taken")
         org = self._org(call.body["org_slug"])
         network = call.body.get("network", "default")
@@ -442,12 +560,21 @@ class FakeFly:
         machines = [machine for machine in self.machines.values() if machine.app_name == app.name]
         if not call.flag("force") and any(machine.state in RUNNING_STATES for machine in machines):
             raise ApiError(412, "failed_precondition: the app has running machines; stop them or use force=true")
+        # Accepted, finished later (DOCS machines/api/apps-resource: 202): its Machines go down meanwhile.
+        now = self.clock.now()
+        done_at = now + self._latency("delete_app")
         for machine in machines:
-            del self.machines[machine.id]
-        for volume in [volume for volume in self.volumes.values() if volume.app_name == app.name]:
-            del self.volumes[volume.id]
-        del self.apps[app.name]
+            if machine.state != "destroyed":
+                machine.begin(now, "destroying", Transition(done_at, "destroyed", "destroy"))
+        self.apps.pop(app.name, None)
+        self.deleting_apps[app.name] = (app, done_at)
         return Reply(202)
+
+    def _remove_app_resources(self, name: str) -> None:
+        for machine in [machine for machine in self.machines.values() if machine.app_name == name]:
+            del self.machines[machine.id]
+        for volume in [volume for volume in self.volumes.values() if volume.app_name == name]:
+            del self.volumes[volume.id]
 
     # --- volumes -------------------------------------------------------------------------------------------
 
@@ -459,6 +586,9 @@ class FakeFly:
     def _create_volume(self, call: Call) -> Reply:
         app = self._app(call.params["app_name"])
         body = call.body
+        _check_region(body["region"])
+        if "compute" in body:
+            _check_guest(body["compute"], "compute")
         volume = VolumeRecord(
             id=self._ids.volume(), app_name=app.name, name=body["name"], region=body["region"],
             zone=f"{self._rng.getrandbits(16):04x}", size_gb=body.get("size_gb", 3),
@@ -491,6 +621,7 @@ class FakeFly:
             else:
                 app.secrets[name] = Secret(value, now, now)
         app.secrets_version += 1
+        app.secrets_set_at[app.secrets_version] = now
         return Reply(200, {"secrets": [secret.to_json(name) for name, secret in sorted(app.secrets.items())],
                            "version": app.secrets_version})
 
@@ -507,20 +638,22 @@ class FakeFly:
                for machine in self.machines.values()):
             raise ApiError(422, f"a machine named {name} already exists in {app.name}")
         region = body.get("region")
+        if region is not None:
+            _check_region(region)
         volume = self._mountable_volume(app, config, region)
         if volume is not None:
             region = region or volume.region
             if _first(call.faults, HostFull):
                 raise ApiError(412, "insufficient resources to create new machine with existing volume",
                                "volume_placement_capacity")
-        self._check_secrets_version(app, body)
+        secrets_version = self._secrets_version_for(app, body)
         not_visible = _first(call.faults, NotVisible)
         machine = MachineRecord(
             id=self._ids.machine(), app_name=app.name, name=name, region=region or "ord", config=config,
             instance_id=self._ids.ulid(now),
             private_ip=f"fdaa:0:{app.internal_numeric_id:x}:a7b:{next(self._serials):x}::2",
             created_at=now, updated_at=now, visible_after=now + (not_visible.seconds if not_visible else 0.0),
-            secrets_version=app.secrets_version)
+            secrets_version=secrets_version)
         machine.record_event(self._ids.ulid(now), "launch", "created", now)
         if volume is not None:
             volume.attached_machine_id = machine.id
@@ -532,6 +665,7 @@ class FakeFly:
             machine.lease = LeaseRecord(self._ids.nonce(), call.owner, "", now + body["lease_ttl"],
                                         machine.instance_id)
             answer["nonce"] = machine.lease.nonce
+        machine.remember(now)
         self.machines[machine.id] = machine
         return Reply(200, machine.to_json() | answer)
 
@@ -574,26 +708,30 @@ class FakeFly:
         return Reply(200, machine.to_json() | {"checks": self._check_statuses(machine)})
 
     def _check_statuses(self, machine: MachineRecord) -> list[dict]:
-        """The service checks' results: `warning` until the first run after the start, then `passing`, or
-        `critical` for an unhealthy image. A Machine that is not started has no results."""
+        """The service checks' results. None on a Machine that is not started, nor on a freshly started one
+        (flyctl PR #4952): each check appears once it first ran, `grace_period` (scaled) plus the `health`
+        latency after the start, `passing`, or `critical` for an unhealthy image."""
         if machine.state != "started":
             return []
         now = self.clock.now()
-        first_result_at = machine.updated_at + self._latency("health")
-        if now < first_result_at:
-            status, output, updated_at = "warning", "waiting for the first check", machine.updated_at
-        elif machine.config["image"] in self.unhealthy_images:
-            status, output, updated_at = "critical", "GET /-/versions.json: connection refused", first_result_at
-        else:
-            status, output, updated_at = "passing", "200 OK", first_result_at
-        return [{"name": f"servicecheck-{number:02d}-{check.get('type', 'tcp')}-{service.get('internal_port')}",
-                 "status": status, "output": output, "updated_at": iso(updated_at)}
-                for service in machine.config.get("services", [])
-                for number, check in enumerate(service.get("checks", []))]
+        results = []
+        for service in machine.config.get("services", []):
+            for number, check in enumerate(service.get("checks", [])):
+                first_result_at = (machine.updated_at + self._latency("health")
+                                   + duration_seconds(check.get("grace_period", "0s")) * self.time_scale)
+                if now < first_result_at:
+                    continue
+                healthy = machine.config["image"] not in self.unhealthy_images
+                results.append({
+                    "name": f"servicecheck-{number:02d}-{check.get('type', 'tcp')}-{service.get('internal_port')}",
+                    "status": "passing" if healthy else "critical",
+                    "output": "200 OK" if healthy else f"GET {check.get('path', '/')}: connection refused",
+                    "updated_at": iso(first_result_at)})
+        return results
 
     def _update_machine(self, call: Call) -> Reply:
         machine = self._mutable_machine(call)
-        app = self.apps[machine.app_name]
+        app = self._app(machine.app_name)
         body = call.body
         for immutable in ("name", "region"):
             if body.get(immutable, getattr(machine, immutable)) != getattr(machine, immutable):
@@ -604,11 +742,11 @@ class FakeFly:
         config = _normalized_config(body["config"])
         if [mount.get("volume") for mount in config.get("mounts", [])] != machine.mounted_volume_ids:
             raise ApiError(400, "mounts cannot be changed by an update; destroy and recreate the machine")
-        self._check_secrets_version(app, body)
+        secrets_version = self._secrets_version_for(app, body)
 
         now = self.clock.now()
         previous = machine.config, machine.instance_id, machine.secrets_version
-        machine.config, machine.instance_id, machine.secrets_version = config, self._ids.ulid(now), app.secrets_version
+        machine.config, machine.instance_id, machine.secrets_version = config, self._ids.ulid(now), secrets_version
 
         def revert() -> None:
             machine.config, machine.instance_id, machine.secrets_version = previous
@@ -619,8 +757,10 @@ class FakeFly:
             # The old version stops and the new one boots, unless skip_launch leaves it stopped.
             transient, final = "updating", "stopped" if skip_launch else "started"
         else:
-            # Stays down; a suspended snapshot belongs to the old version, so it is dropped.
-            transient = final = "stopped" if machine.state == "suspended" else machine.state
+            # Stays down (one on its way down finishes going down); a suspended snapshot belongs to the old
+            # version, so it is dropped.
+            transient = "stopped" if machine.state == "suspended" else machine.state
+            final = "stopped" if machine.state in ("suspended", "suspending", "stopping") else machine.state
         machine.begin(now, transient, Transition(now + self._latency("update"), final, "update",
                                                  revert if _first(call.faults, SilentRevert) else None))
         return Reply(200, machine.to_json())
@@ -638,8 +778,15 @@ class FakeFly:
         machine = self._mutable_machine(call)
         if machine.state in RUNNING_STATES | {"suspended"}:
             now = self.clock.now()
-            machine.begin(now, "stopping", Transition(now + self._latency("stop"), "stopped", "stop"))
+            machine.begin(now, "stopping", Transition(now + self._stop_seconds(machine, call.body), "stopped", "stop"))
         return Reply(200, {"ok": True}, schema="fakefly.Ok")
+
+    def _stop_seconds(self, machine: MachineRecord, body: dict | None) -> float:
+        """How long a stop takes: the process's own shutdown (`stop` latency), cut short by a kill when it
+        outlasts the stop's timeout: the request's, else the config's `stop_config.timeout`, else Fly's default
+        of 5 s (DOCS machines/api/machines-resource, stop; reference/configuration, kill_timeout)."""
+        timeout = (body or {}).get("timeout") or machine.config.get("stop_config", {}).get("timeout") or "5s"
+        return min(self._latency("stop"), duration_seconds(timeout) * self.time_scale)
 
     def _suspend_machine(self, call: Call) -> Reply:
         machine = self._mutable_machine(call)
@@ -670,18 +817,24 @@ class FakeFly:
         states = {state for value in call.query.get("state", ["started"]) for state in value.split(",")}
         if "stopped" in states and not (call.first("version") or call.first("instance_id")):
             raise Refused("query version: required to wait for stopped (DOCS machines/api/machines-resource)")
+        version = call.first("version") or call.first("instance_id")
         timeout = min(int(call.first("timeout", str(WAIT_CAP_SECONDS))), WAIT_CAP_SECONDS)
         deadline = self.clock.now() + timeout
         while True:
             now = self.clock.now()
-            machine.settle(now, self._ids.ulid)
-            if machine.state in states or ("settled" in states and machine.state in SETTLED_STATES):
+            self._settle_machine(machine, now)
+            reached = machine.state in states or ("settled" in states and machine.state in SETTLED_STATES)
+            # `version` asks about that version of the Machine (DOCS machines/api/machines-resource, wait): the
+            # state of an earlier one does not count. A version the Machine has left for good (a silent revert
+            # put it back on the previous one) is answered at once with the version it is on, so the caller sees.
+            superseded = version is not None and version != machine.instance_id and not machine.transitions
+            if (reached and version in (None, machine.instance_id)) or superseded:
                 return Reply(200, {"ok": True, "state": machine.state, "version": machine.instance_id,
                                    "event_id": machine.events[-1]["id"]})
             if now >= deadline:
                 raise ApiError(408, f"deadline_exceeded: machine {machine.id} did not reach "
                                     f"{','.join(sorted(states))} within {timeout}s")
-            wake_at = min(deadline, machine.next_transition_at or deadline)
+            wake_at = min(deadline, machine.next_transition_at or self._autostop_at(machine) or deadline)
             self.clock.block(self._lock, wake_at - now)
 
     # --- leases and metadata -------------------------------------------------------------------------------
@@ -697,7 +850,7 @@ class FakeFly:
         ttl = call.body.get("ttl", 30)
         if ttl <= 0:
             raise Refused("ttl: must be positive")
-        lease = machine.live_lease(now)
+        lease = self._live_lease(machine)
         if lease is not None and call.nonce != lease.nonce:
             raise ApiError(409, f"aborted: machine ID {machine.id} lease currently held by {lease.owner}, "
                                 f"expires at {iso(lease.expires_at)}")
@@ -712,15 +865,17 @@ class FakeFly:
 
     def _get_lease(self, call: Call) -> Reply:
         machine = self._machine(call)
-        lease = machine.live_lease(self.clock.now())
+        lease = self._live_lease(machine)
         if lease is None:
             raise ApiError(404, f"no lease for machine {machine.id}")
         return self._lease_reply(lease, 200)
 
     def _release_lease(self, call: Call) -> Reply:
         machine = self._machine(call)
-        lease = machine.live_lease(self.clock.now())
-        if lease is not None and call.nonce != lease.nonce:
+        lease = self._live_lease(machine)
+        if lease is None:  # expired or never taken (flyctl PR #2452, "lease not found")
+            raise ApiError(404, f"lease not found for machine {machine.id}")
+        if call.nonce != lease.nonce:
             raise ApiError(409, f"aborted: machine ID {machine.id} lease is held by {lease.owner} with another nonce")
         machine.lease = None
         return Reply(200)
@@ -729,35 +884,42 @@ class FakeFly:
         machine = self._mutable_machine(call)
         machine.config.setdefault("metadata", {})[call.params["key"]] = call.body["value"]
         machine.updated_at = self.clock.now()
+        machine.remember(machine.updated_at)
         return Reply(204)
 
     def _delete_metadata(self, call: Call) -> Reply:
         machine = self._mutable_machine(call)
         machine.config.get("metadata", {}).pop(call.params["key"], None)
         machine.updated_at = self.clock.now()
+        machine.remember(machine.updated_at)
         return Reply(204)
 
     # --- org-wide ------------------------------------------------------------------------------------------
 
     def _list_org_machines(self, call: Call) -> Reply:
+        """The org's Machines as they were `org_listing_lag` ago: the listing is "a point in time" (DOCS
+        machines/api/machines-resource, list org Machines), built from a snapshot, not the live state."""
         org = self._org(call.params["org_slug"])
         include_deleted = call.flag("include_deleted")
-        machines = sorted(
-            self._visible_machines(lambda machine: self.apps[machine.app_name].org is org
-                                   and (include_deleted or machine.state != "destroyed")),
-            key=lambda machine: (machine.updated_at, machine.id))
+        seen_at = self.clock.now() - self._latency("org_listing_lag")
+        views = []
+        for machine in self._visible_machines(lambda machine: self._app(machine.app_name).org is org):
+            view = machine.org_view(seen_at)
+            if view is not None and (include_deleted or view[1]["state"] != "destroyed"):
+                views.append((view[0], machine.id, view[1]))
+        views.sort(key=lambda view: view[:2])
         if call.first("cursor"):
             try:
                 after = tuple(json.loads(base64.urlsafe_b64decode(call.first("cursor"))))
             except ValueError as error:
                 raise Refused(f"query cursor: not a cursor this API returned ({error})") from None
-            machines = [machine for machine in machines if (machine.updated_at, machine.id) > after]
+            views = [view for view in views if view[:2] > after]
         page_size = min(int(call.first("limit", str(MAX_ORG_PAGE))), MAX_ORG_PAGE, self.org_page_cap or MAX_ORG_PAGE)
-        page = machines[:max(page_size, 0)]
-        body: dict[str, Any] = {"machines": [machine.to_org_json() for machine in page]}
+        page = views[:max(page_size, 0)]
+        body: dict[str, Any] = {"machines": [entry for _, _, entry in page]}
         if page:
-            last = page[-1]
-            body |= {"last_machine_id": last.id, "last_updated_at": iso(last.updated_at)}
-            if len(machines) > len(page):
-                body["next_cursor"] = base64.urlsafe_b64encode(json.dumps([last.updated_at, last.id]).encode()).decode()
+            updated_at, machine_id, _ = page[-1]
+            body |= {"last_machine_id": machine_id, "last_updated_at": iso(updated_at)}
+            if len(views) > len(page):
+                body["next_cursor"] = base64.urlsafe_b64encode(json.dumps([updated_at, machine_id]).encode()).decode()
         return Reply(200, body)

@@ -82,6 +82,12 @@ class AppRecord:
     created_at: float
     secrets: dict[str, Secret] = field(default_factory=dict)
     secrets_version: int = 0
+    # When each secrets version was set: a host sees a version only once it has propagated.
+    secrets_set_at: dict[int, float] = field(default_factory=lambda: {0: 0.0})
+
+    def secrets_version_seen(self, now: float, propagation: float) -> int:
+        """The newest version a host has received by `now`."""
+        return max(version for version, set_at in self.secrets_set_at.items() if set_at + propagation <= now)
 
     def to_json(self, *, machine_count: int, volume_count: int, running: bool) -> dict:
         return {"id": self.id, "name": self.name, "status": "deployed" if running else "pending",
@@ -162,6 +168,10 @@ class MachineRecord:
     transitions: list[Transition] = field(default_factory=list)
     # The app's secrets as of the Machine's create or last update: Fly hands a Machine no later ones.
     secrets_version: int = 0
+    # How the org-wide listing saw it over time: (from when, updated_at, its org listing entry).
+    org_views: list[tuple[float, float, dict]] = field(default_factory=list)
+    # The last request Fly's proxy routed to it (`FakeFly.proxy_request`): autostop counts idleness from here.
+    last_request_at: float = 0.0
 
     @property
     def mounted_volume_ids(self) -> list[str]:
@@ -176,6 +186,20 @@ class MachineRecord:
         self.state = transient
         self.updated_at = now
         self.transitions = list(steps)
+        self.remember(now)
+
+    def remember(self, at: float) -> None:
+        """Record how the org-wide listing shows the Machine from `at` on."""
+        self.org_views.append((at, self.updated_at, self.to_org_json()))
+
+    def org_view(self, at: float) -> tuple[float, dict] | None:
+        """(updated_at, entry) as the org-wide listing showed the Machine at `at`, None if it did not exist yet.
+        Views older than the one in force at `at` are forgotten (`at` only moves forward)."""
+        current = [index for index, (since, _, _) in enumerate(self.org_views) if since <= at]
+        if not current:
+            return None
+        del self.org_views[:current[-1]]
+        return self.org_views[0][1], self.org_views[0][2]
 
     def settle(self, now: float, new_event_id: Callable[[float], str]) -> None:
         while self.transitions and self.transitions[0].at <= now:
@@ -185,15 +209,11 @@ class MachineRecord:
             if transition.effect is not None:
                 transition.effect()
             self.record_event(new_event_id(transition.at), transition.event, transition.state, transition.at)
+            self.remember(transition.at)
 
     @property
     def next_transition_at(self) -> float | None:
         return self.transitions[0].at if self.transitions else None
-
-    def live_lease(self, now: float) -> LeaseRecord | None:
-        if self.lease is not None and self.lease.expires_at <= now:
-            self.lease = None
-        return self.lease
 
     def to_json(self, *, summary: bool = False) -> dict:
         body = {"id": self.id, "name": self.name, "state": self.state, "region": self.region,

@@ -13,8 +13,9 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
-from .backends import BackendError, get_backend
+from .backends import BackendError, ObservedState, get_backend
 from .backends.fly import GONE_STATES, FlyBackend, team_of_app
+from .backends.fly_client import FlyAPIError
 from .fleet import provision_fleet
 from .holders import holder_is_gone
 from .models import Instance, MachineLease, Team
@@ -61,12 +62,16 @@ def reconcile(*, prune: bool = False, dry_run: bool = False, concurrency: int = 
         if _provisioning_in_progress(instance) or "machine" not in instance.completed_steps:
             continue
         team, live = instance.team, machines_by_team.get(instance.team_id, [])
+        # The org-wide listing is a point in time (docs/fly.md): a Machine made or changed moments ago may be
+        # missing from it. Only a direct read proves one gone; one that exists waits for the next run.
+        if not live and backend.observe(instance) is not ObservedState.MISSING:
+            continue
         if not live:
             findings.append(Finding("missing_machine", team.slug, REPAIRED, "machine gone: provisioning again"))
             to_provision.append(team)
             continue
         recorded = next((m for m in live if m.id == instance.resources.get("machine")), live[0])
-        for extra in (m for m in live if m.id != recorded.id):
+        for extra in (m for m in live if m.id != recorded.id and _still_there(client, m)):
             findings.append(Finding("duplicate_machine", f"{team.slug}/{extra.id}", REPAIRED, "destroyed"))
             if not dry_run:
                 client.destroy_machine(extra.app_name, extra.id, force=True)
@@ -85,6 +90,16 @@ def reconcile(*, prune: bool = False, dry_run: bool = False, concurrency: int = 
     for finding in findings:
         logger.info("reconcile %s %s: %s %s", finding.kind, finding.subject, finding.outcome, finding.detail)
     return findings
+
+
+def _still_there(client, machine) -> bool:
+    """Whether a Machine the (lagging) listing shows is still live, by reading it."""
+    try:
+        return client.get_machine(machine.app_name, machine.id).state not in GONE_STATES
+    except FlyAPIError as error:
+        if error.http_status == 404:
+            return False
+        raise
 
 
 def _repair_instance(backend: FlyBackend, instance: Instance, machine, dry_run: bool) -> list[Finding]:

@@ -50,6 +50,15 @@ def wait_for_updates(process, at_least: int, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def wait_for_an_update_in_flight(process, timeout: float = 60) -> None:
+    """Until some team's update has begun and not ended (the workers can all be between two teams)."""
+    deadline = time.monotonic() + timeout
+    while not DeploymentTarget.objects.filter(step=DeploymentTarget.Step.UPDATING).exists():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no update in flight"
+        time.sleep(0.01)
+
+
 def live_leases(fake):
     now = time.time()
     return [machine.id for machine in fake.machines.values() if machine.lease and machine.lease.expires_at > now]
@@ -84,6 +93,7 @@ def test_interrupt_then_sigkill_mid_wave_then_resume(fake_server, make_team, tra
     # SIGKILL in the middle of updates: leases and "updating" steps are left behind.
     process = deploy_process(url, tmp_path, "--resume")
     wait_for_updates(process, after_interrupt + 3)
+    wait_for_an_update_in_flight(process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert updated_count() < len(teams)

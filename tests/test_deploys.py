@@ -1,5 +1,7 @@
 """Fleet deploys against the spec-checking fake Machines API, on virtual time."""
 
+import dataclasses
+
 import pytest
 
 from fakefly import FakeFly, ResponseLost, Unavailable
@@ -53,6 +55,14 @@ def fleet(fly, fake, make_team, transactional_db):
 
 def machine_of(fake, team):
     return fake.machine(instance_for(team).resources["machine"])
+
+
+def crash(fake, clock, team):
+    """The team's Machine fails (its process exited), as every read shows it from now on, the org-wide listing
+    included once its lag has passed."""
+    machine = machine_of(fake, team)
+    machine.state, machine.updated_at = "failed", clock.now()
+    machine.remember(clock.now())
 
 
 def applied_updates(fake, team):
@@ -127,6 +137,8 @@ def test_a_bad_image_halts_after_the_canary_and_each_canary_team_gets_its_own_im
 
 def test_a_team_the_image_fails_is_put_back_on_its_previous_image_at_once(fleet, fake, clock):
     running = [team for team in fleet if machine_of(fake, team).state == "started"]
+    # Busy teams: none idles out while the failing updates before it take their 120 s of health timeout.
+    fake.latencies = dataclasses.replace(fake.latencies, autostop_idle=None)
     deployment = deploy(clock, BAD, canary=1, max_failures=len(fleet))
     assert deployment.state == Deployment.State.COMPLETED_WITH_FAILURES, deployment.message
     for team in running:  # healthy again on the image they ran: the image failed them, they count
@@ -139,10 +151,11 @@ def test_a_team_the_image_fails_is_put_back_on_its_previous_image_at_once(fleet,
 
 def test_teams_unhealthy_before_the_update_are_skipped_and_never_count(fleet, fake, clock):
     crashed_before_the_plan, crashed_after_it = fleet[0], fleet[1]
-    machine_of(fake, crashed_before_the_plan).state = "failed"
+    crash(fake, clock, crashed_before_the_plan)
+    clock.sleep(fake.latencies.org_listing_lag)  # the org-wide listing the plan reads shows a moment ago
     deployment = start_deployment(V2, canary=1, concurrency=3, max_failures=0)
     assert deployment.targets.get(team=crashed_after_it).wave == 0  # the canary: it ran when planned
-    machine_of(fake, crashed_after_it).state = "failed"
+    crash(fake, clock, crashed_after_it)
 
     deployment = run_deployment(deployment, sleep=clock.sleep)
 

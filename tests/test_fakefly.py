@@ -129,18 +129,22 @@ CHECKED_SERVICE = {"services": [{"protocol": "tcp", "internal_port": 8080, "port
 
 
 @pytest.mark.parametrize(("image", "verdict"), [(IMAGE, "passing"), ("registry.fly.io/cloudctl-team:bad", "critical")])
-def test_service_checks_report_warning_until_their_first_run_then_the_images_health(clock, fake, http, image,
-                                                                                   verdict):
+def test_service_checks_have_no_results_until_their_first_run_then_the_images_health(clock, fake, http, image,
+                                                                                     verdict):
     fake.unhealthy_images.add("registry.fly.io/cloudctl-team:bad")
     make_app(http)
-    machine = make_machine(http, config={**CHECKED_SERVICE, "image": image})
+    service = {**CHECKED_SERVICE["services"][0]}
+    service["checks"] = [{**service["checks"][0], "grace_period": "10s"}]
+    machine = make_machine(http, config={"services": [service], "image": image})
 
     def checks():
         return [check["status"] for check in http.get(f"/apps/team-a/machines/{machine['id']}").json()["checks"]]
 
     assert checks() == []  # not started yet
     wait(http, machine)
-    assert checks() == ["warning"]
+    assert checks() == []  # started, but no check has run yet (flyctl PR #4952): not a "pass"
+    clock.sleep(10)  # the grace period
+    assert checks() == []
     clock.sleep(fake.latencies.health)
     assert checks() == [verdict]
 
@@ -300,12 +304,18 @@ def test_list_machines_filters_on_metadata_and_hides_destroyed(clock, http):
     assert [machine["state"] for machine in deleted] == ["destroyed"]
 
 
-def test_deleting_an_app_with_running_machines_needs_force(http, fake):
+def test_deleting_an_app_with_running_machines_needs_force(http, fake, clock):
     make_app(http)
     make_machine(http)
 
     assert http.delete("/apps/team-a").status_code == 412
     assert http.delete("/apps/team-a", params={"force": "true"}).status_code == 202
+    # Accepted, not done (DOCS: 202): the name stays taken and its Machines go down meanwhile.
+    assert http.get("/apps/team-a").status_code == 200
+    assert http.post("/apps", json={"name": "team-a", "org_slug": "acme"}).status_code == 422
+    assert [machine["state"] for machine in http.get("/apps/team-a/machines").json()] == ["destroying"]
+    clock.sleep(5)  # the deletion's latency at most
+    assert http.get("/apps/team-a").status_code == 404
     assert fake.apps == {} and fake.machines == {}
 
 
@@ -314,6 +324,7 @@ def test_org_machines_are_listed_in_pages_with_a_cursor(clock):
     with httpx.Client(base_url="http://fly/v1", transport=fake.transport(), headers=AUTH) as http:
         make_app(http)
         created = {make_machine(http, name=f"m{index}")["id"] for index in range(5)}
+        clock.sleep(fake.latencies.org_listing_lag)  # the listing is a point in time, a little behind
         pages, cursor = [], None
         while True:
             body = http.get("/orgs/acme/machines", params={"limit": 1000} | ({"cursor": cursor} if cursor else {}))
@@ -426,3 +437,92 @@ def test_serves_real_http_on_localhost():
         assert fake.calls["get_app"] == 1
     finally:
         stop()
+
+
+SCALE_TO_ZERO = {"services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 80}], "autostop": "stop",
+                               "autostart": True, "min_machines_running": 0}]}
+
+
+def test_an_idle_machine_stops_by_itself_and_a_request_wakes_it(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http, config=SCALE_TO_ZERO)
+    wait(http, machine)
+
+    def state():
+        return http.get(f"/apps/team-a/machines/{machine['id']}").json()["state"]
+
+    clock.sleep(fake.latencies.autostop_idle - 1)
+    assert state() == "started"
+    clock.sleep(1)
+    assert state() == "stopping"  # Fly's proxy stopped it: nobody asked through the API
+    assert wait(http, machine, "stopped", version=machine["instance_id"]).status_code == 200
+
+    fake.proxy_request("team-a")
+    assert state() == "starting"  # woken by a request, again without the API
+    assert wait(http, machine).json()["state"] == "started"
+    fake.proxy_request("team-a")  # traffic keeps it up
+    clock.sleep(fake.latencies.autostop_idle - 1)
+    assert state() == "started"
+
+
+def test_a_machine_without_autostop_never_stops_by_itself(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http, config=CHECKED_SERVICE)
+    wait(http, machine)
+    clock.sleep(fake.latencies.autostop_idle * 3)
+    assert http.get(f"/apps/team-a/machines/{machine['id']}").json()["state"] == "started"
+
+
+def test_an_update_is_asynchronous_and_wait_honours_the_version(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http)
+    wait(http, machine)
+    path = f"/apps/team-a/machines/{machine['id']}"
+    updated = http.post(path, json={"config": {"image": IMAGE + "-2"}, "current_version": machine["instance_id"]})
+    assert updated.json()["state"] == "updating"  # answered at once; the replacement goes on
+    assert http.get(path).json()["state"] == "updating"
+
+    before = clock.now()
+    reached = wait(http, machine, version=updated.json()["instance_id"]).json()
+    assert (reached["state"], reached["version"]) == ("started", updated.json()["instance_id"])
+    assert clock.now() - before == pytest.approx(fake.latencies.update)  # the new version, not the old one
+    # A version the Machine has left answers at once, with the version it is on.
+    assert wait(http, machine, version=machine["instance_id"]).json()["version"] == updated.json()["instance_id"]
+
+
+@pytest.mark.parametrize(("guest", "allowed"), [
+    ({"cpu_kind": "shared", "cpus": 1, "memory_mb": 256}, True),
+    ({"cpu_kind": "shared", "cpus": 1, "memory_mb": 2048}, True),
+    ({"cpu_kind": "shared", "cpus": 1, "memory_mb": 4096}, False),
+    ({"cpu_kind": "shared", "cpus": 3, "memory_mb": 1024}, False),
+    ({"cpu_kind": "performance", "cpus": 1, "memory_mb": 1024}, False),
+    ({"cpu_kind": "performance", "cpus": 2, "memory_mb": 4096}, True),
+])
+def test_only_guest_sizes_fly_sells_are_accepted(fake, http, guest, allowed):
+    make_app(http)
+    response = http.post("/apps/team-a/machines", json={"region": "ord", "config": {"image": IMAGE, "guest": guest}})
+    assert (response.status_code == 200) == allowed, response.text
+    assert (fake.refused == []) == allowed
+
+
+def test_an_unknown_region_is_refused(http):
+    make_app(http)
+    response = http.post("/apps/team-a/volumes", json={"name": "data", "region": "xyz", "size_gb": 1})
+    assert response.status_code == 400 and "not found" in response.json()["error"]
+    assert http.post("/apps/team-a/machines", json={"region": "xyz", "config": {"image": IMAGE}}).status_code == 400
+
+
+def test_the_org_listing_is_a_point_in_time_a_little_behind(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http)
+
+    def listed():
+        return {entry["id"]: entry["state"] for entry in http.get("/orgs/acme/machines").json()["machines"]}
+
+    assert listed() == {}  # too new to be listed
+    clock.sleep(fake.latencies.org_listing_lag + fake.latencies.start)
+    assert listed() == {machine["id"]: "started"}
+    assert http.post(f"/apps/team-a/machines/{machine['id']}/stop").status_code == 200
+    assert listed() == {machine["id"]: "started"}  # still as it was
+    clock.sleep(fake.latencies.org_listing_lag + fake.latencies.stop)
+    assert listed() == {machine["id"]: "stopped"}

@@ -136,6 +136,31 @@ def test_update_keeps_a_stopped_machine_stopped(fly, fake, make_team):
     assert (machine.config["image"], machine.state) == ("registry.fly.io/cloudctl-team:v2", "stopped")
 
 
+def test_update_of_a_machine_autostop_is_stopping_keeps_it_down(fly, fake, make_team, clock):
+    """Fly's proxy stops an idle Machine on its own: one seen `stopping` is updated without a launch, as flyctl
+    decides `skip_launch` (only started, starting or failed Machines are launched)."""
+    import dataclasses
+
+    instance = provision(make_team())
+    fake.latencies = dataclasses.replace(fake.latencies, stop=20.0)  # Litestream's last upload on SIGTERM
+    clock.sleep(fake.latencies.autostop_idle + 1)
+    assert fake.machine(instance.resources["machine"]).state == "stopping"
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    clock.sleep(fake.latencies.update)
+    machine = fake.machine(instance.resources["machine"])
+    assert (machine.config["image"], machine.state) == ("registry.fly.io/cloudctl-team:v2", "stopped")
+
+
+def test_update_of_a_machine_autostart_is_waking_launches_it(fly, fake, make_team, clock):
+    instance = provision(make_team())
+    fly.stop(instance)
+    fake.proxy_request(instance.resources["app"])  # a visitor: the proxy starts it
+    assert fake.machine(instance.resources["machine"]).state == "starting"
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    machine = fake.machine(instance.resources["machine"])
+    assert (machine.config["image"], machine.state) == ("registry.fly.io/cloudctl-team:v2", "started")
+
+
 def test_update_detects_a_silent_revert(fly, fake, make_team):
     instance = provision(make_team())
     fake.inject("update_machine", SilentRevert(), calls=[1])
@@ -189,6 +214,62 @@ def test_a_lease_held_by_a_live_run_makes_the_update_retryable(fly, fake, make_t
         fly.update(instance, "registry.fly.io/cloudctl-team:v2")
 
 
+@pytest.mark.parametrize("operation", ["stop", "push_secret", "observe", "running_image"])
+def test_every_operation_reports_a_platform_outage_as_retryable(fly, fake, make_team, operation):
+    from teams.backends import BackendUnavailable
+
+    team = make_team()
+    instance = provision(team)
+    team.token_generation += 1  # so push_secret has something to push
+    fake.inject("*", Unavailable(503), probability=1.0)
+    with pytest.raises(BackendUnavailable, match="503"):
+        getattr(fly, operation)(instance)
+
+
+def test_a_stop_while_someone_else_holds_the_lease_is_retryable(fly, fake, make_team):
+    from teams.backends import BackendUnavailable
+
+    instance = provision(make_team())
+    fly.client.acquire_lease(instance.resources["app"], instance.resources["machine"], 600, "someone else")
+    with pytest.raises(BackendUnavailable, match="409"):
+        fly.stop(instance)
+
+
+@pytest.mark.parametrize(("operation", "slow"), [
+    ("stop", {"stop": 45.0}),  # a process deaf to SIGTERM: killed at stop_config's 30 s
+    ("update", {"update": 60.0}),  # a slow image pull and boot
+])
+def test_a_slow_operation_keeps_its_lease_to_the_end(fly, fake, make_team, operation, slow):
+    import dataclasses
+
+    from teams.models import MachineLease
+
+    instance = provision(make_team())
+    fake.latencies = dataclasses.replace(fake.latencies, **slow)
+    if operation == "stop":
+        fly.stop(instance)
+    else:
+        fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    assert fake.lapsed_leases == []  # refreshed all along: nobody else could have taken the Machine meanwhile
+    assert fake.machine(instance.resources["machine"]).lease is None  # and released at the end
+    assert not MachineLease.objects.exists()
+
+
+def test_a_lease_that_cannot_be_refreshed_stops_the_operation_cleanly(fly, fake, make_team):
+    import dataclasses
+
+    from teams.backends import BackendUnavailable
+    from teams.models import MachineLease
+
+    instance = provision(make_team())
+    fake.latencies = dataclasses.replace(fake.latencies, update=60.0)
+    fake.inject("acquire_lease", Unavailable(404), calls=[2])  # the first refresh: the lease is gone
+    with pytest.raises(BackendUnavailable, match="lease"):
+        fly.update(instance, "registry.fly.io/cloudctl-team:v2")
+    assert fake.calls["update_machine"] == 1  # nothing more was changed without the lease
+    assert not MachineLease.objects.exists()
+
+
 def test_destroy_removes_compute_and_volume(fly, fake, make_team):
     team = make_team()
     instance = provision(team)
@@ -198,6 +279,7 @@ def test_destroy_removes_compute_and_volume(fly, fake, make_team):
 
 
 def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make_team, clock, settings):
+    settings.FLY_LEASE_TTL = 60  # longer than the update with its health gate takes, so waiting it out would show
     instance = provision(make_team())
     fake.inject("acquire_lease", ResponseLost(status=408), calls=[1])
     before = clock.now()
@@ -224,6 +306,24 @@ def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, f
     assert machine.state == "started"
     assert provision(team).resources["machine_secrets_version"] == app.secrets_version  # and it stays settled
     assert fake.calls["update_machine"] == 1
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_an_image_update_right_after_a_rotation_boots_on_the_new_token(fly, fake, make_team, stopped):
+    """Secrets reach hosts eventually: an update without `min_secrets_version` can boot on the previous
+    version, the revoked token (flyctl passes the app's secrets version on every create and update)."""
+    from teams.services import restart_instance, rotate_token
+
+    team = make_team()
+    provision(team)
+    rotate_token(team, actor="test")
+    restart_instance(team)  # sets the new token and moves the Machine onto it
+    instance = instance_for(team)
+    if stopped:
+        fly.stop(instance)
+    fly.update(instance, "registry.fly.io/cloudctl-team:v2")  # a deploy, moments later
+    machine = fake.machine(instance.resources["machine"])
+    assert machine.secrets_version == fake.apps[instance.resources["app"]].secrets_version
 
 
 def test_the_volume_and_machine_go_to_the_teams_region(fly, fake, make_team):

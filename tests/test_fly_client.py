@@ -106,6 +106,28 @@ def test_errors_carry_the_http_status_flys_code_and_the_request_id(client):
     assert foreign.value.http_status == 403
 
 
+@pytest.mark.parametrize(("http_status", "status", "message", "kind"), [
+    (None, None, "ConnectError: refused", "transient"),
+    (408, None, "request timed out", "transient"),
+    (429, None, "rate limit exceeded", "transient"),
+    (503, None, "unavailable", "transient"),
+    (422, "name_taken", "Validation failed: Name has already been taken", "name_taken"),
+    (422, None, "a machine named team-a-main already exists in team-a", "name_taken"),
+    (412, "volume_placement_capacity", "insufficient resources to create new machine with existing volume",
+     "capacity"),
+    (409, None, "insufficient memory available to fulfill request", "capacity"),
+    (409, None, "aborted: machine ID 1 lease currently held by x@tokens.fly.io", "lease_held"),
+    (412, None, "failed_precondition: machine version 01A is not the current version 01B", "stale_version"),
+    (400, None, "bad request", None),
+    (404, None, "machine not found", None),
+])
+def test_fly_errors_are_classified_in_one_place(http_status, status, message, kind):
+    error = FlyAPIError(http_status, status, message, None)
+    kinds = {"transient", "name_taken", "capacity", "lease_held", "stale_version"}
+    assert {name for name in kinds if getattr(error, name)} == ({kind} if kind else set())
+    assert error.retryable == (kind in ("transient", "lease_held", "stale_version"))
+
+
 def test_each_call_is_logged_with_its_request_id_and_never_the_token(clock, fake, caplog):
     seen_request_ids = []
 
@@ -392,6 +414,7 @@ def test_org_machines_are_collected_across_short_pages(clock):
         client.create_app("team-a", "acme", "team-a-net")
         created = {client.create_machine("team-a", name=f"m{index}", region="ord", config=machine_config()).id
                    for index in range(5)}
+        clock.sleep(fake.latencies.org_listing_lag)  # the listing is a point in time, a little behind
         listed = client.list_org_machines("acme", page_size=1000)
 
     assert {machine.id for machine in listed} == created

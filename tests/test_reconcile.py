@@ -21,6 +21,11 @@ def fleet(fly, fake, make_team, transactional_db):
     return teams
 
 
+def settle_listing(fake, clock):
+    """The org-wide listing shows Machines as they were moments ago (a point in time): let it catch up."""
+    clock.sleep(fake.latencies.org_listing_lag + fake.latencies.destroy)
+
+
 def kinds(findings):
     return sorted((f.kind, f.outcome) for f in findings)
 
@@ -29,7 +34,7 @@ def test_a_healthy_fleet_has_no_drift(fleet, fake):
     assert reconcile() == []
 
 
-def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, fly, fake):
+def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, fly, fake, clock):
     deleted, old_image, leased, rotated = (instance_for(team) for team in fleet[:4])
     fly.client.destroy_machine(deleted.resources["app"], deleted.resources["machine"], force=True)
     fly.client.update_machine(old_image.resources["app"], old_image.resources["machine"],
@@ -40,6 +45,7 @@ def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, 
                                 nonce=lease.nonce, holder="this-host:999999999:dead", expires_at=timezone.now())
     rotate_team_token(rotated.team)
     fly.client.create_app("cloudctl-team-4242", ORG, "cloudctl-team-4242-net")
+    settle_listing(fake, clock)
 
     findings = reconcile()
     assert kinds(findings) == sorted([
@@ -54,23 +60,26 @@ def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, 
 
     pruned = reconcile(prune=True)
     assert kinds(pruned) == [("orphan_app", PRUNED)]
+    clock.sleep(5)  # Fly finishes deleting an app after answering 202
     assert reconcile() == []
     assert_one_of_each_per_team(fake, [team.pk for team in fleet])
 
 
-def test_a_duplicate_machine_is_destroyed(fleet, fly, fake):
+def test_a_duplicate_machine_is_destroyed(fleet, fly, fake, clock):
     instance = instance_for(fleet[0])
     machine = fake.machine(instance.resources["machine"])
     fly.client.create_machine(instance.resources["app"], name="stray", region="ord", config={
         "image": machine.config["image"], "metadata": {"cloudctl_team": str(fleet[0].pk)}})
+    settle_listing(fake, clock)
     assert kinds(reconcile()) == [("duplicate_machine", REPAIRED)]
     assert reconcile() == []
     assert len(live(m for m in fake.machines.values() if m.app_name == app_name(fleet[0].pk))) == 1
 
 
-def test_dry_run_changes_nothing(fleet, fly, fake):
+def test_dry_run_changes_nothing(fleet, fly, fake, clock):
     instance = instance_for(fleet[0])
     fly.client.destroy_machine(instance.resources["app"], instance.resources["machine"], force=True)
+    settle_listing(fake, clock)
     assert kinds(reconcile(dry_run=True)) == [("missing_machine", REPAIRED)]
     assert kinds(reconcile(dry_run=True)) == [("missing_machine", REPAIRED)]
 

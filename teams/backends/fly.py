@@ -29,7 +29,10 @@ MOUNT_PATH = "/data"
 INTERNAL_PORT = 8080
 TOKEN_SECRET = "CLOUDCTL_TOKEN"
 GONE_STATES = {"destroyed", "destroying", "replaced", "migrated"}
-STOPPED_STATES = {"stopped", "suspended", "created"}
+# flyctl launches an updated Machine only from these states; any other is updated with skip_launch.
+LAUNCH_STATES = {"started", "starting", "failed"}
+# Fly runs a Machine's service checks first this long after it starts: until then it has no check results.
+HEALTH_GRACE_PERIOD = "20s"
 # flyctl polls a Machine's checks every 1-2 s while it waits for a deploy to become healthy.
 HEALTH_POLL_SECONDS = 1.0
 GONE_VOLUME_STATES = {"scheduling_destroy", "pending_destroy", "destroyed"}
@@ -51,6 +54,22 @@ def team_of_app(name: str) -> int | None:
 def region_of(instance) -> str:
     """The team's chosen region; teams made before regions could be chosen use the default."""
     return instance.team.region or settings.FLY_REGION
+
+
+def failure(error: FlyAPIError, doing: str) -> BackendError:
+    """The backend error for a failed Fly call: BackendUnavailable (try the operation again later) when Fly's
+    answer says so (`FlyAPIError.retryable`), else BackendError. The one place that decides, for every operation."""
+    kind = BackendUnavailable if error.retryable else BackendError
+    return kind(f"{doing}: {error}")
+
+
+@contextmanager
+def fly_errors(doing: str):
+    """Raise a failed Fly call inside as `failure(error, doing)`."""
+    try:
+        yield
+    except FlyAPIError as error:
+        raise failure(error, doing) from None
 
 
 def make_client() -> FlyClient:
@@ -90,9 +109,58 @@ def machine_config(instance, volume_id: str, launch_id: str) -> dict:
             "autostop": "stop",
             "min_machines_running": 0,
             "checks": [{"type": "http", "port": INTERNAL_PORT, "method": "GET", "path": "/-/versions.json",
-                        "interval": "15s", "timeout": "5s", "grace_period": "20s"}],
+                        "interval": "15s", "timeout": "5s", "grace_period": HEALTH_GRACE_PERIOD}],
         }],
     }
+
+
+class LeaseLost(BackendUnavailable):
+    """Our lease on a Machine could not be refreshed (it lapsed, or another actor holds it now): the operation
+    stopped before changing anything more, and can be run again."""
+
+
+class HeldLease:
+    """A lease we hold on a Machine. flyctl takes a 13 s lease and refreshes it every few seconds for as long as
+    it works on the Machine (reference section 8; flyctl PR #1728): `keep` refreshes it once a third of its TTL
+    has gone by. Every wait under a lease goes in windows of that length (`wait`), so the lease never lapses
+    while we work, even on a stop that takes its whole `stop_config.timeout` or a slow boot."""
+
+    def __init__(self, client: FlyClient, app: str, machine_id: str, nonce: str, description: str):
+        self.client, self.app, self.machine_id, self.nonce = client, app, machine_id, nonce
+        self.description = description
+        self.refresh_every = settings.FLY_LEASE_TTL / 3
+        self.refreshed_at = client.clock()
+
+    def keep(self) -> None:
+        """Refresh the lease if it is due; raises LeaseLost if Fly no longer has it as ours."""
+        from teams.models import MachineLease
+
+        now = self.client.clock()
+        if now - self.refreshed_at < self.refresh_every:
+            return
+        try:
+            lease = self.client.acquire_lease(self.app, self.machine_id, settings.FLY_LEASE_TTL, self.description,
+                                              nonce=self.nonce)
+        except FlyAPIError as error:
+            raise LeaseLost(f"the lease on machine {self.machine_id} of {self.app} could not be refreshed, so "
+                            f"the operation stopped there: {error}") from None
+        self.refreshed_at = now
+        MachineLease.objects.filter(app=self.app, machine_id=self.machine_id, nonce=self.nonce).update(
+            expires_at=datetime.fromtimestamp(lease.expires_at, tz=timezone.utc))
+
+    def wait(self, state: str, *, version: str | None = None, timeout: float) -> None:
+        """`client.wait` for up to `timeout` seconds, in windows no longer than the refresh interval, keeping
+        the lease between them."""
+        deadline = self.client.clock() + timeout
+        while True:
+            self.keep()
+            window = min(self.refresh_every, deadline - self.client.clock())
+            try:
+                self.client.wait(self.app, self.machine_id, state, version=version, timeout=max(window, 1))
+                return
+            except FlyAPIError as error:
+                if error.http_status != 408 or self.client.clock() >= deadline:
+                    raise
 
 
 class FlyBackend(MachineBackend):
@@ -115,8 +183,8 @@ class FlyBackend(MachineBackend):
                 self.client.create_app(name, settings.FLY_ORG, network=f"{name}-net")
                 return {"app": name}
             except FlyAPIError as error:
-                if not (error.ambiguous or error.status == "name_taken" or error.http_status == 422):
-                    raise BackendError(f"creating app {name} failed: {error}") from None
+                if not (error.ambiguous or error.name_taken):
+                    raise failure(error, f"creating app {name} failed") from None
                 owner = self._app_owner(name)
                 if owner == "ours":  # made by this or an earlier attempt: adopt it
                     return {"app": name}
@@ -128,7 +196,8 @@ class FlyBackend(MachineBackend):
         generation = instance.team.token_generation
         if instance.resources.get("token_generation") == generation:
             return {}
-        version = self.client.set_secrets(instance.resources["app"], {TOKEN_SECRET: team_token(instance.team)})
+        with fly_errors(f"setting the token secret of {instance.resources['app']} failed"):
+            version = self.client.set_secrets(instance.resources["app"], {TOKEN_SECRET: team_token(instance.team)})
         return {"secrets_version": version, "token_generation": generation}
 
     def ensure_volume(self, instance) -> dict:
@@ -145,7 +214,7 @@ class FlyBackend(MachineBackend):
                 return {"volume": volume.id}
             except FlyAPIError as error:
                 if not error.ambiguous:
-                    raise BackendError(f"creating the volume of {app} failed: {error}") from None
+                    raise failure(error, f"creating the volume of {app} failed") from None
         raise BackendError(f"could not create the volume of {app} after 3 attempts")
 
     def ensure_launch_id(self, instance) -> dict:
@@ -154,10 +223,11 @@ class FlyBackend(MachineBackend):
 
     def ensure_machine(self, instance) -> dict:
         app, launch_id = instance.resources["app"], instance.resources["launch_id"]
-        machine = self._current_machine(instance)
-        if machine is not None:
-            return {"machine": machine.id, "machine_version": machine.instance_id,
-                    **self._bring_in_secrets(instance, machine)}
+        with fly_errors(f"reading the machine of {app} failed"):
+            machine = self._current_machine(instance)
+            if machine is not None:
+                return {"machine": machine.id, "machine_version": machine.instance_id,
+                        **self._bring_in_secrets(instance, machine)}
         for _ in range(3):
             try:
                 machine = self.client.create_machine(
@@ -167,12 +237,13 @@ class FlyBackend(MachineBackend):
                 return {"machine": machine.id, "machine_version": machine.instance_id,
                         "machine_secrets_version": instance.resources.get("secrets_version")}
             except FlyAPIError as error:
-                if error.status == "volume_placement_capacity" or error.http_status == 412:
+                if error.capacity:
                     raise BackendError(f"no room for the machine on the volume's host: {error}") from None
-                # 422: our deterministic name is taken, by an earlier create not yet visible to listings.
-                if not (error.ambiguous or error.http_status == 422):
-                    raise BackendError(f"creating the machine of {app} failed: {error}") from None
-                machine = self._find_launched(app, launch_id)
+                # Our deterministic name is taken, by an earlier create not yet visible to listings.
+                if not (error.ambiguous or error.name_taken):
+                    raise failure(error, f"creating the machine of {app} failed") from None
+                with fly_errors(f"looking for the machine of {app} failed"):
+                    machine = self._find_launched(app, launch_id)
                 if machine is not None:
                     return {"machine": machine.id, "machine_version": machine.instance_id,
                             "machine_secrets_version": instance.resources.get("secrets_version")}
@@ -183,9 +254,10 @@ class FlyBackend(MachineBackend):
         machine = self._visible_machine(app, machine_id)
         if machine is None:
             raise BackendError(f"machine {machine_id} of {app} is gone")
-        if machine.state in ("stopped", "suspended"):
-            self.client.start(app, machine_id)
-        self.client.wait(app, machine_id, "started", timeout=settings.FLY_START_TIMEOUT)
+        with fly_errors(f"starting machine {machine_id} of {app} failed"):
+            if machine.state in ("stopped", "suspended"):
+                self.client.start(app, machine_id)
+            self.client.wait(app, machine_id, "started", timeout=settings.FLY_START_TIMEOUT)
         return {"url": f"https://{instance.team.slug}.{settings.TEAMS_DOMAIN}/"}
 
     # --- operations -------------------------------------------------------------------------------------
@@ -193,7 +265,8 @@ class FlyBackend(MachineBackend):
     def observe(self, instance) -> ObservedState:
         if not instance.resources.get("machine"):
             return ObservedState.MISSING
-        machine = self._current_machine(instance)
+        with fly_errors(f"reading the machine of team {instance.team_id} failed"):
+            machine = self._current_machine(instance)
         if machine is None:
             return ObservedState.MISSING
         return STATE_OF.get(machine.state, ObservedState.RUNNING)
@@ -203,7 +276,7 @@ class FlyBackend(MachineBackend):
         try:
             states = {machine.id: machine.state for machine in self.client.list_org_machines(settings.FLY_ORG)}
         except FlyAPIError as error:
-            raise BackendError(f"listing the machines of {settings.FLY_ORG} failed: {error}") from None
+            raise failure(error, f"listing the machines of {settings.FLY_ORG} failed") from None
         observed = {}
         for instance in instances:
             state = states.get(instance.resources.get("machine"))
@@ -216,12 +289,11 @@ class FlyBackend(MachineBackend):
 
     def stop(self, instance) -> None:
         app, machine_id = instance.resources["app"], instance.resources["machine"]
-        with self.lease(app, machine_id, "stop") as nonce:
+        with fly_errors(f"stopping machine {machine_id} of {app} failed"), self.lease(app, machine_id, "stop") as held:
             machine = self.client.get_machine(app, machine_id)
             if machine.state == "started":
-                self.client.stop(app, machine_id, nonce=nonce)
-                self.client.wait(app, machine_id, "stopped", version=machine.instance_id,
-                                 timeout=settings.FLY_START_TIMEOUT)
+                self.client.stop(app, machine_id, nonce=held.nonce)
+                held.wait("stopped", version=machine.instance_id, timeout=settings.FLY_START_TIMEOUT)
 
     def destroy(self, instance) -> None:
         """Machine, volume and app go (the app holds the team's secret); backups in S3 stay."""
@@ -233,27 +305,26 @@ class FlyBackend(MachineBackend):
             self.client.delete_app(app, force=True)
         except FlyAPIError as error:
             if error.http_status != 404:
-                raise BackendError(f"destroying {app} failed: {error}") from None
+                raise failure(error, f"destroying {app} failed") from None
 
     def update(self, instance, image: str, *, before_change=None) -> dict:
         app, machine_id = instance.resources["app"], instance.resources["machine"]
         try:
-            updated, running = self._rewrite_machine(instance, f"update to {image}", image=image,
-                                                     before_change=before_change)
-            # The health checks' last read doubles as the read-back: Fly can silently revert a failed update.
-            machine = self._wait_healthy(app, machine_id) if running else self.client.get_machine(app, machine_id)
+            updated, machine = self._rewrite_machine(instance, f"update to {image}", image=image,
+                                                     before_change=before_change, read_back=True)
+            # Read back (the health checks' last read, for a launched Machine): Fly can silently revert a failed
+            # update.
             if machine.image != image or machine.instance_id != updated.instance_id:
                 raise BackendError(f"machine {machine_id} reverted to {machine.image} after the update to {image}")
         except FlyAPIError as error:
-            # 412: the Machine changed since we read it (an earlier attempt's update whose answer was lost):
-            # reading it again tells whether that update took.
-            if error.http_status is None or error.http_status in (408, 409, 412, 429) or error.http_status >= 500:
-                raise BackendUnavailable(f"updating machine {machine_id} of {app}: {error}") from None
-            raise BackendError(f"updating machine {machine_id} of {app} failed: {error}") from None
+            # A stale version (412) is retryable: an earlier attempt's update whose answer was lost; reading
+            # the Machine again tells whether it took.
+            raise failure(error, f"updating machine {machine_id} of {app}") from None
         return {"machine_version": machine.instance_id}
 
     def running_image(self, instance) -> str:
-        machine = self._current_machine(instance)
+        with fly_errors(f"reading the machine of team {instance.team_id} failed"):
+            machine = self._current_machine(instance)
         if machine is None:
             raise BackendError(f"team {instance.team_id} has no machine")
         return machine.image or ""
@@ -272,7 +343,8 @@ class FlyBackend(MachineBackend):
 
     @contextmanager
     def lease(self, app: str, machine_id: str, purpose: str):
-        """A short lease for one operation, recorded with its nonce so `reconcile` can release it if we die."""
+        """A short lease (`CLOUDCTL_FLY_LEASE_TTL`, 13 s as flyctl's) for one operation, recorded with its nonce so
+        `reconcile` can release it if we die. Yields a `HeldLease`: the operation refreshes it as it goes."""
         from teams.models import MachineLease
 
         holder = new_holder()
@@ -280,7 +352,7 @@ class FlyBackend(MachineBackend):
         try:
             lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
         except FlyAPIError as error:
-            if error.http_status != 409:
+            if not error.lease_held:
                 raise
             held = self.client.get_lease(app, machine_id)
             if held is not None and held.description == description:
@@ -295,7 +367,7 @@ class FlyBackend(MachineBackend):
             "nonce": lease.nonce, "holder": holder,
             "expires_at": datetime.fromtimestamp(lease.expires_at, tz=timezone.utc)})
         try:
-            yield lease.nonce
+            yield HeldLease(self.client, app, machine_id, lease.nonce, description)
         finally:
             try:
                 self.client.release_lease(app, machine_id, lease.nonce)
@@ -318,28 +390,35 @@ class FlyBackend(MachineBackend):
     # --- internals --------------------------------------------------------------------------------------
 
     def _rewrite_machine(self, instance, purpose: str, *, image: str | None = None,
-                         min_secrets_version: int | None = None,
-                         before_change: Callable[[str], None] | None = None) -> tuple[Machine, bool]:
-        """Update the Machine's full config under a lease, keeping a stopped Machine stopped and waiting for a
-        running one to be started again on the new version. A Machine already on `image` is left as it is (an
-        interrupted run updated it). Returns the Machine as updated and whether it runs."""
+                         before_change: Callable[[str], None] | None = None,
+                         read_back: bool = False) -> tuple[Machine, Machine]:
+        """Update the Machine's full config under a lease held (and refreshed) to the end. As flyctl decides
+        `skip_launch`, only a Machine that is started, starting or failed is launched on the new version: one
+        stopped, suspended, or on its way down (autostop can stop it between our read and our write) stays down.
+        A Machine already on `image` is left as it is (an interrupted run updated it). Every update carries
+        the app's known secrets version as `min_secrets_version`, as flyctl's do: without it the host may boot
+        the Machine on an older version that has reached it first (a revoked token).
+        Returns the Machine as updated and, with `read_back`, as read afterwards: once it passed the health
+        gate if it was launched (else the updated one again)."""
         app, machine_id = instance.resources["app"], instance.resources["machine"]
-        with self.lease(app, machine_id, purpose) as nonce:
+        with self.lease(app, machine_id, purpose) as held:
             machine = self.client.get_machine(app, machine_id)
-            running = machine.state not in STOPPED_STATES
+            launch = machine.state in LAUNCH_STATES
             if image and machine.image == image:
                 updated = machine
             else:
                 if before_change:
                     before_change(machine.image or "")
+                held.keep()
                 updated = self.client.update_machine(
                     app, machine_id, config={**machine.config, **({"image": image} if image else {})},
-                    current_version=machine.instance_id, skip_launch=not running,
-                    min_secrets_version=min_secrets_version, nonce=nonce)
-            if running:
-                self.client.wait(app, machine_id, "started", version=updated.instance_id,
-                                 timeout=settings.FLY_START_TIMEOUT)
-        return updated, running
+                    current_version=machine.instance_id, skip_launch=not launch,
+                    min_secrets_version=instance.resources.get("secrets_version"), nonce=held.nonce)
+            if launch:
+                held.wait("started", version=updated.instance_id, timeout=settings.FLY_START_TIMEOUT)
+            if not read_back:
+                return updated, updated
+            return updated, self._wait_healthy(held) if launch else self.client.get_machine(app, machine_id)
 
     def _bring_in_secrets(self, instance, machine: Machine) -> dict:
         """Fly hands a Machine only the secrets of its create or last update: after the app's secret changed
@@ -348,21 +427,30 @@ class FlyBackend(MachineBackend):
         if wanted is None or instance.resources.get("machine_secrets_version") == wanted:
             return {}
         instance.resources["machine"] = machine.id
-        updated, _ = self._rewrite_machine(instance, "secret update", min_secrets_version=wanted)
+        updated, _ = self._rewrite_machine(instance, "secret update")
         return {"machine_version": updated.instance_id, "machine_secrets_version": wanted}
 
-    def _wait_healthy(self, app: str, machine_id: str) -> Machine:
-        """Started is not ready: every service check must pass (polled as flyctl does) within the timeout.
-        Returns the Machine as last read."""
+    def _wait_healthy(self, held: HeldLease) -> Machine:
+        """Started is not ready: every configured check must have a result and pass, within the timeout, polled
+        every second as flyctl's `WaitForHealthchecksToPass` does (internal/machine/leasable_machine.go). A
+        freshly started Machine has no results at all (flyctl PR #4952): that is "not yet", never a pass.
+        Returns the Machine as last read. The lease is kept meanwhile."""
+        app, machine_id = held.app, held.machine_id
         deadline = self.client.clock() + settings.FLY_HEALTH_TIMEOUT
         while True:
+            held.keep()
             machine = self.client.get_machine(app, machine_id)
             checks = machine.check_statuses
-            if machine.state == "started" and all(status == "passing" for status, _ in checks.values()):
+            configured = machine.configured_check_count
+            if (machine.state == "started" and len(checks) >= configured
+                    and all(status == "passing" for status, _ in checks.values())):
                 return machine
             if machine.state == "failed" or self.client.clock() >= deadline:
                 failing = "; ".join(f"{name}: {status} ({output})" for name, (status, output) in checks.items()
-                                    if status != "passing") or f"machine is {machine.state}"
+                                    if status != "passing")
+                if not failing:
+                    failing = (f"{configured - len(checks)} of {configured} checks without a result"
+                               if machine.state == "started" else f"machine is {machine.state}")
                 raise BackendError(f"machine {machine_id} of {app} is not healthy after "
                                    f"{settings.FLY_HEALTH_TIMEOUT}s: {failing}")
             self.client.sleep(HEALTH_POLL_SECONDS)
@@ -376,7 +464,7 @@ class FlyBackend(MachineBackend):
                 return "theirs"
             if error.http_status == 404:
                 return "none"
-            raise BackendError(f"looking up app {name} failed: {error}") from None
+            raise failure(error, f"looking up app {name} failed") from None
         return "ours" if app.org_slug in (None, settings.FLY_ORG) else "theirs"
 
     def _current_machine(self, instance) -> Machine | None:
@@ -400,7 +488,7 @@ class FlyBackend(MachineBackend):
                 return self.client.get_machine(app, machine_id)
             except FlyAPIError as error:
                 if error.http_status != 404:
-                    raise BackendError(f"reading machine {machine_id} failed: {error}") from None
+                    raise failure(error, f"reading machine {machine_id} failed") from None
                 if self.client.clock() >= deadline:
                     return None
             self.client.sleep(0.5)

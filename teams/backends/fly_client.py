@@ -65,6 +65,43 @@ class FlyAPIError(Exception):
         self.request_id = request_id
         self.ambiguous = ambiguous
 
+    # One classification of Fly's answers (reference section 12, docs/fly.md), so every caller retries the same way.
+
+    @property
+    def capacity(self) -> bool:
+        """No room: Fly's `insufficient_capacity` or `volume_placement_capacity` (412 with a volume's host full),
+        or the 409 "insufficient memory available" an update can meet. Retrying the same request will not help."""
+        return (self.status in ("insufficient_capacity", "volume_placement_capacity")
+                or "insufficient memory" in self.message or "insufficient resources" in self.message
+                or "no capacity" in self.message)
+
+    @property
+    def transient(self) -> bool:
+        """The platform did not answer or asked us to slow down: no response, 408, 429 or 5xx. The same request
+        may simply be sent again (a create only after looking: see `ambiguous`)."""
+        return self.http_status is None or self.http_status in (408, 429) or self.http_status >= 500
+
+    @property
+    def name_taken(self) -> bool:
+        """422 `name_taken` (an app), or a 422 for a Machine name already in use in the app."""
+        return self.status == "name_taken" or (self.http_status == 422 and "already" in self.message)
+
+    @property
+    def lease_held(self) -> bool:
+        """409: someone else holds the Machine's lease (or our nonce was missing): try again once it is free."""
+        return self.http_status == 409 and not self.capacity
+
+    @property
+    def stale_version(self) -> bool:
+        """412 on an update: the Machine changed since it was read (an earlier attempt's update whose answer was
+        lost, say). Reading it again tells what happened."""
+        return self.http_status == 412 and not self.capacity
+
+    @property
+    def retryable(self) -> bool:
+        """Worth the same operation again later, after reading afresh: transient, lease held or version stale."""
+        return self.transient or self.lease_held or self.stale_version
+
     def __str__(self) -> str:
         code = f" {self.status}" if self.status else ""
         request = f" (fly-request-id {self.request_id})" if self.request_id else ""
@@ -130,9 +167,16 @@ class Machine:
     @property
     def check_statuses(self) -> dict[str, tuple[str, str]]:
         """Each service check's (status, output) by name: `passing`, `warning` or `critical`. Only a single
-        Machine read carries them, and only once the Machine has started."""
+        Machine read carries them, and each only once it has first run after a start (until then it is absent)."""
         return {check["name"]: (check.get("status", ""), check.get("output", ""))
                 for check in self.raw.get("checks") or [] if "name" in check}
+
+    @property
+    def configured_check_count(self) -> int:
+        """How many checks the config defines (top-level and per service): each must report before the Machine
+        counts as healthy."""
+        return len(self.config.get("checks") or {}) + sum(len(service.get("checks") or [])
+                                                         for service in self.config.get("services") or [])
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any], app_name: str | None = None) -> Machine:
@@ -239,10 +283,20 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Memory per CPU each CPU kind allows, in MB (DOCS machines/guides-examples/machine-sizing).
+MEMORY_PER_CPU_MB = {"shared": (256, 2048), "performance": (2048, 8192)}
+
+
 def _check_guest(guest: Mapping[str, Any], where: str) -> None:
     memory = guest.get("memory_mb")
     if memory is not None and not (_is_int(memory) and memory > 0 and memory % 256 == 0):
         raise ValueError(f"{where}.memory_mb must be a positive multiple of 256, got {memory!r}")
+    kind, cpus = guest.get("cpu_kind", "shared"), guest.get("cpus", 1)
+    if memory is not None and kind in MEMORY_PER_CPU_MB and _is_int(cpus):
+        low, high = MEMORY_PER_CPU_MB[kind]
+        if not low * cpus <= memory <= high * cpus:
+            raise ValueError(f"{where}.memory_mb: {cpus} {kind} CPUs take {low * cpus} to {high * cpus} MB, "
+                             f"got {memory}")
 
 
 def _check_machine_config(config: Mapping[str, Any]) -> None:
@@ -558,9 +612,9 @@ class FlyClient:
                     (self.clock() - started) * 1000, attempt)
                 if status < 400:
                     return response
-                may_retry = _may_retry(retry, status)
                 error = _error_from(response,
                                     ambiguous=retry is _Retry.UNPROCESSED and (status == 408 or status >= 500))
+                may_retry = _may_retry(retry, error)
                 retry_after = _retry_after_seconds(response)
                 cause = None
             if not may_retry or attempt == self._max_attempts:
@@ -576,14 +630,14 @@ class FlyClient:
         return response.json() if response.content else None
 
 
-def _may_retry(retry: _Retry, status: int) -> bool:
-    if status == 429:
+def _may_retry(retry: _Retry, error: FlyAPIError) -> bool:
+    if error.http_status == 429:
         return True  # refused before any processing: safe even for a create
     if retry is _Retry.UNPROCESSED:
         return False
-    if status == 408:
+    if error.http_status == 408:
         return retry is _Retry.TRANSIENT
-    return status >= 500
+    return error.transient
 
 
 def _error_from(response: httpx.Response, *, ambiguous: bool) -> FlyAPIError:
