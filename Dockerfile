@@ -10,6 +10,7 @@ COPY manage.py ./
 COPY cloudctl ./cloudctl
 COPY teams ./teams
 COPY credentials ./credentials
+COPY flyapi ./flyapi
 # Static files are served by whitenoise; the throwaway key only exists for this build step.
 RUN DJANGO_SECRET_KEY=collectstatic-only CLOUDCTL_TOKEN_KEYS=collectstatic-only \
     python manage.py collectstatic --noinput && rm -rf /app/var/secrets

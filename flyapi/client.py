@@ -22,14 +22,17 @@ import logging
 import math
 import random
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from .checks import check_guest, check_machine_config, check_name, is_int
+from .errors import FlyAPIError
+from .models import App, Lease, Machine, Volume, WaitResult
+from .ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -50,272 +53,6 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Failures worth another attempt (the rest, like an invalid URL, would fail the same way again).
 _TRANSIENT_TRANSPORT = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 
-
-class FlyAPIError(Exception):
-    """A failed call. `http_status` is None when no response arrived. `status` is Fly's error code
-    (`name_taken`, `volume_placement_capacity`, ...) when it sent one. `ambiguous` is True when a create
-    may have happened despite the error: list to find it before creating again."""
-
-    def __init__(self, http_status: int | None, status: str | None, message: str, request_id: str | None,
-                 ambiguous: bool = False):
-        super().__init__(message)
-        self.http_status = http_status
-        self.status = status
-        self.message = message
-        self.request_id = request_id
-        self.ambiguous = ambiguous
-
-    # One classification of Fly's answers (reference section 12, docs/fly.md), so every caller retries the same way.
-
-    @property
-    def capacity(self) -> bool:
-        """No room: Fly's `insufficient_capacity` or `volume_placement_capacity` (412 with a volume's host full),
-        or the 409 "insufficient memory available" an update can meet. Retrying the same request will not help."""
-        return (self.status in ("insufficient_capacity", "volume_placement_capacity")
-                or "insufficient memory" in self.message or "insufficient resources" in self.message
-                or "no capacity" in self.message)
-
-    @property
-    def transient(self) -> bool:
-        """The platform did not answer or asked us to slow down: no response, 408, 429 or 5xx. The same request
-        may simply be sent again (a create only after looking: see `ambiguous`)."""
-        return self.http_status is None or self.http_status in (408, 429) or self.http_status >= 500
-
-    @property
-    def name_taken(self) -> bool:
-        """422 `name_taken` (an app), or a 422 for a Machine name already in use in the app."""
-        return self.status == "name_taken" or (self.http_status == 422 and "already" in self.message)
-
-    @property
-    def lease_held(self) -> bool:
-        """409: someone else holds the Machine's lease (or our nonce was missing): try again once it is free."""
-        return self.http_status == 409 and not self.capacity
-
-    @property
-    def stale_version(self) -> bool:
-        """412 on an update: the Machine changed since it was read (an earlier attempt's update whose answer was
-        lost, say). Reading it again tells what happened."""
-        return self.http_status == 412 and not self.capacity
-
-    @property
-    def retryable(self) -> bool:
-        """Worth the same operation again later, after reading afresh: transient, lease held or version stale."""
-        return self.transient or self.lease_held or self.stale_version
-
-    def __str__(self) -> str:
-        code = f" {self.status}" if self.status else ""
-        request = f" (fly-request-id {self.request_id})" if self.request_id else ""
-        ambiguous = " [ambiguous: the create may have happened]" if self.ambiguous else ""
-        return f"Fly API {self.http_status or 'no response'}{code}: {self.message}{request}{ambiguous}"
-
-
-# --- results -------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class App:
-    """`status` and `id` are None when only the create's answer is known (Fly's create returns little)."""
-
-    name: str
-    id: str | None
-    org_slug: str | None
-    network: str | None
-    status: str | None
-    raw: Mapping[str, Any] = field(compare=False, repr=False)
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> App:
-        return cls(name=body["name"], id=body.get("id"), org_slug=(body.get("organization") or {}).get("slug"),
-                   network=body.get("network"), status=body.get("status"), raw=body)
-
-
-@dataclass(frozen=True)
-class Volume:
-    id: str
-    name: str
-    region: str
-    size_gb: int
-    state: str
-    zone: str | None
-    attached_machine_id: str | None
-    raw: Mapping[str, Any] = field(compare=False, repr=False)
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Volume:
-        return cls(id=body["id"], name=body["name"], region=body["region"], size_gb=body["size_gb"],
-                   state=body["state"], zone=body.get("zone"),
-                   attached_machine_id=body.get("attached_machine_id") or None, raw=body)
-
-
-@dataclass(frozen=True)
-class Machine:
-    """`instance_id` is the version (compare it after an update: Fly may silently revert). From the org-wide
-    listing, `config` holds only image, guest and metadata."""
-
-    id: str
-    app_name: str
-    name: str
-    state: str
-    region: str
-    instance_id: str
-    image: str | None
-    metadata: Mapping[str, str]
-    private_ip: str | None
-    nonce: str | None  # only when created with a lease
-    config: Mapping[str, Any] = field(compare=False, repr=False)
-    raw: Mapping[str, Any] = field(compare=False, repr=False)
-
-    @property
-    def check_statuses(self) -> dict[str, tuple[str, str]]:
-        """Each service check's (status, output) by name: `passing`, `warning` or `critical`. Only a single
-        Machine read carries them, and each only once it has first run after a start (until then it is absent)."""
-        return {check["name"]: (check.get("status", ""), check.get("output", ""))
-                for check in self.raw.get("checks") or [] if "name" in check}
-
-    @property
-    def configured_check_count(self) -> int:
-        """How many checks the config defines (top-level and per service): each must report before the Machine
-        counts as healthy."""
-        return len(self.config.get("checks") or {}) + sum(len(service.get("checks") or [])
-                                                         for service in self.config.get("services") or [])
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any], app_name: str | None = None) -> Machine:
-        config = body.get("config") or {}
-        return cls(id=body["id"], app_name=app_name or body["app_name"], name=body["name"], state=body["state"],
-                   region=body["region"], instance_id=body.get("version") or body["instance_id"],
-                   image=config.get("image"), metadata=config.get("metadata") or {},
-                   private_ip=body.get("private_ip"), nonce=body.get("nonce"), config=config, raw=body)
-
-
-@dataclass(frozen=True)
-class Lease:
-    nonce: str
-    expires_at: int  # unix seconds
-    owner: str | None
-    description: str | None
-    version: str | None
-    raw: Mapping[str, Any] = field(compare=False, repr=False)
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Lease:
-        # DOCS wrap the lease as {"status": "success", "data": {...}}; the OpenAPI document has it flat.
-        inner = body["data"] if isinstance(body.get("data"), Mapping) else body
-        return cls(nonce=inner["nonce"], expires_at=inner["expires_at"], owner=inner.get("owner"),
-                   description=inner.get("description"), version=inner.get("version"), raw=body)
-
-
-@dataclass(frozen=True)
-class WaitResult:
-    state: str
-    version: str | None  # the Machine's version now: compare with the one you updated to
-    event_id: str | None
-
-
-# --- rate limiting -------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Rate:
-    per_second: float
-    burst: int
-
-
-# Fly's limits (DOCS machines/api/working-with-machines-api): per action and per Machine or app id, 1 req/s with
-# a burst of 3; getting a Machine, 5 req/s with a burst of 10.
-DEFAULT_RATE = Rate(per_second=1, burst=3)
-FLY_RATES: Mapping[str, Rate] = {"get_machine": Rate(per_second=5, burst=10)}
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated_at: float
-
-
-class RateLimiter:
-    """Token buckets per (action, key); `acquire` sleeps until the call may go. Thread-safe: each caller
-    reserves its token under the lock (the balance may go negative) and sleeps outside it, so concurrent
-    callers queue up in order instead of waking together."""
-
-    _PRUNE_ABOVE = 10_000  # buckets kept before idle (full) ones are forgotten
-
-    def __init__(self, *, rates: Mapping[str, Rate] = FLY_RATES, default: Rate | None = DEFAULT_RATE,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        """`default` None leaves actions without an entry in `rates` unlimited."""
-        self._rates = rates
-        self._default = default
-        self._clock = clock
-        self._sleep = sleep
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def unlimited(cls) -> RateLimiter:
-        return cls(rates={}, default=None)
-
-    def acquire(self, action: str, key: str) -> float:
-        """Takes a token for (action, key), sleeping first if none is left; returns the seconds slept."""
-        rate = self._rates.get(action, self._default)
-        if rate is None:
-            return 0.0
-        with self._lock:
-            now = self._clock()
-            bucket = self._buckets.setdefault((action, key), _Bucket(rate.burst, now))
-            bucket.tokens = min(rate.burst, bucket.tokens + (now - bucket.updated_at) * rate.per_second) - 1
-            bucket.updated_at = now
-            delay = max(0.0, -bucket.tokens / rate.per_second)
-            if len(self._buckets) > self._PRUNE_ABOVE:
-                self._forget_full_buckets(now)
-        if delay:
-            self._sleep(delay)
-        return delay
-
-    def _forget_full_buckets(self, now: float) -> None:
-        def full(action: str, bucket: _Bucket) -> bool:
-            rate = self._rates.get(action, self._default)
-            return bucket.tokens + (now - bucket.updated_at) * rate.per_second >= rate.burst
-
-        self._buckets = {key: bucket for key, bucket in self._buckets.items() if not full(key[0], bucket)}
-
-
-# --- client-side checks of what the OpenAPI document does not mark required ----------------------------------
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# Memory per CPU each CPU kind allows, in MB (DOCS machines/guides-examples/machine-sizing).
-MEMORY_PER_CPU_MB = {"shared": (256, 2048), "performance": (2048, 8192)}
-
-
-def _check_guest(guest: Mapping[str, Any], where: str) -> None:
-    memory = guest.get("memory_mb")
-    if memory is not None and not (_is_int(memory) and memory > 0 and memory % 256 == 0):
-        raise ValueError(f"{where}.memory_mb must be a positive multiple of 256, got {memory!r}")
-    kind, cpus = guest.get("cpu_kind", "shared"), guest.get("cpus", 1)
-    if memory is not None and kind in MEMORY_PER_CPU_MB and _is_int(cpus):
-        low, high = MEMORY_PER_CPU_MB[kind]
-        if not low * cpus <= memory <= high * cpus:
-            raise ValueError(f"{where}.memory_mb: {cpus} {kind} CPUs take {low * cpus} to {high * cpus} MB, "
-                             f"got {memory}")
-
-
-def _check_machine_config(config: Mapping[str, Any]) -> None:
-    if not isinstance(config, Mapping) or not isinstance(config.get("image"), str) or not config["image"]:
-        raise ValueError("config.image is required")
-    _check_guest(config.get("guest") or {}, "config.guest")
-    if len(config.get("mounts") or []) > 1:
-        raise ValueError("config.mounts: a Machine mounts at most one volume")
-    for index, file in enumerate(config.get("files") or []):
-        if not any(file.get(source) for source in ("raw_value", "secret_name", "image_config")):
-            raise ValueError(f"config.files[{index}] needs raw_value, secret_name or image_config")
-
-
-def _check_name(value: object, what: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} is required")
-
-
-# --- the client ----------------------------------------------------------------------------------------------
 
 class _Retry(enum.Enum):
     """Which failures a call may repeat."""
@@ -362,8 +99,8 @@ class FlyClient:
     def create_app(self, name: str, org_slug: str, network: str) -> App:
         """The app on its own private network. 422 `name_taken` means the name is used: `get_app` tells
         whether by us (200) or by someone else (403). Ambiguous failures: `get_app` as well."""
-        _check_name(name, "name")
-        _check_name(org_slug, "org_slug")
+        check_name(name, "name")
+        check_name(org_slug, "org_slug")
         if not NETWORK_NAME.fullmatch(network or ""):
             raise ValueError(f"network {network!r}: letters, digits and dashes, starting with a letter")
         body = self._json(self._call("POST", "/apps", action="create_app", key=name, retry=_Retry.UNPROCESSED,
@@ -388,11 +125,11 @@ class FlyClient:
     def create_volume(self, app: str, name: str, region: str, size_gb: int, compute: Mapping[str, Any]) -> Volume:
         """`compute` is the guest of the Machine that will mount it: Fly picks a host with room for both.
         Volume names are not unique: after an ambiguous failure, `list_volumes` and adopt the one named `name`."""
-        _check_name(name, "name")
-        _check_name(region, "region")
-        if not (_is_int(size_gb) and 1 <= size_gb <= MAX_VOLUME_GB):
+        check_name(name, "name")
+        check_name(region, "region")
+        if not (is_int(size_gb) and 1 <= size_gb <= MAX_VOLUME_GB):
             raise ValueError(f"size_gb must be an integer from 1 to {MAX_VOLUME_GB}, got {size_gb!r}")
-        _check_guest(compute, "compute")
+        check_guest(compute, "compute")
         body = {"name": name, "region": region, "size_gb": size_gb, "compute": dict(compute)}
         return Volume.from_json(self._json(self._call("POST", _path("apps", app, "volumes"), action="create_volume",
                                                       key=app, retry=_Retry.UNPROCESSED, json=body)))
@@ -426,9 +163,9 @@ class FlyClient:
                        min_secrets_version: int | None = None, skip_launch: bool = False) -> Machine:
         """Put a launch id in `config["metadata"]` before calling: after an ambiguous failure,
         `list_machines(app, metadata={...})` finds the Machine if it was created."""
-        _check_name(name, "name")
-        _check_name(region, "region")
-        _check_machine_config(config)
+        check_name(name, "name")
+        check_name(region, "region")
+        check_machine_config(config)
         body = {"name": name, "region": region, "config": dict(config)}
         if min_secrets_version is not None:
             body["min_secrets_version"] = min_secrets_version
@@ -457,8 +194,8 @@ class FlyClient:
         """Replaces the whole config (no partial updates: read, change, send, under a lease). A running
         Machine restarts; `skip_launch` keeps a stopped one stopped. A stale `current_version` fails (412 or
         409): read the Machine again. Verify the version after waiting: Fly can silently revert a failed update."""
-        _check_machine_config(config)
-        _check_name(current_version, "current_version")
+        check_machine_config(config)
+        check_name(current_version, "current_version")
         body: dict[str, Any] = {"config": dict(config), "current_version": current_version}
         if skip_launch:
             body["skip_launch"] = True
@@ -527,14 +264,14 @@ class FlyClient:
                       nonce: str | None = None) -> Lease:
         """A lease for `ttl` seconds (409 if someone else holds one); with `nonce`, refreshes ours.
         Keep TTLs short, refresh in the background, release in `finally` (reference section 8)."""
-        if not (_is_int(ttl) and ttl > 0):
+        if not (is_int(ttl) and ttl > 0):
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         return Lease.from_json(self._json(self._call("POST", _machine_path(app, machine_id, "lease"),
                                                      action="acquire_lease", key=machine_id, nonce=nonce,
                                                      json={"ttl": ttl, "description": description})))
 
     def release_lease(self, app: str, machine_id: str, nonce: str) -> None:
-        _check_name(nonce, "nonce")
+        check_name(nonce, "nonce")
         self._call("DELETE", _machine_path(app, machine_id, "lease"), action="release_lease", key=machine_id,
                    nonce=nonce)
 
@@ -551,12 +288,12 @@ class FlyClient:
     # --- metadata ---
 
     def set_metadata(self, app: str, machine_id: str, key: str, value: str, nonce: str | None = None) -> None:
-        _check_name(key, "key")
+        check_name(key, "key")
         self._call("POST", _machine_path(app, machine_id, "metadata", key), action="set_metadata", key=machine_id,
                    json={"value": value}, nonce=nonce)
 
     def delete_metadata(self, app: str, machine_id: str, key: str, nonce: str | None = None) -> None:
-        _check_name(key, "key")
+        check_name(key, "key")
         self._call("DELETE", _machine_path(app, machine_id, "metadata", key), action="delete_metadata",
                    key=machine_id, nonce=nonce)
 
@@ -565,7 +302,7 @@ class FlyClient:
     def list_org_machines(self, org_slug: str, *, page_size: int = MAX_ORG_PAGE,
                           include_deleted: bool = False) -> list[Machine]:
         """Every Machine in the org, following `next_cursor` (a page may be short, even empty, with more to come)."""
-        if not (_is_int(page_size) and 1 <= page_size <= MAX_ORG_PAGE):
+        if not (is_int(page_size) and 1 <= page_size <= MAX_ORG_PAGE):
             raise ValueError(f"page_size must be from 1 to {MAX_ORG_PAGE}, got {page_size!r}")
         machines: list[Machine] = []
         cursor = None

@@ -13,9 +13,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
+from flyapi import FlyAPIError
+
 from .backends import BackendError, ObservedState, get_backend
 from .backends.fly import GONE_STATES, FlyBackend, team_of_app
-from .backends.fly_client import FlyAPIError
 from .fleet import provision_fleet
 from .holders import holder_is_gone
 from .models import Instance, MachineLease, Team

@@ -116,8 +116,8 @@ def fly(settings, fake, clock, monkeypatch):
     provisioning, reconcile and deploys use it too."""
     import random
 
+    from flyapi import FlyClient, RateLimiter
     from teams.backends import get_backend
-    from teams.backends.fly_client import FlyClient, RateLimiter
 
     backend_path = "teams.backends.fly.FlyBackend"
     settings.MACHINE_BACKEND = backend_path

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from fakefly import (
     ROUTES, FakeFly, HostFull, Latencies, NotVisible, ResponseLost, SilentRevert, Unavailable, serve,
 )
-from teams.backends.fly_client import FlyAPIError, FlyClient, Lease, Rate, RateLimiter
+from flyapi import FlyAPIError, FlyClient, Lease, Rate, RateLimiter
 
 TOKEN = "secret-test-token"
 IMAGE = "registry.fly.io/cloudctl-team:v1"
@@ -42,6 +45,16 @@ def provision(client, *, launch_id="L1", volume=True):
         mounts = [{"volume": volume_id, "path": "/data"}]
     return client.create_machine("team-a", name="main", region="ord",
                                  config=machine_config(mounts=mounts, metadata={"cloudctl_launch_id": launch_id}))
+
+
+def test_importing_flyapi_loads_nothing_of_django_or_cloudctl():
+    # A fresh interpreter: this test process has Django loaded already.
+    check = ("import flyapi, sys; "
+             "ours = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'teams', 'credentials', 'cloudctl')); "
+             "assert not ours, ours")
+    result = subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_every_method_round_trips_without_a_refused_request(clock, fake, client):
@@ -141,7 +154,7 @@ def test_each_call_is_logged_with_its_request_id_and_never_the_token(clock, fake
             client.create_app("team-a", "acme", "team-a-net")
             client.set_secrets("team-a", {"API_KEY": "hunter2"})
 
-    ours = [record.getMessage() for record in caplog.records if record.name == "teams.backends.fly_client"]
+    ours = [record.getMessage() for record in caplog.records if record.name == "flyapi.client"]
     assert "POST /apps -> 201" in ours[0] and seen_request_ids[0] in ours[0]
     assert "POST /apps/team-a/secrets -> 200" in ours[1] and seen_request_ids[1] in ours[1]
     assert TOKEN not in caplog.text and "hunter2" not in caplog.text

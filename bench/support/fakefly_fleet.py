@@ -46,7 +46,8 @@ def counting_client(concurrency: int):
     import httpx
 
     from django.conf import settings
-    from teams.backends.fly_client import FlyClient
+
+    from flyapi import FlyClient
 
     counts = collections.Counter()
     lock = threading.Lock()

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from django.conf import settings
 
 from credentials.tokens import team_token
+from flyapi import FlyAPIError, FlyClient, Machine
 
 from ..holders import holder_is_gone, new_holder
 from .base import BackendError, BackendUnavailable, MachineBackend, ObservedState, Step
-from .fly_client import FlyAPIError, FlyClient, Machine
 
 logger = logging.getLogger(__name__)
 
