@@ -13,21 +13,23 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from credentials.tokens import team_token
 from flyapi import FlyAPIError, FlyClient, Machine
 
 from ..holders import holder_is_gone, new_holder
 from .base import BackendError, BackendUnavailable, MachineBackend, ObservedState, Step
+
+if TYPE_CHECKING:
+    from teams.specs import InstanceSpec
 
 logger = logging.getLogger(__name__)
 
 VOLUME_NAME = "data"
 MOUNT_PATH = "/data"
 INTERNAL_PORT = 8080
-TOKEN_SECRET = "CLOUDCTL_TOKEN"
 GONE_STATES = {"destroyed", "destroying", "replaced", "migrated"}
 # flyctl launches an updated Machine only from these states; any other is updated with skip_launch.
 LAUNCH_STATES = {"started", "starting", "failed"}
@@ -51,11 +53,6 @@ def team_of_app(name: str) -> int | None:
     return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
 
 
-def region_of(instance) -> str:
-    """The team's chosen region; teams made before regions could be chosen use the default."""
-    return instance.team.region or settings.FLY_REGION
-
-
 def failure(error: FlyAPIError, doing: str) -> BackendError:
     """The backend error for a failed Fly call: BackendUnavailable (try the operation again later) when Fly's
     answer says so (`FlyAPIError.retryable`), else BackendError. The one place that decides, for every operation."""
@@ -76,29 +73,18 @@ def make_client() -> FlyClient:
     return FlyClient(settings.FLY_API_URL, settings.FLY_API_TOKEN)
 
 
-def machine_config(instance, volume_id: str, launch_id: str) -> dict:
-    """The team's Machine: scale to zero, restart only on failure (a clean exit stays stopped), no secret in env."""
-    env = {
-        "CLOUDCTL_URL": settings.PRIVATE_API_URL,
-        "CLOUDCTL_TEAM_ID": str(instance.team_id),
-        "CLOUDCTL_INSTANCE_VERSION": instance.image,
-        "DATA_DIR": MOUNT_PATH,
-        "PORT": str(INTERNAL_PORT),
-        "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION,
-        "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
-        "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT,
-    }
-    if settings.INSTANCE_S3_ENDPOINT:
-        env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT
+def machine_config(spec: InstanceSpec, volume_id: str, launch_id: str) -> dict:
+    """The team's Machine: scale to zero, restart only on failure (a clean exit stays stopped), no secret in env
+    (the spec's secrets are the app's secrets: see `FlyBackend.ensure_secret`)."""
     return {
-        "image": instance.image,
-        "env": env,
-        "guest": dict(settings.FLY_GUEST),
+        "image": spec.image,
+        "env": {**spec.env, "DATA_DIR": MOUNT_PATH, "PORT": str(INTERNAL_PORT)},
+        "guest": dict(spec.guest),
         "mounts": [{"volume": volume_id, "path": MOUNT_PATH}],
         # datasette-scale-to-zero exits 0 when idle or at max age: `always` would restart it at once.
         "restart": {"policy": "on-failure", "max_retries": 3},
         "stop_config": {"signal": "SIGTERM", "timeout": "30s"},
-        "metadata": {"cloudctl_team": str(instance.team_id), "cloudctl_launch_id": launch_id},
+        "metadata": {"cloudctl_team": str(spec.team_id), "cloudctl_launch_id": launch_id},
         "services": [{
             "protocol": "tcp",
             "internal_port": INTERNAL_PORT,
@@ -164,7 +150,8 @@ class HeldLease:
 
 
 class FlyBackend(MachineBackend):
-    def __init__(self, client: FlyClient | None = None):
+    def __init__(self, client: FlyClient | None = None, *, spec_for: Callable[..., InstanceSpec] | None = None):
+        super().__init__(spec_for=spec_for)
         self.client = client or make_client()
 
     def provisioning_steps(self) -> list[Step]:
@@ -197,11 +184,11 @@ class FlyBackend(MachineBackend):
         if instance.resources.get("token_generation") == generation:
             return {}
         with fly_errors(f"setting the token secret of {instance.resources['app']} failed"):
-            version = self.client.set_secrets(instance.resources["app"], {TOKEN_SECRET: team_token(instance.team)})
+            version = self.client.set_secrets(instance.resources["app"], self.spec_for(instance).secrets)
         return {"secrets_version": version, "token_generation": generation}
 
     def ensure_volume(self, instance) -> dict:
-        app = instance.resources["app"]
+        app, spec = instance.resources["app"], self.spec_for(instance)
         for _ in range(3):
             existing = [v for v in self.client.list_volumes(app)
                         if v.name == VOLUME_NAME and v.state not in GONE_VOLUME_STATES]
@@ -209,8 +196,7 @@ class FlyBackend(MachineBackend):
                 return {"volume": existing[0].id}
             try:
                 volume = self.client.create_volume(
-                    app, VOLUME_NAME, region_of(instance), settings.FLY_VOLUME_SIZE_GB,
-                    compute={**settings.FLY_GUEST})
+                    app, VOLUME_NAME, spec.region, settings.FLY_VOLUME_SIZE_GB, compute={**spec.guest})
                 return {"volume": volume.id}
             except FlyAPIError as error:
                 if not error.ambiguous:
@@ -228,11 +214,12 @@ class FlyBackend(MachineBackend):
             if machine is not None:
                 return {"machine": machine.id, "machine_version": machine.instance_id,
                         **self._bring_in_secrets(instance, machine)}
+        spec = self.spec_for(instance)
         for _ in range(3):
             try:
                 machine = self.client.create_machine(
-                    app, name=f"{app}-main", region=region_of(instance),
-                    config=machine_config(instance, instance.resources["volume"], launch_id),
+                    app, name=f"{app}-main", region=spec.region,
+                    config=machine_config(spec, instance.resources["volume"], launch_id),
                     min_secrets_version=instance.resources.get("secrets_version"))
                 return {"machine": machine.id, "machine_version": machine.instance_id,
                         "machine_secrets_version": instance.resources.get("secrets_version")}

@@ -21,8 +21,6 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 
-from credentials.tokens import team_token
-
 from .base import UNHEALTHY_STATES, BackendError, MachineBackend, ObservedState, Step
 
 ENTRYPOINT = Path(settings.BASE_DIR) / "instance" / "entrypoint.py"
@@ -273,25 +271,19 @@ class LocalBackend(MachineBackend):
         """What the instance's processes start with: built from nothing, never from this process's environment,
         which holds the control plane's secrets (the S3 admin keys of embedded.env, DJANGO_SECRET_KEY,
         CLOUDCTL_TOKEN_KEYS, DATABASE_URL). Only the locale and time zone are passed on, and a CA bundle
-        for an https S3 endpoint (the rule of instance/README.md: none for plain http)."""
-        team_dir = self.team_dir(instance)
+        for an https S3 endpoint (the rule of instance/README.md: none for plain http). The rest is the
+        instance's spec (its environment and, here, its secrets too) and where it runs on this machine."""
+        team_dir, spec = self.team_dir(instance), self.spec_for(instance)
         env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
         env.update({
+            **spec.env,
+            **spec.secrets,
             "PATH": f"{Path(settings.LOCAL_INSTANCE_PYTHON).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(team_dir),
-            "CLOUDCTL_TEAM_ID": str(instance.team_id),
-            "CLOUDCTL_URL": settings.PRIVATE_API_URL,
-            "CLOUDCTL_TOKEN": team_token(instance.team),
-            "CLOUDCTL_INSTANCE_VERSION": instance.image,
             "DATA_DIR": str(team_dir / "data"),
             "PORT": str(port),
             "CLOUDCTL_BIND": "127.0.0.1",
-            "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION,
-            "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
-            "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT,
         })
-        if settings.INSTANCE_S3_ENDPOINT:
-            env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT
         if os.environ.get("AWS_CA_BUNDLE") and not settings.INSTANCE_S3_ENDPOINT.startswith("http://"):
             env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
         return env

@@ -1,0 +1,91 @@
+"""An instance's spec: the one definition of what it runs with, which every backend receives and none assembles."""
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from credentials.tokens import team_token
+from teams.backends.fly import machine_config
+from teams.backends.local import LocalBackend
+from teams.models import Instance
+from teams.specs import build_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules.add(node.module)
+    return modules
+
+
+def names_used(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.add(node.name)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "teams" / "backends").glob("*.py")), ids=lambda path: path.name)
+def test_no_backend_imports_credentials(path):
+    # Backends receive the instance's secrets in its spec: none makes a token, or reads anything else of the
+    # credentials app.
+    assert not {module for module in imported_modules(path) if module.split(".")[0] == "credentials"}
+
+
+def test_build_spec_is_the_only_maker_of_team_tokens_in_teams():
+    makers = {path.relative_to(ROOT).as_posix() for path in (ROOT / "teams").rglob("*.py")
+              if "team_token" in names_used(path)}
+    assert makers == {"teams/specs.py"}
+
+
+@pytest.fixture
+def instance(make_team, settings):
+    settings.INSTANCE_S3_ENDPOINT = "https://s3.internal"
+    return Instance.objects.create(team=make_team(region="ams"), backend="teams.backends.local.LocalBackend",
+                                   image="registry.fly.io/cloudctl-team:v7")
+
+
+def test_the_spec_holds_the_instances_environment_and_its_token_as_a_secret(instance, settings):
+    spec = build_spec(instance)
+
+    assert spec.env == {
+        "CLOUDCTL_URL": settings.PRIVATE_API_URL, "CLOUDCTL_TEAM_ID": str(instance.team_id),
+        "CLOUDCTL_INSTANCE_VERSION": "registry.fly.io/cloudctl-team:v7",
+        "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION, "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
+        "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT, "CLOUDCTL_S3_ENDPOINT": "https://s3.internal"}
+    assert spec.secrets == {"CLOUDCTL_TOKEN": team_token(instance.team)}
+    assert (spec.image, spec.region, spec.guest) == (instance.image, "ams", settings.FLY_GUEST)
+    assert team_token(instance.team) not in repr(spec)
+
+
+def test_both_backends_give_the_instance_its_spec(instance):
+    spec = build_spec(instance)
+    token = team_token(instance.team)
+
+    fly_env = machine_config(spec, "vol-1", "launch-1")["env"]
+    local_env = LocalBackend().instance_environment(instance, 8123)
+
+    assert fly_env.items() >= spec.env.items() and token not in fly_env.values()  # Fly: an app secret
+    assert local_env.items() >= {**spec.env, **spec.secrets}.items()
+
+
+def test_a_backend_uses_the_spec_it_is_given(instance):
+    given = build_spec(instance)
+    given = dataclasses.replace(given, env={**given.env, "CLOUDCTL_URL": "http://given.test"},
+                                secrets={"CLOUDCTL_TOKEN": "given-token"})
+
+    env = LocalBackend(spec_for=lambda _: given).instance_environment(instance, 8123)
+
+    assert env["CLOUDCTL_URL"] == "http://given.test" and env["CLOUDCTL_TOKEN"] == "given-token"
