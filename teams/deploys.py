@@ -42,6 +42,7 @@ from .permissions import DEPLOY_IMAGE, Actor, authorize
 logger = logging.getLogger(__name__)
 
 Step = DeploymentTarget.Step
+Event = timeline.Kind
 CLAIM = timedelta(minutes=2)
 # Transient platform errors (408, 429, 5xx, a lease another operation holds) are retried this many times, with
 # these pauses, before the team counts as failed.
@@ -275,23 +276,23 @@ class _Runner:
         previous = target.previous_image
         detail = f"{previous or '?'} -> {image} (deployment {self.deployment.pk})"
         if not updated.error:
-            self._conclude(target, instance, step=Step.UPDATED, event=timeline.Kind.DEPLOYED, detail=detail, image=image,
+            self._conclude(target, instance, step=Step.UPDATED, event=Event.DEPLOYED, detail=detail, image=image,
                            resources=updated.value)
         elif not (updated.definite and previous and previous != image):
-            self._conclude(target, instance, step=Step.FAILED, event=timeline.Kind.DEPLOY_FAILED, detail=detail,
+            self._conclude(target, instance, step=Step.FAILED, event=Event.DEPLOY_FAILED, detail=detail,
                            error=updated.error)
         else:
             # Whose failure is it? Back on the image it ran well before, a team that fails again broke itself.
             back = self._with_retries(target, lambda: self._put_back(backend, instance, target))
             if back.error and back.definite:
-                self._conclude(target, instance, step=Step.TENANT_FAULT, event=timeline.Kind.DEPLOY_TENANT_FAULT,
+                self._conclude(target, instance, step=Step.TENANT_FAULT, event=Event.DEPLOY_TENANT_FAULT,
                                detail=f"{detail}, then back to {previous}",
                                error=f"{updated.error}\nand on its previous image {previous}: {back.error}")
             elif back.error:
-                self._conclude(target, instance, step=Step.FAILED, event=timeline.Kind.DEPLOY_FAILED, detail=detail,
+                self._conclude(target, instance, step=Step.FAILED, event=Event.DEPLOY_FAILED, detail=detail,
                                error=f"{updated.error}\nputting it back on {previous} failed too: {back.error}")
             else:
-                self._conclude(target, instance, step=Step.FAILED, event=timeline.Kind.DEPLOY_FAILED,
+                self._conclude(target, instance, step=Step.FAILED, event=Event.DEPLOY_FAILED,
                                detail=f"{detail}, put back on {previous}", error=updated.error,
                                image=previous, resources=back.value)
         logger.info("deploy deployment=%s team=%s step=%s image=%s previous=%s attempts=%s seconds=%.1f%s",
@@ -306,10 +307,10 @@ class _Runner:
             return False
         detail = f"{self.deployment.image} not deployed (deployment {self.deployment.pk})"
         if checked.error:  # nothing is known of the team's health: not deploying to it is a failure, as before
-            self._conclude(target, instance, step=Step.FAILED, event=timeline.Kind.DEPLOY_FAILED, detail=detail,
+            self._conclude(target, instance, step=Step.FAILED, event=Event.DEPLOY_FAILED, detail=detail,
                            error=f"its health could not be read: {checked.error}")
         else:
-            self._conclude(target, instance, step=Step.SKIPPED, event=timeline.Kind.DEPLOY_SKIPPED, detail=detail,
+            self._conclude(target, instance, step=Step.SKIPPED, event=Event.DEPLOY_SKIPPED, detail=detail,
                            error=f"{UNHEALTHY_BEFORE}: {checked.value}")
         logger.info("deploy deployment=%s team=%s step=%s attempts=%s error=%r", self.deployment.pk,
                     instance.team.slug, target.step, target.attempts, target.error)
@@ -337,15 +338,15 @@ class _Runner:
         back = self._with_retries(target, lambda: self._put_back(backend, instance, target))
         detail = f"back to {target.previous_image} (deployment {self.deployment.pk} halted)"
         if back.error:
-            self._conclude(target, instance, step=Step.ROLLBACK_FAILED, event=timeline.Kind.ROLLBACK_FAILED, detail=detail,
+            self._conclude(target, instance, step=Step.ROLLBACK_FAILED, event=Event.ROLLBACK_FAILED, detail=detail,
                            error=back.error)
         else:
-            self._conclude(target, instance, step=Step.ROLLED_BACK, event=timeline.Kind.ROLLED_BACK, detail=detail,
+            self._conclude(target, instance, step=Step.ROLLED_BACK, event=Event.ROLLED_BACK, detail=detail,
                            image=target.previous_image, resources=back.value)
         logger.info("deploy deployment=%s team=%s step=%s image=%s%s", self.deployment.pk, instance.team.slug,
                     target.step, target.previous_image, f" error={back.error!r}" if back.error else "")
 
-    def _conclude(self, target: DeploymentTarget, instance: Instance, *, step: str, event: timeline.Kind,
+    def _conclude(self, target: DeploymentTarget, instance: Instance, *, step: str, event: Event,
                   detail: str, error: str = "", image: str | None = None, resources: dict | None = None) -> None:
         """Record how one team's change ended: its step (with `error`, else keeping the one it has), its instance
         when it now has `image`, and an event on its timeline."""

@@ -37,7 +37,7 @@ def create_team(slug: str, name: str = "", region: str = "", *, actor: Actor = "
 def request_provisioning(team: Team, *, actor: str) -> None:
     """Enqueue provisioning once the team's row is committed (the worker must be able to see it); its timeline
     events name `actor`, who asked for it."""
-    transaction.on_commit(lambda: provision_team.enqueue(team.pk, actor))
+    transaction.on_commit(lambda: provision_team.enqueue(team.pk, actor=actor))
 
 
 def set_team_status(team: Team, status: str, *, actor: Actor) -> Team:
