@@ -81,8 +81,10 @@ def run_deployment_task(deployment_id: int) -> str:
     from .deploys import DeploymentRefused, run_deployment
     from .models import Deployment
 
+    deployment = Deployment.objects.get(pk=deployment_id)
     try:
-        return run_deployment(Deployment.objects.get(pk=deployment_id), actor="task run_deployment_task").state
+        # The worker acts for whoever started the deployment (the dashboard's user), as it does for an action.
+        return run_deployment(deployment, actor=deployment.requested_by or "task run_deployment_task").state
     except DeploymentRefused as refused:
         logger.info("%s", refused)
         return "refused"

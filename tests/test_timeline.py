@@ -112,6 +112,19 @@ def test_a_crash_loop_is_counted_from_the_kind_whatever_the_messages_say(backend
     assert Instance.objects.get(team=team).state == Instance.State.FAILED
 
 
+def test_a_deployment_run_by_the_worker_names_who_started_it(fly, make_team, transactional_db):
+    from teams.deploys import start_deployment
+    from teams.fleet import provision_fleet
+    from teams.tasks import run_deployment_task
+
+    team = make_team()
+    assert provision_fleet([team], actor="test").failed == {}
+    deployment = start_deployment("registry.fly.io/cloudctl-team:v2", actor="alice", slugs=[team.slug])
+    assert run_deployment_task.call(deployment.pk) == "succeeded"
+    deployed = TeamEvent.objects.get(team=team, kind=timeline.Kind.DEPLOYED)
+    assert (deployed.actor, deployed.data["deployment"], deployed.data["step"]) == ("alice", deployment.pk, "updated")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_types_the_rows_written_before(make_team):
     team = make_team()
