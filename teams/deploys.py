@@ -32,9 +32,9 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.db.models import Count, F
 from django.utils import timezone
 
+from . import timeline
 from .backends import BackendError, BackendUnavailable, MachineBackend, ObservedState, get_backend
 from .backends.base import UNHEALTHY_STATES
-from . import timeline
 from .holders import claim_is_live, claim_row, release_row
 from .models import Deployment, DeploymentTarget, Instance, Team
 from .permissions import DEPLOY_IMAGE, Actor, authorize

@@ -11,8 +11,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from .backends import get_backend
 from . import timeline
+from .backends import get_backend
 from .holders import claim_row, release_row
 from .models import Instance, Team
 

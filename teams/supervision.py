@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from .backends import ObservedState, get_backend
 from . import timeline
+from .backends import ObservedState, get_backend
 from .models import DeploymentTarget, Instance, TeamEvent
 from .services import request_provisioning
 
