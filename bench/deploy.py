@@ -65,7 +65,7 @@ def build_fleet(teams: int, running_share: float, suspended_share: float) -> dic
 
     Team.objects.bulk_create(Team(slug=f"bench-{n:05d}", name=f"Bench {n}") for n in range(teams))
     fleet = list(Team.objects.order_by("pk"))
-    result = provision_fleet(fleet, concurrency=100)
+    result = provision_fleet(fleet, concurrency=100, actor="bench")
     assert not result.failed, f"setting up the fleet failed: {result.failed}"
     backend = get_backend()
     running_every, suspended_every = round(1 / running_share), round(1 / suspended_share)
@@ -93,11 +93,11 @@ def timed_deploy(image: str, concurrency: int, slugs=None, progress_label: str =
 
     from teams.deploys import run_deployment, start_deployment
 
-    deployment = start_deployment(image, slugs=slugs, canary=1, concurrency=concurrency)
+    deployment = start_deployment(image, slugs=slugs, canary=1, concurrency=concurrency, actor="bench")
     total = deployment.targets.exclude(step="skipped").count()
     with tqdm(total=total, unit="team", desc=progress_label, file=sys.stderr) as bar:
         started = time.perf_counter()
-        deployment = run_deployment(deployment, progress=lambda target: bar.update())
+        deployment = run_deployment(deployment, progress=lambda target: bar.update(), actor="bench")
         wall = time.perf_counter() - started
     return wall, deployment
 

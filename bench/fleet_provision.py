@@ -51,7 +51,8 @@ def main() -> None:
 
             started = time.perf_counter()
             with tqdm(total=len(teams), unit="team", desc="provisioning", file=sys.stderr) as bar:
-                result = provision_fleet(teams, concurrency=args.concurrency, progress=lambda team, outcome: bar.update())
+                result = provision_fleet(teams, actor="bench", concurrency=args.concurrency,
+                                         progress=lambda team, outcome: bar.update())
             wall = time.perf_counter() - started
             running = Instance.objects.filter(state=Instance.State.RUNNING).count()
     finally:

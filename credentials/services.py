@@ -23,6 +23,9 @@ from .tokens import (
 )
 
 logger = logging.getLogger(__name__)
+# The actor on a timeline event the team's own instance caused (a credential exchange, a signal): what it reports
+# went through its token or a signed URL, so it is the instance speaking, whoever runs code in it.
+INSTANCE_ACTOR = "instance"
 Reason = CredentialEvent.Reason
 # One message for every bad token, so a caller cannot tell forged from revoked or unknown.
 INVALID_TOKEN_MESSAGE = "invalid token"
@@ -94,7 +97,7 @@ def exchange_token(token: str | None, response_format: str, client: Client, *, b
         logger.exception("could not record an issuance for team %s; credentials withheld", team.pk)
         raise ExchangeRefused(503, UNAVAILABLE_MESSAGE, retry_after=settings.STS_RETRY_AFTER_SECONDS) from None
     if boot is not None:
-        record_boot(team, boot)
+        record_boot(team, boot, actor=INSTANCE_ACTOR)
     return Exchange(team=team, credentials=issued, boot=boot)
 
 
@@ -108,8 +111,10 @@ def render_credentials(exchange: Exchange, response_format: str, absolute_url: C
 # --- instance signals --------------------------------------------------------------------------------------
 
 SIGNAL_RECORDERS = {
-    "backup": lambda team, report: record_backup_heartbeat(team),  # Litestream's heartbeat-url
-    "shutdown": record_scale_to_zero,  # datasette-scale-to-zero's shutdown_url
+    # Litestream's heartbeat-url
+    "backup": lambda team, report: record_backup_heartbeat(team, actor=INSTANCE_ACTOR),
+    # datasette-scale-to-zero's shutdown_url
+    "shutdown": lambda team, report: record_scale_to_zero(team, report, actor=INSTANCE_ACTOR),
 }
 SIGNAL_SALTS = {"backup": SIGNAL_SALT, "shutdown": SHUTDOWN_SALT}
 INVALID_SIGNAL_MESSAGE = "invalid signal URL"

@@ -32,7 +32,7 @@ class TeamAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if not change:  # a team added here is provisioned like one made by `create_team`
-            request_provisioning(obj)
+            request_provisioning(obj, actor=request.user.get_username())
 
     def get_readonly_fields(self, request, obj=None):
         # The slug is the team's subdomain: fixed once created.

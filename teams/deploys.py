@@ -32,16 +32,17 @@ from django.db import IntegrityError, close_old_connections, connection, transac
 from django.db.models import Count, F
 from django.utils import timezone
 
+from . import timeline
 from .backends import BackendError, BackendUnavailable, MachineBackend, ObservedState, get_backend
 from .backends.base import UNHEALTHY_STATES
 from .holders import claim_is_live, claim_row, release_row
 from .models import Deployment, DeploymentTarget, Instance, Team
 from .permissions import DEPLOY_IMAGE, Actor, authorize
-from .provisioning import record_event
 
 logger = logging.getLogger(__name__)
 
 Step = DeploymentTarget.Step
+Event = timeline.Kind
 CLAIM = timedelta(minutes=2)
 # Transient platform errors (408, 429, 5xx, a lease another operation holds) are retried this many times, with
 # these pauses, before the team counts as failed.
@@ -156,10 +157,11 @@ def _observed_states(instances: list[Instance]) -> dict[int, ObservedState]:
     return states
 
 
-def start_deployment(image: str, *, slugs: list[str] | None = None, canary: int = 1, concurrency: int = 10,
-                     max_failures: int = 0, wave_size: int = 0, requested_by: str = "") -> Deployment:
-    """Record a deployment of `image` to the given teams (all active teams when `slugs` is None); refused while
-    another deployment is open. Run it with `run_deployment` (the command does, the dashboard queues a task)."""
+def start_deployment(image: str, *, actor: str, slugs: list[str] | None = None, canary: int = 1,
+                     concurrency: int = 10, max_failures: int = 0, wave_size: int = 0) -> Deployment:
+    """Record a deployment of `image` to the given teams (all active teams when `slugs` is None), requested by
+    `actor`; refused while another deployment is open. Run it with `run_deployment` (the command does, the
+    dashboard queues a task)."""
     if concurrency < 1:
         raise DeploymentRefused("concurrency must be at least 1")
     teams = Team.objects.filter(status=Team.Status.ACTIVE).order_by("pk")
@@ -176,7 +178,7 @@ def start_deployment(image: str, *, slugs: list[str] | None = None, canary: int 
                 raise DeploymentRefused(f"{busy} is still open: resume it (`deploy --resume`) first")
             deployment = Deployment.objects.create(
                 image=plan.image, all_teams=slugs is None, canary=canary, concurrency=concurrency,
-                max_failures=max_failures, requested_by=requested_by)
+                max_failures=max_failures, requested_by=actor)
             DeploymentTarget.objects.bulk_create(
                 [DeploymentTarget(deployment=deployment, team=team, wave=number, was_running=team.pk in plan.running)
                  for number, wave in enumerate(plan.waves) for team in wave]
@@ -189,12 +191,14 @@ def start_deployment(image: str, *, slugs: list[str] | None = None, canary: int 
     return deployment
 
 
-def run_deployment(deployment: Deployment, *, concurrency: int | None = None,
+def run_deployment(deployment: Deployment, *, actor: str, concurrency: int | None = None,
                    progress: Callable[[DeploymentTarget], None] | None = None,
                    stop: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep) -> Deployment:
-    """Run (or resume) a deployment to its end. Setting `stop` interrupts it: no team is started after that, the
-    updates in flight finish, and the deployment is left INTERRUPTED for a later run to resume."""
-    runner = _Runner(deployment, concurrency or deployment.concurrency, progress, stop or threading.Event(), sleep)
+    """Run (or resume) a deployment to its end; each team's timeline names `actor` (the process running it).
+    Setting `stop` interrupts it: no team is started after that, the updates in flight finish, and the deployment
+    is left INTERRUPTED for a later run to resume."""
+    runner = _Runner(deployment, actor, concurrency or deployment.concurrency, progress, stop or threading.Event(),
+                     sleep)
     return runner.run()
 
 
@@ -209,6 +213,7 @@ class _Attempt(NamedTuple):
 @dataclass
 class _Runner:
     deployment: Deployment
+    actor: str
     concurrency: int
     progress: Callable[[DeploymentTarget], None] | None
     stop: threading.Event
@@ -271,23 +276,23 @@ class _Runner:
         previous = target.previous_image
         detail = f"{previous or '?'} -> {image} (deployment {self.deployment.pk})"
         if not updated.error:
-            self._conclude(target, instance, step=Step.UPDATED, event="deployed", detail=detail, image=image,
+            self._conclude(target, instance, step=Step.UPDATED, event=Event.DEPLOYED, detail=detail, image=image,
                            resources=updated.value)
         elif not (updated.definite and previous and previous != image):
-            self._conclude(target, instance, step=Step.FAILED, event="deploy_failed", detail=detail,
+            self._conclude(target, instance, step=Step.FAILED, event=Event.DEPLOY_FAILED, detail=detail,
                            error=updated.error)
         else:
             # Whose failure is it? Back on the image it ran well before, a team that fails again broke itself.
             back = self._with_retries(target, lambda: self._put_back(backend, instance, target))
             if back.error and back.definite:
-                self._conclude(target, instance, step=Step.TENANT_FAULT, event="deploy_tenant_fault",
+                self._conclude(target, instance, step=Step.TENANT_FAULT, event=Event.DEPLOY_TENANT_FAULT,
                                detail=f"{detail}, then back to {previous}",
                                error=f"{updated.error}\nand on its previous image {previous}: {back.error}")
             elif back.error:
-                self._conclude(target, instance, step=Step.FAILED, event="deploy_failed", detail=detail,
+                self._conclude(target, instance, step=Step.FAILED, event=Event.DEPLOY_FAILED, detail=detail,
                                error=f"{updated.error}\nputting it back on {previous} failed too: {back.error}")
             else:
-                self._conclude(target, instance, step=Step.FAILED, event="deploy_failed",
+                self._conclude(target, instance, step=Step.FAILED, event=Event.DEPLOY_FAILED,
                                detail=f"{detail}, put back on {previous}", error=updated.error,
                                image=previous, resources=back.value)
         logger.info("deploy deployment=%s team=%s step=%s image=%s previous=%s attempts=%s seconds=%.1f%s",
@@ -302,10 +307,10 @@ class _Runner:
             return False
         detail = f"{self.deployment.image} not deployed (deployment {self.deployment.pk})"
         if checked.error:  # nothing is known of the team's health: not deploying to it is a failure, as before
-            self._conclude(target, instance, step=Step.FAILED, event="deploy_failed", detail=detail,
+            self._conclude(target, instance, step=Step.FAILED, event=Event.DEPLOY_FAILED, detail=detail,
                            error=f"its health could not be read: {checked.error}")
         else:
-            self._conclude(target, instance, step=Step.SKIPPED, event="deploy_skipped", detail=detail,
+            self._conclude(target, instance, step=Step.SKIPPED, event=Event.DEPLOY_SKIPPED, detail=detail,
                            error=f"{UNHEALTHY_BEFORE}: {checked.value}")
         logger.info("deploy deployment=%s team=%s step=%s attempts=%s error=%r", self.deployment.pk,
                     instance.team.slug, target.step, target.attempts, target.error)
@@ -333,16 +338,16 @@ class _Runner:
         back = self._with_retries(target, lambda: self._put_back(backend, instance, target))
         detail = f"back to {target.previous_image} (deployment {self.deployment.pk} halted)"
         if back.error:
-            self._conclude(target, instance, step=Step.ROLLBACK_FAILED, event="rollback_failed", detail=detail,
+            self._conclude(target, instance, step=Step.ROLLBACK_FAILED, event=Event.ROLLBACK_FAILED, detail=detail,
                            error=back.error)
         else:
-            self._conclude(target, instance, step=Step.ROLLED_BACK, event="rolled_back", detail=detail,
+            self._conclude(target, instance, step=Step.ROLLED_BACK, event=Event.ROLLED_BACK, detail=detail,
                            image=target.previous_image, resources=back.value)
         logger.info("deploy deployment=%s team=%s step=%s image=%s%s", self.deployment.pk, instance.team.slug,
                     target.step, target.previous_image, f" error={back.error!r}" if back.error else "")
 
-    def _conclude(self, target: DeploymentTarget, instance: Instance, *, step: str, event: str, detail: str,
-                  error: str = "", image: str | None = None, resources: dict | None = None) -> None:
+    def _conclude(self, target: DeploymentTarget, instance: Instance, *, step: str, event: Event,
+                  detail: str, error: str = "", image: str | None = None, resources: dict | None = None) -> None:
         """Record how one team's change ended: its step (with `error`, else keeping the one it has), its instance
         when it now has `image`, and an event on its timeline."""
         with self._writing():
@@ -353,8 +358,10 @@ class _Runner:
                 instance.url = resources.get("url", instance.url)
                 instance.save(update_fields=["image", "resources", "url", "updated_at"])
             self._save_target(target, step=step, finished_at=timezone.now(), **({"error": error} if error else {}))
-            record_event(instance.team, event, f"{detail}: {error}" if error else detail,
-                         is_error=bool(error) and step != Step.SKIPPED)
+            timeline.record(instance.team, event, f"{detail}: {error}" if error else detail, actor=self.actor,
+                            data={"deployment": self.deployment.pk, "image": self.deployment.image,
+                                  "previous_image": target.previous_image, "step": step},
+                            is_error=bool(error) and step != Step.SKIPPED)
 
     @contextmanager
     def _writing(self):
@@ -516,7 +523,7 @@ def queue_deployment(image: str, *, actor: Actor, **options) -> Deployment:
 
     requested_by = authorize(actor, DEPLOY_IMAGE)
     with transaction.atomic():
-        deployment = start_deployment(image, requested_by=requested_by, **options)
+        deployment = start_deployment(image, actor=requested_by, **options)
         transaction.on_commit(lambda: run_deployment_task.enqueue(deployment.pk))
     return deployment
 

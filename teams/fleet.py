@@ -25,10 +25,10 @@ def teams_needing_provisioning() -> list[Team]:
     return list(Team.objects.filter(status=Team.Status.ACTIVE).exclude(pk__in=running).order_by("pk"))
 
 
-def provision_fleet(teams: Iterable[Team], *, concurrency: int = 8, attempts: int = 5,
+def provision_fleet(teams: Iterable[Team], *, actor: str, concurrency: int = 8, attempts: int = 5,
                     progress: Callable[[Team, str], None] | None = None) -> FleetResult:
-    """Provision every team, `concurrency` at a time; a team that fails is retried up to `attempts` times
-    (every run resumes where the last stopped). Returns which ended running and which failed, with why."""
+    """Provision every team as `actor`, `concurrency` at a time; a team that fails is retried up to `attempts`
+    times (every run resumes where the last stopped). Returns which ended running and which failed, with why."""
     result = FleetResult()
 
     def one(team: Team) -> None:
@@ -36,7 +36,7 @@ def provision_fleet(teams: Iterable[Team], *, concurrency: int = 8, attempts: in
         try:
             for attempt in range(1, attempts + 1):
                 try:
-                    provision(team)
+                    provision(team, actor=actor)
                 except ProvisioningBusy as busy:
                     result.failed[team.pk] = str(busy)
                     break

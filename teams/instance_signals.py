@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
+from . import timeline
 from .backends import BackendError, ObservedState, get_backend
 from .models import Instance, Team
-from .provisioning import record_event
 
 logger = logging.getLogger(__name__)
 # How long a machine has to exit after its shutdown signal (datasette-scale-to-zero posts it just before Datasette
@@ -41,7 +41,7 @@ def backup_stale_annotation(now: datetime | None = None, *, prefix: str = "") ->
     return ExpressionWrapper(stale_backups_q(now, prefix=prefix), output_field=BooleanField())
 
 
-def record_backup_heartbeat(team: Team) -> datetime:
+def record_backup_heartbeat(team: Team, *, actor: str) -> datetime:
     """Litestream reports every database synced: the team's backups are fresh as of now."""
     now = timezone.now()
     instance = Instance.objects.filter(team=team).first()
@@ -53,28 +53,30 @@ def record_backup_heartbeat(team: Team) -> datetime:
         Instance.objects.filter(pk=instance.pk, backups_expected_since__isnull=True).update(
             backups_expected_since=now)
     if instance.backup_alerted_at is not None:
-        record_event(team, "backup_resumed", "Litestream reports every database backed up again")
+        timeline.record(team, timeline.Kind.BACKUP_RESUMED, "Litestream reports every database backed up again",
+                        actor=actor)
     return now
 
 
-def record_boot(team: Team, boot: str) -> None:
+def record_boot(team: Team, boot: str, *, actor: str) -> None:
     """The instance exchanged credentials under this boot id: from now on only this boot's shutdown URL counts.
     A new boot also means the instance runs again: on Fly a Machine woken from scale to zero by a request
     tells cloudctl nothing else, so this is where the backup watch resumes for it."""
     if Instance.objects.filter(team=team).exclude(boot_id=boot).update(boot_id=boot):  # not a renewal
-        resume_backup_watch(team, timezone.now(), "the instance started again")
+        resume_backup_watch(team, timezone.now(), "the instance started again", actor=actor)
 
 
-def resume_backup_watch(team: Team, now: datetime, why: str) -> bool:
+def resume_backup_watch(team: Team, now: datetime, why: str, *, actor: str) -> bool:
     """A running instance the watch was stopped for (by a shutdown signal) owes heartbeats again from `now`."""
     resumed = Instance.objects.filter(team=team, state=Instance.State.RUNNING, backups_expected_since__isnull=True
                                       ).update(backups_expected_since=now)
     if resumed:
-        record_event(team, "backup_watch_resumed", f"{why}: backup heartbeats are owed again")
+        timeline.record(team, timeline.Kind.BACKUP_WATCH_RESUMED, f"{why}: backup heartbeats are owed again",
+                        actor=actor)
     return bool(resumed)
 
 
-def watch_machines_still_running(now: datetime) -> list[Team]:
+def watch_machines_still_running(now: datetime, *, actor: str) -> list[Team]:
     """A shutdown signal stops the watch, but the machine is what counts: one its backend still sees running
     once it has had time to exit (a replayed or forged shutdown, a plugin that reported and kept running) is
     watched again. One bulk read per backend, only while some team is scaled to zero."""
@@ -90,7 +92,8 @@ def watch_machines_still_running(now: datetime) -> list[Team]:
             logger.warning("could not read which scaled-to-zero instances run (%s); checking again next time", error)
             continue
         resumed += [instance.team for instance in group if observed.get(instance.team_id) is ObservedState.RUNNING
-                    and resume_backup_watch(instance.team, now, "the machine still runs after its shutdown signal")]
+                    and resume_backup_watch(instance.team, now, "the machine still runs after its shutdown signal",
+                                            actor=actor)]
     return resumed
 
 
@@ -110,28 +113,30 @@ def scale_to_zero_reason(report: dict) -> str:
     return "unknown"
 
 
-def record_scale_to_zero(team: Team, report: dict) -> str:
+def record_scale_to_zero(team: Team, report: dict, *, actor: str) -> str:
     """datasette-scale-to-zero is about to exit: no heartbeats are owed until the instance runs again."""
     reason = scale_to_zero_reason(report)
     Instance.objects.filter(team=team).update(
         scaled_to_zero_at=timezone.now(), scaled_to_zero_reason=reason, backups_expected_since=None)
-    record_event(team, "scaled_to_zero", f"instance scaled to zero: {reason}")
+    timeline.record(team, timeline.Kind.SCALED_TO_ZERO, f"instance scaled to zero: {reason}", actor=actor,
+                    data={"reason": reason})
     return reason
 
 
-def check_backup_freshness(now: datetime | None = None) -> list[Team]:
+def check_backup_freshness(now: datetime | None = None, *, actor: str) -> list[Team]:
     """Raise one alert per team whose backups went stale (logged as an error, on its timeline); returns them.
 
     Run periodically (`manage.py check_backups`, the `check_backups` task, `manage.py dev`)."""
     now = now or timezone.now()
-    watch_machines_still_running(now)
+    watch_machines_still_running(now, actor=actor)
     stale = stale_backups_q(now)
     newly = list(Instance.objects.filter(stale, backup_alerted_at__isnull=True).select_related("team"))
     for instance in newly:
         last = instance.last_backup_at.isoformat(timespec="seconds") if instance.last_backup_at else "never"
-        record_event(instance.team, "backup_stale",
-                     f"ALERT: no backup heartbeat for over {settings.BACKUP_STALE_AFTER}s (last: {last})",
-                     is_error=True)
+        timeline.record(instance.team, timeline.Kind.BACKUP_STALE,
+                        f"ALERT: no backup heartbeat for over {settings.BACKUP_STALE_AFTER}s (last: {last})",
+                        actor=actor, data={"last_backup_at": last if instance.last_backup_at else None},
+                        is_error=True)
     Instance.objects.filter(pk__in=[instance.pk for instance in newly]).update(backup_alerted_at=now)
     # An instance that stopped is no longer stale: a later episode alerts again.
     Instance.objects.filter(backup_alerted_at__isnull=False).exclude(stale).update(backup_alerted_at=None)

@@ -129,12 +129,60 @@ class Instance(models.Model):
 
 
 class TeamEvent(models.Model):
-    """The team's timeline: provisioning steps, failures with their reason, crashes, restarts."""
+    """The team's timeline: provisioning steps, failures with their reason, crashes, restarts. Written only by
+    `teams.timeline.record`; code reads `kind`, `actor` and `data`, never the message (shown to people)."""
+
+    class Kind(models.TextChoices):
+        # Provisioning (teams/provisioning.py): one kind per backend step, so each step reads as itself.
+        PROVISIONING = "provisioning", "Provisioning"
+        STEP_APP = "step:app", "Step done: app"
+        STEP_SECRET = "step:secret", "Step done: secret"
+        STEP_VOLUME = "step:volume", "Step done: volume"
+        STEP_LAUNCH = "step:launch", "Step done: launch id"
+        STEP_MACHINE = "step:machine", "Step done: machine"
+        STEP_STARTED = "step:started", "Step done: started"
+        STEP_HEALTHY = "step:healthy", "Step done: healthy"
+        RUNNING = "running", "Running"
+        PROVISIONING_FAILED = "provisioning_failed", "Provisioning failed"
+        # Operators (teams/services.py).
+        ACTION_PROVISION = "action:provision", "Provision requested"
+        ACTION_START = "action:start", "Start requested"
+        ACTION_STOP = "action:stop", "Stop requested"
+        ACTION_RESTART = "action:restart", "Restart requested"
+        ACTION_DESTROY = "action:destroy", "Destroy requested"
+        STOPPED = "stopped", "Stopped"
+        RESTARTING = "restarting", "Restarting"
+        DESTROYED = "destroyed", "Destroyed"
+        TOKEN_ROTATED = "token_rotated", "Token rotated"
+        # Supervision (teams/supervision.py).
+        CRASHED = "crashed", "Crashed"
+        CRASH_LOOP = "crash_loop", "Crash loop"
+        EXITED = "exited", "Exited"
+        # Reconcile (teams/reconcile.py).
+        RECONCILED = "reconciled", "Reconciled"
+        # Instance signals and the backup watch (teams/instance_signals.py).
+        BACKUP_STALE = "backup_stale", "Backups stale"
+        BACKUP_RESUMED = "backup_resumed", "Backups resumed"
+        BACKUP_WATCH_RESUMED = "backup_watch_resumed", "Backup watch resumed"
+        SCALED_TO_ZERO = "scaled_to_zero", "Scaled to zero"
+        # Deploys (teams/deploys.py).
+        DEPLOYED = "deployed", "Deployed"
+        DEPLOY_FAILED = "deploy_failed", "Deploy failed"
+        DEPLOY_SKIPPED = "deploy_skipped", "Deploy skipped"
+        DEPLOY_TENANT_FAULT = "deploy_tenant_fault", "Deploy failed by the tenant"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+        ROLLBACK_FAILED = "rollback_failed", "Rollback failed"
+        # A row from before the kinds were typed whose kind no code writes (migration 0011 keeps it in `data`).
+        OTHER = "other", "Other"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="events")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    kind = models.CharField(max_length=40)
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    # Who made the change: a username, or the process ("manage.py deploy", "task provision_team", "instance").
+    actor = models.CharField(max_length=150)
     message = RedactedTextField()
+    # The facts behind the message, for code to read (a step's name, a deployment's id, a crash count).
+    data = models.JSONField(default=dict, blank=True)
     is_error = models.BooleanField(default=False)
 
     class Meta:

@@ -11,9 +11,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from . import timeline
 from .backends import get_backend
 from .holders import claim_row, release_row
-from .models import Instance, Team, TeamEvent
+from .models import Instance, Team
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,8 @@ class ProvisioningBusy(Exception):
     """Another run holds this team's lease."""
 
 
-def record_event(team: Team, kind: str, message: str, *, is_error: bool = False) -> TeamEvent:
-    (logger.error if is_error else logger.info)("team=%s %s: %s", team.pk, kind, message)
-    return TeamEvent.objects.create(team=team, kind=kind, message=message, is_error=is_error)
-
-
 def instance_for(team: Team) -> Instance:
-    from .deploys import fleet_image  # deploys records events through this module
+    from .deploys import fleet_image  # deploys provisions through this module
 
     # A callable default: the fleet image is looked up only when the instance is created.
     instance, _ = Instance.objects.get_or_create(
@@ -56,13 +52,16 @@ def _save(instance: Instance, **fields) -> None:
     instance.save(update_fields=[*fields, "updated_at"])
 
 
-def provision(team: Team) -> Instance:
-    """Walk every provisioning step; on failure the instance is FAILED with the reason, and re-running resumes."""
+def provision(team: Team, *, actor: str) -> Instance:
+    """Walk every provisioning step; on failure the instance is FAILED with the reason, and re-running resumes.
+    `actor` (a username or process name) is recorded on each timeline event."""
     instance = instance_for(team)
     owner = claim(instance)
     try:
         _save(instance, state=Instance.State.PROVISIONING, desired_state=Instance.State.RUNNING, last_error="")
-        record_event(team, "provisioning", f"provisioning on {instance.backend.rsplit('.', 1)[-1]}")
+        backend_name = instance.backend.rsplit('.', 1)[-1]
+        timeline.record(team, timeline.Kind.PROVISIONING, f"provisioning on {backend_name}", actor=actor,
+                        data={"backend": backend_name})
         backend = get_backend(instance.backend)
         for step in backend.provisioning_steps():
             resources = step.run(instance)
@@ -70,14 +69,17 @@ def provision(team: Team) -> Instance:
             # Saving the step's outcome also extends the lease: a run that makes progress keeps the team.
             _save(instance, resources={**instance.resources, **resources}, completed_steps=done,
                   url=resources.get("url", instance.url), claimed_until=timezone.now() + LEASE)
-            record_event(team, f"step:{step.name}", f"{step.name} ready")
+            timeline.record(team, timeline.step_kind(step.name), f"{step.name} ready", actor=actor,
+                            data={"step": step.name})
         _save(instance, state=Instance.State.RUNNING)
-        record_event(team, "running", f"instance answering at {instance.url}")
+        timeline.record(team, timeline.Kind.RUNNING, f"instance answering at {instance.url}", actor=actor,
+                        data={"url": instance.url})
         return instance
     except Exception as error:
         reason = str(error) or type(error).__name__
         _save(instance, state=Instance.State.FAILED, last_error=reason)
-        record_event(team, "provisioning_failed", reason, is_error=True)
+        timeline.record(team, timeline.Kind.PROVISIONING_FAILED, reason, actor=actor, is_error=True,
+                        data={"completed_steps": instance.completed_steps})
         raise
     finally:
         release(instance, owner)

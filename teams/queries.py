@@ -57,32 +57,37 @@ def fleet_summary(now: datetime | None = None) -> FleetSummary:
     )
 
 
+# The actor of a credential audit row: the private API recorded the request, whoever sent it.
+AUDIT_ACTOR = "private API"
+
+
 @dataclass(frozen=True)
 class TimelineEntry:
     time: datetime
     kind: str
     message: str
     is_error: bool
+    actor: str
 
 
 def _credential_entry(event: CredentialEvent) -> TimelineEntry:
     if event.kind == CredentialEvent.Kind.ISSUED:
         return TimelineEntry(event.created_at, "credentials:issued",
                              f"credentials issued ({event.access_key_id}, {event.response_format}, "
-                             f"from {event.client_ip or '?'})", False)
+                             f"from {event.client_ip or '?'})", False, AUDIT_ACTOR)
     what = f"{event.signal} signal" if event.signal else "credentials"
     # A request that only named the team (an unverified token or signal URL) may come from anyone.
     unverified = ", unverified: it only claimed to be this team" if event.team_id is None else ""
     times = f" x{event.request_count} that minute" if event.request_count > 1 else ""
     return TimelineEntry(event.created_at, f"{what}:refused".replace(" ", "_"),
                          f"{what} refused{times}: {event.get_reason_display()} "
-                         f"(from {event.client_ip or '?'}{unverified})", True)
+                         f"(from {event.client_ip or '?'}{unverified})", True, AUDIT_ACTOR)
 
 
 def timeline(team: Team, length: int = TIMELINE_LENGTH) -> list[TimelineEntry]:
-    """The team's events and its credential/signal audit rows, newest first. Messages never hold a secret:
-    signal URLs a log tail may carry were redacted when the event was stored (`RedactedTextField`)."""
-    events = [TimelineEntry(event.created_at, event.kind, event.message, event.is_error)
+    """The team's events and its credential/signal audit rows, newest first, each with who acted. Messages never
+    hold a secret: signal URLs a log tail may carry were redacted when the event was stored (`RedactedTextField`)."""
+    events = [TimelineEntry(event.created_at, event.kind, event.message, event.is_error, event.actor)
               for event in TeamEvent.objects.filter(team=team)[:length]]
     audit = [_credential_entry(event) for rows in (CredentialEvent.objects.filter(team=team),
                                                    CredentialEvent.objects.filter(claimed_team_id=team.pk))

@@ -15,12 +15,12 @@ from django.utils import timezone as dj_timezone
 
 from flyapi import FlyAPIError
 
+from . import timeline
 from .backends import BackendError, ObservedState, get_backend
 from .backends.fly import GONE_STATES, FlyBackend, team_of_app
 from .fleet import provision_fleet
 from .holders import holder_is_gone
 from .models import Instance, MachineLease, Team
-from .provisioning import record_event
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def _provisioning_in_progress(instance: Instance) -> bool:
     return instance.claimed_until > dj_timezone.now() and not holder_is_gone(instance.claimed_by)
 
 
-def reconcile(*, prune: bool = False, dry_run: bool = False, concurrency: int = 8) -> list[Finding]:
+def reconcile(*, actor: str, prune: bool = False, dry_run: bool = False, concurrency: int = 8) -> list[Finding]:
+    """Repairs are recorded on each team's timeline as done by `actor`."""
     backend = get_backend(settings.MACHINE_BACKEND)
     if not isinstance(backend, FlyBackend):
         raise BackendError("reconcile compares the database with Fly; the local backend is kept by supervision")
@@ -78,14 +79,14 @@ def reconcile(*, prune: bool = False, dry_run: bool = False, concurrency: int = 
                 client.destroy_machine(extra.app_name, extra.id, force=True)
         if recorded.id != instance.resources.get("machine"):
             instance.resources["machine"] = recorded.id
-        findings += _repair_instance(backend, instance, recorded, dry_run)
+        findings += _repair_instance(backend, instance, recorded, dry_run, actor=actor)
 
     findings += _orphan_apps(client, prune, dry_run)
     if to_provision and not dry_run:
         for team in to_provision:
             Instance.objects.filter(team=team).update(
                 resources={k: v for k, v in team.instance.resources.items() if k not in ("machine", "launch_id")})
-        result = provision_fleet(to_provision, concurrency=concurrency)
+        result = provision_fleet(to_provision, actor=actor, concurrency=concurrency)
         findings += [Finding("missing_machine", f"team {team_id}", REPORTED, f"re-provisioning failed: {why}")
                      for team_id, why in result.failed.items()]
     for finding in findings:
@@ -103,20 +104,22 @@ def _still_there(client, machine) -> bool:
         raise
 
 
-def _repair_instance(backend: FlyBackend, instance: Instance, machine, dry_run: bool) -> list[Finding]:
+def _repair_instance(backend: FlyBackend, instance: Instance, machine, dry_run: bool, *, actor: str) -> list[Finding]:
     findings = []
     team = instance.team
     if machine.image != instance.image:
         findings.append(Finding("wrong_image", team.slug, REPAIRED, f"{machine.image} -> {instance.image}"))
         if not dry_run:
             instance.resources.update(backend.update(instance, instance.image))
-            record_event(team, "reconciled", f"machine moved back to {instance.image}")
+            timeline.record(team, timeline.Kind.RECONCILED, f"machine moved back to {instance.image}", actor=actor,
+                            data={"finding": "wrong_image", "from": machine.image, "to": instance.image})
     if instance.resources.get("token_generation") != team.token_generation:
         findings.append(Finding("secret_behind", team.slug, REPAIRED,
                                 f"generation {instance.resources.get('token_generation')} -> {team.token_generation}"))
         if not dry_run:
             instance.resources.update(backend.push_secret(instance))
-            record_event(team, "reconciled", "app secret updated to the current token")
+            timeline.record(team, timeline.Kind.RECONCILED, "app secret updated to the current token", actor=actor,
+                            data={"finding": "secret_behind", "generation": team.token_generation})
     if findings and not dry_run:
         instance.save(update_fields=["resources", "updated_at"])
     return findings

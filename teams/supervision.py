@@ -8,17 +8,18 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from . import timeline
 from .backends import ObservedState, get_backend
 from .models import DeploymentTarget, Instance, TeamEvent
-from .provisioning import record_event
 from .services import request_provisioning
 
 CRASH_LOOP_LIMIT = 3
 CRASH_LOOP_WINDOW = timedelta(minutes=10)
 
 
-def supervise(backend_path: str) -> list[str]:
-    """One pass over the instances of one backend; returns what it did, a line per instance acted on."""
+def supervise(backend_path: str, *, actor: str) -> list[str]:
+    """One pass over the instances of one backend; returns what it did, a line per instance acted on. A crash
+    loop is counted from the timeline's CRASHED events: their kind, never their message."""
     actions = []
     # A live deployment stops and starts the teams it is changing: restarting one under it would race its own
     # start (on the image the database still names) and count its failed starts toward a crash loop.
@@ -35,21 +36,25 @@ def supervise(backend_path: str) -> list[str]:
             continue
         team = instance.team
         if observed is ObservedState.CRASHED:
-            record_event(team, "crashed", f"instance crashed; last log lines:\n{backend.log_tail(instance)}",
-                         is_error=True)
-            recent = TeamEvent.objects.filter(team=team, kind="crashed",
+            timeline.record(team, timeline.Kind.CRASHED,
+                            f"instance crashed; last log lines:\n{backend.log_tail(instance)}", actor=actor,
+                            data={"observed": observed.value}, is_error=True)
+            recent = TeamEvent.objects.filter(team=team, kind=timeline.Kind.CRASHED,
                                               created_at__gte=timezone.now() - CRASH_LOOP_WINDOW).count()
             if recent >= CRASH_LOOP_LIMIT:
                 instance.state, instance.last_error = Instance.State.FAILED, f"crashed {recent} times in 10 minutes"
                 instance.save(update_fields=["state", "last_error", "updated_at"])
-                record_event(team, "crash_loop", "not restarting: " + instance.last_error, is_error=True)
+                timeline.record(team, timeline.Kind.CRASH_LOOP, "not restarting: " + instance.last_error,
+                                actor=actor, is_error=True,
+                                data={"crashes": recent, "window_seconds": CRASH_LOOP_WINDOW.total_seconds()})
                 actions.append(f"{team.slug}: crash loop, left failed")
                 continue
         else:
-            record_event(team, "exited", f"instance {observed.value}; restarting")
+            timeline.record(team, timeline.Kind.EXITED, f"instance {observed.value}; restarting", actor=actor,
+                            data={"observed": observed.value})
         instance.state = Instance.State.PENDING
         instance.save(update_fields=["state", "updated_at"])
-        request_provisioning(team)
+        request_provisioning(team, actor=actor)
         actions.append(f"{team.slug}: {observed.value}, restart queued")
     return actions
 

@@ -1,4 +1,5 @@
-"""Background tasks (Django's Tasks API, run by `manage.py db_worker`). Each calls one service function."""
+"""Background tasks (Django's Tasks API, run by `manage.py db_worker`). Each calls one service function; what
+it changes is recorded as done by whoever queued it, else by the task ("task <name>")."""
 
 import logging
 
@@ -11,10 +12,10 @@ logger = logging.getLogger(__name__)
 
 
 @task()
-def provision_team(team_id: int) -> str:
+def provision_team(team_id: int, actor: str = "task provision_team") -> str:
     team = Team.objects.get(pk=team_id)
     try:
-        return provision(team).state
+        return provision(team, actor=actor).state
     except ProvisioningBusy as busy:
         # The run holding the lease finishes the job; this one has nothing to do.
         logger.info("%s", busy)
@@ -27,7 +28,7 @@ def reconcile_fleet(every_seconds: int = 0) -> int:
     from .reconcile import reconcile
 
     try:
-        return len(reconcile())
+        return len(reconcile(actor="task reconcile_fleet"))
     finally:
         if every_seconds:
             enqueue_again(reconcile_fleet, every_seconds)
@@ -68,7 +69,7 @@ def check_backups(every_seconds: int = 0) -> int:
     from .instance_signals import check_backup_freshness
 
     try:
-        return len(check_backup_freshness())
+        return len(check_backup_freshness(actor="task check_backups"))
     finally:
         if every_seconds:
             enqueue_again(check_backups, every_seconds)
@@ -80,8 +81,10 @@ def run_deployment_task(deployment_id: int) -> str:
     from .deploys import DeploymentRefused, run_deployment
     from .models import Deployment
 
+    deployment = Deployment.objects.get(pk=deployment_id)
     try:
-        return run_deployment(Deployment.objects.get(pk=deployment_id)).state
+        # The worker acts for whoever started the deployment (the dashboard's user), as it does for an action.
+        return run_deployment(deployment, actor=deployment.requested_by or "task run_deployment_task").state
     except DeploymentRefused as refused:
         logger.info("%s", refused)
         return "refused"

@@ -102,7 +102,7 @@ def test_home_counts_stale_backups_and_lists_alerts(staff_client, settings):
     settings.BACKUP_STALE_AFTER = 600
     seed(4)
     Instance.objects.filter(team__slug__in=["seed-00001", "seed-00003"]).update(last_backup_at=None)
-    check_backup_freshness()
+    check_backup_freshness(actor="test")
     page = staff_client.get("/dashboard/")
     assert page.context["summary"].stale_backups == 2
     assert page.context["summary"].instances_by_state["running"] == 4
@@ -131,7 +131,7 @@ def test_an_action_is_queued_then_run_by_the_task_with_its_outcome(staff_client,
                                                                     django_capture_on_commit_callbacks):
     team = make_team("acme")
     calls = []
-    monkeypatch.setitem(services.ACTIONS, TeamAction.Kind.STOP, calls.append)
+    monkeypatch.setitem(services.ACTIONS, TeamAction.Kind.STOP, lambda team, *, actor: calls.append(team))
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post("/dashboard/teams/acme/actions/stop/")
     assert response.status_code == 302
@@ -146,7 +146,7 @@ def test_an_action_is_queued_then_run_by_the_task_with_its_outcome(staff_client,
     assert status["actions"][0] == {"id": action.pk, "kind": "stop", "status": "succeeded", "error": "",
                                     "done": True}
 
-    def broken(team):
+    def broken(team, *, actor):
         raise RuntimeError("backend unreachable")
 
     monkeypatch.setitem(services.ACTIONS, TeamAction.Kind.STOP, broken)
@@ -186,12 +186,12 @@ def test_destroy_needs_the_typed_slug(staff_client, make_team):
 def test_team_page_timeline_shows_steps_issuances_refusals_and_signals(staff_client, make_team):
     team = make_team("acme")
     instance = Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, url="http://127.0.0.1:1/")
-    from teams.provisioning import record_event
+    from teams import timeline
 
-    record_event(team, "step:machine", "machine ready")
+    timeline.record(team, "step:machine", "machine ready", actor="test")
     # A crash log tail may carry Litestream's heartbeat URL: the page never shows its signed value.
-    record_event(team, "crashed", f"heartbeat ping failed url=http://x/private/v1/teams/{team.pk}/signals/backup/"
-                                  f"{signal_value(team)}", is_error=True)
+    timeline.record(team, "crashed", f"heartbeat ping failed url=http://x/private/v1/teams/{team.pk}/signals/backup/"
+                                     f"{signal_value(team)}", actor="test", is_error=True)
     CredentialEvent.objects.create(kind="issued", team=team, access_key_id="ASIAEXAMPLE", response_format="x")
     staff_client.get(f"/private/v1/teams/{team.pk}/signals/backup/forged.value")
     staff_client.get(f"/private/v1/teams/{team.pk}/signals/backup/{signal_value(team)}")

@@ -15,7 +15,7 @@ V2 = "registry.fly.io/cloudctl-team:v2"
 @pytest.fixture
 def fleet(fly, fake, make_team, transactional_db):
     teams = [make_team(f"team-{n}") for n in range(3)]
-    assert provision_fleet(teams, concurrency=3).failed == {}
+    assert provision_fleet(teams, concurrency=3, actor="test").failed == {}
     return teams
 
 
@@ -24,7 +24,7 @@ def run_worker():
 
 
 def test_anonymous_and_non_staff_cannot_see_or_start_deployments(client, django_user_model, fleet):
-    deployment = start_deployment(V2)
+    deployment = start_deployment(V2, actor="test")
     tasks_before = DBTaskResult.objects.count()
     pages = ["/dashboard/deployments/", f"/dashboard/deployments/{deployment.pk}/",
              f"/dashboard/deployments/{deployment.pk}/status.json"]
@@ -64,7 +64,7 @@ def test_staff_start_a_deployment_the_worker_runs_it_and_the_page_follows(staff_
 
 
 def test_a_second_deployment_is_refused_with_the_reason(staff_client, fleet):
-    start_deployment(V2)
+    start_deployment(V2, actor="test")
     response = staff_client.post("/dashboard/deployments/", {
         "image": V2 + "b", "canary": 1, "concurrency": 2, "max_failures": 0})
     assert response.status_code == 400 and "still open" in response.content.decode()
@@ -88,7 +88,7 @@ def test_resume_is_refused_while_a_live_run_holds_the_deployment(staff_client, f
 
     from teams.holders import new_holder
 
-    deployment = start_deployment(V2)
+    deployment = start_deployment(V2, actor="test")
     tasks_before = DBTaskResult.objects.count()
     Deployment.objects.filter(pk=deployment.pk).update(claimed_by=new_holder(),
                                                        claimed_until=timezone.now() + timedelta(minutes=2))
@@ -105,7 +105,7 @@ def test_resume_is_refused_while_a_live_run_holds_the_deployment(staff_client, f
 
 def test_metrics_report_the_deployments_progress(client, settings, fleet):
     settings.METRICS_TOKEN = "metrics-secret"
-    deployment = start_deployment(V2)
+    deployment = start_deployment(V2, actor="test")
     body = client.get("/private/metrics", HTTP_AUTHORIZATION="Bearer metrics-secret").content.decode()
     assert "cloudctl_deployment_open 1.0" in body
     assert f'cloudctl_deployment_teams{{deployment="{deployment.pk}",image="{V2}",step="pending"}} 3.0' in body

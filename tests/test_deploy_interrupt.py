@@ -74,7 +74,7 @@ def applied_updates(fake, team) -> int:
 def test_interrupt_then_sigkill_mid_wave_then_resume(fake_server, make_team, transactional_db, tmp_path):
     fake, url = fake_server
     teams = [make_team() for _ in range(24)]
-    assert provision_fleet(teams, concurrency=12).failed == {}
+    assert provision_fleet(teams, concurrency=12, actor="test").failed == {}
 
     # Ctrl-C: no new team starts, the ones in flight finish, their leases are released.
     process = deploy_process(url, tmp_path, "--image", V2, "--all", "--concurrency", "3")

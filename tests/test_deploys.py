@@ -44,9 +44,9 @@ def fake(clock):
 def fleet(fly, fake, make_team, transactional_db):
     """Eight teams on v1: five running, two stopped, one suspended (as scale-to-zero leaves them)."""
     teams = [make_team() for _ in range(8)]
-    assert provision_fleet(teams, concurrency=4).failed == {}
+    assert provision_fleet(teams, concurrency=4, actor="test").failed == {}
     for team in teams[5:7]:
-        stop_instance(team)
+        stop_instance(team, actor="test")
     suspended = instance_for(teams[7])
     fly.client.suspend(suspended.resources["app"], suspended.resources["machine"])
     fly.client.wait(suspended.resources["app"], suspended.resources["machine"], "suspended")
@@ -74,8 +74,8 @@ def applied_updates(fake, team):
 
 
 def deploy(clock, image, **options):
-    deployment = start_deployment(image, **{"concurrency": 3, **options})
-    return run_deployment(deployment, sleep=clock.sleep)
+    deployment = start_deployment(image, **{"concurrency": 3, **options}, actor="test")
+    return run_deployment(deployment, sleep=clock.sleep, actor="test")
 
 
 def test_a_good_image_reaches_every_team_and_stopped_machines_stay_stopped(fleet, fake, clock):
@@ -104,7 +104,7 @@ def test_new_teams_start_on_the_image_the_whole_fleet_got(fleet, fake, clock, ma
     assert fleet_image() == V1  # a deployment to some teams does not change what new teams get
     deploy(clock, V2)
     assert fleet_image() == V2
-    newcomer = provision(make_team())
+    newcomer = provision(make_team(), actor="test")
     assert newcomer.image == V2 and fake.machine(newcomer.resources["machine"]).config["image"] == V2
 
 
@@ -153,11 +153,11 @@ def test_teams_unhealthy_before_the_update_are_skipped_and_never_count(fleet, fa
     crashed_before_the_plan, crashed_after_it = fleet[0], fleet[1]
     crash(fake, clock, crashed_before_the_plan)
     clock.sleep(fake.latencies.org_listing_lag)  # the org-wide listing the plan reads shows a moment ago
-    deployment = start_deployment(V2, canary=1, concurrency=3, max_failures=0)
+    deployment = start_deployment(V2, canary=1, concurrency=3, max_failures=0, actor="test")
     assert deployment.targets.get(team=crashed_after_it).wave == 0  # the canary: it ran when planned
     crash(fake, clock, crashed_after_it)
 
-    deployment = run_deployment(deployment, sleep=clock.sleep)
+    deployment = run_deployment(deployment, sleep=clock.sleep, actor="test")
 
     assert deployment.state == Deployment.State.SUCCEEDED, deployment.message
     for team in (crashed_before_the_plan, crashed_after_it):
@@ -217,16 +217,16 @@ def test_transient_api_errors_do_not_halt_a_healthy_rollout(fleet, fake, clock, 
 
 
 def test_only_one_deployment_is_open_at_a_time(fleet, clock):
-    start_deployment(V2)
+    start_deployment(V2, actor="test")
     with pytest.raises(DeploymentRefused, match="still open"):
-        start_deployment(V2 + "b")
+        start_deployment(V2 + "b", actor="test")
 
 
 def test_unknown_teams_and_empty_images_are_refused_clearly(fleet):
     with pytest.raises(DeploymentRefused, match="no team with slug nope"):
-        start_deployment(V2, slugs=["nope"])
+        start_deployment(V2, slugs=["nope"], actor="test")
     with pytest.raises(DeploymentRefused, match="image is empty"):
-        start_deployment("  ")
+        start_deployment("  ", actor="test")
     assert not Deployment.objects.exists()
 
 
@@ -270,9 +270,9 @@ def test_the_command_plans_runs_and_reports(fleet, fake, capsys):
 def test_a_team_destroyed_after_the_plan_is_skipped_with_the_reason(fleet, clock):
     from teams.services import destroy_instance
 
-    deployment = start_deployment(V2, concurrency=2)
-    destroy_instance(fleet[3])
-    deployment = run_deployment(deployment, sleep=clock.sleep)
+    deployment = start_deployment(V2, concurrency=2, actor="test")
+    destroy_instance(fleet[3], actor="test")
+    deployment = run_deployment(deployment, sleep=clock.sleep, actor="test")
     assert deployment.state == Deployment.State.SUCCEEDED
     target = deployment.targets.get(team=fleet[3])
     assert (target.step, target.error) == (Step.SKIPPED, "instance is destroyed now")

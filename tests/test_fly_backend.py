@@ -35,7 +35,7 @@ def assert_one_of_each_per_team(fake, team_ids):
 
 def test_provisioning_makes_one_app_volume_and_machine(fly, fake, make_team):
     team = make_team()
-    instance = provision(team)
+    instance = provision(team, actor="test")
     assert instance.state == Instance.State.RUNNING
     assert instance.completed_steps == ["app", "secret", "volume", "launch", "machine", "started"]
     app = fake.apps[app_name(team.pk)]
@@ -55,9 +55,9 @@ def test_provisioning_makes_one_app_volume_and_machine(fly, fake, make_team):
 
 def test_rerunning_provisioning_changes_nothing(fly, fake, make_team):
     team = make_team()
-    provision(team)
+    provision(team, actor="test")
     creates = {action: fake.calls[action] for action in ("create_app", "create_volume", "create_machine")}
-    provision(team)
+    provision(team, actor="test")
     assert {action: fake.calls[action] for action in creates} == creates
     assert_one_of_each_per_team(fake, [team.pk])
 
@@ -67,14 +67,14 @@ def test_an_app_name_taken_by_another_org_is_a_clear_failure(fly, fake, make_tea
     settings.FLY_APP_PREFIX = "cloudctl"
     fake.foreign_apps.add(app_name(team.pk))
     with pytest.raises(BackendError, match="taken by another Fly organization"):
-        provision(team)
+        provision(team, actor="test")
     assert instance_for(team).state == Instance.State.FAILED
 
 
 def test_an_app_left_by_our_earlier_attempt_is_adopted(fly, fake, make_team):
     team = make_team()
     fly.client.create_app(app_name(team.pk), ORG, f"{app_name(team.pk)}-net")
-    assert provision(team).state == Instance.State.RUNNING
+    assert provision(team, actor="test").state == Instance.State.RUNNING
     assert_one_of_each_per_team(fake, [team.pk])
 
 
@@ -82,7 +82,7 @@ def test_an_app_left_by_our_earlier_attempt_is_adopted(fly, fake, make_team):
 def test_an_ambiguous_create_is_resolved_by_looking_not_by_creating_twice(fly, fake, make_team, action):
     team = make_team()
     fake.inject(action, ResponseLost(status=408), calls=[1])
-    assert provision(team).state == Instance.State.RUNNING
+    assert provision(team, actor="test").state == Instance.State.RUNNING
     assert_one_of_each_per_team(fake, [team.pk])
 
 
@@ -90,7 +90,7 @@ def test_an_ambiguous_machine_create_not_yet_visible_is_still_found(fly, fake, m
     team = make_team()
     fake.inject("create_machine", NotVisible(seconds=5), calls=[1])
     fake.inject("create_machine", ResponseLost(status=503), calls=[1])
-    assert provision(team).state == Instance.State.RUNNING
+    assert provision(team, actor="test").state == Instance.State.RUNNING
     assert fake.calls["create_machine"] == 1
     assert_one_of_each_per_team(fake, [team.pk])
 
@@ -99,9 +99,9 @@ def test_a_full_host_fails_with_its_reason(fly, fake, make_team):
     team = make_team()
     fake.inject("create_machine", HostFull(), calls=[1])
     with pytest.raises(BackendError, match="no room for the machine"):
-        provision(team)
+        provision(team, actor="test")
     assert "no room" in instance_for(team).last_error
-    assert provision(team).state == Instance.State.RUNNING  # a later run succeeds
+    assert provision(team, actor="test").state == Instance.State.RUNNING  # a later run succeeds
 
 
 def test_two_hundred_teams_with_twenty_percent_faults_of_every_kind(fly, fake, make_team, transactional_db):
@@ -112,7 +112,7 @@ def test_two_hundred_teams_with_twenty_percent_faults_of_every_kind(fly, fake, m
     for action in ("create_app", "create_volume", "create_machine"):
         fake.inject(action, ResponseLost(status=408), probability=0.2)
     fake.inject("create_machine", NotVisible(seconds=3), probability=0.2)
-    result = provision_fleet(teams, concurrency=1, attempts=10)
+    result = provision_fleet(teams, concurrency=1, attempts=10, actor="test")
     assert result.failed == {}
     assert Instance.objects.filter(state=Instance.State.RUNNING).count() == 200
     assert_one_of_each_per_team(fake, [team.pk for team in teams])
@@ -120,7 +120,7 @@ def test_two_hundred_teams_with_twenty_percent_faults_of_every_kind(fly, fake, m
 
 def test_observe_maps_machine_states(fly, fake, make_team):
     team = make_team()
-    instance = provision(team)
+    instance = provision(team, actor="test")
     assert fly.observe(instance) is ObservedState.RUNNING
     fly.stop(instance)
     assert fly.observe(instance) is ObservedState.STOPPED
@@ -129,7 +129,7 @@ def test_observe_maps_machine_states(fly, fake, make_team):
 
 
 def test_update_keeps_a_stopped_machine_stopped(fly, fake, make_team):
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fly.stop(instance)
     fly.update(instance, "registry.fly.io/cloudctl-team:v2")
     machine = fake.machine(instance.resources["machine"])
@@ -141,7 +141,7 @@ def test_update_of_a_machine_autostop_is_stopping_keeps_it_down(fly, fake, make_
     decides `skip_launch` (only started, starting or failed Machines are launched)."""
     import dataclasses
 
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fake.latencies = dataclasses.replace(fake.latencies, stop=20.0)  # Litestream's last upload on SIGTERM
     clock.sleep(fake.latencies.autostop_idle + 1)
     assert fake.machine(instance.resources["machine"]).state == "stopping"
@@ -152,7 +152,7 @@ def test_update_of_a_machine_autostop_is_stopping_keeps_it_down(fly, fake, make_
 
 
 def test_update_of_a_machine_autostart_is_waking_launches_it(fly, fake, make_team, clock):
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fly.stop(instance)
     fake.proxy_request(instance.resources["app"])  # a visitor: the proxy starts it
     assert fake.machine(instance.resources["machine"]).state == "starting"
@@ -162,14 +162,14 @@ def test_update_of_a_machine_autostart_is_waking_launches_it(fly, fake, make_tea
 
 
 def test_update_detects_a_silent_revert(fly, fake, make_team):
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fake.inject("update_machine", SilentRevert(), calls=[1])
     with pytest.raises(BackendError, match="reverted"):
         fly.update(instance, "registry.fly.io/cloudctl-team:v2")
 
 
 def test_update_of_a_running_machine_waits_for_its_checks_and_is_not_repeated(fly, fake, make_team, clock):
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     before = clock.now()
     fly.update(instance, "registry.fly.io/cloudctl-team:v2")
     # The update's restart, then the checks' first run: started alone is not ready.
@@ -183,7 +183,7 @@ def test_update_of_a_running_machine_waits_for_its_checks_and_is_not_repeated(fl
 
 def test_an_image_that_fails_its_health_checks_fails_the_update(fly, fake, make_team, settings):
     fake.unhealthy_images.add("registry.fly.io/cloudctl-team:bad")
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     with pytest.raises(BackendError, match=r"not healthy after .*critical"):
         fly.update(instance, "registry.fly.io/cloudctl-team:bad")
 
@@ -195,7 +195,7 @@ def test_a_lease_left_by_a_dead_run_is_released_and_the_update_goes_on(fly, fake
 
     from teams.models import MachineLease
 
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     app, machine_id = instance.resources["app"], instance.resources["machine"]
     left = fly.client.acquire_lease(app, machine_id, 600, "a deploy killed with SIGKILL")
     MachineLease.objects.create(app=app, machine_id=machine_id, nonce=left.nonce, holder="elsewhere:1:dead",
@@ -208,7 +208,7 @@ def test_a_lease_left_by_a_dead_run_is_released_and_the_update_goes_on(fly, fake
 def test_a_lease_held_by_a_live_run_makes_the_update_retryable(fly, fake, make_team):
     from teams.backends import BackendUnavailable
 
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fly.client.acquire_lease(instance.resources["app"], instance.resources["machine"], 600, "someone else")
     with pytest.raises(BackendUnavailable, match="409"):
         fly.update(instance, "registry.fly.io/cloudctl-team:v2")
@@ -219,7 +219,7 @@ def test_every_operation_reports_a_platform_outage_as_retryable(fly, fake, make_
     from teams.backends import BackendUnavailable
 
     team = make_team()
-    instance = provision(team)
+    instance = provision(team, actor="test")
     team.token_generation += 1  # so push_secret has something to push
     fake.inject("*", Unavailable(503), probability=1.0)
     with pytest.raises(BackendUnavailable, match="503"):
@@ -229,7 +229,7 @@ def test_every_operation_reports_a_platform_outage_as_retryable(fly, fake, make_
 def test_a_stop_while_someone_else_holds_the_lease_is_retryable(fly, fake, make_team):
     from teams.backends import BackendUnavailable
 
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fly.client.acquire_lease(instance.resources["app"], instance.resources["machine"], 600, "someone else")
     with pytest.raises(BackendUnavailable, match="409"):
         fly.stop(instance)
@@ -244,7 +244,7 @@ def test_a_slow_operation_keeps_its_lease_to_the_end(fly, fake, make_team, opera
 
     from teams.models import MachineLease
 
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fake.latencies = dataclasses.replace(fake.latencies, **slow)
     if operation == "stop":
         fly.stop(instance)
@@ -261,7 +261,7 @@ def test_a_lease_that_cannot_be_refreshed_stops_the_operation_cleanly(fly, fake,
     from teams.backends import BackendUnavailable
     from teams.models import MachineLease
 
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fake.latencies = dataclasses.replace(fake.latencies, update=60.0)
     fake.inject("acquire_lease", Unavailable(404), calls=[2])  # the first refresh: the lease is gone
     with pytest.raises(BackendUnavailable, match="lease"):
@@ -272,7 +272,7 @@ def test_a_lease_that_cannot_be_refreshed_stops_the_operation_cleanly(fly, fake,
 
 def test_destroy_removes_compute_and_volume(fly, fake, make_team):
     team = make_team()
-    instance = provision(team)
+    instance = provision(team, actor="test")
     fly.destroy(instance)
     assert app_name(team.pk) not in fake.apps
     assert not live(m for m in fake.machines.values() if m.app_name == app_name(team.pk))
@@ -280,7 +280,7 @@ def test_destroy_removes_compute_and_volume(fly, fake, make_team):
 
 def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make_team, clock, settings):
     settings.FLY_LEASE_TTL = 60  # longer than the update with its health gate takes, so waiting it out would show
-    instance = provision(make_team())
+    instance = provision(make_team(), actor="test")
     fake.inject("acquire_lease", ResponseLost(status=408), calls=[1])
     before = clock.now()
     fly.update(instance, "registry.fly.io/cloudctl-team:v2")
@@ -294,17 +294,18 @@ def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, f
     from teams.services import restart_instance, rotate_token
 
     team = make_team()
-    instance = provision(team)
+    instance = provision(team, actor="test")
     app = fake.apps[instance.resources["app"]]
     first_version = fake.machine(instance.resources["machine"]).secrets_version
     rotate_token(team, actor="test")
-    restart_instance(team)  # what the queued restart action runs
+    restart_instance(team, actor="test")  # what the queued restart action runs
     machine = fake.machine(instance_for(team).resources["machine"])
     assert app.secrets["CLOUDCTL_TOKEN"].value == team_token(team)
     # Fly hands a Machine only the secrets of its create or last update: a plain stop and start would not do.
     assert machine.secrets_version == app.secrets_version > first_version
     assert machine.state == "started"
-    assert provision(team).resources["machine_secrets_version"] == app.secrets_version  # and it stays settled
+    # and it stays settled
+    assert provision(team, actor="test").resources["machine_secrets_version"] == app.secrets_version
     assert fake.calls["update_machine"] == 1
 
 
@@ -315,9 +316,9 @@ def test_an_image_update_right_after_a_rotation_boots_on_the_new_token(fly, fake
     from teams.services import restart_instance, rotate_token
 
     team = make_team()
-    provision(team)
+    provision(team, actor="test")
     rotate_token(team, actor="test")
-    restart_instance(team)  # sets the new token and moves the Machine onto it
+    restart_instance(team, actor="test")  # sets the new token and moves the Machine onto it
     instance = instance_for(team)
     if stopped:
         fly.stop(instance)
@@ -328,6 +329,6 @@ def test_an_image_update_right_after_a_rotation_boots_on_the_new_token(fly, fake
 
 def test_the_volume_and_machine_go_to_the_teams_region(fly, fake, make_team):
     team = make_team(region="ams")
-    instance = provision(team)
+    instance = provision(team, actor="test")
     assert fake.volumes[instance.resources["volume"]].region == "ams"
     assert fake.machine(instance.resources["machine"]).region == "ams"

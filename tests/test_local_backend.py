@@ -86,7 +86,7 @@ def test_a_running_instance_holds_nothing_of_the_control_plane_in_its_environmen
     for name, value in invented.items():
         monkeypatch.setenv(name, value)
     team = create_team("alpha")
-    provision(team)
+    provision(team, actor="test")
     own = [*invented.values(), os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
            settings.SECRET_KEY, *settings.TOKEN_KEYS, settings.METRICS_TOKEN]
     processes = team_processes(team.pk)
@@ -152,7 +152,7 @@ def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(loc
     # The volume is lost: stop, delete the data directory, provision again.
     local.stop(a)
     shutil.rmtree(a.resources["volume"])
-    a = provision(team_a)
+    a = provision(team_a, actor="test")
     assert query(a, "select count(*) as n from notes") == [{"n": 200}]
 
 
@@ -223,7 +223,7 @@ def test_a_worker_killed_mid_provisioning_is_finished_by_the_next_run(local, set
         process.wait()
     assert instance_for(team).state == Instance.State.PROVISIONING  # left half-done by the kill
 
-    instance = provision(team)  # takes over the dead run's lease; adopts the running process
+    instance = provision(team, actor="test")  # takes over the dead run's lease; adopts the running process
     assert instance.state == Instance.State.RUNNING
     assert httpx.get(instance.url, timeout=5).status_code == 200
     assert_one_instance_and_no_orphan(local, team, settings)
@@ -241,7 +241,7 @@ def test_an_instance_killed_mid_provisioning_fails_with_its_reason_then_recovers
     assert failed.state == Instance.State.FAILED
     assert "exited during start" in failed.last_error
 
-    instance = provision(team)
+    instance = provision(team, actor="test")
     assert instance.state == Instance.State.RUNNING
     assert_one_instance_and_no_orphan(local, team, settings)
 
@@ -256,7 +256,7 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
 
     running_team, stopped_team = create_team("alpha"), create_team("beta")
     run_worker()
-    stop_instance(stopped_team)
+    stop_instance(stopped_team, actor="test")
     url = instance_for(running_team).url
     answered: list[float] = []  # when each request sent throughout the deploy got its 200
     done = threading.Event()
@@ -275,7 +275,7 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     prober.start()
     time.sleep(0.5)
     try:
-        deployment = run_deployment(start_deployment("v2", canary=1, concurrency=2))
+        deployment = run_deployment(start_deployment("v2", canary=1, concurrency=2, actor="test"), actor="test")
         time.sleep(0.5)
     finally:
         done.set()
@@ -351,7 +351,7 @@ def test_a_halted_deploy_leaves_each_canary_team_running_its_previous_version(lo
     previous = instance_for(teams[0]).image
     releases.cannot_start("v2")
 
-    deployment = run_deployment(start_deployment("v2", canary=2, concurrency=2))
+    deployment = run_deployment(start_deployment("v2", canary=2, concurrency=2, actor="test"), actor="test")
 
     assert deployment.state == Deployment.State.HALTED, deployment.message
     assert "2 rolled back" in deployment.message
@@ -377,7 +377,7 @@ def test_a_rollback_that_cannot_start_the_previous_version_is_reported_failed(lo
     releases.cannot_start("v2", failing)  # the image fails on one canary team: the deployment halts
     releases.cannot_start(previous, healthy)  # and the other cannot go back (its start would fail for any reason)
 
-    deployment = run_deployment(start_deployment("v2", canary=2, concurrency=2))
+    deployment = run_deployment(start_deployment("v2", canary=2, concurrency=2, actor="test"), actor="test")
 
     assert deployment.state == Deployment.State.HALTED, deployment.message
     assert "1 rolled back, 1 rollback failures" in deployment.message
@@ -408,7 +408,8 @@ def test_hostile_tenants_neither_block_nor_halt_a_deploy(local):
     with pytest.raises(BackendError, match="exited during start"):
         local.start(instance_for(crashed))
 
-    deployment = run_deployment(start_deployment("v2", canary=1, concurrency=2, max_failures=0))
+    deployment = run_deployment(start_deployment("v2", canary=1, concurrency=2, max_failures=0, actor="test"),
+                                actor="test")
 
     assert deployment.state == Deployment.State.SUCCEEDED, deployment.message
     assert deployment.message == "2 updated, 1 tenant faults (failing on their previous image too), 1 skipped"
@@ -511,7 +512,7 @@ def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged
 
     flagged = {}
     while len(flagged) < 2:
-        for team in check_backup_freshness():
+        for team in check_backup_freshness(actor="test"):
             flagged[team.pk] = timezone.now()
         assert timezone.now() - min(last_heartbeat.values()) < timedelta(seconds=200), "never flagged"
         time.sleep(1)

@@ -91,9 +91,10 @@ def test_an_image_outside_the_allowed_prefixes_is_refused_by_the_service(setting
     make_team("acme")
     for image in ("docker.io/evil:1", "registry.fly.io/cloudctl-team-evil:1", "registry.example.com/oursx/a:1"):
         with pytest.raises(DeploymentRefused, match="registry.fly.io/cloudctl-team:, registry.example.com/ours/"):
-            start_deployment(image)
+            start_deployment(image, actor="test")
     assert not Deployment.objects.exists()
-    assert start_deployment("registry.example.com/ours/team:v2").image == "registry.example.com/ours/team:v2"
+    allowed = "registry.example.com/ours/team:v2"
+    assert start_deployment(allowed, actor="test").image == allowed
 
 
 # --- each group can do exactly its set -------------------------------------------------------------------
@@ -301,10 +302,10 @@ def test_unset_fly_accepts_only_the_team_repository_and_the_local_backend_any_la
     settings.FLY_APP_PREFIX = "cloudctl"
     for image in (EVIL, "registry.fly.io/cloudctl-team-evil:1", "registry.fly.io/other-team:1", "v2"):
         with pytest.raises(DeploymentRefused, match="must start with registry.fly.io/cloudctl-team: "):
-            start_deployment(image)
+            start_deployment(image, actor="test")
     assert not Deployment.objects.exists()
     settings.MACHINE_BACKEND = "teams.backends.local.LocalBackend"
-    assert start_deployment("v2").image == "v2"  # a version label of this checkout's code
+    assert start_deployment("v2", actor="test").image == "v2"  # a version label of this checkout's code
 
 
 def test_the_prefixes_syntax_is_checked_and_check_deploy_asks_for_them_on_fly(settings):

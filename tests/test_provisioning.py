@@ -73,7 +73,7 @@ def backend(settings):
 
 def test_provision_walks_every_step_and_saves_each(backend, make_team):
     team = make_team()
-    instance = provision(team)
+    instance = provision(team, actor="test")
     assert instance.state == Instance.State.RUNNING
     assert instance.completed_steps == ["volume", "machine", "healthy"]
     assert instance.resources["machine"] == "m-1"
@@ -87,7 +87,7 @@ def test_a_failed_step_is_recorded_and_a_rerun_finishes_without_remaking(backend
     team = make_team()
     backend.fail_at = "machine"
     with pytest.raises(BackendError):
-        provision(team)
+        provision(team, actor="test")
     instance = instance_for(team)
     assert instance.state == Instance.State.FAILED
     assert instance.last_error == "machine exploded"
@@ -96,7 +96,7 @@ def test_a_failed_step_is_recorded_and_a_rerun_finishes_without_remaking(backend
     assert not instance.claimed_by  # the lease is released on failure
 
     backend.fail_at = None
-    instance = provision(team)
+    instance = provision(team, actor="test")
     assert instance.state == Instance.State.RUNNING
     assert instance.last_error == ""
     assert backend.made.count((team.pk, "volume")) == 1
@@ -107,7 +107,7 @@ def test_a_live_lease_holder_blocks_a_second_run(backend, make_team):
     instance = instance_for(team)
     claim(instance)  # held by this (live) process
     with pytest.raises(ProvisioningBusy):
-        provision(team)
+        provision(team, actor="test")
 
 
 def test_an_expired_lease_is_taken_over(backend, make_team):
@@ -115,7 +115,7 @@ def test_an_expired_lease_is_taken_over(backend, make_team):
     instance = instance_for(team)
     Instance.objects.filter(pk=instance.pk).update(
         claimed_by="elsewhere:1:x", claimed_until=timezone.now() - timedelta(seconds=1))
-    assert provision(team).state == Instance.State.RUNNING
+    assert provision(team, actor="test").state == Instance.State.RUNNING
 
 
 def test_a_lease_held_by_a_killed_process_on_this_host_is_taken_over(backend, make_team):
@@ -125,7 +125,7 @@ def test_a_lease_held_by_a_killed_process_on_this_host_is_taken_over(backend, ma
     dead.wait()
     Instance.objects.filter(pk=instance.pk).update(
         claimed_by=f"{socket.gethostname()}:{dead.pid}:x", claimed_until=timezone.now() + timedelta(minutes=5))
-    assert provision(team).state == Instance.State.RUNNING
+    assert provision(team, actor="test").state == Instance.State.RUNNING
 
 
 def test_a_lease_held_by_another_host_is_respected_until_it_expires(backend, make_team):
@@ -134,7 +134,7 @@ def test_a_lease_held_by_another_host_is_respected_until_it_expires(backend, mak
     Instance.objects.filter(pk=instance.pk).update(
         claimed_by=f"other-host:{os.getpid()}:x", claimed_until=timezone.now() + timedelta(minutes=5))
     with pytest.raises(ProvisioningBusy):
-        provision(team)
+        provision(team, actor="test")
 
 
 def test_create_team_enqueues_provisioning_for_the_database_worker(backend, transactional_db):
@@ -159,13 +159,13 @@ def test_supervision_restarts_a_crashed_instance_and_gives_up_on_a_crash_loop(
     backend, make_team, django_capture_on_commit_callbacks
 ):
     team = make_team()
-    provision(team)
+    provision(team, actor="test")
     DBTaskResult.objects.all().delete()
     backend.observed = ObservedState.CRASHED
     for attempt in range(3):
         Instance.objects.filter(team=team).update(state=Instance.State.RUNNING)
         with django_capture_on_commit_callbacks(execute=True):
-            actions = supervise(BACKEND)
+            actions = supervise(BACKEND, actor="test")
         expected = "restart queued" if attempt < 2 else "crash loop"
         assert expected in actions[0]
     instance = instance_for(team)
@@ -176,13 +176,13 @@ def test_supervision_restarts_a_crashed_instance_and_gives_up_on_a_crash_loop(
 
 def test_supervision_leaves_running_and_stopped_on_purpose_alone(backend, make_team):
     running, stopped = make_team(), make_team()
-    provision(running)
-    provision(stopped)
+    provision(running, actor="test")
+    provision(stopped, actor="test")
     Instance.objects.filter(team=stopped).update(desired_state=Instance.State.STOPPED, state=Instance.State.STOPPED)
     backend.observed = ObservedState.RUNNING
-    assert supervise(BACKEND) == []
+    assert supervise(BACKEND, actor="test") == []
     backend.observed = ObservedState.STOPPED
-    assert supervise(BACKEND) == [f"{running.slug}: stopped, restart queued"]
+    assert supervise(BACKEND, actor="test") == [f"{running.slug}: stopped, restart queued"]
 
 
 def test_supervision_leaves_alone_the_teams_a_running_deployment_is_restarting(backend, make_team):
@@ -193,17 +193,17 @@ def test_supervision_leaves_alone_the_teams_a_running_deployment_is_restarting(b
 
     updating, rolling_back, done = make_team(), make_team(), make_team()
     for team in (updating, rolling_back, done):
-        provision(team)
+        provision(team, actor="test")
     deployment = Deployment.objects.create(image="v2", canary=1, concurrency=2, max_failures=0,
                                            claimed_by=new_holder(), claimed_until=timezone.now() + timedelta(minutes=1))
     for team, step in ((updating, "updating"), (rolling_back, "rolling_back"), (done, "updated")):
         DeploymentTarget.objects.create(deployment=deployment, team=team, wave=0, step=step)
     backend.observed = ObservedState.CRASHED
-    assert supervise(BACKEND) == [f"{done.slug}: crashed, restart queued"]
+    assert supervise(BACKEND, actor="test") == [f"{done.slug}: crashed, restart queued"]
     # The deployment's run died (its claim ran out): its teams are watched again.
     Instance.objects.filter(team=done).update(state=Instance.State.RUNNING)
     Deployment.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
-    assert sorted(supervise(BACKEND)) == sorted(f"{team.slug}: crashed, restart queued"
+    assert sorted(supervise(BACKEND, actor="test")) == sorted(f"{team.slug}: crashed, restart queued"
                                                 for team in (updating, rolling_back, done))
 
 

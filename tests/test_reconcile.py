@@ -17,7 +17,7 @@ from .test_fly_backend import ORG, assert_one_of_each_per_team, fake, live  # no
 def fleet(fly, fake, make_team, transactional_db):
     teams = [make_team() for _ in range(5)]
     for team in teams:
-        provision(team)
+        provision(team, actor="test")
     return teams
 
 
@@ -31,7 +31,7 @@ def kinds(findings):
 
 
 def test_a_healthy_fleet_has_no_drift(fleet, fake):
-    assert reconcile() == []
+    assert reconcile(actor="test") == []
 
 
 def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, fly, fake, clock):
@@ -47,21 +47,21 @@ def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, 
     fly.client.create_app("cloudctl-team-4242", ORG, "cloudctl-team-4242-net")
     settle_listing(fake, clock)
 
-    findings = reconcile()
+    findings = reconcile(actor="test")
     assert kinds(findings) == sorted([
         ("missing_machine", REPAIRED), ("wrong_image", REPAIRED), ("stale_lease", REPAIRED),
         ("secret_behind", REPAIRED), ("orphan_app", REPORTED)])
-    assert reconcile() == [f for f in findings if f.outcome == REPORTED]  # only the decision remains
+    assert reconcile(actor="test") == [f for f in findings if f.outcome == REPORTED]  # only the decision remains
 
     assert fake.machine(instance_for(fleet[1]).resources["machine"]).config["image"] == instance_for(fleet[1]).image
     assert fly.client.get_lease(leased.resources["app"], leased.resources["machine"]) is None
     assert instance_for(fleet[3]).resources["token_generation"] == 2
     assert all(instance_for(team).state == Instance.State.RUNNING for team in fleet)
 
-    pruned = reconcile(prune=True)
+    pruned = reconcile(prune=True, actor="test")
     assert kinds(pruned) == [("orphan_app", PRUNED)]
     clock.sleep(5)  # Fly finishes deleting an app after answering 202
-    assert reconcile() == []
+    assert reconcile(actor="test") == []
     assert_one_of_each_per_team(fake, [team.pk for team in fleet])
 
 
@@ -71,8 +71,8 @@ def test_a_duplicate_machine_is_destroyed(fleet, fly, fake, clock):
     fly.client.create_machine(instance.resources["app"], name="stray", region="ord", config={
         "image": machine.config["image"], "metadata": {"cloudctl_team": str(fleet[0].pk)}})
     settle_listing(fake, clock)
-    assert kinds(reconcile()) == [("duplicate_machine", REPAIRED)]
-    assert reconcile() == []
+    assert kinds(reconcile(actor="test")) == [("duplicate_machine", REPAIRED)]
+    assert reconcile(actor="test") == []
     assert len(live(m for m in fake.machines.values() if m.app_name == app_name(fleet[0].pk))) == 1
 
 
@@ -80,8 +80,8 @@ def test_dry_run_changes_nothing(fleet, fly, fake, clock):
     instance = instance_for(fleet[0])
     fly.client.destroy_machine(instance.resources["app"], instance.resources["machine"], force=True)
     settle_listing(fake, clock)
-    assert kinds(reconcile(dry_run=True)) == [("missing_machine", REPAIRED)]
-    assert kinds(reconcile(dry_run=True)) == [("missing_machine", REPAIRED)]
+    assert kinds(reconcile(dry_run=True, actor="test")) == [("missing_machine", REPAIRED)]
+    assert kinds(reconcile(dry_run=True, actor="test")) == [("missing_machine", REPAIRED)]
 
 
 def test_a_team_being_provisioned_is_left_alone(fleet, fly, fake):
@@ -90,7 +90,7 @@ def test_a_team_being_provisioned_is_left_alone(fleet, fly, fake):
     from teams.provisioning import claim
 
     claim(instance)  # a live run in this very process
-    assert reconcile() == []
+    assert reconcile(actor="test") == []
 
 
 def test_the_command_prints_findings(fleet, fly, fake, capsys):

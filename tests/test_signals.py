@@ -210,11 +210,11 @@ def test_stale_backups_are_alerted_once_and_clear_when_heartbeats_resume(client,
     Instance.objects.create(team=stopped, backend="x", state=Instance.State.STOPPED)
 
     with caplog.at_level(logging.ERROR):
-        flagged = check_backup_freshness()
+        flagged = check_backup_freshness(actor="test")
     assert sorted(team.slug for team in flagged) == sorted([stale.slug, never.slug])
     assert any("backup_stale" in record.getMessage() for record in caplog.records)
     assert set(Team.objects.filter(stale_backups_q(prefix="instance__"))) == {stale, never}
-    assert check_backup_freshness() == []  # one alert per episode
+    assert check_backup_freshness(actor="test") == []  # one alert per episode
     assert TeamEvent.objects.filter(kind="backup_stale").count() == 2
 
     client.get(path_of(urls_of(stale)["heartbeat_url"]))
@@ -222,7 +222,7 @@ def test_stale_backups_are_alerted_once_and_clear_when_heartbeats_resume(client,
     assert TeamEvent.objects.filter(team=stale, kind="backup_resumed").exists()
     # Eleven minutes on with no heartbeat anywhere: a new episode for `stale`, first alerts for the rest;
     # `never` is still in its first episode (no second alert).
-    later = check_backup_freshness(timezone.now() + timedelta(minutes=11))
+    later = check_backup_freshness(timezone.now() + timedelta(minutes=11), actor="test")
     assert set(later) == {stale, fresh, new}
 
 
@@ -230,9 +230,9 @@ def test_the_threshold_comes_from_the_setting(make_team, settings):
     team = make_team()
     running(team, since_minutes=60, last_backup_minutes=20)
     settings.BACKUP_STALE_AFTER = 3600
-    assert check_backup_freshness() == []
+    assert check_backup_freshness(actor="test") == []
     settings.BACKUP_STALE_AFTER = 600
-    assert check_backup_freshness() == [team]
+    assert check_backup_freshness(actor="test") == [team]
 
 
 def test_an_instance_that_starts_running_owes_heartbeats_from_then_on(make_team):
@@ -305,12 +305,12 @@ def test_instance_output_is_stored_with_its_signal_values_redacted(staff_client,
                          f"shutdown_url={urls['shutdown_url']}")
     try:
         with pytest.raises(BackendError):
-            provision(team)  # last_error and the provisioning_failed event
+            provision(team, actor="test")  # last_error and the provisioning_failed event
         action = TeamAction.objects.create(team=team, kind=TeamAction.Kind.START)
         assert run_action(action.pk).status == TeamAction.Status.FAILED  # the action's error
         Instance.objects.filter(team=team).update(state=Instance.State.RUNNING, desired_state=Instance.State.RUNNING)
         backend.observed = ObservedState.CRASHED
-        supervise(settings.MACHINE_BACKEND)  # the crash event with the log tail
+        supervise(settings.MACHINE_BACKEND, actor="test")  # the crash event with the log tail
     finally:
         get_backend.cache_clear()
 
@@ -372,11 +372,11 @@ def test_a_machine_still_running_after_its_shutdown_signal_is_watched_again(clie
         assert client.post(path_of(urls_of(team)["shutdown_url"]), data="{}",
                            content_type="application/json").status_code == 200
         now = timezone.now()
-        assert check_backup_freshness(now + timedelta(minutes=1)) == []  # still within its time to exit
+        assert check_backup_freshness(now + timedelta(minutes=1), actor="test") == []  # still within its time to exit
         assert not TeamEvent.objects.filter(team=team, kind="backup_watch_resumed").exists()
-        assert check_backup_freshness(now + timedelta(minutes=3)) == []
+        assert check_backup_freshness(now + timedelta(minutes=3), actor="test") == []
         assert TeamEvent.objects.filter(team=team, kind="backup_watch_resumed").exists() == watched
-        flagged = check_backup_freshness(now + timedelta(minutes=3 + 11))
+        flagged = check_backup_freshness(now + timedelta(minutes=3 + 11), actor="test")
     finally:
         get_backend.cache_clear()
     assert flagged == ([team] if watched else [])

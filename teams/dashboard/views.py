@@ -125,7 +125,7 @@ def team_status(request, slug):
         "actions": [{"id": action.pk, "kind": action.kind, "status": action.status, "error": action.error,
                      "done": action.is_done} for action in team.actions.all()[:5]],
         "timeline": [{"time": entry.time.isoformat(), "kind": entry.kind, "message": entry.message,
-                      "is_error": entry.is_error} for entry in timeline(team, length=15)],
+                      "is_error": entry.is_error, "actor": entry.actor} for entry in timeline(team, length=15)],
     }, headers={"Cache-Control": "no-store"})
 
 

@@ -172,9 +172,9 @@ Ctrl-C stops everything.
             while all(child.poll() is None for child in children):
                 if time.monotonic() - last_pass >= SUPERVISE_EVERY_SECONDS:
                     last_pass = time.monotonic()
-                    for line in supervise(settings.MACHINE_BACKEND):
+                    for line in supervise(settings.MACHINE_BACKEND, actor="manage.py dev"):
                         self.stdout.write(line)
-                    for team in check_backup_freshness():
+                    for team in check_backup_freshness(actor="manage.py dev"):
                         self.stderr.write(f"ALERT team {team.slug}: no backup heartbeat for "
                                           f"{settings.BACKUP_STALE_AFTER}s")
                     running = Instance.objects.filter(state=Instance.State.RUNNING).select_related("team")

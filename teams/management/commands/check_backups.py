@@ -21,7 +21,7 @@ class Command(BaseCommand):
             else:
                 self.stdout.write("a backup check is already queued: its chain goes on (nothing added)")
             return
-        flagged = check_backup_freshness()
+        flagged = check_backup_freshness(actor="manage.py check_backups")
         for team in flagged:
             self.stdout.write(f"ALERT {team.slug}: backups stale")
         self.stdout.write(f"{len(flagged)} team(s) newly stale")

@@ -9,6 +9,7 @@ from teams.deploys import (
 )
 from teams.models import Deployment, DeploymentTarget, Team
 
+ACTOR = "manage.py deploy"
 # The final table lists every team up to this many; beyond, only the teams that did not simply update.
 FULL_TABLE_LIMIT = 50
 
@@ -50,9 +51,9 @@ class Command(BaseCommand):
             if dry_run:
                 self._print_plan(image, slugs, canary, wave_size)
                 return
-            deployment = start_deployment(image, slugs=slugs, canary=canary, concurrency=concurrency or 10,
-                                          max_failures=max_failures, wave_size=wave_size,
-                                          requested_by="manage.py deploy")
+            deployment = start_deployment(image, actor=ACTOR, slugs=slugs, canary=canary,
+                                          concurrency=concurrency or 10, max_failures=max_failures,
+                                          wave_size=wave_size)
         except DeploymentRefused as refused:
             raise CommandError(str(refused)) from None
         self._run(deployment, None)
@@ -90,7 +91,8 @@ class Command(BaseCommand):
                 bar.set_postfix(counts, refresh=False)
 
             try:
-                deployment = run_deployment(deployment, concurrency=concurrency, progress=progress, stop=stop)
+                deployment = run_deployment(deployment, actor=ACTOR, concurrency=concurrency, progress=progress,
+                                            stop=stop)
             except DeploymentRefused as refused:
                 raise CommandError(str(refused)) from None
         self._print_table(deployment)

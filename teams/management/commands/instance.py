@@ -20,11 +20,11 @@ class Command(BaseCommand):
         except ValidationError as error:
             raise CommandError(error.messages[0]) from None
         if action == "stop":
-            stop_instance(team)
+            stop_instance(team, actor="manage.py instance")
         elif action == "destroy":
             if confirm != team.slug:
                 raise CommandError(f"destroying removes the volume; confirm with --confirm {team.slug}")
-            destroy_instance(team)
+            destroy_instance(team, actor="manage.py instance")
         instance = instance_for(team)
         self.stdout.write(f"{team.slug}: {instance.state} (wants {instance.desired_state}; backend sees "
                           f"{self._observed(instance)}) {instance.url}")

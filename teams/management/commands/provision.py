@@ -5,6 +5,8 @@ from teams.fleet import provision_fleet, teams_needing_provisioning
 from teams.provisioning import ProvisioningBusy, provision
 from teams.services import get_team, request_provisioning
 
+ACTOR = "manage.py provision"
+
 
 class Command(BaseCommand):
     help = "(Re)provision a team, or every team not running: safe at any time, it finishes what a run left."
@@ -21,14 +23,14 @@ class Command(BaseCommand):
         teams = teams_needing_provisioning() if all else [self._team(slug)]
         if not now:
             for team in teams:
-                request_provisioning(team)
+                request_provisioning(team, actor=ACTOR)
             self.stdout.write(f"provisioning queued for {len(teams)} team(s)")
             return
         if all:
             self._fleet(teams, concurrency)
             return
         try:
-            instance = provision(teams[0])
+            instance = provision(teams[0], actor=ACTOR)
         except ProvisioningBusy as busy:
             raise CommandError(str(busy)) from None
         except Exception as error:
@@ -39,7 +41,8 @@ class Command(BaseCommand):
         from tqdm import tqdm
 
         with tqdm(total=len(teams), unit="team", desc="provisioning", file=self.stderr) as bar:
-            result = provision_fleet(teams, concurrency=concurrency, progress=lambda team, outcome: bar.update())
+            result = provision_fleet(teams, actor=ACTOR, concurrency=concurrency,
+                                     progress=lambda team, outcome: bar.update())
         self.stdout.write(f"{len(result.running)} running, {len(result.failed)} failed")
         for team_id, reason in sorted(result.failed.items()):
             self.stdout.write(f"  team {team_id}: {reason}")

@@ -25,7 +25,7 @@ class Command(BaseCommand):
                 self.stdout.write("a reconcile is already queued: its chain goes on (nothing added)")
             return
         try:
-            findings = reconcile(prune=prune, dry_run=dry_run)
+            findings = reconcile(actor="manage.py reconcile", prune=prune, dry_run=dry_run)
         except BackendError as error:
             raise CommandError(str(error)) from None
         if not findings:

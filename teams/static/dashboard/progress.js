@@ -63,7 +63,10 @@
       time.textContent = when(entry.time);
       const kind = document.createElement("code");
       kind.textContent = entry.kind;
-      li.append(time, " ", kind, " " + entry.message);
+      const actor = document.createElement("span");
+      actor.className = "actor";
+      actor.textContent = "by " + entry.actor;
+      li.append(time, " ", kind, " " + entry.message + " ", actor);
     }, "Nothing yet.");
     return TRANSITIONAL.has(status.state) || status.actions.some((action) => !action.done);
   }
