@@ -33,7 +33,9 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from . import timeline
-from .backends import BackendError, BackendUnavailable, MachineBackend, ObservedState, get_backend
+from .backends import (
+    BackendError, BackendUnavailable, MachineBackend, ObservedState, get_backend, observe_by_backend,
+)
 from .backends.base import UNHEALTHY_STATES
 from .holders import claim_is_live, claim_row, release_row
 from .models import Deployment, DeploymentTarget, Instance, Team
@@ -145,12 +147,9 @@ def _observed_states(instances: list[Instance]) -> dict[int, ObservedState]:
     the backend cannot be read (the plan is still right, only less well ordered: the update checks each team's
     health again)."""
     states = {}
-    for path in {instance.backend for instance in instances}:
-        group = [instance for instance in instances if instance.backend == path]
-        try:
-            observed = get_backend(path).observe_many(group)
-        except BackendError as error:
-            logger.warning("deploy: could not read which instances run (%s); using the database's state", error)
+    for group, observed in observe_by_backend(instances):
+        if isinstance(observed, BackendError):
+            logger.warning("deploy: could not read which instances run (%s); using the database's state", observed)
             observed = {instance.team_id: ObservedState.RUNNING if instance.state == Instance.State.RUNNING
                         else ObservedState.STOPPED for instance in group}
         states.update(observed)

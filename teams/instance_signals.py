@@ -16,7 +16,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from . import timeline
-from .backends import BackendError, ObservedState, get_backend
+from .backends import BackendError, ObservedState, observe_by_backend
 from .models import Instance, Team
 
 logger = logging.getLogger(__name__)
@@ -84,12 +84,10 @@ def watch_machines_still_running(now: datetime, *, actor: str) -> list[Team]:
         state=Instance.State.RUNNING, backups_expected_since__isnull=True, scaled_to_zero_at__lt=now - SHUTDOWN_GRACE,
     ).select_related("team"))
     resumed = []
-    for path in {instance.backend for instance in candidates}:
-        group = [instance for instance in candidates if instance.backend == path]
-        try:
-            observed = get_backend(path).observe_many(group)
-        except BackendError as error:
-            logger.warning("could not read which scaled-to-zero instances run (%s); checking again next time", error)
+    for group, observed in observe_by_backend(candidates):
+        if isinstance(observed, BackendError):
+            logger.warning("could not read which scaled-to-zero instances run (%s); checking again next time",
+                           observed)
             continue
         resumed += [instance.team for instance in group if observed.get(instance.team_id) is ObservedState.RUNNING
                     and resume_backup_watch(instance.team, now, "the machine still runs after its shutdown signal",
