@@ -110,3 +110,29 @@ def test_a_second_embedded_stack_on_the_same_state_is_refused(tmp_path):
         hold_state_lock(tmp_path)
     first.close()  # the first one stopped: the next can start
     hold_state_lock(tmp_path).close()
+
+
+def test_rotate_token_restarts_the_instance_as_the_dashboard_does(db):
+    """The command and the dashboard call the same service: revoke, record, and queue the restart that brings
+    the new token into the instance (without it the instance would run on a revoked token until it stops)."""
+    from teams.models import Instance, TeamAction, TeamEvent
+
+    run("create_team", "acme")
+    team = Team.objects.get(slug="acme")
+    Instance.objects.create(team=team, backend="teams.backends.local.LocalBackend", state=Instance.State.RUNNING)
+    _, err = run("rotate_token", "acme")
+    restart = TeamAction.objects.get(team=team)
+    assert (restart.kind, restart.status) == (TeamAction.Kind.RESTART, TeamAction.Status.QUEUED)
+    assert "restart queued" in err
+    rotated = TeamEvent.objects.get(team=team, kind=TeamEvent.Kind.TOKEN_ROTATED)
+    assert rotated.actor == "manage.py rotate_token"
+
+
+def test_instance_status_of_a_team_without_one_creates_nothing(db):
+    from teams.models import Instance
+
+    run("create_team", "acme")
+    Instance.objects.all().delete()  # as a team is before its provisioning task ran
+    out, _ = run("instance", "acme", "status")
+    assert "acme: no instance" in out
+    assert not Instance.objects.exists()

@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from teams.backends import BackendError, get_backend
-from teams.provisioning import instance_for
+from teams.models import Instance
 from teams.services import destroy_instance, get_team, stop_instance
 
 
@@ -25,7 +25,11 @@ class Command(BaseCommand):
             if confirm != team.slug:
                 raise CommandError(f"destroying removes the volume; confirm with --confirm {team.slug}")
             destroy_instance(team, actor="manage.py instance")
-        instance = instance_for(team)
+        # Read, never create: a status must not leave an instance row behind (`provision` makes one).
+        instance = Instance.objects.filter(team=team).first()
+        if instance is None:
+            self.stdout.write(f"{team.slug}: no instance (`manage.py provision {team.slug}` creates it)")
+            return
         self.stdout.write(f"{team.slug}: {instance.state} (wants {instance.desired_state}; backend sees "
                           f"{self._observed(instance)}) {instance.url}")
         if instance.last_error:
