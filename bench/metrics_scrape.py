@@ -39,7 +39,9 @@ MIX = [(("issued", "", "", 1), 60), (("refused", "revoked", "", 1), 8), (("refus
 def setup_django(state_dir: str) -> None:
     Path(state_dir, "static").mkdir()
     os.environ.update({"DJANGO_SETTINGS_MODULE": "cloudctl.settings", "CLOUDCTL_STATE_DIR": state_dir,
-                       "DJANGO_ALLOWED_HOSTS": "testserver", "CLOUDCTL_LOG_LEVEL": "WARNING"})
+                       "DJANGO_ALLOWED_HOSTS": "testserver", "CLOUDCTL_LOG_LEVEL": "WARNING",
+                       # The metrics are served by the private URL conf only (the default is the public one).
+                       "CLOUDCTL_URLCONF": "cloudctl.urls_private"})
     import django
 
     django.setup()
