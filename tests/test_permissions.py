@@ -7,8 +7,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import URLPattern, get_resolver
 
+from console import urls as dashboard_urls
 from credentials.tokens import team_token, verify_team_token
-from teams.dashboard import urls as dashboard_urls
 from teams.models import Deployment, Team, TeamAction
 
 from .staff import PASSWORD, force_staff_login
