@@ -8,6 +8,7 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY manage.py ./
 COPY cloudctl ./cloudctl
+COPY console ./console
 COPY teams ./teams
 COPY credentials ./credentials
 COPY flyapi ./flyapi
