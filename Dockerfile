@@ -10,6 +10,7 @@ COPY manage.py ./
 COPY cloudctl ./cloudctl
 COPY console ./console
 COPY teams ./teams
+COPY deploys ./deploys
 COPY credentials ./credentials
 COPY flyapi ./flyapi
 # Static files are served by whitenoise; the throwaway key only exists for this build step.

@@ -83,8 +83,8 @@ def metrics(request):
 
 
 def deploy_progress() -> Iterable[Metric]:
-    from teams.deploys import deployment_progress, open_deployment
-    from teams.models import Deployment
+    from deploys.models import Deployment
+    from deploys.selectors import deployment_progress, open_deployment
 
     deployment = open_deployment() or Deployment.objects.first()
     is_open = GaugeMetricFamily("cloudctl_deployment_open",

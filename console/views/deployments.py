@@ -10,11 +10,10 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from teams.deploys import (
-    DeploymentRefused, ImageRefused, allowed_image_prefixes, deployment_progress, fleet_image, queue_deployment,
-    queue_resume,
-)
-from teams.models import Deployment, DeploymentTarget
+from deploys.models import Deployment, DeploymentTarget
+from deploys.plan import DeploymentRefused, ImageRefused
+from deploys.selectors import allowed_image_prefixes, deployment_progress, fleet_image
+from deploys.services import queue_deployment, queue_resume
 from teams.permissions import DEPLOY_IMAGE
 
 from ..forms import DeploymentForm, RedeployForm
