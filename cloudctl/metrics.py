@@ -16,8 +16,8 @@ from django_tasks_db.models import DBTaskResult
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from console.selectors import fleet_summary
 from credentials.retention import credential_event_totals
-from teams.queries import fleet_summary
 
 
 def fleet() -> Iterable[Metric]:

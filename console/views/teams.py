@@ -15,10 +15,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from teams.models import Instance, Team, TeamAction, TeamEvent
 from teams.permissions import ADD_TEAM, DESTROY_INSTANCE, ROTATE_TOKEN, permitted_actions
-from teams.queries import fleet_summary, images_in_use, team_list, timeline
 from teams.services import create_team, request_action, rotate_token
 
 from ..forms import DestroyForm, TeamCreateForm, TeamFilterForm
+from ..selectors import fleet_summary, images_in_use, team_list, timeline
 from .pages import dashboard_view, render_page, team_or_404
 
 # The actions a team page offers as buttons; each runs as a task (destroy has its own confirmation form).
