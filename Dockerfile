@@ -8,7 +8,9 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY manage.py ./
 COPY cloudctl ./cloudctl
+COPY console ./console
 COPY teams ./teams
+COPY deploys ./deploys
 COPY credentials ./credentials
 COPY flyapi ./flyapi
 # Static files are served by whitenoise; the throwaway key only exists for this build step.

@@ -34,8 +34,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	test -x /usr/bin/chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
-## Install and run the whole test suite.
+## Install, check the directions of imports between apps (.importlinter), and run the whole test suite.
 test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 ## Run every benchmark in bench/ (each ends with a `ratio:` line; bench/support/ holds what they share).
@@ -43,4 +44,4 @@ bench: $(INSTALLED) $(INSTANCE_INSTALLED)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(INSTANCE_VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) $(INSTANCE_VENV) var .pytest_cache .hypothesis .import_linter_cache

@@ -91,7 +91,8 @@ def build_fleet(teams: int, running_share: float, suspended_share: float) -> dic
 def timed_deploy(image: str, concurrency: int, slugs=None, progress_label: str = "") -> tuple[float, object]:
     from tqdm import tqdm
 
-    from teams.deploys import run_deployment, start_deployment
+    from deploys.runner import run_deployment
+    from deploys.services import start_deployment
 
     deployment = start_deployment(image, slugs=slugs, canary=1, concurrency=concurrency, actor="bench")
     total = deployment.targets.exclude(step="skipped").count()
@@ -122,9 +123,10 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)
+            from deploys.models import Deployment
             from teams import backends
             from teams.backends import fly
-            from teams.models import Deployment, Instance, Team
+            from teams.models import Instance, Team
 
             client, counts = counting_client(args.concurrency * 2)
             fly.make_client = lambda: client
@@ -171,7 +173,8 @@ def main() -> None:
 def bad_image_deploy(concurrency: int) -> str:
     """An image whose checks fail, with a canary of one: the deployment halts after the canary, rolls it back
     to its own image, and touches no other team (not timed)."""
-    from teams.models import Deployment, DeploymentTarget, Instance
+    from deploys.models import Deployment, DeploymentTarget
+    from teams.models import Instance
 
     before = dict(Instance.objects.values_list("team_id", "image"))
     wall, deployment = timed_deploy(BAD_IMAGE, concurrency, progress_label="bad image")

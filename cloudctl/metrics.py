@@ -16,8 +16,8 @@ from django_tasks_db.models import DBTaskResult
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from console.selectors import fleet_summary
 from credentials.retention import credential_event_totals
-from teams.queries import fleet_summary
 
 
 def fleet() -> Iterable[Metric]:
@@ -83,8 +83,8 @@ def metrics(request):
 
 
 def deploy_progress() -> Iterable[Metric]:
-    from teams.deploys import deployment_progress, open_deployment
-    from teams.models import Deployment
+    from deploys.models import Deployment
+    from deploys.selectors import deployment_progress, open_deployment
 
     deployment = open_deployment() or Deployment.objects.first()
     is_open = GaugeMetricFamily("cloudctl_deployment_open",

@@ -51,7 +51,9 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "teams",
+    "deploys",
     "credentials",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -213,7 +215,7 @@ MACHINE_BACKEND = env.str("CLOUDCTL_MACHINE_BACKEND", default="teams.backends.lo
 # The image (Fly) or instance version (local) new instances run.
 INSTANCE_IMAGE = env.str("CLOUDCTL_INSTANCE_IMAGE", default="local")
 # A deploy (command, dashboard, redeploy) accepts only an image starting with one of these, e.g.
-# `registry.fly.io/cloudctl-team:`; each ends with ':', '@' or '/' (teams/checks.py). Unset: on Fly, the team
+# `registry.fly.io/cloudctl-team:`; each ends with ':', '@' or '/' (deploys/checks.py). Unset: on Fly, the team
 # image's repository in Fly's registry (`check --deploy` asks for it explicitly); on the local backend, any.
 ALLOWED_IMAGE_PREFIXES = env.list("CLOUDCTL_ALLOWED_IMAGE_PREFIXES", default=[])
 # How instances reach the private API.

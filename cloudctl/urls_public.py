@@ -12,7 +12,7 @@ admin.site.login = admin_login
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:home")),
-    path("dashboard/", include("teams.dashboard.urls")),
+    path("dashboard/", include("console.urls")),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
 ]

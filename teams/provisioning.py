@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from . import timeline
+from . import rollouts, timeline
 from .backends import get_backend
 from .holders import claim_row, release_row
 from .models import Instance, Team
@@ -26,11 +26,9 @@ class ProvisioningBusy(Exception):
 
 
 def instance_for(team: Team) -> Instance:
-    from .deploys import fleet_image  # deploys provisions through this module
-
     # A callable default: the fleet image is looked up only when the instance is created.
     instance, _ = Instance.objects.get_or_create(
-        team=team, defaults={"backend": settings.MACHINE_BACKEND, "image": fleet_image})
+        team=team, defaults={"backend": settings.MACHINE_BACKEND, "image": rollouts.image_for_new_instances})
     return instance
 
 

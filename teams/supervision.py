@@ -8,9 +8,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from . import timeline
+from . import rollouts, timeline
 from .backends import ObservedState, get_backend
-from .models import DeploymentTarget, Instance, TeamEvent
+from .models import Instance, TeamEvent
 from .services import request_provisioning
 
 CRASH_LOOP_LIMIT = 3
@@ -23,9 +23,7 @@ def supervise(backend_path: str, *, actor: str) -> list[str]:
     actions = []
     # A live deployment stops and starts the teams it is changing: restarting one under it would race its own
     # start (on the image the database still names) and count its failed starts toward a crash loop.
-    being_deployed = DeploymentTarget.objects.filter(
-        deployment__is_open=True, deployment__claimed_until__gte=timezone.now(),
-        step__in=[DeploymentTarget.Step.UPDATING, DeploymentTarget.Step.ROLLING_BACK]).values("team_id")
+    being_deployed = rollouts.team_ids_being_deployed()
     watched = Instance.objects.filter(
         backend=backend_path, desired_state=Instance.State.RUNNING, state=Instance.State.RUNNING,
     ).exclude(team_id__in=being_deployed).select_related("team")

@@ -74,17 +74,3 @@ def check_backups(every_seconds: int = 0) -> int:
         if every_seconds:
             enqueue_again(check_backups, every_seconds)
 
-
-@task()
-def run_deployment_task(deployment_id: int) -> str:
-    """Run or resume a deployment (one started from the dashboard, or picked up after its run died)."""
-    from .deploys import DeploymentRefused, run_deployment
-    from .models import Deployment
-
-    deployment = Deployment.objects.get(pk=deployment_id)
-    try:
-        # The worker acts for whoever started the deployment (the dashboard's user), as it does for an action.
-        return run_deployment(deployment, actor=deployment.requested_by or "task run_deployment_task").state
-    except DeploymentRefused as refused:
-        logger.info("%s", refused)
-        return "refused"

@@ -4,9 +4,9 @@ import pytest
 from django.core.management import call_command
 from django_tasks_db.models import DBTaskResult
 
-from teams.deploys import start_deployment
+from deploys.models import Deployment, DeploymentTarget
+from deploys.services import start_deployment
 from teams.fleet import provision_fleet
-from teams.models import Deployment, DeploymentTarget
 from teams.provisioning import instance_for
 
 V2 = "registry.fly.io/cloudctl-team:v2"

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from fakefly import FakeFly, serve
+from deploys.models import Deployment, DeploymentTarget
 from teams import backends
 from teams.fleet import provision_fleet
-from teams.models import Deployment, DeploymentTarget, MachineLease
+from teams.models import MachineLease
 from teams.provisioning import instance_for
 
 from .fly_processes import IMAGE as V1

@@ -5,9 +5,13 @@ import dataclasses
 import pytest
 
 from fakefly import FakeFly, ResponseLost, Unavailable
-from teams.deploys import DeploymentRefused, fleet_image, run_deployment, start_deployment
+from deploys.models import Deployment, DeploymentTarget
+from deploys.plan import DeploymentRefused
+from deploys.runner import run_deployment
+from deploys.selectors import fleet_image
+from deploys.services import start_deployment
 from teams.fleet import provision_fleet
-from teams.models import Deployment, DeploymentTarget, Instance
+from teams.models import Instance
 from teams.provisioning import instance_for, provision
 from teams.services import stop_instance
 

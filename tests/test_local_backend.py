@@ -250,8 +250,9 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     import threading
     import time
 
-    from teams.deploys import run_deployment, start_deployment
-    from teams.models import DeploymentTarget
+    from deploys.models import DeploymentTarget
+    from deploys.runner import run_deployment
+    from deploys.services import start_deployment
     from teams.services import stop_instance
 
     running_team, stopped_team = create_team("alpha"), create_team("beta")
@@ -343,8 +344,9 @@ def instance_status(team) -> str:
 
 def test_a_halted_deploy_leaves_each_canary_team_running_its_previous_version(local, releases):
     """Issue 11.4: the new version exits at start; the rollback must really start the previous one."""
-    from teams.deploys import run_deployment, start_deployment
-    from teams.models import Deployment, DeploymentTarget
+    from deploys.models import Deployment, DeploymentTarget
+    from deploys.runner import run_deployment
+    from deploys.services import start_deployment
 
     teams = [create_team(f"team-{number}") for number in range(4)]
     run_worker()
@@ -368,8 +370,9 @@ def test_a_halted_deploy_leaves_each_canary_team_running_its_previous_version(lo
 
 
 def test_a_rollback_that_cannot_start_the_previous_version_is_reported_failed(local, releases):
-    from teams.deploys import run_deployment, start_deployment
-    from teams.models import Deployment, DeploymentTarget
+    from deploys.models import Deployment, DeploymentTarget
+    from deploys.runner import run_deployment
+    from deploys.services import start_deployment
 
     healthy, failing = create_team("alpha"), create_team("beta")
     run_worker()
@@ -395,9 +398,11 @@ def test_hostile_tenants_neither_block_nor_halt_a_deploy(local):
     """Issue 10.8: a file `*.db` that is no SQLite database, planted on a team's own volume, makes its entrypoint
     exit whatever the version. A team crashing so before the deploy is skipped; one running until its update
     restarts it (the canary here) fails on its previous version too: a tenant fault, and the rollout goes on."""
+    from deploys.models import Deployment, DeploymentTarget
+    from deploys.runner import run_deployment
+    from deploys.services import start_deployment
     from teams.backends import BackendError
-    from teams.deploys import run_deployment, start_deployment
-    from teams.models import Deployment, DeploymentTarget, TeamEvent
+    from teams.models import TeamEvent
 
     hostile, crashed, *others = [create_team(slug) for slug in ("hostile", "crashed", "gamma", "delta")]
     run_worker()

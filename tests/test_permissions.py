@@ -7,9 +7,10 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import URLPattern, get_resolver
 
+from console import urls as dashboard_urls
 from credentials.tokens import team_token, verify_team_token
-from teams.dashboard import urls as dashboard_urls
-from teams.models import Deployment, Team, TeamAction
+from deploys.models import Deployment
+from teams.models import Team, TeamAction
 
 from .staff import PASSWORD, force_staff_login
 
@@ -85,7 +86,8 @@ def test_a_view_only_staff_user_sees_no_admin_action_and_cannot_post_one(client,
 
 
 def test_an_image_outside_the_allowed_prefixes_is_refused_by_the_service(settings, make_team):
-    from teams.deploys import DeploymentRefused, start_deployment
+    from deploys.plan import DeploymentRefused
+    from deploys.services import start_deployment
 
     settings.ALLOWED_IMAGE_PREFIXES = ["registry.fly.io/cloudctl-team:", "registry.example.com/ours/"]
     make_team("acme")
@@ -219,8 +221,8 @@ def test_the_admin_offers_and_runs_only_the_actions_a_group_may_use(client, memb
 def test_the_services_refuse_a_user_without_the_permission_and_trust_a_process(staff, make_team):
     from django.core.exceptions import PermissionDenied
 
+    from deploys.services import queue_deployment, queue_resume
     from teams import services
-    from teams.deploys import queue_deployment, queue_resume
 
     team = make_team("acme")
     deployment = Deployment.objects.create(image="v1", canary=0, concurrency=1, max_failures=0)
@@ -294,7 +296,8 @@ def test_the_dashboard_and_redeploy_refuse_an_image_outside_the_prefixes(client,
 
 
 def test_unset_fly_accepts_only_the_team_repository_and_the_local_backend_any_label(settings, make_team):
-    from teams.deploys import DeploymentRefused, start_deployment
+    from deploys.plan import DeploymentRefused
+    from deploys.services import start_deployment
 
     make_team("acme")
     settings.ALLOWED_IMAGE_PREFIXES = []

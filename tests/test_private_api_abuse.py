@@ -147,7 +147,7 @@ def test_an_unknown_address_is_never_exempt_from_the_limit(db, post_credentials,
 
 
 def test_the_timeline_shows_claims_as_unverified(db, make_team, client):
-    from teams.queries import timeline
+    from console.selectors import timeline
 
     team = make_team()
     client.get(f"/private/v1/teams/{team.pk}/signals/backup/forged.value")

@@ -188,8 +188,8 @@ def test_supervision_leaves_running_and_stopped_on_purpose_alone(backend, make_t
 def test_supervision_leaves_alone_the_teams_a_running_deployment_is_restarting(backend, make_team):
     """A deploy stops and starts the instances it updates: restarting one under it would race its own start
     (on the image the database still names) and count its failed starts toward a crash loop."""
+    from deploys.models import Deployment, DeploymentTarget
     from teams.holders import new_holder
-    from teams.models import Deployment, DeploymentTarget
 
     updating, rolling_back, done = make_team(), make_team(), make_team()
     for team in (updating, rolling_back, done):

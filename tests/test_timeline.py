@@ -113,9 +113,9 @@ def test_a_crash_loop_is_counted_from_the_kind_whatever_the_messages_say(backend
 
 
 def test_a_deployment_run_by_the_worker_names_who_started_it(fly, make_team, transactional_db):
-    from teams.deploys import start_deployment
+    from deploys.services import start_deployment
+    from deploys.tasks import run_deployment_task
     from teams.fleet import provision_fleet
-    from teams.tasks import run_deployment_task
 
     team = make_team()
     assert provision_fleet([team], actor="test").failed == {}

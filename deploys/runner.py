@@ -27,19 +27,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import Count, F
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from . import timeline
-from .backends import (
-    BackendError, BackendUnavailable, MachineBackend, ObservedState, get_backend, observe_by_backend,
-)
-from .backends.base import UNHEALTHY_STATES
-from .holders import claim_is_live, claim_row, release_row
-from .models import Deployment, DeploymentTarget, Instance, Team
-from .permissions import DEPLOY_IMAGE, Actor, authorize
+from teams import timeline
+from teams.backends import BackendError, BackendUnavailable, MachineBackend, get_backend
+from teams.holders import claim_row, release_row
+from teams.models import Instance
+
+from .models import Deployment, DeploymentTarget
+from .plan import DEPLOYABLE_STATES, UNHEALTHY_BEFORE, DeploymentRefused
+
 
 logger = logging.getLogger(__name__)
 
@@ -49,145 +48,6 @@ CLAIM = timedelta(minutes=2)
 # Transient platform errors (408, 429, 5xx, a lease another operation holds) are retried this many times, with
 # these pauses, before the team counts as failed.
 RETRY_DELAYS = (1, 2, 4, 8, 16, 30)
-DEPLOYABLE_STATES = (Instance.State.RUNNING, Instance.State.STOPPED)
-LOCAL_BACKEND = "teams.backends.local.LocalBackend"
-UNHEALTHY_BEFORE = "unhealthy before the update"
-
-
-class DeploymentRefused(Exception):
-    """The deployment cannot start or resume; the message says why and what to do."""
-
-
-class ImageRefused(DeploymentRefused):
-    """The image is not one of the allowed ones (CLOUDCTL_ALLOWED_IMAGE_PREFIXES)."""
-
-
-@dataclass
-class Plan:
-    """What a deployment would do: the teams of each wave (0 is the canary) and the teams it leaves alone."""
-
-    image: str
-    waves: list[list[Team]] = field(default_factory=list)
-    skipped: list[tuple[Team, str]] = field(default_factory=list)
-    running: set[int] = field(default_factory=set)  # ids of the teams that run now: their update restarts them
-
-    @property
-    def team_count(self) -> int:
-        return sum(len(wave) for wave in self.waves)
-
-
-def fleet_image() -> str:
-    """The image new teams start on: the last deployment to every team that completed, else the setting."""
-    last = (Deployment.objects.filter(all_teams=True, state__in=[Deployment.State.SUCCEEDED,
-                                                                 Deployment.State.COMPLETED_WITH_FAILURES])
-            .order_by("-finished_at", "-id").values_list("image", flat=True).first())
-    return last or settings.INSTANCE_IMAGE
-
-
-def allowed_image_prefixes() -> list[str] | None:
-    """The prefixes a deployed image must start with; None when any image is accepted. Unset, Fly accepts the
-    team image's own repository in Fly's registry, which only this organization's app can push to; the local
-    backend any image, because there an image is only a label on processes running this checkout's code."""
-    if settings.ALLOWED_IMAGE_PREFIXES:
-        return settings.ALLOWED_IMAGE_PREFIXES
-    if settings.MACHINE_BACKEND == LOCAL_BACKEND:
-        return None
-    return [f"registry.fly.io/{settings.FLY_APP_PREFIX}-team:"]
-
-
-def ensure_image_allowed(image: str) -> None:
-    """Refuse an image from outside the allowed prefixes: a deployed image runs with each team's token and
-    volume, so whoever may deploy must not be able to choose any code at all."""
-    prefixes = allowed_image_prefixes()
-    if prefixes is not None and not image.startswith(tuple(prefixes)):
-        raise ImageRefused(f"image {image} is not allowed: it must start with {', '.join(prefixes)} "
-                           "(CLOUDCTL_ALLOWED_IMAGE_PREFIXES)")
-
-
-def open_deployment() -> Deployment | None:
-    return Deployment.objects.filter(is_open=True).first()
-
-
-def plan_deployment(image: str, teams: list[Team], *, canary: int, wave_size: int = 0) -> Plan:
-    """Choose the waves. The canary is made of running teams: a stopped team is updated without starting, so it
-    proves nothing about the image's health. `wave_size` 0 puts every other team in one wave. Which teams run
-    is read from the backends (teams scale to zero without telling the database); teams they see crashed are
-    skipped, as unhealthy before the update (each team's health is read again just before its update)."""
-    image = image.strip()
-    if not image:
-        raise DeploymentRefused("the image is empty")
-    ensure_image_allowed(image)
-    plan = Plan(image)
-    candidates = []
-    instances = {instance.team_id: instance for instance in Instance.objects.filter(team__in=teams)}
-    for team in teams:
-        instance = instances.get(team.pk)
-        if instance is None or instance.state not in DEPLOYABLE_STATES:
-            state = instance.get_state_display().lower() if instance else "not provisioned"
-            plan.skipped.append((team, f"instance is {state}: it gets the image when provisioned"))
-        elif instance.image == image:
-            plan.skipped.append((team, f"already on {image}"))
-        else:
-            candidates.append(team)
-    observed = _observed_states([instances[team.pk] for team in candidates])
-    crashed = [team for team in candidates if observed[team.pk] is ObservedState.CRASHED]
-    plan.skipped += [(team, f"{UNHEALTHY_BEFORE}: {UNHEALTHY_STATES[ObservedState.CRASHED]}") for team in crashed]
-    candidates = [team for team in candidates if team not in crashed]
-    plan.running = {team.pk for team in candidates if observed[team.pk] is ObservedState.RUNNING}
-    canaries = sorted(candidates, key=lambda team: (team.pk not in plan.running, team.pk))[:canary]
-    rest = [team for team in candidates if team not in canaries]
-    size = wave_size or len(rest) or 1
-    plan.waves = [wave for wave in [canaries, *(rest[start:start + size] for start in range(0, len(rest), size))]
-                  if wave]
-    return plan
-
-
-def _observed_states(instances: list[Instance]) -> dict[int, ObservedState]:
-    """The real state of each team's instance by team id, by one bulk read per backend; the database's word when
-    the backend cannot be read (the plan is still right, only less well ordered: the update checks each team's
-    health again)."""
-    states = {}
-    for group, observed in observe_by_backend(instances):
-        if isinstance(observed, BackendError):
-            logger.warning("deploy: could not read which instances run (%s); using the database's state", observed)
-            observed = {instance.team_id: ObservedState.RUNNING if instance.state == Instance.State.RUNNING
-                        else ObservedState.STOPPED for instance in group}
-        states.update(observed)
-    return states
-
-
-def start_deployment(image: str, *, actor: str, slugs: list[str] | None = None, canary: int = 1,
-                     concurrency: int = 10, max_failures: int = 0, wave_size: int = 0) -> Deployment:
-    """Record a deployment of `image` to the given teams (all active teams when `slugs` is None), requested by
-    `actor`; refused while another deployment is open. Run it with `run_deployment` (the command does, the
-    dashboard queues a task)."""
-    if concurrency < 1:
-        raise DeploymentRefused("concurrency must be at least 1")
-    teams = Team.objects.filter(status=Team.Status.ACTIVE).order_by("pk")
-    if slugs is not None:
-        teams = Team.objects.filter(slug__in=slugs).order_by("pk")
-        missing = sorted(set(slugs) - set(teams.values_list("slug", flat=True)))
-        if missing:
-            raise DeploymentRefused(f"no team with slug {', '.join(missing)}")
-    plan = plan_deployment(image, list(teams), canary=canary, wave_size=wave_size)
-    try:
-        with transaction.atomic():
-            busy = open_deployment()
-            if busy is not None:
-                raise DeploymentRefused(f"{busy} is still open: resume it (`deploy --resume`) first")
-            deployment = Deployment.objects.create(
-                image=plan.image, all_teams=slugs is None, canary=canary, concurrency=concurrency,
-                max_failures=max_failures, requested_by=actor)
-            DeploymentTarget.objects.bulk_create(
-                [DeploymentTarget(deployment=deployment, team=team, wave=number, was_running=team.pk in plan.running)
-                 for number, wave in enumerate(plan.waves) for team in wave]
-                + [DeploymentTarget(deployment=deployment, team=team, wave=0, step=Step.SKIPPED, error=reason)
-                   for team, reason in plan.skipped])
-    except IntegrityError:  # another deployment was opened at the same moment
-        raise DeploymentRefused("another deployment is open: resume it (`deploy --resume`) first") from None
-    logger.info("deploy deployment=%s image=%s teams=%s waves=%s skipped=%s", deployment.pk, plan.image,
-                plan.team_count, len(plan.waves), len(plan.skipped))
-    return deployment
 
 
 def run_deployment(deployment: Deployment, *, actor: str, concurrency: int | None = None,
@@ -513,34 +373,3 @@ class _Runner:
     def _waves_left(self) -> list[int]:
         return sorted(set(self.deployment.targets.filter(step__in=[Step.PENDING, Step.UPDATING])
                           .values_list("wave", flat=True)))
-
-
-def queue_deployment(image: str, *, actor: Actor, **options) -> Deployment:
-    """Start a deployment (see `start_deployment`) and run it on the task worker once it is committed; a user
-    needs the deploy permission."""
-    from .tasks import run_deployment_task
-
-    requested_by = authorize(actor, DEPLOY_IMAGE)
-    with transaction.atomic():
-        deployment = start_deployment(image, actor=requested_by, **options)
-        transaction.on_commit(lambda: run_deployment_task.enqueue(deployment.pk))
-    return deployment
-
-
-def queue_resume(deployment: Deployment, *, actor: Actor) -> None:
-    """Resume an open deployment on the task worker; refused while a live run holds it. A user needs the deploy
-    permission. The image was checked when the deployment started: a resume only finishes it."""
-    from .tasks import run_deployment_task
-
-    authorize(actor, DEPLOY_IMAGE)
-    if not deployment.is_open:
-        raise DeploymentRefused(f"{deployment} is finished")
-    if claim_is_live(deployment.claimed_by, deployment.claimed_until):
-        raise DeploymentRefused(f"{deployment} is being run by {deployment.claimed_by}")
-    run_deployment_task.enqueue(deployment.pk)
-
-
-def deployment_progress(deployment: Deployment) -> dict[str, int]:
-    """How many of its teams are at each step (one statement)."""
-    counts = dict(deployment.targets.order_by().values_list("step").annotate(n=Count("pk")))
-    return {step.value: counts.get(step.value, 0) for step in Step}

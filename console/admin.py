@@ -1,11 +1,12 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from .models import Team
-from .permissions import ROTATE_TOKEN
-from .services import request_provisioning, rotate_token, set_team_status
+from credentials.models import CredentialEvent
+from teams.models import Team
+from teams.permissions import ROTATE_TOKEN
+from teams.services import request_provisioning, rotate_token, set_team_status
 
-# The dashboard (teams/dashboard) wears the admin's templates: one name for both.
+# The dashboard (console/views/) wears the admin's templates: one name for both.
 admin.site.site_header = admin.site.site_title = "cloudctl"
 
 
@@ -59,3 +60,24 @@ class TeamAdmin(admin.ModelAdmin):
     def enable(self, request, queryset):
         for team in queryset:
             set_team_status(team, Team.Status.ACTIVE, actor=request.user)
+
+
+@admin.register(CredentialEvent)
+class CredentialEventAdmin(admin.ModelAdmin):
+    """The audit trail: read-only, append-only."""
+
+    list_display = ["created_at", "kind", "team", "claimed_team_id", "reason", "request_count", "access_key_id",
+                    "expiration", "client_ip", "response_format"]
+    list_filter = ["kind", "reason", "response_format"]
+    search_fields = ["team__slug", "access_key_id", "client_ip", "token_fingerprint"]
+    list_select_related = ["team"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

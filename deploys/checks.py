@@ -1,11 +1,14 @@
-"""Configuration errors surface at `manage.py check` (and every start), not at the first deploy."""
+"""Configuration errors surface at `manage.py check` (and every start), not at the first deploy.
+
+The check ids keep the `teams.` prefix they had before deploys became an app: a SILENCED_SYSTEM_CHECKS entry
+naming one still works."""
 
 import re
 
 from django.conf import settings
 from django.core import checks
 
-from .deploys import LOCAL_BACKEND
+from .selectors import LOCAL_BACKEND
 
 # The start of an image reference: registry host, repository path, then a tag (`:`) or digest (`@`).
 IMAGE_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]*")

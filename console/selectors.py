@@ -1,4 +1,6 @@
-"""Read-side queries for the dashboard and the metrics: each a constant number of SQL statements."""
+"""Read-side queries for the dashboard and the metrics (which team list, fleet counts, a team's timeline merged
+with its credential events): each a constant number of SQL statements. They read several apps, so they live
+above them, in the console."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -6,9 +8,8 @@ from datetime import datetime
 from django.db.models import Count, Q, QuerySet
 
 from credentials.models import CredentialEvent
-
-from .instance_signals import backup_stale_annotation, stale_backups_q
-from .models import Instance, Team, TeamEvent
+from teams.instance_signals import backup_stale_annotation, stale_backups_q
+from teams.models import Instance, Team, TeamEvent
 
 TIMELINE_LENGTH = 60
 

@@ -4,10 +4,12 @@ from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 
-from teams.deploys import (
-    DeploymentRefused, open_deployment, plan_deployment, run_deployment, start_deployment,
-)
-from teams.models import Deployment, DeploymentTarget, Team
+from deploys.models import Deployment, DeploymentTarget
+from deploys.plan import DeploymentRefused, plan_deployment
+from deploys.runner import run_deployment
+from deploys.selectors import open_deployment
+from deploys.services import start_deployment
+from teams.models import Team
 
 ACTOR = "manage.py deploy"
 # The final table lists every team up to this many; beyond, only the teams that did not simply update.

@@ -1,67 +1,37 @@
-"""Dashboard views: each parses and authorizes the request, calls one service or query function, renders.
+"""Team pages: each parses and authorizes the request, calls one service or query function, renders.
 
-Every view is wrapped in `dashboard_view`: staff only (others are sent to the admin login), then the
-permissions of `teams.permissions` (403 without them). Long actions are queued as tasks; the team page polls
-`team_status` (JSON) to show their progress without a reload.
+Every view is wrapped in `dashboard_view` (console/views/pages.py): staff only (others are sent to the admin
+login), then the permissions of `teams.permissions` (403 without them). Long actions are queued as tasks; the
+team page polls `team_status` (JSON) to show their progress without a reload.
 """
 
-from functools import wraps
-
 from django.conf import settings
-from django.contrib import admin, messages
-from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from teams.models import Instance, Team, TeamAction, TeamEvent
-from teams.permissions import ADD_TEAM, DESTROY_INSTANCE, ROTATE_TOKEN, VIEW_FLEET, permitted_actions
-from teams.queries import fleet_summary, images_in_use, team_list, timeline
+from teams.permissions import ADD_TEAM, DESTROY_INSTANCE, ROTATE_TOKEN, permitted_actions
 from teams.services import create_team, request_action, rotate_token
 
-from .forms import DestroyForm, TeamCreateForm, TeamFilterForm
+from ..forms import DestroyForm, TeamCreateForm, TeamFilterForm
+from ..selectors import fleet_summary, images_in_use, team_list, timeline
+from .pages import dashboard_view, render_page, team_or_404
 
 # The actions a team page offers as buttons; each runs as a task (destroy has its own confirmation form).
 BUTTON_ACTIONS = [TeamAction.Kind.PROVISION, TeamAction.Kind.START, TeamAction.Kind.STOP, TeamAction.Kind.RESTART]
 RECENT_ALERTS = 10
 
 
-def dashboard_view(*permissions: str, json: bool = False):
-    """Staff only (anyone else is sent to the admin's login), then the fleet view permission and
-    `permissions`: a staff user without them gets 403, as JSON for the pages' JSON endpoints. It wraps every
-    other decorator, so the refusal comes before anything else is checked or revealed."""
-    needed = (VIEW_FLEET, *permissions)
-
-    def decorate(view):
-        @wraps(view)
-        def guarded(request, *args, **kwargs):
-            if not request.user.has_perms(needed):
-                if json:
-                    return JsonResponse({"error": "permission denied"}, status=403)
-                raise PermissionDenied
-            return view(request, *args, **kwargs)
-
-        return staff_member_required(guarded)
-
-    return decorate
-
-
-def _render(request, template: str, context: dict, *, status: int = 200):
-    # The admin's own context (site header, user links): the dashboard wears the admin's look.
-    return render(request, template, {**admin.site.each_context(request), **context}, status=status)
-
-
-def _team(slug: str) -> Team:
-    return get_object_or_404(Team.objects.select_related("instance"), slug=slug)
-
-
 @dashboard_view()
 @require_GET
 def home(request):
     alerts = TeamEvent.objects.filter(is_error=True).select_related("team")[:RECENT_ALERTS]
-    return _render(request, "dashboard/home.html", {"title": "Fleet", "summary": fleet_summary(), "alerts": alerts})
+    return render_page(request, "dashboard/home.html",
+                       {"title": "Fleet", "summary": fleet_summary(), "alerts": alerts})
 
 
 @dashboard_view()
@@ -73,7 +43,7 @@ def teams(request):
     page = Paginator(team_list(**filters), settings.DASHBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return _render(request, "dashboard/team_list.html", {
+    return render_page(request, "dashboard/team_list.html", {
         "title": "Teams", "form": form, "page": page, "query": query.urlencode()})
 
 
@@ -89,15 +59,15 @@ def team_create(request):
         else:
             messages.success(request, f"Team {team.slug} created; its provisioning is queued.")
             return redirect("dashboard:team", slug=team.slug)
-    return _render(request, "dashboard/team_form.html", {"title": "New team", "form": form},
+    return render_page(request, "dashboard/team_form.html", {"title": "New team", "form": form},
                    status=400 if form.errors else 200)
 
 
 @dashboard_view()
 @require_GET
 def team_detail(request, slug):
-    team = _team(slug)
-    return _render(request, "dashboard/team_detail.html", {
+    team = team_or_404(slug)
+    return render_page(request, "dashboard/team_detail.html", {
         "title": f"{team.name} ({team.slug})", "team": team, "instance": getattr(team, "instance", None),
         "timeline": timeline(team), "actions": team.actions.all()[:10],
         "button_actions": permitted_actions(request.user, BUTTON_ACTIONS), "destroy_form": DestroyForm(team=team),
@@ -132,7 +102,7 @@ def team_status(request, slug):
 @dashboard_view()
 @require_POST
 def team_action(request, slug, kind):
-    team = _team(slug)
+    team = team_or_404(slug)
     if kind not in BUTTON_ACTIONS:
         messages.error(request, f"Unknown action {kind!r}.")
         return redirect("dashboard:team", slug=team.slug)
@@ -144,7 +114,7 @@ def team_action(request, slug, kind):
 @dashboard_view(ROTATE_TOKEN)
 @require_POST
 def team_rotate_token(request, slug):
-    team = _team(slug)
+    team = team_or_404(slug)
     restart = rotate_token(team, actor=request.user)
     messages.success(request, f"Token rotated to generation {team.token_generation}: the old one no longer works"
                               + ("; the instance restarts with the new one." if restart else "."))
@@ -154,7 +124,7 @@ def team_rotate_token(request, slug):
 @dashboard_view(DESTROY_INSTANCE)
 @require_POST
 def team_destroy(request, slug):
-    team = _team(slug)
+    team = team_or_404(slug)
     form = DestroyForm(request.POST, team=team)
     if not form.is_valid():
         messages.error(request, " ".join(form.errors["confirm"]))

@@ -10,15 +10,14 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from teams.deploys import (
-    DeploymentRefused, ImageRefused, allowed_image_prefixes, deployment_progress, fleet_image, queue_deployment,
-    queue_resume,
-)
-from teams.models import Deployment, DeploymentTarget
+from deploys.models import Deployment, DeploymentTarget
+from deploys.plan import DeploymentRefused, ImageRefused
+from deploys.selectors import allowed_image_prefixes, deployment_progress, fleet_image
+from deploys.services import queue_deployment, queue_resume
 from teams.permissions import DEPLOY_IMAGE
 
-from .forms import DeploymentForm, RedeployForm
-from .views import _render, _team, dashboard_view
+from ..forms import DeploymentForm, RedeployForm
+from .pages import dashboard_view, render_page, team_or_404
 
 TARGETS_PER_PAGE = 100
 RECENT_DEPLOYMENTS = 20
@@ -37,7 +36,7 @@ def deployments(request):
         else:
             messages.success(request, f"Deployment {deployment.pk} of {deployment.image} queued.")
             return redirect("dashboard:deployment", pk=deployment.pk)
-    return _render(request, "dashboard/deployments.html", {
+    return render_page(request, "dashboard/deployments.html", {
         "title": "Deployments", "form": form, "fleet_image": fleet_image(),
         "allowed_prefixes": allowed_image_prefixes(), "deployments": Deployment.objects.all()[:RECENT_DEPLOYMENTS],
     }, status=400 if form.errors else 200)
@@ -48,7 +47,7 @@ def deployments(request):
 def deployment_detail(request, pk):
     deployment = get_object_or_404(Deployment, pk=pk)
     page = _targets_page(deployment, request.GET.get("page"))
-    return _render(request, "dashboard/deployment_detail.html", {
+    return render_page(request, "dashboard/deployment_detail.html", {
         "title": f"Deployment {deployment.pk}: {deployment.image}", "deployment": deployment, "page": page,
         "progress": [(step, DeploymentTarget.Step(step).label, count)
                      for step, count in deployment_progress(deployment).items()],
@@ -88,7 +87,7 @@ def deployment_resume(request, pk):
 @dashboard_view(DEPLOY_IMAGE)
 @require_POST
 def team_redeploy(request, slug):
-    team = _team(slug)
+    team = team_or_404(slug)
     form = RedeployForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Give the image to deploy.")

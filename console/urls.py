@@ -1,0 +1,20 @@
+from django.urls import path
+
+from .views import deployments, teams
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", teams.home, name="home"),
+    path("teams/", teams.teams, name="teams"),
+    path("create/", teams.team_create, name="team_create"),
+    path("teams/<slug:slug>/", teams.team_detail, name="team"),
+    path("teams/<slug:slug>/status.json", teams.team_status, name="team_status"),
+    path("teams/<slug:slug>/actions/<str:kind>/", teams.team_action, name="team_action"),
+    path("teams/<slug:slug>/rotate-token/", teams.team_rotate_token, name="team_rotate_token"),
+    path("teams/<slug:slug>/destroy/", teams.team_destroy, name="team_destroy"),
+    path("teams/<slug:slug>/redeploy/", deployments.team_redeploy, name="team_redeploy"),
+    path("deployments/", deployments.deployments, name="deployments"),
+    path("deployments/<int:pk>/", deployments.deployment_detail, name="deployment"),
+    path("deployments/<int:pk>/status.json", deployments.deployment_status, name="deployment_status"),
+    path("deployments/<int:pk>/resume/", deployments.deployment_resume, name="deployment_resume"),
+]

@@ -1,1 +1,0 @@
-"""The operator dashboard: staff-only pages over the same service functions the commands and admin use."""
