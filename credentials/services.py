@@ -11,16 +11,16 @@ from django.urls import reverse
 
 from teams.instance_signals import is_current_boot, record_backup_heartbeat, record_boot, record_scale_to_zero
 from teams.models import Team
+from teams.tokens import (
+    BOOT_SHAPE, SHUTDOWN_SALT, SIGNAL_SALT, InvalidToken, TeamDisabled, check_claims, read_team_token, shutdown_value,
+    signal_value,
+)
 
 from . import ratelimit
 from .audit import Client, record_issuance, record_refusal
 from .broker import UNAVAILABLE_MESSAGE, BrokerUnavailable, IssuedCredentials, assume_team_role
 from .formats import RENDERERS
 from .models import CredentialEvent
-from .tokens import (
-    BOOT_SHAPE, SHUTDOWN_SALT, SIGNAL_SALT, InvalidToken, TeamDisabled, check_claims, read_team_token, shutdown_value,
-    signal_value,
-)
 
 logger = logging.getLogger(__name__)
 # The actor on a timeline event the team's own instance caused (a credential exchange, a signal): what it reports

@@ -7,14 +7,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from credentials.tokens import rotate_team_token
-
 from . import timeline
 from .backends import get_backend
 from .models import Instance, Team, TeamAction
 from .permissions import ACTION_PERMISSIONS, ADD_TEAM, CHANGE_TEAM, ROTATE_TOKEN, Actor, authorize
 from .provisioning import instance_for, provision
 from .tasks import provision_team, run_team_action
+from .tokens import rotate_team_token
 
 logger = logging.getLogger(__name__)
 

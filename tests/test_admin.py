@@ -1,7 +1,7 @@
 import pytest
 
 from credentials.models import CredentialEvent
-from credentials.tokens import InvalidToken, team_token, verify_team_token
+from teams.tokens import InvalidToken, team_token, verify_team_token
 from teams.models import Team
 
 

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from credentials.tokens import InvalidToken, verify_team_token
+from teams.tokens import InvalidToken, verify_team_token
 from teams.models import Team
 
 

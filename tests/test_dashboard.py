@@ -9,7 +9,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from credentials.models import CredentialEvent
-from credentials.tokens import InvalidToken, signal_value, team_token, verify_team_token
+from teams.tokens import InvalidToken, signal_value, team_token, verify_team_token
 from teams import services
 from teams.models import Instance, Team, TeamAction
 

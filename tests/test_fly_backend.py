@@ -290,7 +290,7 @@ def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make
 
 
 def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, fake, make_team):
-    from credentials.tokens import team_token
+    from teams.tokens import team_token
     from teams.services import restart_instance, rotate_token
 
     team = make_team()

@@ -427,7 +427,7 @@ class Instance:
 def instance_setup(s3_env, live_server, make_team, tmp_path):
     """A team with an empty backup prefix, a second team whose prefix must stay untouched, and a
     factory for instance processes that are always killed at the end."""
-    from credentials.tokens import team_token
+    from teams.tokens import team_token
 
     team, other = make_team(), make_team()
     admin = admin_client(s3_env)
@@ -676,7 +676,7 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
 
     # A revoked token: the next renewal is refused, visibly (audit row, the helper's error in the log), and
     # the instance keeps serving reads.
-    from credentials.tokens import rotate_team_token
+    from teams.tokens import rotate_team_token
 
     # (signal="": the credential exchange's refusals, not those of the backup heartbeat, revoked too.)
     refused_renewals = CredentialEvent.objects.filter(team=team, reason=CredentialEvent.Reason.REVOKED, signal="")

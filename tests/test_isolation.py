@@ -20,7 +20,7 @@ from django.core.management.base import CommandError
 from cloudctl.local_s3 import REGION
 from credentials import isolation
 from credentials.policy import policy_document, team_session_policy
-from credentials.tokens import team_token
+from teams.tokens import team_token
 
 DENIED = {"AccessDenied", "403", "Forbidden"}
 

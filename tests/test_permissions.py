@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 from django.urls import URLPattern, get_resolver
 
 from console import urls as dashboard_urls
-from credentials.tokens import team_token, verify_team_token
+from teams.tokens import team_token, verify_team_token
 from deploys.models import Deployment
 from teams.models import Team, TeamAction
 

@@ -6,7 +6,7 @@ from botocore.stub import ANY, Stubber
 
 from credentials.broker import sts_client
 from credentials.models import CredentialEvent
-from credentials.tokens import rotate_team_token, team_token
+from teams.tokens import rotate_team_token, team_token
 from teams.models import Team
 
 URL = "/private/v1/credentials"

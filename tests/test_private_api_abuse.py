@@ -7,7 +7,7 @@ import pytest
 from itsdangerous import URLSafeSerializer
 
 from credentials.models import CredentialEvent
-from credentials.tokens import SALT, rotate_team_token, signal_value, team_token
+from teams.tokens import SALT, rotate_team_token, signal_value, team_token
 
 URL = "/private/v1/credentials"
 

@@ -25,7 +25,7 @@ from itsdangerous import URLSafeSerializer
 
 from credentials.audit import THROTTLED
 from credentials.models import CredentialEvent
-from credentials.tokens import SALT, TOKEN_SHAPE, rotate_team_token, team_token
+from teams.tokens import SALT, TOKEN_SHAPE, rotate_team_token, team_token
 from teams.models import Team
 
 # Decoding with the `unicode_escape` charset warns about the backslashes it meets.

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from credentials.tokens import rotate_team_token
+from teams.tokens import rotate_team_token
 from teams.backends.fly import app_name
 from teams.models import Instance, MachineLease
 from teams.provisioning import instance_for, provision

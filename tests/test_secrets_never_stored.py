@@ -6,7 +6,7 @@ import logging
 from django.core.management import call_command
 from django.db import connection
 
-from credentials.tokens import rotate_team_token, team_token
+from teams.tokens import rotate_team_token, team_token
 from teams.models import Team
 
 

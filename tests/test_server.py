@@ -22,7 +22,7 @@ from django.db import connection
 from cloudctl.asgi import BufferedRequests, ThreadedWSGI, wsgi_environ
 from cloudctl.local_s3 import port_is_free
 from cloudctl.processes import stop_process_group
-from credentials.tokens import team_token
+from teams.tokens import team_token
 
 REPO = Path(__file__).resolve().parent.parent
 PATH = "/private/v1/credentials"

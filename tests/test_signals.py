@@ -12,7 +12,7 @@ from django.utils import timezone
 from cloudctl.logs import redact_signal_urls
 from credentials.models import CredentialEvent
 from credentials.services import signal_urls
-from credentials.tokens import rotate_team_token, shutdown_value, signal_value, team_token
+from teams.tokens import rotate_team_token, shutdown_value, signal_value, team_token
 from teams.backends import BackendError, ObservedState, Step, get_backend
 from teams.instance_signals import check_backup_freshness, stale_backups_q
 from teams.models import Instance, Team, TeamAction, TeamEvent

@@ -50,7 +50,7 @@ def test_the_writer_refuses_an_unknown_kind_and_an_event_without_its_actor(make_
 
 
 def test_the_writer_redacts_the_message_and_keeps_data_and_actor(make_team):
-    from credentials.tokens import signal_value
+    from teams.tokens import signal_value
 
     team = make_team()
     leak = f"GET /private/v1/teams/{team.pk}/signals/backup/{signal_value(team)}"

@@ -3,7 +3,7 @@ import base64
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from credentials.tokens import SALT, InvalidToken, TeamDisabled, rotate_team_token, team_token, verify_team_token
+from teams.tokens import SALT, InvalidToken, TeamDisabled, rotate_team_token, team_token, verify_team_token
 from teams.models import Team
 
 

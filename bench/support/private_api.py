@@ -58,7 +58,7 @@ CREATE_TEAMS = """
 import json
 from django.utils import timezone
 from teams.models import Instance, Team
-from credentials.tokens import team_token
+from teams.tokens import team_token
 total = {total}
 Team.objects.bulk_create([Team(slug=f"bench-{{i:05d}}", name=f"bench {{i}}") for i in range(1, total + 1)],
                          batch_size=500)

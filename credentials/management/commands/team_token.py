@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from credentials.tokens import team_token
+from teams.tokens import team_token
 
 from ._team_argument import team_from_slug
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import F
 from itsdangerous import BadData, URLSafeSerializer
 
-from teams.models import Team
+from .models import Team
 
 # Separates this purpose from every other signer that might share a key (cookies, Django signing).
 SALT = "cloudctl.team-token.v1"
