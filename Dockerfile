@@ -10,6 +10,8 @@ COPY manage.py ./
 COPY cloudctl ./cloudctl
 COPY console ./console
 COPY teams ./teams
+COPY instances ./instances
+COPY backups ./backups
 COPY deploys ./deploys
 COPY credentials ./credentials
 COPY flyapi ./flyapi

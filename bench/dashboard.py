@@ -43,14 +43,15 @@ def seed(start: int, stop: int) -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from teams.models import Instance, Team
+    from instances.models import Instance
+    from teams.models import Team
 
     now = timezone.now()
     with transaction.atomic():
         teams = Team.objects.bulk_create(
             (Team(slug=f"team-{n:05d}", name=f"Team {n}", region="ord") for n in range(start, stop)), batch_size=2000)
         Instance.objects.bulk_create(
-            (Instance(team=team, backend="teams.backends.local.LocalBackend", state=Instance.State.RUNNING,
+            (Instance(team=team, backend="instances.backends.local.LocalBackend", state=Instance.State.RUNNING,
                       image="local", url=f"http://127.0.0.1:{20000 + n % 40000}/",
                       backups_expected_since=now - timedelta(hours=2),
                       # one team in 50 has not backed up for an hour: stale

@@ -48,7 +48,7 @@ MINIMUM_CALLS = {"running": 7, "stopped": 6}
 
 
 def critical_path(kind: str, request_latency: float) -> float:
-    from teams.backends.fly import HEALTH_GRACE_PERIOD
+    from instances.backends.fly import HEALTH_GRACE_PERIOD
 
     latencies = Latencies()
     restart = (latencies.update + duration_seconds(HEALTH_GRACE_PERIOD) + latencies.health if kind == "running"
@@ -58,10 +58,10 @@ def critical_path(kind: str, request_latency: float) -> float:
 
 def build_fleet(teams: int, running_share: float, suspended_share: float) -> dict[int, str]:
     """Provision the fleet (not timed), then scale most of it to zero; returns each team's kind."""
-    from teams.backends import get_backend
-    from teams.fleet import provision_fleet
+    from instances.backends import get_backend
+    from instances.fleet import provision_fleet
+    from instances.provisioning import instance_for
     from teams.models import Team
-    from teams.provisioning import instance_for
 
     Team.objects.bulk_create(Team(slug=f"bench-{n:05d}", name=f"Bench {n}") for n in range(teams))
     fleet = list(Team.objects.order_by("pk"))
@@ -124,9 +124,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)
             from deploys.models import Deployment
+            from instances.backends import fly
+            from instances.models import Instance
             from teams import backends
-            from teams.backends import fly
-            from teams.models import Instance, Team
+            from teams.models import Team
 
             client, counts = counting_client(args.concurrency * 2)
             fly.make_client = lambda: client
@@ -174,7 +175,7 @@ def bad_image_deploy(concurrency: int) -> str:
     """An image whose checks fail, with a canary of one: the deployment halts after the canary, rolls it back
     to its own image, and touches no other team (not timed)."""
     from deploys.models import Deployment, DeploymentTarget
-    from teams.models import Instance
+    from instances.models import Instance
 
     before = dict(Instance.objects.values_list("team_id", "image"))
     wall, deployment = timed_deploy(BAD_IMAGE, concurrency, progress_label="bad image")
@@ -192,7 +193,7 @@ def sample_ids(kinds: dict[int, str], size: int) -> list[int]:
 
 
 def fly_state(client, team_id: int) -> str:
-    from teams.models import Instance
+    from instances.models import Instance
 
     resources = Instance.objects.get(team_id=team_id).resources
     state = client.get_machine(resources["app"], resources["machine"]).state

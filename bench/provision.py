@@ -111,15 +111,15 @@ def main() -> None:
 
         import boto3
 
-        from teams.models import Instance
-        from teams.services import create_team
+        from instances.models import Instance
+        from instances.services import create_team_and_provision
 
         s3_admin = boto3.client("s3")
         bare, to_http, to_backup = [], [], []
         for run in range(args.runs):
             bare.append(bare_start(work))
             started = time.perf_counter()
-            team = create_team(f"bench-{run}")
+            team = create_team_and_provision(f"bench-{run}")
 
             def serving():
                 # The URL is known once the instance process is started; a user could open it from then on.
@@ -136,7 +136,7 @@ def main() -> None:
     finally:
         from django.conf import settings
 
-        from teams.supervision import stop_all
+        from instances.supervision import stop_all
 
         stop_all(settings.MACHINE_BACKEND)
         for child in children:

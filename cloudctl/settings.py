@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "teams",
+    "instances",
+    "backups",
     "deploys",
     "credentials",
     "console",
@@ -211,7 +213,7 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["d
 # --- Team instances -----------------------------------------------------------------------------------
 # Where team instances run, as a dotted path (like EMAIL_BACKEND): the local backend runs each one as
 # processes on this machine.
-MACHINE_BACKEND = env.str("CLOUDCTL_MACHINE_BACKEND", default="teams.backends.local.LocalBackend")
+MACHINE_BACKEND = env.str("CLOUDCTL_MACHINE_BACKEND", default="instances.backends.local.LocalBackend")
 # The image (Fly) or instance version (local) new instances run.
 INSTANCE_IMAGE = env.str("CLOUDCTL_INSTANCE_IMAGE", default="local")
 # A deploy (command, dashboard, redeploy) accepts only an image starting with one of these, e.g.
@@ -233,7 +235,7 @@ LOCAL_INSTANCES_DIR = Path(env.str("CLOUDCTL_LOCAL_INSTANCES_DIR", default=str(S
 # How long a new instance may take to answer HTTP before provisioning counts as failed.
 INSTANCE_HEALTH_TIMEOUT = env.int("CLOUDCTL_INSTANCE_HEALTH_TIMEOUT", default=120)
 
-# --- Fly Machines (CLOUDCTL_MACHINE_BACKEND=teams.backends.fly.FlyBackend) -------------------------------
+# --- Fly Machines (CLOUDCTL_MACHINE_BACKEND=instances.backends.fly.FlyBackend) -------------------------------
 FLY_API_URL = env.str("CLOUDCTL_FLY_API_URL", default="https://api.machines.dev/v1")
 FLY_API_TOKEN = env.str("CLOUDCTL_FLY_API_TOKEN", default="")
 FLY_ORG = env.str("CLOUDCTL_FLY_ORG", default="personal")

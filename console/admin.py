@@ -2,9 +2,10 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from credentials.models import CredentialEvent
+from instances.services import request_provisioning, rotate_token_and_restart
 from teams.models import Team
 from teams.permissions import ROTATE_TOKEN
-from teams.services import request_provisioning, rotate_token, set_team_status
+from teams.services import set_team_status
 
 # The dashboard (console/views/) wears the admin's templates: one name for both.
 admin.site.site_header = admin.site.site_title = "cloudctl"
@@ -48,7 +49,7 @@ class TeamAdmin(admin.ModelAdmin):
                   permissions=["rotate_token"])
     def rotate_tokens(self, request, queryset):
         for team in queryset:
-            rotate_token(team, actor=request.user)
+            rotate_token_and_restart(team, actor=request.user)
         self.message_user(request, f"Rotated {queryset.count()} token(s).", messages.SUCCESS)
 
     @admin.action(description="Disable (no more credentials)", permissions=["change"])

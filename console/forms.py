@@ -1,7 +1,8 @@
 from django import forms
 from django.conf import settings
 
-from teams.models import Instance, SLUG_PATTERN, Team
+from instances.models import Instance
+from teams.models import SLUG_PATTERN, Team
 
 
 class TeamFilterForm(forms.Form):

@@ -7,9 +7,10 @@ from datetime import datetime
 
 from django.db.models import Count, Q, QuerySet
 
+from backups.selectors import backup_stale_annotation, stale_backups_q
 from credentials.models import CredentialEvent
-from teams.instance_signals import backup_stale_annotation, stale_backups_q
-from teams.models import Instance, Team, TeamEvent
+from instances.models import Instance
+from teams.models import Team, TeamEvent
 
 TIMELINE_LENGTH = 60
 

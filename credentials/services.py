@@ -9,7 +9,8 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.urls import reverse
 
-from teams.instance_signals import is_current_boot, record_backup_heartbeat, record_boot, record_scale_to_zero
+from backups.selectors import is_current_boot
+from backups.services import record_backup_heartbeat, record_boot, record_scale_to_zero
 from teams.models import Team
 from teams.tokens import (
     BOOT_SHAPE, SHUTDOWN_SALT, SIGNAL_SALT, InvalidToken, TeamDisabled, check_claims, read_team_token, shutdown_value,

@@ -2,7 +2,7 @@
 
 from django_tasks import task
 
-from teams.tasks import enqueue_again
+from instances.tasks import enqueue_again
 
 
 @task()

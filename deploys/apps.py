@@ -5,7 +5,7 @@ class DeploysConfig(AppConfig):
     name = "deploys"
 
     def ready(self):
-        from teams import rollouts
+        from instances import rollouts
 
         from . import checks  # noqa: F401  (registers the settings checks)
         from .selectors import fleet_image, team_ids_being_deployed

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from teams.backends import BackendError, ObservedState, observe_by_backend
-from teams.backends.base import UNHEALTHY_STATES
-from teams.models import Instance, Team
+from instances.backends import BackendError, ObservedState, observe_by_backend
+from instances.backends.base import UNHEALTHY_STATES
+from instances.models import Instance
+from teams.models import Team
 
 from .selectors import allowed_image_prefixes
 

@@ -31,10 +31,10 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from instances.backends import BackendError, BackendUnavailable, MachineBackend, get_backend
+from instances.holders import claim_row, release_row
+from instances.models import Instance
 from teams import timeline
-from teams.backends import BackendError, BackendUnavailable, MachineBackend, get_backend
-from teams.holders import claim_row, release_row
-from teams.models import Instance
 
 from .models import Deployment, DeploymentTarget
 from .plan import DEPLOYABLE_STATES, UNHEALTHY_BEFORE, DeploymentRefused

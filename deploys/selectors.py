@@ -9,7 +9,7 @@ from .models import Deployment, DeploymentTarget
 
 
 Step = DeploymentTarget.Step
-LOCAL_BACKEND = "teams.backends.local.LocalBackend"
+LOCAL_BACKEND = "instances.backends.local.LocalBackend"
 
 
 def fleet_image() -> str:

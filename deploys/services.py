@@ -6,7 +6,7 @@ import logging
 
 from django.db import IntegrityError, transaction
 
-from teams.holders import claim_is_live
+from instances.holders import claim_is_live
 from teams.models import Team
 from teams.permissions import DEPLOY_IMAGE, Actor, authorize
 

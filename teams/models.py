@@ -2,7 +2,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
-from django.utils import timezone
 
 from cloudctl.logs import RedactedTextField
 
@@ -43,7 +42,7 @@ class Team(models.Model):
     class Meta:
         ordering = ["slug"]
         # Besides the default view/add/change/delete: what the dashboard and the admin let staff do to a team
-        # (teams.permissions maps each action to one of them).
+        # (instances.permissions maps each operator action to one of them).
         permissions = [
             ("operate_instance", "Can provision, start, stop and restart a team's instance"),
             ("rotate_token", "Can rotate a team's token"),
@@ -68,72 +67,12 @@ class Team(models.Model):
         return f"https://{self.slug}.{settings.TEAMS_DOMAIN}/"
 
 
-class Instance(models.Model):
-    """A team's running Datasette: its resources on a machine backend and what provisioning has done.
-
-    `resources` holds the backend's ids (directory, port, pid; app, volume, machine) and is saved after every
-    step, so a provisioning run killed at any point is finished by the next one.
-    """
-
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        PROVISIONING = "provisioning", "Provisioning"
-        RUNNING = "running", "Running"
-        STOPPED = "stopped", "Stopped"
-        FAILED = "failed", "Failed"
-        DESTROYING = "destroying", "Destroying"
-        DESTROYED = "destroyed", "Destroyed"
-
-    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="instance")
-    # The backend holding the resources, fixed at creation: changing the setting later must not orphan them.
-    backend = models.CharField(max_length=200)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
-    # What the team should be: provisioning and supervision converge on it.
-    desired_state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
-    image = models.CharField(max_length=300, blank=True, db_index=True)
-    url = models.CharField(max_length=300, blank=True)
-    resources = models.JSONField(default=dict, blank=True)
-    completed_steps = models.JSONField(default=list, blank=True)
-    last_error = RedactedTextField(blank=True)
-    # A lease so that two provisioning runs for one team never overlap (a double click, a retried task).
-    claimed_by = models.CharField(max_length=100, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    # Instance signals (teams/instance_signals.py). The last heartbeat Litestream sent: every database synced recently.
-    last_backup_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    # Since when heartbeats are due: set when the instance starts running or a heartbeat follows a scale to
-    # zero; cleared when it stops or scales to zero, so a stopped instance is never flagged stale.
-    backups_expected_since = models.DateTimeField(null=True, blank=True)
-    # When the stale-backup alert was raised (one alert per episode); cleared when backups resume.
-    backup_alerted_at = models.DateTimeField(null=True, blank=True)
-    scaled_to_zero_at = models.DateTimeField(null=True, blank=True)
-    scaled_to_zero_reason = models.CharField(max_length=200, blank=True)
-    # The boot id the instance sent with its latest credential exchange (the entrypoint draws one at each start):
-    # only the shutdown URL signed for this boot is accepted.
-    boot_id = models.CharField(max_length=64, blank=True)
-
-    def __str__(self) -> str:
-        return f"{self.team.slug} ({self.state})"
-
-    def save(self, *args, **kwargs):
-        # Every path that changes `state` saves it; keeping `backups_expected_since` in step here means no
-        # caller (provisioning, supervision, services) has to remember it.
-        expected = self.backups_expected_since if self.state == self.State.RUNNING else None
-        if self.state == self.State.RUNNING and expected is None:
-            expected = timezone.now()
-        if expected != self.backups_expected_since:
-            self.backups_expected_since = expected
-            if kwargs.get("update_fields") is not None:
-                kwargs["update_fields"] = [*kwargs["update_fields"], "backups_expected_since"]
-        super().save(*args, **kwargs)
-
-
 class TeamEvent(models.Model):
     """The team's timeline: provisioning steps, failures with their reason, crashes, restarts. Written only by
     `teams.timeline.record`; code reads `kind`, `actor` and `data`, never the message (shown to people)."""
 
     class Kind(models.TextChoices):
-        # Provisioning (teams/provisioning.py): one kind per backend step, so each step reads as itself.
+        # Provisioning (instances/provisioning.py): one kind per backend step, so each step reads as itself.
         PROVISIONING = "provisioning", "Provisioning"
         STEP_APP = "step:app", "Step done: app"
         STEP_SECRET = "step:secret", "Step done: secret"
@@ -144,7 +83,7 @@ class TeamEvent(models.Model):
         STEP_HEALTHY = "step:healthy", "Step done: healthy"
         RUNNING = "running", "Running"
         PROVISIONING_FAILED = "provisioning_failed", "Provisioning failed"
-        # Operators (teams/services.py).
+        # Operators (instances/services.py, teams/services.py).
         ACTION_PROVISION = "action:provision", "Provision requested"
         ACTION_START = "action:start", "Start requested"
         ACTION_STOP = "action:stop", "Stop requested"
@@ -154,13 +93,13 @@ class TeamEvent(models.Model):
         RESTARTING = "restarting", "Restarting"
         DESTROYED = "destroyed", "Destroyed"
         TOKEN_ROTATED = "token_rotated", "Token rotated"
-        # Supervision (teams/supervision.py).
+        # Supervision (instances/supervision.py).
         CRASHED = "crashed", "Crashed"
         CRASH_LOOP = "crash_loop", "Crash loop"
         EXITED = "exited", "Exited"
-        # Reconcile (teams/reconcile.py).
+        # Reconcile (instances/reconcile.py).
         RECONCILED = "reconciled", "Reconciled"
-        # Instance signals and the backup watch (teams/instance_signals.py).
+        # Instance signals and the backup watch (backups/services.py).
         BACKUP_STALE = "backup_stale", "Backups stale"
         BACKUP_RESUMED = "backup_resumed", "Backups resumed"
         BACKUP_WATCH_RESUMED = "backup_watch_resumed", "Backup watch resumed"
@@ -190,56 +129,3 @@ class TeamEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team.slug}: {self.kind}"
-
-
-class MachineLease(models.Model):
-    """A Fly lease cloudctl holds, with its nonce: an interrupted run's lease can then be released by
-    `reconcile` instead of blocking every later operation until it expires."""
-
-    app = models.CharField(max_length=100)
-    machine_id = models.CharField(max_length=64)
-    nonce = models.CharField(max_length=128)
-    holder = models.CharField(max_length=100)
-    expires_at = models.DateTimeField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["app", "machine_id"], name="one_lease_per_machine")]
-
-    def __str__(self) -> str:
-        return f"{self.app}/{self.machine_id} held by {self.holder}"
-
-
-class TeamAction(models.Model):
-    """An operator's request to act on a team (dashboard, admin): queued as a task, its progress recorded."""
-
-    class Kind(models.TextChoices):
-        PROVISION = "provision", "Provision"
-        START = "start", "Start"
-        STOP = "stop", "Stop"
-        RESTART = "restart", "Restart"
-        DESTROY = "destroy", "Destroy"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="actions")
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    requested_by = models.CharField(max_length=150, blank=True)
-    error = RedactedTextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.team.slug}: {self.kind} ({self.status})"
-
-    @property
-    def is_done(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)

@@ -3,8 +3,8 @@ from django.contrib.auth.models import Group
 
 from cloudctl.local_s3 import LocalS3Server, free_port_set
 from credentials.broker import sts_client
+from instances.services import create_team_and_provision
 from teams.permissions import ensure_groups
-from teams.services import create_team
 
 from .staff import PASSWORD, force_staff_login
 
@@ -73,7 +73,7 @@ def make_team(db):
     counter = iter(range(1, 100000))
 
     def make(slug=None, **fields):
-        team = create_team(slug or f"team-{next(counter)}")
+        team = create_team_and_provision(slug or f"team-{next(counter)}")
         for name, value in fields.items():
             setattr(team, name, value)
         if fields:
@@ -117,15 +117,15 @@ def fly(settings, fake, clock, monkeypatch):
     import random
 
     from flyapi import FlyClient, RateLimiter
-    from teams.backends import get_backend
+    from instances.backends import get_backend
 
-    backend_path = "teams.backends.fly.FlyBackend"
+    backend_path = "instances.backends.fly.FlyBackend"
     settings.MACHINE_BACKEND = backend_path
     settings.FLY_ORG = "acme"
     settings.INSTANCE_IMAGE = "registry.fly.io/cloudctl-team:v1"
     client = FlyClient(token="fly-token", transport=fake.transport(), clock=clock.now, sleep=clock.sleep,
                        rng=random.Random(0), limiter=RateLimiter(clock=clock.now, sleep=clock.sleep))
-    monkeypatch.setattr("teams.backends.fly.make_client", lambda: client)
+    monkeypatch.setattr("instances.backends.fly.make_client", lambda: client)
     get_backend.cache_clear()
     yield get_backend(backend_path)
     get_backend.cache_clear()

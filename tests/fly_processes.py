@@ -19,7 +19,7 @@ def manage_process(url: str, state_dir: Path, *args: str, text: bool = False) ->
         "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
         "CLOUDCTL_STATE_DIR": str(state_dir),
         "CLOUDCTL_TOKEN_KEYS": "test-signing-key-old,test-signing-key-current",
-        "CLOUDCTL_MACHINE_BACKEND": "teams.backends.fly.FlyBackend",
+        "CLOUDCTL_MACHINE_BACKEND": "instances.backends.fly.FlyBackend",
         "CLOUDCTL_FLY_API_URL": url,
         "CLOUDCTL_FLY_API_TOKEN": "fly-test-token",
         "CLOUDCTL_FLY_ORG": ORG,

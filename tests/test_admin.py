@@ -1,8 +1,8 @@
 import pytest
 
 from credentials.models import CredentialEvent
-from teams.tokens import InvalidToken, team_token, verify_team_token
 from teams.models import Team
+from teams.tokens import InvalidToken, team_token, verify_team_token
 
 
 
@@ -50,7 +50,7 @@ def test_adding_a_team_in_the_admin_queues_its_provisioning(admin_client, django
 
 
 def test_team_list_shows_instance_state_and_url(admin_client, make_team):
-    from teams.models import Instance
+    from instances.models import Instance
 
     team = make_team()
     Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, url="http://127.0.0.1:9999/")

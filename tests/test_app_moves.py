@@ -1,6 +1,7 @@
 """A database made by the migrations of before the split into apps (every model in `teams`) migrates forward
-with every row intact: the moved models keep their tables, their content types (and so permissions) follow
-them, and tasks queued under an old path still run."""
+with every row intact: the moved models keep their tables, their content types (and so permissions, with the
+groups holding them) follow them, tasks queued under an old path still run, and each instance's backend path
+names where the backend lives now."""
 
 import pytest
 from django.db import connection
@@ -9,7 +10,25 @@ from django.utils import timezone
 
 # The latest migration of each project app before the moves; apps that did not exist yet are unapplied.
 BEFORE_THE_MOVES = [("teams", "0011_teamevent_kind_actor_data"), ("credentials", "0004_stale_boot_reason"),
-                    ("deploys", None)]
+                    ("deploys", None), ("instances", None)]
+# Queued under the old paths, and where each task lives now; the last was never moved.
+QUEUED_TASKS = {
+    "teams.tasks.run_deployment_task": "deploys.tasks.run_deployment_task",
+    "teams.tasks.provision_team": "instances.tasks.provision_team",
+    "teams.tasks.reconcile_fleet": "instances.tasks.reconcile_fleet",
+    "teams.tasks.run_team_action": "instances.tasks.run_team_action",
+    "teams.tasks.check_backups": "backups.tasks.check_backups",
+    "credentials.tasks.prune_audit_trail": "credentials.tasks.prune_audit_trail",
+}
+# The backends' paths each instance keeps, and what they become; one outside the project is left alone.
+BACKEND_PATHS = {
+    "teams.backends.local.LocalBackend": "instances.backends.local.LocalBackend",
+    "teams.backends.fly.FlyBackend": "instances.backends.fly.FlyBackend",
+    "elsewhere.backends.CustomBackend": "elsewhere.backends.CustomBackend",
+}
+# The moved models whose permissions a group held before the moves, and the app that owns them after.
+MOVED_MODELS = {"deployment": "deploys", "instance": "instances", "teamaction": "instances",
+                "machinelease": "instances"}
 PROJECT_TABLES = ("teams_", "credentials_")
 
 
@@ -39,9 +58,11 @@ def fill_every_table(apps) -> None:
     now = timezone.now()
     model = apps.get_model
     team = model("teams", "Team").objects.create(slug="acme", name="Acme", region="ams", token_generation=3)
-    model("teams", "Instance").objects.create(
-        team=team, backend="teams.backends.local.LocalBackend", state="running", image="v1", url="http://x",
-        resources={"port": 1}, completed_steps=["app"], last_backup_at=now, boot_id="b1")
+    for number, backend in enumerate(BACKEND_PATHS):
+        model("teams", "Instance").objects.create(
+            team=team if number == 0 else model("teams", "Team").objects.create(slug=f"team-{number}"),
+            backend=backend, state="running", image="v1", url="http://x", resources={"port": 1},
+            completed_steps=["app"], last_backup_at=now, boot_id="b1")
     model("teams", "TeamEvent").objects.create(team=team, kind="running", actor="alice", message="up",
                                                data={"step": "healthy"})
     model("teams", "MachineLease").objects.create(app="a", machine_id="m", nonce="n", holder="h", expires_at=now)
@@ -54,15 +75,26 @@ def fill_every_table(apps) -> None:
     model("credentials", "CredentialEvent").objects.create(kind="issued", team=team, client_ip="10.0.0.1")
     model("credentials", "CredentialEventTotal").objects.create(kind="issued", requests=4)
     model("credentials", "CredentialEventWatermark").objects.create(last_event_id=1)
-    # As the old code left them: the deployment models' content types (and permissions) under teams.
+    # As the old code left them: the moved models' content types (and permissions, held by a group) under teams.
     content_types = model("contenttypes", "ContentType").objects
-    content_types.filter(app_label="deploys").delete()
-    content_type, _ = content_types.get_or_create(app_label="teams", model="deployment")
-    model("auth", "Permission").objects.get_or_create(content_type=content_type, codename="view_deployment",
-                                                      defaults={"name": "Can view deployment"})
-    model("django_tasks_database", "DBTaskResult").objects.create(
-        task_path="teams.tasks.run_deployment_task", args_kwargs={"args": [deployment.pk], "kwargs": {}},
-        queue_name="default", backend_name="default", run_after=now, exception_class_path="", traceback="")
+    content_types.filter(app_label__in=set(MOVED_MODELS.values())).delete()
+    group = model("auth", "Group").objects.create(name="Watchers of moved models")
+    for model_name in MOVED_MODELS:
+        content_type, _ = content_types.get_or_create(app_label="teams", model=model_name)
+        permission, _ = model("auth", "Permission").objects.get_or_create(
+            content_type=content_type, codename=f"view_{model_name}", defaults={"name": f"Can view {model_name}"})
+        group.permissions.add(permission)
+    for task_path in QUEUED_TASKS:
+        model("django_tasks_database", "DBTaskResult").objects.create(
+            task_path=task_path, args_kwargs={"args": [deployment.pk], "kwargs": {}}, queue_name="default",
+            backend_name="default", run_after=now, exception_class_path="", traceback="")
+
+
+def with_backend_paths_moved(rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """The rows as they should be after the moves: only the instances' backend paths change."""
+    return {table: [tuple(BACKEND_PATHS.get(value, value) if table == "teams_instance" else value
+                          for value in row) for row in table_rows]
+            for table, table_rows in rows.items()}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -73,16 +105,27 @@ def test_a_database_from_before_the_moves_migrates_forward_intact():
 
     apps = migrate(latest())
 
-    assert rows_of_project_tables() == before
-    permission = apps.get_model("auth", "Permission").objects.get(codename="view_deployment")
-    assert (permission.content_type.app_label, permission.content_type.model) == ("deploys", "deployment")
-    queued = apps.get_model("django_tasks_database", "DBTaskResult").objects.get()
-    assert queued.task_path == "deploys.tasks.run_deployment_task"
+    assert rows_of_project_tables() == with_backend_paths_moved(before)
+    held = apps.get_model("auth", "Group").objects.get(name="Watchers of moved models").permissions.all()
+    assert {(permission.content_type.app_label, permission.content_type.model, permission.codename)
+            for permission in held} == {(app, model, f"view_{model}") for model, app in MOVED_MODELS.items()}
+    queued = apps.get_model("django_tasks_database", "DBTaskResult").objects.values_list("task_path", flat=True)
+    assert sorted(queued) == sorted(QUEUED_TASKS.values())
+
+    from django.utils.module_loading import import_string
 
     from deploys.models import Deployment, DeploymentTarget
-    from deploys.tasks import run_deployment_task
+    from instances.backends import MachineBackend
+    from instances.models import Instance, MachineLease, TeamAction
 
     target = DeploymentTarget.objects.select_related("deployment", "team").get()
     assert (target.deployment.image, target.team.slug, target.step) == ("v2", "acme", "updated")
     assert Deployment.objects.get().requested_by == "carol"
-    assert queued.task_path == run_deployment_task.module_path
+    assert all(import_string(task_path).module_path == task_path for task_path in queued)
+    acme = Instance.objects.select_related("team").get(team__slug="acme")
+    assert (acme.backend, acme.boot_id, acme.team.token_generation) == ("instances.backends.local.LocalBackend", "b1", 3)
+    assert all(issubclass(import_string(instance.backend), MachineBackend)
+               for instance in Instance.objects.filter(backend__startswith="instances."))
+    action = TeamAction.objects.select_related("team").get()
+    assert (action.team, action.kind, action.requested_by) == (acme.team, "restart", "bob")
+    assert MachineLease.objects.get().holder == "h"

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from cloudctl.processes import stop_process_group
 from credentials.models import CredentialEvent
-from teams.models import Instance, Team
+from instances.models import Instance
+from teams.models import Team
 from teams.permissions import ensure_groups
 
 from .staff import totp_code, with_totp

@@ -4,8 +4,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from teams.tokens import InvalidToken, verify_team_token
 from teams.models import Team
+from teams.tokens import InvalidToken, verify_team_token
 
 
 def run(*args):
@@ -81,7 +81,7 @@ def test_check_backups_alerts_once_or_queues_a_repeating_task(db, settings):
     from django.utils import timezone
     from django_tasks_db.models import DBTaskResult
 
-    from teams.models import Instance
+    from instances.models import Instance
 
     settings.BACKUP_STALE_AFTER = 600
     run("create_team", "acme")
@@ -94,7 +94,7 @@ def test_check_backups_alerts_once_or_queues_a_repeating_task(db, settings):
         run("check_backups", "--every", "5")
     run("check_backups", "--every", "60")
     assert "already queued" in run("check_backups", "--every", "60")[0]  # no second chain
-    task = DBTaskResult.objects.get(task_path="teams.tasks.check_backups")
+    task = DBTaskResult.objects.get(task_path="backups.tasks.check_backups")
     assert task.args_kwargs["args"] == [60]
 
 
@@ -115,11 +115,12 @@ def test_a_second_embedded_stack_on_the_same_state_is_refused(tmp_path):
 def test_rotate_token_restarts_the_instance_as_the_dashboard_does(db):
     """The command and the dashboard call the same service: revoke, record, and queue the restart that brings
     the new token into the instance (without it the instance would run on a revoked token until it stops)."""
-    from teams.models import Instance, TeamAction, TeamEvent
+    from instances.models import Instance, TeamAction
+    from teams.models import TeamEvent
 
     run("create_team", "acme")
     team = Team.objects.get(slug="acme")
-    Instance.objects.create(team=team, backend="teams.backends.local.LocalBackend", state=Instance.State.RUNNING)
+    Instance.objects.create(team=team, backend="instances.backends.local.LocalBackend", state=Instance.State.RUNNING)
     _, err = run("rotate_token", "acme")
     restart = TeamAction.objects.get(team=team)
     assert (restart.kind, restart.status) == (TeamAction.Kind.RESTART, TeamAction.Status.QUEUED)
@@ -129,7 +130,7 @@ def test_rotate_token_restarts_the_instance_as_the_dashboard_does(db):
 
 
 def test_instance_status_of_a_team_without_one_creates_nothing(db):
-    from teams.models import Instance
+    from instances.models import Instance
 
     run("create_team", "acme")
     Instance.objects.all().delete()  # as a team is before its provisioning task ran

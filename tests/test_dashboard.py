@@ -9,9 +9,10 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from credentials.models import CredentialEvent
+from instances import lifecycle, services
+from instances.models import Instance, TeamAction
+from teams.models import Team
 from teams.tokens import InvalidToken, signal_value, team_token, verify_team_token
-from teams import services
-from teams.models import Instance, Team, TeamAction
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +98,7 @@ def test_the_list_searches_and_filters(staff_client, make_team, settings):
 
 
 def test_home_counts_stale_backups_and_lists_alerts(staff_client, settings):
-    from teams.instance_signals import check_backup_freshness
+    from backups.services import check_backup_freshness
 
     settings.BACKUP_STALE_AFTER = 600
     seed(4)
@@ -131,16 +132,16 @@ def test_an_action_is_queued_then_run_by_the_task_with_its_outcome(staff_client,
                                                                     django_capture_on_commit_callbacks):
     team = make_team("acme")
     calls = []
-    monkeypatch.setitem(services.ACTIONS, TeamAction.Kind.STOP, lambda team, *, actor: calls.append(team))
+    monkeypatch.setitem(lifecycle.ACTIONS, TeamAction.Kind.STOP, lambda team, *, actor: calls.append(team))
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post("/dashboard/teams/acme/actions/stop/")
     assert response.status_code == 302
     action = TeamAction.objects.get()
     assert (action.kind, action.status, action.requested_by) == ("stop", "queued", "operator")
-    task = DBTaskResult.objects.get(task_path="teams.tasks.run_team_action")
+    task = DBTaskResult.objects.get(task_path="instances.tasks.run_team_action")
     assert task.args_kwargs["args"] == [action.pk] and calls == []  # nothing ran inside the request
 
-    assert services.run_action(action.pk).status == TeamAction.Status.SUCCEEDED
+    assert lifecycle.run_action(action.pk).status == TeamAction.Status.SUCCEEDED
     assert calls == [team]
     status = staff_client.get("/dashboard/teams/acme/status.json").json()
     assert status["actions"][0] == {"id": action.pk, "kind": "stop", "status": "succeeded", "error": "",
@@ -149,9 +150,9 @@ def test_an_action_is_queued_then_run_by_the_task_with_its_outcome(staff_client,
     def broken(team, *, actor):
         raise RuntimeError("backend unreachable")
 
-    monkeypatch.setitem(services.ACTIONS, TeamAction.Kind.STOP, broken)
+    monkeypatch.setitem(lifecycle.ACTIONS, TeamAction.Kind.STOP, broken)
     failed = services.request_action(team, "stop", actor="operator")
-    assert services.run_action(failed.pk).error == "backend unreachable"
+    assert lifecycle.run_action(failed.pk).error == "backend unreachable"
     assert staff_client.post("/dashboard/teams/acme/actions/reboot/").status_code == 302
     missing = staff_client.get("/dashboard/teams/nope/status.json")
     assert (missing.status_code, missing.json()) == (404, {"error": "no such team"})

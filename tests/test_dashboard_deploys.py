@@ -6,8 +6,8 @@ from django_tasks_db.models import DBTaskResult
 
 from deploys.models import Deployment, DeploymentTarget
 from deploys.services import start_deployment
-from teams.fleet import provision_fleet
-from teams.provisioning import instance_for
+from instances.fleet import provision_fleet
+from instances.provisioning import instance_for
 
 V2 = "registry.fly.io/cloudctl-team:v2"
 
@@ -86,7 +86,7 @@ def test_resume_is_refused_while_a_live_run_holds_the_deployment(staff_client, f
 
     from django.utils import timezone
 
-    from teams.holders import new_holder
+    from instances.holders import new_holder
 
     deployment = start_deployment(V2, actor="test")
     tasks_before = DBTaskResult.objects.count()

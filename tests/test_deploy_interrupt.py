@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from fakefly import FakeFly, serve
 from deploys.models import Deployment, DeploymentTarget
+from fakefly import FakeFly, serve
+from instances.fleet import provision_fleet
+from instances.models import MachineLease
+from instances.provisioning import instance_for
 from teams import backends
-from teams.fleet import provision_fleet
-from teams.models import MachineLease
-from teams.provisioning import instance_for
 
 from .fly_processes import IMAGE as V1
 from .fly_processes import ORG, manage_process
@@ -26,7 +26,7 @@ V2 = "registry.fly.io/cloudctl-team:v2"
 def fake_server(settings):
     fake = FakeFly(orgs=(ORG,), time_scale=0.2, seed=3)
     url, stop = serve(fake)
-    settings.MACHINE_BACKEND = "teams.backends.fly.FlyBackend"
+    settings.MACHINE_BACKEND = "instances.backends.fly.FlyBackend"
     settings.FLY_API_URL, settings.FLY_API_TOKEN, settings.FLY_ORG = url, "fly-test-token", ORG
     settings.INSTANCE_IMAGE = V1
     backends.get_backend.cache_clear()

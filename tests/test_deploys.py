@@ -4,16 +4,16 @@ import dataclasses
 
 import pytest
 
-from fakefly import FakeFly, ResponseLost, Unavailable
 from deploys.models import Deployment, DeploymentTarget
 from deploys.plan import DeploymentRefused
 from deploys.runner import run_deployment
 from deploys.selectors import fleet_image
 from deploys.services import start_deployment
-from teams.fleet import provision_fleet
-from teams.models import Instance
-from teams.provisioning import instance_for, provision
-from teams.services import stop_instance
+from fakefly import FakeFly, ResponseLost, Unavailable
+from instances.fleet import provision_fleet
+from instances.lifecycle import stop_instance
+from instances.models import Instance
+from instances.provisioning import instance_for, provision
 
 V1 = "registry.fly.io/cloudctl-team:v1"
 V2 = "registry.fly.io/cloudctl-team:v2"
@@ -272,7 +272,7 @@ def test_the_command_plans_runs_and_reports(fleet, fake, capsys):
 
 
 def test_a_team_destroyed_after_the_plan_is_skipped_with_the_reason(fleet, clock):
-    from teams.services import destroy_instance
+    from instances.lifecycle import destroy_instance
 
     deployment = start_deployment(V2, concurrency=2, actor="test")
     destroy_instance(fleet[3], actor="test")

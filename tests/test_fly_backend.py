@@ -4,11 +4,11 @@
 import pytest
 
 from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
-from teams.backends import BackendError, ObservedState
-from teams.backends.fly import app_name
-from teams.fleet import provision_fleet
-from teams.models import Instance
-from teams.provisioning import instance_for, provision
+from instances.backends import BackendError, ObservedState
+from instances.backends.fly import app_name
+from instances.fleet import provision_fleet
+from instances.models import Instance
+from instances.provisioning import instance_for, provision
 
 ORG = "acme"
 
@@ -193,7 +193,7 @@ def test_a_lease_left_by_a_dead_run_is_released_and_the_update_goes_on(fly, fake
 
     from django.utils import timezone
 
-    from teams.models import MachineLease
+    from instances.models import MachineLease
 
     instance = provision(make_team(), actor="test")
     app, machine_id = instance.resources["app"], instance.resources["machine"]
@@ -206,7 +206,7 @@ def test_a_lease_left_by_a_dead_run_is_released_and_the_update_goes_on(fly, fake
 
 
 def test_a_lease_held_by_a_live_run_makes_the_update_retryable(fly, fake, make_team):
-    from teams.backends import BackendUnavailable
+    from instances.backends import BackendUnavailable
 
     instance = provision(make_team(), actor="test")
     fly.client.acquire_lease(instance.resources["app"], instance.resources["machine"], 600, "someone else")
@@ -216,7 +216,7 @@ def test_a_lease_held_by_a_live_run_makes_the_update_retryable(fly, fake, make_t
 
 @pytest.mark.parametrize("operation", ["stop", "push_secret", "observe", "running_image"])
 def test_every_operation_reports_a_platform_outage_as_retryable(fly, fake, make_team, operation):
-    from teams.backends import BackendUnavailable
+    from instances.backends import BackendUnavailable
 
     team = make_team()
     instance = provision(team, actor="test")
@@ -227,7 +227,7 @@ def test_every_operation_reports_a_platform_outage_as_retryable(fly, fake, make_
 
 
 def test_a_stop_while_someone_else_holds_the_lease_is_retryable(fly, fake, make_team):
-    from teams.backends import BackendUnavailable
+    from instances.backends import BackendUnavailable
 
     instance = provision(make_team(), actor="test")
     fly.client.acquire_lease(instance.resources["app"], instance.resources["machine"], 600, "someone else")
@@ -242,7 +242,7 @@ def test_a_stop_while_someone_else_holds_the_lease_is_retryable(fly, fake, make_
 def test_a_slow_operation_keeps_its_lease_to_the_end(fly, fake, make_team, operation, slow):
     import dataclasses
 
-    from teams.models import MachineLease
+    from instances.models import MachineLease
 
     instance = provision(make_team(), actor="test")
     fake.latencies = dataclasses.replace(fake.latencies, **slow)
@@ -258,8 +258,8 @@ def test_a_slow_operation_keeps_its_lease_to_the_end(fly, fake, make_team, opera
 def test_a_lease_that_cannot_be_refreshed_stops_the_operation_cleanly(fly, fake, make_team):
     import dataclasses
 
-    from teams.backends import BackendUnavailable
-    from teams.models import MachineLease
+    from instances.backends import BackendUnavailable
+    from instances.models import MachineLease
 
     instance = provision(make_team(), actor="test")
     fake.latencies = dataclasses.replace(fake.latencies, update=60.0)
@@ -290,14 +290,15 @@ def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make
 
 
 def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, fake, make_team):
+    from instances.lifecycle import restart_instance
+    from instances.services import rotate_token_and_restart
     from teams.tokens import team_token
-    from teams.services import restart_instance, rotate_token
 
     team = make_team()
     instance = provision(team, actor="test")
     app = fake.apps[instance.resources["app"]]
     first_version = fake.machine(instance.resources["machine"]).secrets_version
-    rotate_token(team, actor="test")
+    rotate_token_and_restart(team, actor="test")
     restart_instance(team, actor="test")  # what the queued restart action runs
     machine = fake.machine(instance_for(team).resources["machine"])
     assert app.secrets["CLOUDCTL_TOKEN"].value == team_token(team)
@@ -313,11 +314,12 @@ def test_a_restart_after_a_rotation_brings_the_new_token_into_the_machine(fly, f
 def test_an_image_update_right_after_a_rotation_boots_on_the_new_token(fly, fake, make_team, stopped):
     """Secrets reach hosts eventually: an update without `min_secrets_version` can boot on the previous
     version, the revoked token (flyctl passes the app's secrets version on every create and update)."""
-    from teams.services import restart_instance, rotate_token
+    from instances.lifecycle import restart_instance
+    from instances.services import rotate_token_and_restart
 
     team = make_team()
     provision(team, actor="test")
-    rotate_token(team, actor="test")
+    rotate_token_and_restart(team, actor="test")
     restart_instance(team, actor="test")  # sets the new token and moves the Machine onto it
     instance = instance_for(team)
     if stopped:

@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 from fakefly import FakeFly, NotVisible, ResponseLost, Unavailable, serve
-from teams.backends.fly import app_name
-from teams.models import Instance
+from instances.backends.fly import app_name
+from instances.models import Instance
 
 from .fly_processes import ORG, manage_process
 from .test_fly_backend import assert_one_of_each_per_team

@@ -636,7 +636,7 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
     """Expiration reported 60 s ahead (the floor) makes the SDK run credential_process again."""
     from credentials.models import CredentialEvent
 
-    from teams.models import Instance as InstanceRow
+    from instances.models import Instance as InstanceRow
 
     setup = instance_setup
     team = setup["team"]

@@ -20,13 +20,13 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from backups.services import check_backup_freshness
 from credentials.models import CredentialEvent
+from instances.backends import ObservedState, get_backend
+from instances.models import Instance
+from instances.provisioning import instance_for, provision
+from instances.services import create_team_and_provision
 from teams.tokens import rotate_team_token, team_token
-from teams.backends import ObservedState, get_backend
-from teams.instance_signals import check_backup_freshness
-from teams.models import Instance
-from teams.provisioning import instance_for, provision
-from teams.services import create_team
 
 from .test_instance import (
     LITESTREAM, REGION, admin_client, count_rows, needs_instance_venv, restored_copy, wait_for, wipe_prefix,
@@ -39,7 +39,7 @@ pytestmark = [needs_instance_venv, pytest.mark.slow, pytest.mark.django_db(trans
 @pytest.fixture
 def local(s3_env, live_server, settings, tmp_path):
     """The local backend, its instances pointed at the live server and the local S3; all stopped at the end."""
-    settings.MACHINE_BACKEND = "teams.backends.local.LocalBackend"
+    settings.MACHINE_BACKEND = "instances.backends.local.LocalBackend"
     settings.PRIVATE_API_URL = live_server.url
     settings.LOCAL_INSTANCES_DIR = tmp_path / "instances"
     settings.INSTANCE_S3_ENDPOINT = s3_env.endpoint_url
@@ -65,12 +65,12 @@ CONTROL_PLANE_SECRETS = {
                                                    ("", True)])
 def test_an_instance_environment_is_built_from_an_allow_list(monkeypatch, settings, make_team, endpoint,
                                                              bundle_kept):
-    from teams.backends.local import LocalBackend
+    from instances.backends.local import LocalBackend
 
     for name, value in {**CONTROL_PLANE_SECRETS, "LANG": "C.UTF-8", "AWS_CA_BUNDLE": "/etc/ca.pem"}.items():
         monkeypatch.setenv(name, value)
     settings.INSTANCE_S3_ENDPOINT = endpoint
-    instance = Instance.objects.create(team=make_team(), backend="teams.backends.local.LocalBackend")
+    instance = Instance.objects.create(team=make_team(), backend="instances.backends.local.LocalBackend")
     env = LocalBackend().instance_environment(instance, 8123)
     assert not set(CONTROL_PLANE_SECRETS) & set(env)
     assert not any(secret in value for secret in CONTROL_PLANE_SECRETS.values() for value in env.values())
@@ -85,7 +85,7 @@ def test_a_running_instance_holds_nothing_of_the_control_plane_in_its_environmen
     invented = {name: value for name, value in CONTROL_PLANE_SECRETS.items() if not name.startswith("AWS_")}
     for name, value in invented.items():
         monkeypatch.setenv(name, value)
-    team = create_team("alpha")
+    team = create_team_and_provision("alpha")
     provision(team, actor="test")
     own = [*invented.values(), os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
            settings.SECRET_KEY, *settings.TOKEN_KEYS, settings.METRICS_TOKEN]
@@ -127,7 +127,7 @@ def query(instance, sql: str):
 
 def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(local, s3_env, tmp_path):
     admin = admin_client(s3_env)
-    team_a, team_b = create_team("alpha"), create_team("beta")
+    team_a, team_b = create_team_and_provision("alpha"), create_team_and_provision("beta")
     for team in (team_a, team_b):
         wipe_prefix(admin, s3_env.bucket, team.storage_prefix)
     run_worker()  # the real database worker runs both queued provisioning tasks
@@ -158,7 +158,7 @@ def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(loc
 
 def test_team_a_instance_is_denied_team_b_prefix(local, s3_env, settings, tmp_path):
     """Isolation for the real process: Litestream with A's own credential_process, pointed at B's path."""
-    team_a, team_b = create_team("alpha"), create_team("beta")
+    team_a, team_b = create_team_and_provision("alpha"), create_team_and_provision("beta")
     run_worker()
     a = instance_for(team_a)
     runtime = Path(a.resources["volume"]) / ".cloudctl"
@@ -213,7 +213,7 @@ def assert_one_instance_and_no_orphan(local, team, settings):
 
 
 def test_a_worker_killed_mid_provisioning_is_finished_by_the_next_run(local, settings, tmp_path):
-    team = create_team("alpha")
+    team = create_team_and_provision("alpha")
     process = provisioning_subprocess("alpha", settings, tmp_path)
     pid_file = Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "instance.pid"
     try:
@@ -230,7 +230,7 @@ def test_a_worker_killed_mid_provisioning_is_finished_by_the_next_run(local, set
 
 
 def test_an_instance_killed_mid_provisioning_fails_with_its_reason_then_recovers(local, settings, tmp_path):
-    team = create_team("alpha")
+    team = create_team_and_provision("alpha")
     process = provisioning_subprocess("alpha", settings, tmp_path)
     pid_file = Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "instance.pid"
     wait_for(pid_file.exists, timeout=60, message="the instance process to be started")
@@ -253,9 +253,9 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     from deploys.models import DeploymentTarget
     from deploys.runner import run_deployment
     from deploys.services import start_deployment
-    from teams.services import stop_instance
+    from instances.lifecycle import stop_instance
 
-    running_team, stopped_team = create_team("alpha"), create_team("beta")
+    running_team, stopped_team = create_team_and_provision("alpha"), create_team_and_provision("beta")
     run_worker()
     stop_instance(stopped_team, actor="test")
     url = instance_for(running_team).url
@@ -348,7 +348,7 @@ def test_a_halted_deploy_leaves_each_canary_team_running_its_previous_version(lo
     from deploys.runner import run_deployment
     from deploys.services import start_deployment
 
-    teams = [create_team(f"team-{number}") for number in range(4)]
+    teams = [create_team_and_provision(f"team-{number}") for number in range(4)]
     run_worker()
     previous = instance_for(teams[0]).image
     releases.cannot_start("v2")
@@ -374,7 +374,7 @@ def test_a_rollback_that_cannot_start_the_previous_version_is_reported_failed(lo
     from deploys.runner import run_deployment
     from deploys.services import start_deployment
 
-    healthy, failing = create_team("alpha"), create_team("beta")
+    healthy, failing = create_team_and_provision("alpha"), create_team_and_provision("beta")
     run_worker()
     previous = instance_for(healthy).image
     releases.cannot_start("v2", failing)  # the image fails on one canary team: the deployment halts
@@ -401,10 +401,10 @@ def test_hostile_tenants_neither_block_nor_halt_a_deploy(local):
     from deploys.models import Deployment, DeploymentTarget
     from deploys.runner import run_deployment
     from deploys.services import start_deployment
-    from teams.backends import BackendError
+    from instances.backends import BackendError
     from teams.models import TeamEvent
 
-    hostile, crashed, *others = [create_team(slug) for slug in ("hostile", "crashed", "gamma", "delta")]
+    hostile, crashed, *others = [create_team_and_provision(slug) for slug in ("hostile", "crashed", "gamma", "delta")]
     run_worker()
     previous = instance_for(hostile).image
     for team in (hostile, crashed):
@@ -440,9 +440,9 @@ def test_hostile_tenants_neither_block_nor_halt_a_deploy(local):
 def test_an_update_killed_between_the_stop_and_the_start_is_finished_by_the_next(local, monkeypatch):
     """A deploy killed mid-restart leaves the team stopped: `deploy --resume` must start it, not take it for a
     team stopped on purpose. A stop on purpose is never undone by an update."""
-    from teams.backends.local import LocalBackend
+    from instances.backends.local import LocalBackend
 
-    team = create_team("alpha")
+    team = create_team_and_provision("alpha")
     run_worker()
 
     def killed(self, instance, image):
@@ -466,10 +466,10 @@ def test_an_update_killed_between_the_stop_and_the_start_is_finished_by_the_next
 def test_an_update_whose_start_another_start_overtook_fails(local, monkeypatch):
     """A provisioning run may start the team between the update's stop and its start, on the version the
     database still names: the update adopts that process, and must not report the new version."""
-    from teams.backends import BackendError
-    from teams.backends.local import LocalBackend
+    from instances.backends import BackendError
+    from instances.backends.local import LocalBackend
 
-    team = create_team("alpha")
+    team = create_team_and_provision("alpha")
     run_worker()
     previous = instance_for(team).image
     terminate = LocalBackend._terminate
@@ -484,7 +484,7 @@ def test_an_update_whose_start_another_start_overtook_fails(local, monkeypatch):
 
 
 def test_an_instance_that_runs_but_does_not_answer_is_unhealthy(local, settings):
-    team = create_team("alpha")
+    team = create_team_and_provision("alpha")
     run_worker()
     instance = instance_for(team)
     assert local.health_problem(instance) is None
@@ -506,7 +506,7 @@ def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged
     """Real heartbeats from real Litestream: one team's Litestream is killed, the other's token (and so its
     heartbeat URL) is rotated under it. Both are flagged once the threshold passes, not before."""
     settings.BACKUP_STALE_AFTER = 90
-    killed, revoked = create_team("alpha"), create_team("beta")
+    killed, revoked = create_team_and_provision("alpha"), create_team_and_provision("beta")
     run_worker()
     for team in (killed, revoked):
         wait_for(lambda team=team: Instance.objects.get(team=team).last_backup_at, timeout=90,
@@ -534,7 +534,7 @@ def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged
 def test_an_idle_instance_reports_its_scale_to_zero(local, settings):
     """datasette-scale-to-zero exits the idle instance and POSTs its report to the signal URL first."""
     settings.INSTANCE_IDLE_TIMEOUT = "3s"
-    team = create_team("alpha")
+    team = create_team_and_provision("alpha")
     run_worker()
     instance = wait_for(lambda: Instance.objects.filter(team=team, scaled_to_zero_at__isnull=False).first(),
                         timeout=60, message="the scale-to-zero report")

@@ -6,9 +6,10 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from backups.tasks import check_backups
 from credentials.models import CredentialEvent
-from teams.models import Instance, Team
-from teams.tasks import check_backups
+from instances.models import Instance
+from teams.models import Team
 
 pytestmark = pytest.mark.django_db
 

@@ -8,9 +8,10 @@ from django.contrib.auth.models import Group
 from django.urls import URLPattern, get_resolver
 
 from console import urls as dashboard_urls
-from teams.tokens import team_token, verify_team_token
 from deploys.models import Deployment
-from teams.models import Team, TeamAction
+from instances.models import TeamAction
+from teams.models import Team
+from teams.tokens import team_token, verify_team_token
 
 from .staff import PASSWORD, force_staff_login
 
@@ -222,16 +223,17 @@ def test_the_services_refuse_a_user_without_the_permission_and_trust_a_process(s
     from django.core.exceptions import PermissionDenied
 
     from deploys.services import queue_deployment, queue_resume
-    from teams import services
+    from instances import services
+    from teams.services import set_team_status
 
     team = make_team("acme")
     deployment = Deployment.objects.create(image="v1", canary=0, concurrency=1, max_failures=0)
     grant(staff, "teams.view_team", "teams.operate_instance")
     refused = [
         lambda actor: services.request_action(team, "destroy", actor=actor),
-        lambda actor: services.rotate_token(team, actor=actor),
-        lambda actor: services.create_team("newcomer", actor=actor),
-        lambda actor: services.set_team_status(team, Team.Status.DISABLED, actor=actor),
+        lambda actor: services.rotate_token_and_restart(team, actor=actor),
+        lambda actor: services.create_team_and_provision("newcomer", actor=actor),
+        lambda actor: set_team_status(team, Team.Status.DISABLED, actor=actor),
         lambda actor: queue_resume(deployment, actor=actor),
         lambda actor: queue_deployment("v2", slugs=[team.slug], actor=actor),
     ]
@@ -250,7 +252,8 @@ def test_the_services_refuse_a_user_without_the_permission_and_trust_a_process(s
 def test_every_action_kind_needs_a_permission_every_group_exists_in_the_database():
     from django.contrib.auth.models import Permission
 
-    from teams.permissions import ACTION_PERMISSIONS, GROUPS, ensure_groups
+    from instances.permissions import ACTION_PERMISSIONS
+    from teams.permissions import GROUPS, ensure_groups
 
     assert set(ACTION_PERMISSIONS) == set(TeamAction.Kind)
     ensure_groups()
@@ -301,13 +304,13 @@ def test_unset_fly_accepts_only_the_team_repository_and_the_local_backend_any_la
 
     make_team("acme")
     settings.ALLOWED_IMAGE_PREFIXES = []
-    settings.MACHINE_BACKEND = "teams.backends.fly.FlyBackend"
+    settings.MACHINE_BACKEND = "instances.backends.fly.FlyBackend"
     settings.FLY_APP_PREFIX = "cloudctl"
     for image in (EVIL, "registry.fly.io/cloudctl-team-evil:1", "registry.fly.io/other-team:1", "v2"):
         with pytest.raises(DeploymentRefused, match="must start with registry.fly.io/cloudctl-team: "):
             start_deployment(image, actor="test")
     assert not Deployment.objects.exists()
-    settings.MACHINE_BACKEND = "teams.backends.local.LocalBackend"
+    settings.MACHINE_BACKEND = "instances.backends.local.LocalBackend"
     assert start_deployment("v2", actor="test").image == "v2"  # a version label of this checkout's code
 
 
@@ -326,7 +329,7 @@ def test_the_prefixes_syntax_is_checked_and_check_deploy_asks_for_them_on_fly(se
     assert ids() == {"teams.E002"}
     settings.ALLOWED_IMAGE_PREFIXES = []
     assert ids(deploy=True) == set()  # the local backend: images are labels
-    settings.MACHINE_BACKEND = "teams.backends.fly.FlyBackend"
+    settings.MACHINE_BACKEND = "instances.backends.fly.FlyBackend"
     assert ids(deploy=True) == {"teams.W001"} and ids() == set()
     settings.ALLOWED_IMAGE_PREFIXES = [ALLOWED]
     assert ids(deploy=True) == set()

@@ -6,8 +6,8 @@ from botocore.stub import ANY, Stubber
 
 from credentials.broker import sts_client
 from credentials.models import CredentialEvent
-from teams.tokens import rotate_team_token, team_token
 from teams.models import Team
+from teams.tokens import rotate_team_token, team_token
 
 URL = "/private/v1/credentials"
 CREDENTIAL_PROCESS_KEYS = {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration", "S3Folder",

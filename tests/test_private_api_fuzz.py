@@ -25,8 +25,8 @@ from itsdangerous import URLSafeSerializer
 
 from credentials.audit import THROTTLED
 from credentials.models import CredentialEvent
-from teams.tokens import SALT, TOKEN_SHAPE, rotate_team_token, team_token
 from teams.models import Team
+from teams.tokens import SALT, TOKEN_SHAPE, rotate_team_token, team_token
 
 # Decoding with the `unicode_escape` charset warns about the backslashes it meets.
 pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")

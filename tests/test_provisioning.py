@@ -11,11 +11,12 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from teams.backends import BackendError, MachineBackend, ObservedState, Step, get_backend
-from teams.models import Instance, TeamEvent
-from teams.provisioning import ProvisioningBusy, claim, instance_for, provision
-from teams.services import create_team
-from teams.supervision import supervise
+from instances.backends import BackendError, MachineBackend, ObservedState, Step, get_backend
+from instances.models import Instance
+from instances.provisioning import ProvisioningBusy, claim, instance_for, provision
+from instances.services import create_team_and_provision
+from instances.supervision import supervise
+from teams.models import TeamEvent
 
 BACKEND = "tests.test_provisioning.ScriptedBackend"
 
@@ -138,7 +139,7 @@ def test_a_lease_held_by_another_host_is_respected_until_it_expires(backend, mak
 
 
 def test_create_team_enqueues_provisioning_for_the_database_worker(backend, transactional_db):
-    team = create_team("queued")
+    team = create_team_and_provision("queued")
     task = DBTaskResult.objects.get()
     assert task.args_kwargs["args"] == [team.pk]
     assert not Instance.objects.filter(team=team, state=Instance.State.RUNNING).exists()
@@ -149,7 +150,7 @@ def test_create_team_enqueues_provisioning_for_the_database_worker(backend, tran
 
 def test_a_failed_task_leaves_the_reason_on_the_instance(backend, transactional_db):
     backend.fail_at = "healthy"
-    team = create_team("failing")
+    team = create_team_and_provision("failing")
     call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
     assert instance_for(team).last_error == "healthy exploded"
     assert DBTaskResult.objects.get().status == "FAILED"
@@ -189,7 +190,7 @@ def test_supervision_leaves_alone_the_teams_a_running_deployment_is_restarting(b
     """A deploy stops and starts the instances it updates: restarting one under it would race its own start
     (on the image the database still names) and count its failed starts toward a crash loop."""
     from deploys.models import Deployment, DeploymentTarget
-    from teams.holders import new_holder
+    from instances.holders import new_holder
 
     updating, rolling_back, done = make_team(), make_team(), make_team()
     for team in (updating, rolling_back, done):
@@ -210,7 +211,7 @@ def test_supervision_leaves_alone_the_teams_a_running_deployment_is_restarting(b
 def test_a_just_started_local_instance_is_seen_alive(make_team, settings, tmp_path, monkeypatch):
     """Liveness is read from /proc (pid file, process group, the process's own CLOUDCTL_TEAM_ID), also for a
     child that was slow to exec."""
-    from teams.backends.local import LocalBackend
+    from instances.backends.local import LocalBackend
 
     fake_python = tmp_path / "python"
     fake_python.write_text("#!/bin/sh\nexec sleep 30\n")
@@ -223,7 +224,7 @@ def test_a_just_started_local_instance_is_seen_alive(make_team, settings, tmp_pa
         # Runs in the child between fork and exec: the window in which /proc shows the parent's environment.
         return real_popen(*args, preexec_fn=lambda: time.sleep(0.2), **kwargs)
 
-    monkeypatch.setattr("teams.backends.local.subprocess.Popen", slow_to_exec)
+    monkeypatch.setattr("instances.backends.local.subprocess.Popen", slow_to_exec)
     backend = LocalBackend()
     team = make_team()
     instance = instance_for(team)

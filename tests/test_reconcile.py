@@ -4,11 +4,11 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from instances.backends.fly import app_name
+from instances.models import Instance, MachineLease
+from instances.provisioning import instance_for, provision
+from instances.reconcile import PRUNED, REPAIRED, REPORTED, reconcile
 from teams.tokens import rotate_team_token
-from teams.backends.fly import app_name
-from teams.models import Instance, MachineLease
-from teams.provisioning import instance_for, provision
-from teams.reconcile import PRUNED, REPAIRED, REPORTED, reconcile
 
 from .test_fly_backend import ORG, assert_one_of_each_per_team, fake, live  # noqa: F401
 
@@ -87,7 +87,7 @@ def test_dry_run_changes_nothing(fleet, fly, fake, clock):
 def test_a_team_being_provisioned_is_left_alone(fleet, fly, fake):
     instance = instance_for(fleet[0])
     fly.client.destroy_machine(instance.resources["app"], instance.resources["machine"], force=True)
-    from teams.provisioning import claim
+    from instances.provisioning import claim
 
     claim(instance)  # a live run in this very process
     assert reconcile(actor="test") == []

@@ -6,8 +6,8 @@ import logging
 from django.core.management import call_command
 from django.db import connection
 
-from teams.tokens import rotate_team_token, team_token
 from teams.models import Team
+from teams.tokens import rotate_team_token, team_token
 
 
 def database_text():

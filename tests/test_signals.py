@@ -9,16 +9,18 @@ from urllib.parse import urlsplit
 import pytest
 from django.utils import timezone
 
+from backups.selectors import stale_backups_q
+from backups.services import check_backup_freshness
 from cloudctl.logs import redact_signal_urls
 from credentials.models import CredentialEvent
 from credentials.services import signal_urls
+from instances.backends import BackendError, ObservedState, Step, get_backend
+from instances.lifecycle import run_action
+from instances.models import Instance, TeamAction
+from instances.provisioning import provision
+from instances.supervision import supervise
+from teams.models import Team, TeamEvent
 from teams.tokens import rotate_team_token, shutdown_value, signal_value, team_token
-from teams.backends import BackendError, ObservedState, Step, get_backend
-from teams.instance_signals import check_backup_freshness, stale_backups_q
-from teams.models import Instance, Team, TeamAction, TeamEvent
-from teams.provisioning import provision
-from teams.services import run_action
-from teams.supervision import supervise
 
 from .test_provisioning import ScriptedBackend
 from .test_secrets_never_stored import database_text
@@ -266,14 +268,14 @@ def test_an_address_sending_bad_signal_urls_is_throttled(client, make_team, sett
 def test_the_periodic_check_task_alerts_and_queues_its_next_run(make_team, settings):
     from django_tasks_db.models import DBTaskResult
 
-    from teams.tasks import check_backups
+    from backups.tasks import check_backups
 
     settings.BACKUP_STALE_AFTER = 600
     team = make_team()
     running(team, since_minutes=60)
     assert check_backups.call(120) == 1
     assert TeamEvent.objects.filter(team=team, kind="backup_stale").exists()
-    [next_run] = DBTaskResult.objects.filter(task_path="teams.tasks.check_backups")
+    [next_run] = DBTaskResult.objects.filter(task_path="backups.tasks.check_backups")
     assert next_run.args_kwargs["args"] == [120]
     assert next_run.run_after > timezone.now() + timedelta(seconds=100)
 

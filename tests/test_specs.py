@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from instances.backends.fly import machine_config
+from instances.backends.local import LocalBackend
+from instances.models import Instance
+from instances.specs import build_spec
 from teams.tokens import team_token
-from teams.backends.fly import machine_config
-from teams.backends.local import LocalBackend
-from teams.models import Instance
-from teams.specs import build_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,24 +37,34 @@ def names_used(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "teams" / "backends").glob("*.py")), ids=lambda path: path.name)
+BACKENDS = sorted((ROOT / "instances" / "backends").glob("*.py"))
+# The apps a team's instance is run by; credentials (the private API) checks tokens and prints one for a command.
+RUNNING_APPS = ("teams", "instances", "backups", "deploys")
+
+
+def test_the_backends_are_where_these_tests_look():
+    assert {path.name for path in BACKENDS} >= {"__init__.py", "base.py", "fly.py", "local.py"}
+
+
+@pytest.mark.parametrize("path", BACKENDS, ids=lambda path: path.name)
 def test_no_backend_imports_credentials(path):
     # Backends receive the instance's secrets in its spec: none makes a token, or reads anything else of the
     # credentials app.
-    assert not {module for module in imported_modules(path) if module.split(".")[0] == "credentials"}
+    assert not {module for module in imported_modules(path)
+                if module.split(".")[0] == "credentials" or module == "teams.tokens"}
 
 
-def test_build_spec_is_the_only_maker_of_team_tokens_in_teams():
+def test_build_spec_is_the_only_maker_of_team_tokens():
     # teams/tokens.py defines the maker (and returns a new token from a rotation): every other caller counts.
-    makers = {path.relative_to(ROOT).as_posix() for path in (ROOT / "teams").rglob("*.py")
+    makers = {path.relative_to(ROOT).as_posix() for app in RUNNING_APPS for path in (ROOT / app).rglob("*.py")
               if "team_token" in names_used(path)} - {"teams/tokens.py"}
-    assert makers == {"teams/specs.py"}
+    assert makers == {"instances/specs.py"}
 
 
 @pytest.fixture
 def instance(make_team, settings):
     settings.INSTANCE_S3_ENDPOINT = "https://s3.internal"
-    return Instance.objects.create(team=make_team(region="ams"), backend="teams.backends.local.LocalBackend",
+    return Instance.objects.create(team=make_team(region="ams"), backend="instances.backends.local.LocalBackend",
                                    image="registry.fly.io/cloudctl-team:v7")
 
 

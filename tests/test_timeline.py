@@ -8,13 +8,15 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from teams import services, timeline
-from teams.backends import ObservedState
-from teams.backends.fly import FlyBackend
-from teams.backends.local import LocalBackend
-from teams.models import Instance, TeamAction, TeamEvent
-from teams.provisioning import provision
-from teams.supervision import CRASH_LOOP_LIMIT, supervise
+from instances import lifecycle
+from instances.backends import ObservedState
+from instances.backends.fly import FlyBackend
+from instances.backends.local import LocalBackend
+from instances.models import Instance, TeamAction
+from instances.provisioning import provision
+from instances.supervision import CRASH_LOOP_LIMIT, supervise
+from teams import timeline
+from teams.models import TeamEvent
 
 from .test_provisioning import BACKEND
 from .test_signals import path_of, running, urls_of
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def backend(settings):
-    from teams.backends import get_backend
+    from instances.backends import get_backend
 
     settings.MACHINE_BACKEND = BACKEND
     get_backend.cache_clear()
@@ -77,7 +79,7 @@ def test_an_operator_action_names_the_user_who_asked_on_every_event_it_causes(st
     provision(team, actor="test")
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post("/dashboard/teams/acme/actions/restart/")
-    services.run_action(TeamAction.objects.get().pk)
+    lifecycle.run_action(TeamAction.objects.get().pk)
     caused = TeamEvent.objects.filter(team=team, kind__in=["action:restart", "restarting", "running"]).order_by("id")
     assert [(event.kind, event.actor) for event in caused] == [
         ("running", "test"), ("action:restart", "operator"), ("restarting", "operator"), ("running", "operator")]
@@ -115,7 +117,7 @@ def test_a_crash_loop_is_counted_from_the_kind_whatever_the_messages_say(backend
 def test_a_deployment_run_by_the_worker_names_who_started_it(fly, make_team, transactional_db):
     from deploys.services import start_deployment
     from deploys.tasks import run_deployment_task
-    from teams.fleet import provision_fleet
+    from instances.fleet import provision_fleet
 
     team = make_team()
     assert provision_fleet([team], actor="test").failed == {}

@@ -3,8 +3,8 @@ import base64
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from teams.tokens import SALT, InvalidToken, TeamDisabled, rotate_team_token, team_token, verify_team_token
 from teams.models import Team
+from teams.tokens import SALT, InvalidToken, TeamDisabled, rotate_team_token, team_token, verify_team_token
 
 
 def test_token_names_team_and_generation(make_team):

@@ -26,7 +26,7 @@ def configure_django(state_dir: str, url: str) -> None:
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
         "CLOUDCTL_STATE_DIR": state_dir,
         "DATABASE_URL": f"sqlite:///{state_dir}/bench.sqlite3",
-        "CLOUDCTL_MACHINE_BACKEND": "teams.backends.fly.FlyBackend",
+        "CLOUDCTL_MACHINE_BACKEND": "instances.backends.fly.FlyBackend",
         "CLOUDCTL_FLY_API_URL": url,
         "CLOUDCTL_FLY_API_TOKEN": "bench-token",
         "CLOUDCTL_FLY_ORG": ORG,

@@ -57,13 +57,14 @@ def run_manage(args: list[str], env: dict[str, str], *, input_code: str | None =
 CREATE_TEAMS = """
 import json
 from django.utils import timezone
-from teams.models import Instance, Team
+from instances.models import Instance
+from teams.models import Team
 from teams.tokens import team_token
 total = {total}
 Team.objects.bulk_create([Team(slug=f"bench-{{i:05d}}", name=f"bench {{i}}") for i in range(1, total + 1)],
                          batch_size=500)
 teams = Team.objects.filter(slug__startswith="bench-").order_by("id")
-Instance.objects.bulk_create([Instance(team=team, backend="teams.backends.local.LocalBackend", state="running",
+Instance.objects.bulk_create([Instance(team=team, backend="instances.backends.local.LocalBackend", state="running",
                                        backups_expected_since=timezone.now()) for team in teams], batch_size=500)
 with open({out!r}, "w") as out:
     json.dump([[team.pk, team_token(team)] for team in teams], out)

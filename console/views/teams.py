@@ -1,7 +1,7 @@
 """Team pages: each parses and authorizes the request, calls one service or query function, renders.
 
 Every view is wrapped in `dashboard_view` (console/views/pages.py): staff only (others are sent to the admin
-login), then the permissions of `teams.permissions` (403 without them). Long actions are queued as tasks; the
+login), then the permissions of `teams.permissions` and `instances.permissions` (403 without them). Long actions are queued as tasks; the
 team page polls `team_status` (JSON) to show their progress without a reload.
 """
 
@@ -13,9 +13,11 @@ from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from teams.models import Instance, Team, TeamAction, TeamEvent
-from teams.permissions import ADD_TEAM, DESTROY_INSTANCE, ROTATE_TOKEN, permitted_actions
-from teams.services import create_team, request_action, rotate_token
+from instances.models import Instance, TeamAction
+from instances.permissions import permitted_actions
+from instances.services import create_team_and_provision, request_action, rotate_token_and_restart
+from teams.models import Team, TeamEvent
+from teams.permissions import ADD_TEAM, DESTROY_INSTANCE, ROTATE_TOKEN
 
 from ..forms import DestroyForm, TeamCreateForm, TeamFilterForm
 from ..selectors import fleet_summary, images_in_use, team_list, timeline
@@ -52,7 +54,7 @@ def team_create(request):
     form = TeamCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            team = create_team(**form.cleaned_data, actor=request.user)
+            team = create_team_and_provision(**form.cleaned_data, actor=request.user)
         except ValidationError as error:
             for field, problems in error.message_dict.items():
                 form.add_error(field if field in form.fields else None, problems)
@@ -115,7 +117,7 @@ def team_action(request, slug, kind):
 @require_POST
 def team_rotate_token(request, slug):
     team = team_or_404(slug)
-    restart = rotate_token(team, actor=request.user)
+    restart = rotate_token_and_restart(team, actor=request.user)
     messages.success(request, f"Token rotated to generation {team.token_generation}: the old one no longer works"
                               + ("; the instance restarts with the new one." if restart else "."))
     return redirect("dashboard:team", slug=team.slug)

@@ -22,13 +22,13 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from backups.services import check_backup_freshness
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
 from cloudctl.private_files import private_directory, read_or_create_secret, write_private_file
 from credentials.tasks import prune_audit_trail
-from teams.instance_signals import check_backup_freshness
-from teams.models import Instance
-from teams.supervision import stop_all, supervise
-from teams.tasks import schedule_periodic
+from instances.models import Instance
+from instances.supervision import stop_all, supervise
+from instances.tasks import schedule_periodic
 
 SUPERVISE_EVERY_SECONDS = 3
 PRUNE_AUDIT_EVERY_SECONDS = 3600

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from credentials.retention import prune_credential_events
 from credentials.tasks import prune_audit_trail
-from teams.tasks import schedule_periodic
+from instances.tasks import schedule_periodic
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from teams.services import rotate_token
+from instances.services import rotate_token_and_restart
 from teams.tokens import team_token
 
 from ._team_argument import team_from_slug
@@ -15,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, slug, **options):
         team = team_from_slug(slug)
-        restart = rotate_token(team, actor="manage.py rotate_token")
+        restart = rotate_token_and_restart(team, actor="manage.py rotate_token")
         self.stderr.write(f"team {team.slug}: token rotated to generation {team.token_generation}"
                           + ("; restart queued (the worker brings the new token into the instance)" if restart
                              else "; no instance to restart"))

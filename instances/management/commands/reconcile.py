@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from teams.backends import BackendError
-from teams.reconcile import REPORTED, reconcile
-from teams.tasks import reconcile_fleet, schedule_periodic
+from instances.backends import BackendError
+from instances.reconcile import REPORTED, reconcile
+from instances.tasks import reconcile_fleet, schedule_periodic
 
 
 class Command(BaseCommand):

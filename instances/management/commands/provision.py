@@ -1,9 +1,10 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from teams.fleet import provision_fleet, teams_needing_provisioning
-from teams.provisioning import ProvisioningBusy, provision
-from teams.services import get_team, request_provisioning
+from instances.fleet import provision_fleet, teams_needing_provisioning
+from instances.provisioning import ProvisioningBusy, provision
+from instances.services import request_provisioning
+from teams.services import get_team
 
 ACTOR = "manage.py provision"
 

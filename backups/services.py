@@ -4,41 +4,27 @@ Litestream pings its `heartbeat-url` only when every database synced within the 
 last heartbeat is the time of the team's last known-good backup. datasette-scale-to-zero calls its
 `shutdown_url` just before the instance exits when idle or at its max age. The private API verifies the
 signed URL (credentials/services.py) and calls these functions. A shutdown URL is bound to the instance's boot
-(`record_boot`), and a shutdown does not outweigh what the backend sees (`watch_machines_still_running`).
+(`record_boot`), and a shutdown does not outweigh what the backend sees (`watch_machines_still_running`). What
+counts as stale, and which boot is current, are reads (`selectors.py`).
 """
 
-import hmac
 import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
-from . import timeline
-from .backends import BackendError, ObservedState, observe_by_backend
-from .models import Instance, Team
+from instances.backends import BackendError, ObservedState, observe_by_backend
+from instances.models import Instance
+from teams import timeline
+from teams.models import Team
+
+from .selectors import stale_backups_q
 
 logger = logging.getLogger(__name__)
 # How long a machine has to exit after its shutdown signal (datasette-scale-to-zero posts it just before Datasette
 # exits; Litestream's final sync follows, within Fly's kill_timeout) before one still running is watched again.
 SHUTDOWN_GRACE = timedelta(minutes=2)
-
-
-def stale_after() -> timedelta:
-    return timedelta(seconds=settings.BACKUP_STALE_AFTER)
-
-
-def stale_backups_q(now: datetime | None = None, *, prefix: str = "") -> Q:
-    """Instances that run, have owed heartbeats for longer than the threshold, and sent none since.
-    `prefix="instance__"` filters teams. The one definition used by the list, home page, metrics and alerts."""
-    cutoff = (now or timezone.now()) - stale_after()
-    return Q(**{f"{prefix}state": Instance.State.RUNNING, f"{prefix}backups_expected_since__lt": cutoff}) & (
-        Q(**{f"{prefix}last_backup_at__isnull": True}) | Q(**{f"{prefix}last_backup_at__lt": cutoff}))
-
-
-def backup_stale_annotation(now: datetime | None = None, *, prefix: str = "") -> ExpressionWrapper:
-    return ExpressionWrapper(stale_backups_q(now, prefix=prefix), output_field=BooleanField())
 
 
 def record_backup_heartbeat(team: Team, *, actor: str) -> datetime:
@@ -93,11 +79,6 @@ def watch_machines_still_running(now: datetime, *, actor: str) -> list[Team]:
                     and resume_backup_watch(instance.team, now, "the machine still runs after its shutdown signal",
                                             actor=actor)]
     return resumed
-
-
-def is_current_boot(team: Team, boot: str | None) -> bool:
-    current = Instance.objects.filter(team=team).values_list("boot_id", flat=True).first()
-    return bool(boot and current) and hmac.compare_digest(boot.encode(), current.encode())
 
 
 def scale_to_zero_reason(report: dict) -> str:

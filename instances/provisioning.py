@@ -11,10 +11,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from . import rollouts, timeline
+from teams import timeline
+from teams.models import Team
+
+from . import rollouts
 from .backends import get_backend
 from .holders import claim_row, release_row
-from .models import Instance, Team
+from .models import Instance
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from django.db import close_old_connections, connection
 
-from .models import Instance, Team
+from teams.models import Team
+
+from .models import Instance
 from .provisioning import ProvisioningBusy, provision
 
 logger = logging.getLogger(__name__)

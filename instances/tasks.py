@@ -1,12 +1,18 @@
-"""Background tasks (Django's Tasks API, run by `manage.py db_worker`). Each calls one service function; what
-it changes is recorded as done by whoever queued it, else by the task ("task <name>")."""
+"""Background tasks (Django's Tasks API, run by `manage.py db_worker`). Each calls one function of the lifecycle;
+what it changes is recorded as done by whoever queued it, else by the task ("task <name>").
+
+Services queue these tasks and the tasks import only what does the work (`lifecycle`, `provisioning`,
+`reconcile`), never the services: no import cycle."""
 
 import logging
 
 from django_tasks import task
 
-from .models import Team
+from teams.models import Team
+
+from .lifecycle import run_action
 from .provisioning import ProvisioningBusy, provision
+from .reconcile import reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +31,6 @@ def provision_team(team_id: int, actor: str = "task provision_team") -> str:
 @task()
 def reconcile_fleet(every_seconds: int = 0) -> int:
     """Reconcile once; with `every_seconds`, enqueue the next run (a periodic task without a scheduler)."""
-    from .reconcile import reconcile
-
     try:
         return len(reconcile(actor="task reconcile_fleet"))
     finally:
@@ -57,20 +61,5 @@ def schedule_periodic(periodic_task, every_seconds: int) -> bool:
 
 @task()
 def run_team_action(action_id: int) -> str:
-    """An operator's action (start, stop, restart, destroy, provision) queued by `request_action`."""
-    from .services import run_action
-
+    """An operator's action (start, stop, restart, destroy, provision) queued by `services.request_action`."""
     return run_action(action_id).status
-
-
-@task()
-def check_backups(every_seconds: int = 0) -> int:
-    """Alert on teams whose backups went stale; with `every_seconds`, run again after that long."""
-    from .instance_signals import check_backup_freshness
-
-    try:
-        return len(check_backup_freshness(actor="task check_backups"))
-    finally:
-        if every_seconds:
-            enqueue_again(check_backups, every_seconds)
-

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from teams.models import Instance
-    from teams.specs import InstanceSpec
+    from instances.models import Instance
+    from instances.specs import InstanceSpec
 
 
 class BackendError(Exception):
@@ -46,10 +46,10 @@ class Step:
 class MachineBackend(abc.ABC):
     def __init__(self, *, spec_for: Callable[[Instance], InstanceSpec] | None = None):
         """`spec_for` gives what an instance is to run with (environment, secrets, image, placement): a backend
-        receives that and never assembles it, nor makes a token, itself. By default `teams.specs.build_spec`."""
+        receives that and never assembles it, nor makes a token, itself. By default `instances.specs.build_spec`."""
         if spec_for is None:
             # Only as the default, when no caller passed one: backends build on the spec, not on its maker.
-            from teams.specs import build_spec as spec_for
+            from instances.specs import build_spec as spec_for
         self.spec_for = spec_for
 
     @abc.abstractmethod

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from teams.instance_signals import check_backup_freshness
-from teams.tasks import check_backups, schedule_periodic
+from backups.services import check_backup_freshness
+from backups.tasks import check_backups
+from instances.tasks import schedule_periodic
 
 
 class Command(BaseCommand):

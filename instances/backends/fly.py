@@ -23,7 +23,7 @@ from ..holders import holder_is_gone, new_holder
 from .base import BackendError, BackendUnavailable, MachineBackend, ObservedState, Step
 
 if TYPE_CHECKING:
-    from teams.specs import InstanceSpec
+    from instances.specs import InstanceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class HeldLease:
 
     def keep(self) -> None:
         """Refresh the lease if it is due; raises LeaseLost if Fly no longer has it as ours."""
-        from teams.models import MachineLease
+        from instances.models import MachineLease
 
         now = self.client.clock()
         if now - self.refreshed_at < self.refresh_every:
@@ -332,7 +332,7 @@ class FlyBackend(MachineBackend):
     def lease(self, app: str, machine_id: str, purpose: str):
         """A short lease (`CLOUDCTL_FLY_LEASE_TTL`, 13 s as flyctl's) for one operation, recorded with its nonce so
         `reconcile` can release it if we die. Yields a `HeldLease`: the operation refreshes it as it goes."""
-        from teams.models import MachineLease
+        from instances.models import MachineLease
 
         holder = new_holder()
         description = f"cloudctl {purpose} ({holder})"

@@ -13,7 +13,7 @@ def configured_image() -> str:
 
 
 def no_team_ids() -> QuerySet:
-    from .models import Team
+    from teams.models import Team
 
     return Team.objects.none().values("pk")
 

@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from teams.services import create_team
+from instances.services import create_team_and_provision
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, slug, name, region, **options):
         try:
-            team = create_team(slug, name, region, actor="manage.py create_team")
+            team = create_team_and_provision(slug, name, region, actor="manage.py create_team")
         except ValidationError as error:
             raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items()))
         self.stdout.write(f"created team {team.slug} (id {team.pk}, prefix {team.storage_prefix})")

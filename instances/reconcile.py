@@ -15,12 +15,14 @@ from django.utils import timezone as dj_timezone
 
 from flyapi import FlyAPIError
 
-from . import timeline
+from teams import timeline
+from teams.models import Team
+
 from .backends import BackendError, ObservedState, get_backend
 from .backends.fly import GONE_STATES, FlyBackend, team_of_app
 from .fleet import provision_fleet
 from .holders import holder_is_gone
-from .models import Instance, MachineLease, Team
+from .models import Instance, MachineLease
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from teams.backends import BackendError, get_backend
-from teams.models import Instance
-from teams.services import destroy_instance, get_team, stop_instance
+from instances.backends import BackendError, get_backend
+from instances.lifecycle import destroy_instance, stop_instance
+from instances.models import Instance
+from teams.services import get_team
 
 
 class Command(BaseCommand):

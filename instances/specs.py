@@ -3,7 +3,7 @@
 Backends receive an `InstanceSpec` (through `MachineBackend.spec_for`, which is `build_spec` unless a caller passes
 another) and add only what depends on where the instance runs: where its data lives (`DATA_DIR`), the port it
 listens on (`PORT`) and, for the local backend, the process basics (`PATH`, `HOME`, the bind address). None of
-them makes a token: `build_spec` is the only caller of `teams.tokens.team_token` in `teams`.
+them makes a token: `build_spec` is the only caller of `teams.tokens.team_token` in the apps that run instances.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from .tokens import team_token
+from teams.tokens import team_token
 
 if TYPE_CHECKING:
     from .models import Instance

@@ -8,9 +8,12 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from . import rollouts, timeline
+from teams import timeline
+from teams.models import TeamEvent
+
+from . import rollouts
 from .backends import ObservedState, get_backend
-from .models import Instance, TeamEvent
+from .models import Instance
 from .services import request_provisioning
 
 CRASH_LOOP_LIMIT = 3

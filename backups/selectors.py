@@ -1,0 +1,33 @@
+"""Reads of the backup watch: which instances' backups are stale (the one definition the team list, the home
+page, the metrics and the alerts share) and which boot of an instance is its current one."""
+
+import hmac
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.utils import timezone
+
+from instances.models import Instance
+from teams.models import Team
+
+
+def stale_after() -> timedelta:
+    return timedelta(seconds=settings.BACKUP_STALE_AFTER)
+
+
+def stale_backups_q(now: datetime | None = None, *, prefix: str = "") -> Q:
+    """Instances that run, have owed heartbeats for longer than the threshold, and sent none since.
+    `prefix="instance__"` filters teams. The one definition used by the list, home page, metrics and alerts."""
+    cutoff = (now or timezone.now()) - stale_after()
+    return Q(**{f"{prefix}state": Instance.State.RUNNING, f"{prefix}backups_expected_since__lt": cutoff}) & (
+        Q(**{f"{prefix}last_backup_at__isnull": True}) | Q(**{f"{prefix}last_backup_at__lt": cutoff}))
+
+
+def backup_stale_annotation(now: datetime | None = None, *, prefix: str = "") -> ExpressionWrapper:
+    return ExpressionWrapper(stale_backups_q(now, prefix=prefix), output_field=BooleanField())
+
+
+def is_current_boot(team: Team, boot: str | None) -> bool:
+    current = Instance.objects.filter(team=team).values_list("boot_id", flat=True).first()
+    return bool(boot and current) and hmac.compare_digest(boot.encode(), current.encode())

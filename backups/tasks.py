@@ -1,0 +1,17 @@
+"""The backup watch's task (Django's Tasks API, run by `manage.py db_worker`)."""
+
+from django_tasks import task
+
+from instances.tasks import enqueue_again
+
+from .services import check_backup_freshness
+
+
+@task()
+def check_backups(every_seconds: int = 0) -> int:
+    """Alert on teams whose backups went stale; with `every_seconds`, run again after that long."""
+    try:
+        return len(check_backup_freshness(actor="task check_backups"))
+    finally:
+        if every_seconds:
+            enqueue_again(check_backups, every_seconds)
