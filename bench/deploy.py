@@ -124,9 +124,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)
             from deploys.models import Deployment
+            from instances import backends
             from instances.backends import fly
             from instances.models import Instance
-            from teams import backends
             from teams.models import Team
 
             client, counts = counting_client(args.concurrency * 2)

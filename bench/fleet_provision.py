@@ -36,10 +36,10 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)
+            from instances import backends
             from instances.backends import fly
             from instances.fleet import provision_fleet
             from instances.models import Instance
-            from teams import backends
             from teams.models import Team
 
             client, counts = counting_client(args.concurrency)

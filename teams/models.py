@@ -83,7 +83,7 @@ class TeamEvent(models.Model):
         STEP_HEALTHY = "step:healthy", "Step done: healthy"
         RUNNING = "running", "Running"
         PROVISIONING_FAILED = "provisioning_failed", "Provisioning failed"
-        # Operators (instances/services.py, teams/services.py).
+        # Operators (instances/services.py and lifecycle.py, teams/services.py).
         ACTION_PROVISION = "action:provision", "Provision requested"
         ACTION_START = "action:start", "Start requested"
         ACTION_STOP = "action:stop", "Stop requested"

@@ -11,10 +11,10 @@ import pytest
 
 from deploys.models import Deployment, DeploymentTarget
 from fakefly import FakeFly, serve
+from instances import backends
 from instances.fleet import provision_fleet
 from instances.models import MachineLease
 from instances.provisioning import instance_for
-from teams import backends
 
 from .fly_processes import IMAGE as V1
 from .fly_processes import ORG, manage_process
