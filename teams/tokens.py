@@ -91,6 +91,9 @@ def read_team_token(token: str, *, salt: str = SALT) -> TokenClaims:
         raise InvalidToken("bad_signature", claimed_team_id=_claimed_team_id(serializer, token)) from None
     if not (isinstance(payload, dict) and _is_int(payload.get("team")) and _is_int(payload.get("gen"))):
         raise InvalidToken("bad_payload")
+    if _claimable(payload["team"]) is None:
+        # No team has this id, and one past 64 bits would overflow the query that looks it up.
+        raise InvalidToken("unknown_team")
     boot = payload.get("boot")
     if salt == SHUTDOWN_SALT and not (isinstance(boot, str) and BOOT_SHAPE.fullmatch(boot)):
         raise InvalidToken("bad_payload")

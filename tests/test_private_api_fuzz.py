@@ -623,6 +623,19 @@ def test_nul_in_the_format_is_audited_as_postgres_can_store_it(db, api):
         assert "\x00" not in CredentialEvent.objects.latest("id").response_format
 
 
+@pytest.mark.parametrize("team_id", [2**63, -(2**63) - 1, 2**70])
+def test_a_signed_token_naming_an_id_no_database_can_hold_is_an_unknown_team(db, api, team_id):
+    """A validly signed token whose team id lies outside a 64-bit integer used to reach the database query and
+    overflow it (SQLite: OverflowError): a 500. No team has such an id: refused as an unknown team."""
+    token = URLSafeSerializer(django_settings.TOKEN_KEYS, salt=SALT).dumps({"team": team_id, "gen": 1})
+    events_before = recorded_requests()
+    response = send(api, Request(headers={"Authorization": f"Bearer {token}"}))
+    assert check_answer(response, secrets=[token]) == {"error": "invalid token"}
+    check_audit(response, events_before, secrets=[token])
+    refusal = CredentialEvent.objects.latest("id")
+    assert (refusal.reason, refusal.claimed_team_id) == (CredentialEvent.Reason.UNKNOWN_TEAM, None)
+
+
 @pytest.mark.parametrize("charset", ["rot13", "base64", "hex", "zlib", "bz2", "uu", "quopri"])
 def test_multipart_body_in_a_bytes_codec_charset_is_a_400(db, api, charset):
     """Decoding a form in a bytes-to-bytes codec raises LookupError, which used to escape the view as a 500."""
