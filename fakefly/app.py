@@ -36,6 +36,9 @@ from urllib.parse import parse_qs
 
 import httpx
 
+from .certificates import (
+    HOSTNAME, IP_TYPES, SHARED_V4, CertificateRecord, FakeDNS, IPAssignmentRecord, dns_name,
+)
 from .clock import SystemClock, VirtualClock
 from .faults import Fault, FaultPlan, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
 from .ratelimit import Throttle
@@ -98,6 +101,8 @@ class Latencies:
     org_listing_lag: Seconds = 2.0
     # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
     request: Seconds = 0.0
+    # A certificate is issued this long after its DNS records are first seen right (Let's Encrypt's round trip).
+    certificate_issue: float = 10.0
 
 
 # The actions whose latency delays the answer itself (the others schedule a Transition).
@@ -144,6 +149,14 @@ ROUTES = (
     _route("POST", _MACHINE + "/metadata/{key}", "set_metadata"),
     _route("DELETE", _MACHINE + "/metadata/{key}", "delete_metadata"),
     _route("GET", "/orgs/{org_slug}/machines", "list_org_machines"),
+    _route("GET", "/apps/{app_name}/certificates", "list_certificates"),
+    _route("POST", "/apps/{app_name}/certificates/acme", "create_acme_certificate"),
+    _route("GET", "/apps/{app_name}/certificates/{hostname}", "get_certificate"),
+    _route("DELETE", "/apps/{app_name}/certificates/{hostname}", "delete_certificate"),
+    _route("POST", "/apps/{app_name}/certificates/{hostname}/check", "check_certificate"),
+    _route("GET", "/apps/{app_name}/ip_assignments", "list_ip_assignments"),
+    _route("POST", "/apps/{app_name}/ip_assignments", "assign_ip"),
+    _route("DELETE", "/apps/{app_name}/ip_assignments/{ip}", "release_ip"),
 )
 # Everything else the document describes answers 501, so a missing feature is not mistaken for a wrong path.
 _UNIMPLEMENTED = tuple(_route(method.upper(), template, "unimplemented")
@@ -281,6 +294,9 @@ class FakeFly:
         self.deleting_apps: dict[str, tuple[AppRecord, float]] = {}
         self.volumes: dict[str, VolumeRecord] = {}
         self.machines: dict[str, MachineRecord] = {}
+        self.certificates: dict[str, CertificateRecord] = {}  # by hostname: a hostname belongs to one app
+        self.ip_assignments: list[IPAssignmentRecord] = []  # the shared IPv4 appears once per app holding it
+        self.dns = FakeDNS()
         self.calls: Counter[str] = Counter()
         self.throttled_count = 0
         self.lapsed_leases: list[tuple[str, LeaseRecord]] = []  # (machine id, lease) that expired unreleased
@@ -304,6 +320,30 @@ class FakeFly:
         """See `fakefly.faults`."""
         with self._lock:
             self._faults.inject(action, fault, calls=calls, probability=probability)
+
+    def dns_set(self, name: str, record_type: str, *values: str) -> None:
+        """What the world's DNS answers for `name` from now on (no values: nothing); certificates validate on it."""
+        with self._lock:
+            self.dns.set(name, record_type, *values)
+
+    def set_certificate_expiry(self, hostname: str, expires_at: float) -> None:
+        """Moves an issued certificate's expiry (epoch seconds), to test warnings about it."""
+        with self._lock:
+            certificate = self.certificates[dns_name(hostname)]
+            if certificate.issued_at is None:
+                raise ValueError(f"the certificate for {hostname} is not issued yet")
+            certificate.expires_at = expires_at
+
+    def enable_cross_network_replays(self, org_slug: str, enabled: bool = True) -> None:
+        """`fly orgs cross-network-replays enable|disable --org <org>` (off by default, as on Fly)."""
+        with self._lock:
+            self.orgs[org_slug].cross_network_replays = enabled
+
+    def allow_replay_source(self, target_org: str, source_org: str) -> None:
+        """`fly orgs replay-sources add --org <target_org> <source_org>`: apps of `source_org` may replay into
+        apps of `target_org`."""
+        with self._lock:
+            self.orgs[target_org].replay_sources.add(source_org)
 
     def machine(self, machine_id: str) -> MachineRecord:
         """The Machine with its scheduled transitions applied up to now."""
@@ -575,6 +615,9 @@ class FakeFly:
             del self.machines[machine.id]
         for volume in [volume for volume in self.volumes.values() if volume.app_name == name]:
             del self.volumes[volume.id]
+        for hostname in [hostname for hostname, record in self.certificates.items() if record.app_name == name]:
+            del self.certificates[hostname]
+        self.ip_assignments = [ip for ip in self.ip_assignments if ip.app_name != name]
 
     # --- volumes -------------------------------------------------------------------------------------------
 
@@ -923,3 +966,93 @@ class FakeFly:
             if len(views) > len(page):
                 body["next_cursor"] = base64.urlsafe_b64encode(json.dumps([updated_at, machine_id]).encode()).decode()
         return Reply(200, body)
+
+    # --- certificates and IP assignments -------------------------------------------------------------------
+
+    def _app_ips(self, app_name: str) -> list[IPAssignmentRecord]:
+        return [ip for ip in self.ip_assignments if ip.app_name == app_name]
+
+    def _validated(self, certificate: CertificateRecord) -> CertificateRecord:
+        certificate.validate(self.dns, self._app_ips(certificate.app_name), self.clock.now(),
+                             self._latency("certificate_issue"))
+        return certificate
+
+    def _certificate(self, call: Call) -> CertificateRecord:
+        app = self._app(call.params["app_name"])
+        certificate = self.certificates.get(dns_name(call.params["hostname"]))
+        if certificate is None or certificate.app_name != app.name:
+            raise ApiError(404, f"certificate for {call.params['hostname']} not found in app {app.name}")
+        return self._validated(certificate)
+
+    def _list_certificates(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        matching = sorted((self._validated(certificate) for certificate in self.certificates.values()
+                           if certificate.app_name == app.name and (call.first("filter") or "") in certificate.hostname),
+                          key=lambda certificate: certificate.hostname)
+        after = call.first("cursor")
+        page = [certificate for certificate in matching if after is None or certificate.hostname > after]
+        limit = min(int(call.first("limit", "25")), 500)
+        body: dict[str, Any] = {"certificates": [certificate.summary_json() for certificate in page[:max(limit, 0)]],
+                                "total_count": len(matching)}
+        if len(page) > limit > 0:
+            body["next_cursor"] = page[limit - 1].hostname
+        return Reply(200, body)
+
+    def _create_acme_certificate(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        hostname = dns_name(call.body.get("hostname") or "")
+        if not HOSTNAME.fullmatch(hostname):
+            raise ApiError(422, f"{hostname!r} is not a hostname (a wildcard only as its first label, *.example.com)")
+        existing = self.certificates.get(hostname)
+        if existing is not None:
+            where = "this app" if existing.app_name == app.name else "another app"
+            raise ApiError(422, f"Hostname {hostname} already exists on {where}")
+        now = self.clock.now()
+        certificate = CertificateRecord(
+            hostname=hostname, app_name=app.name, created_at=now, updated_at=now,
+            challenge_target=f"{hostname.removeprefix('*.')}.{self._ids.app()[:6]}.flydns.net",
+            app_value=f"app-{app.id[:10]}", org_value=f"org-{app.org.internal_numeric_id:010d}")
+        self.certificates[hostname] = certificate
+        return Reply(201, self._validated(certificate).detail_json(self._app_ips(app.name)))
+
+    def _get_certificate(self, call: Call) -> Reply:
+        certificate = self._certificate(call)
+        return Reply(200, certificate.detail_json(self._app_ips(certificate.app_name)))
+
+    def _check_certificate(self, call: Call) -> Reply:
+        certificate = self._certificate(call)
+        return Reply(200, certificate.check_json(self._app_ips(certificate.app_name), self.dns))
+
+    def _delete_certificate(self, call: Call) -> Reply:
+        del self.certificates[self._certificate(call).hostname]
+        return Reply(204)
+
+    def _list_ip_assignments(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        return Reply(200, {"ips": [ip.to_json() for ip in self._app_ips(app.name)]})
+
+    def _assign_ip(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        kind = call.body.get("type")
+        if kind not in IP_TYPES:
+            raise Refused(f"type: {kind!r} is not one of {sorted(IP_TYPES)}")
+        region = call.body.get("region") or "global"
+        if region != "global":
+            _check_region(region)
+        if kind == "shared_v4" and any(ip.type == "shared_v4" for ip in self._app_ips(app.name)):
+            raise ApiError(422, f"app {app.name} already has a shared IPv4 address")
+        serial = next(self._serials)
+        address = {"v4": f"137.66.{serial >> 8 & 255}.{serial & 255}", "shared_v4": SHARED_V4,
+                   "v6": f"2a09:8280:1::{serial:x}",
+                   "private_v6": f"fdaa:0:{app.internal_numeric_id:x}:0:{serial:x}::"}[kind]
+        record = IPAssignmentRecord(address, app.name, kind, region, self.clock.now(), call.body.get("service_name"))
+        self.ip_assignments.append(record)
+        return Reply(200, record.to_json())
+
+    def _release_ip(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        held = [ip for ip in self._app_ips(app.name) if ip.ip == call.params["ip"]]
+        if not held:
+            raise ApiError(404, f"ip {call.params['ip']} is not assigned to app {app.name}")
+        self.ip_assignments.remove(held[0])
+        return Reply(204)
