@@ -329,7 +329,7 @@ class FakeFly:
     def set_certificate_expiry(self, hostname: str, expires_at: float) -> None:
         """Moves an issued certificate's expiry (epoch seconds), to test warnings about it."""
         with self._lock:
-            certificate = self.certificates[dns_name(hostname)]
+            certificate = self._validated(self.certificates[dns_name(hostname)])
             if certificate.issued_at is None:
                 raise ValueError(f"the certificate for {hostname} is not issued yet")
             certificate.expires_at = expires_at
