@@ -165,6 +165,55 @@ _UNIMPLEMENTED = tuple(_route(method.upper(), template, "unimplemented")
 
 
 @dataclass(frozen=True)
+class ProxyRoute:
+    """Where Fly's proxy delivers a request: the Machine, its region and the internal port of the service that
+    publishes the public port; `preferred_unavailable` is the `prefer_instance` it could not use."""
+
+    machine_id: str
+    app_name: str
+    region: str
+    internal_port: int
+    preferred_unavailable: str | None = None
+
+
+class NoRoute(Exception):
+    """The proxy found no Machine for a request: `reason` is `no_candidate` or `timeout` (`fly-replay-failed`'s
+    words)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# Fly's region aliases for `fly-replay: region=` (DOCS networking/dynamic-request-routing).
+_US = frozenset({"atl", "bos", "den", "dfw", "ewr", "iad", "lax", "mia", "ord", "phx", "sea", "sjc"})
+REGION_ALIASES = {
+    "us": _US, "usa": _US, "na": _US | {"yul", "yyz", "gdl", "qro"},
+    "eu": frozenset({"ams", "arn", "cdg", "fra", "lhr", "mad", "otp", "waw"}),
+    "sa": frozenset({"bog", "eze", "gig", "gru", "scl"}),
+    "apac": frozenset({"bom", "hkg", "nrt", "sin", "syd"}),
+}
+
+
+def region_rank(region: str, wanted: tuple[str, ...]) -> int:
+    """The position of the first entry of `wanted` (codes, aliases, `any`) that `region` matches."""
+    for rank, entry in enumerate(wanted):
+        if entry == "any" or entry == region or region in REGION_ALIASES.get(entry, ()):
+            return rank
+    return len(wanted)
+
+
+def region_matches(region: str, wanted: tuple[str, ...]) -> bool:
+    return not wanted or region_rank(region, wanted) < len(wanted)
+
+
+def _service_on(machine: MachineRecord, port: int) -> dict | None:
+    """The Machine's service that publishes public `port`, if any."""
+    return next((service for service in machine.config.get("services", [])
+                 if any(entry.get("port") == port for entry in service.get("ports", []))), None)
+
+
+@dataclass(frozen=True)
 class Refusal:
     """A request fakefly refused as invalid (spec or documented rule): always a client bug."""
 
@@ -305,6 +354,7 @@ class FakeFly:
         self._ids = Ids(self._rng)
         self._faults = FaultPlan(self._rng)
         self._throttle = Throttle()
+        self._route_turn = 0  # the proxy's round robin
         self._serials = itertools.count(1)  # Fly's internal numeric ids and private address suffixes
         self._spec = load_spec()
         # One lock for all state; a Condition so `wait` requests can sleep until another request changes it.
@@ -510,10 +560,101 @@ class FakeFly:
                     continue
                 self._settle_machine(machine, now)
                 machine.last_request_at = now
-                autostart = any(service.get("autostart") for service in machine.config.get("services", []))
-                if autostart and machine.state in ("stopped", "suspended"):
-                    machine.begin(now, "starting", Transition(now + self._latency("start"), "started", "start"))
+                self._autostart(machine, machine.config.get("services", []), now)
             self._lock.notify_all()
+
+    def _autostart(self, machine: MachineRecord, services: list[dict], now: float) -> bool:
+        """Starts a stopped or suspended Machine if one of `services` lets the proxy start it."""
+        if machine.state in ("stopped", "suspended") and any(service.get("autostart") for service in services):
+            machine.begin(now, "starting", Transition(now + self._latency("start"), "started", "start"))
+            return True
+        return False
+
+    # --- what Fly's proxy (fakefly.proxy) asks the platform ------------------------------------------------
+
+    def app_for_hostname(self, hostname: str) -> str | None:
+        """The app Fly's edge hands a request for `hostname` to: the app holding a certificate for it (exact, else
+        a wildcard one label up), or `<app>.fly.dev`; either way only if the app has a public IP, as DNS must
+        point somewhere (DOCS networking/app-services: apps made by the Machines API have none)."""
+        hostname = dns_name(hostname)
+        with self._lock:
+            exact = self.certificates.get(hostname)
+            holders = [exact] if exact else [certificate for certificate in self.certificates.values()
+                                             if certificate.covers(hostname)]
+            names = [certificate.app_name for certificate in holders]
+            if hostname.endswith(".fly.dev"):
+                names.append(hostname.removesuffix(".fly.dev"))
+            return next((name for name in names
+                         if name in self.apps and any(ip.public for ip in self._app_ips(name))), None)
+
+    def replay_refusal(self, source_app: str, target_app: str) -> tuple[str, str] | None:
+        """Why Fly's proxy will not replay from `source_app` into `target_app` (`no_candidate`, `cross_org` or
+        `cross_network`, and a message), or None when it may (DOCS
+        networking/dynamic-request-routing): within an org on one network; across custom networks once the org
+        enabled cross-network replays; across orgs when the target's org lists the source's in replay-sources
+        (the network rule applies to same-org replays only)."""
+        with self._lock:
+            source, target = self.apps.get(source_app), self.apps.get(target_app)
+            if source is None or target is None:
+                return "no_candidate", f"app {target_app if source else source_app} not found"
+            if source.org is not target.org:
+                if source.org.slug in target.org.replay_sources:
+                    return None
+                return "cross_org", (f"org {target.org.slug} does not accept replays from org {source.org.slug} "
+                                     f"(replay-sources)")
+            if source.network == target.network or source.org.cross_network_replays:
+                return None
+            return "cross_network", (f"cross-network replays are disabled in org {source.org.slug}: network "
+                                     f"{source.network} cannot replay into network {target.network}")
+
+    def route(self, app_name: str, port: int, *, deadline: float, instance: str | None = None,
+              prefer_instance: str | None = None, regions: tuple[str, ...] = (), exclude: str | None = None
+              ) -> ProxyRoute:
+        """The Machine Fly's proxy sends a request for `app_name` on public `port` to: one whose service
+        publishes that port (a target without one is no candidate), in `regions` if given, not `exclude`,
+        `instance` only if given; a started one (round robin), else one it may autostart, which it starts and
+        waits for until `deadline` (the fake's clock). Raises NoRoute("no_candidate" or "timeout")."""
+        with self._lock:
+            now = self.clock.now()
+            self._settle()
+            app = self.apps.get(app_name)
+            candidates = [machine for machine in self._visible_machines(lambda machine: machine.app_name == app_name)
+                          if app is not None and machine.state not in ("destroying", "destroyed")
+                          and _service_on(machine, port) is not None and machine.id != exclude
+                          and (instance is None or machine.id == instance)
+                          and region_matches(machine.region, regions)]
+            if not candidates:
+                what = f"Machine {instance} of app {app_name}" if instance else f"Machine of app {app_name}"
+                raise NoRoute("no_candidate", f"no {what} serves port {port}"
+                                              + (f" in {','.join(regions)}" if regions else ""))
+            candidates.sort(key=lambda machine: region_rank(machine.region, regions))
+            self._route_turn += 1
+            started = [machine for machine in candidates if machine.state == "started"]
+            turn = self._route_turn % max(len(started), 1)
+            started = started[turn:] + started[:turn]
+            preferred = [machine for machine in candidates if machine.id == prefer_instance]
+            machine = next(iter([m for m in preferred if m.state == "started"] + started), None)
+            if machine is None:
+                machine = next((m for m in preferred + candidates
+                                if m.state in ("starting", "updating", "restarting")), None)
+                # Lazily: the proxy starts one Machine, the first it may.
+                machine = machine or next((m for m in preferred + candidates
+                                           if self._autostart(m, [_service_on(m, port)], now)), None)
+                if machine is None:
+                    raise NoRoute("no_candidate", f"no Machine of app {app_name} is started or may be autostarted "
+                                                  f"on port {port}")
+                self._lock.notify_all()
+                while machine.state != "started":
+                    now = self.clock.now()
+                    if now >= deadline:
+                        raise NoRoute("timeout", f"Machine {machine.id} of app {app_name} did not start in time "
+                                                 f"(it is {machine.state})")
+                    self.clock.block(self._lock, min(deadline, machine.next_transition_at or deadline) - now)
+                    self._settle_machine(machine, self.clock.now())
+            machine.last_request_at = self.clock.now()
+            unavailable = prefer_instance if prefer_instance and machine.id != prefer_instance else None
+            return ProxyRoute(machine.id, app_name, machine.region, _service_on(machine, port)["internal_port"],
+                              unavailable)
 
     def _visible_machines(self, predicate) -> list[MachineRecord]:
         now = self.clock.now()
