@@ -11,10 +11,16 @@ checked as well; a violation raises `SpecViolation` (a bug in the fake, never hi
 Behaviour follows the reference (`fly-machines-api.md`) and, where the spec is silent, what Fly really does
 (each with its source in `docs/fly.md`): no check results right after a start, secrets that reach hosts
 eventually, stops up to `stop_config.timeout`, autostop and autostart (`proxy_request`), a lagging org-wide
-listing, app deletion finished after its 202, Fly's guest sizes and regions. Where Fly's answer is
-undocumented the fake uses flyd's style, `412 failed_precondition: ...` for requests the current state forbids
-and `409 aborted: ...` for lease conflicts. Inspection for tests: `apps`, `deleting_apps`, `volumes`,
-`machines`, `machine(id)`, `calls` (per action), `throttled_count` (429s sent), `refused`, `lapsed_leases`.
+listing, app deletion finished after its 202, Fly's guest sizes and regions, certificates validated against a
+fake DNS (`dns_set`) and issued some time after their records are right (`certificates.py`), IP assignments
+(none by default). Where Fly's answer is undocumented the fake uses flyd's style, `412 failed_precondition: ...`
+for requests the current state forbids and `409 aborted: ...` for lease conflicts. Inspection for tests: `apps`,
+`deleting_apps`, `volumes`, `machines`, `machine(id)`, `certificates`, `ip_assignments`, `calls` (per action),
+`throttled_count` (429s sent), `refused`, `lapsed_leases`.
+
+Fly's proxy (`proxy.FlyProxy`) asks the state here where a request goes: `app_for_hostname`, `app_for_flycast`,
+`replay_refusal` (the org settings `enable_cross_network_replays` and `allow_replay_source` change it) and
+`route` (picks and wakes a Machine).
 """
 
 from __future__ import annotations
@@ -587,6 +593,14 @@ class FakeFly:
             return next((name for name in names
                          if name in self.apps and any(ip.public for ip in self._app_ips(name))), None)
 
+    def app_for_flycast(self, hostname: str, network: str) -> str | None:
+        """The app `<app>.flycast` names for a caller inside `network`: only if the app has a Flycast (private
+        IPv6) address allocated in that network (DOCS networking/flycast)."""
+        app_name = dns_name(hostname).removesuffix(".flycast")
+        with self._lock:
+            reachable = any(ip.type == "private_v6" and ip.network == network for ip in self._app_ips(app_name))
+            return app_name if reachable and app_name in self.apps else None
+
     def replay_refusal(self, source_app: str, target_app: str) -> tuple[str, str] | None:
         """Why Fly's proxy will not replay from `source_app` into `target_app` (`no_candidate`, `cross_org` or
         `cross_network`, and a message), or None when it may (DOCS
@@ -1127,8 +1141,9 @@ class FakeFly:
 
     def _list_certificates(self, call: Call) -> Reply:
         app = self._app(call.params["app_name"])
+        wanted = call.first("filter") or ""
         matching = sorted((self._validated(certificate) for certificate in self.certificates.values()
-                           if certificate.app_name == app.name and (call.first("filter") or "") in certificate.hostname),
+                           if certificate.app_name == app.name and wanted in certificate.hostname),
                           key=lambda certificate: certificate.hostname)
         after = call.first("cursor")
         page = [certificate for certificate in matching if after is None or certificate.hostname > after]
@@ -1186,7 +1201,10 @@ class FakeFly:
         address = {"v4": f"137.66.{serial >> 8 & 255}.{serial & 255}", "shared_v4": SHARED_V4,
                    "v6": f"2a09:8280:1::{serial:x}",
                    "private_v6": f"fdaa:0:{app.internal_numeric_id:x}:0:{serial:x}::"}[kind]
-        record = IPAssignmentRecord(address, app.name, kind, region, self.clock.now(), call.body.get("service_name"))
+        # A Flycast address lives in the app's network unless allocated into another (DOCS networking/flycast).
+        network = (call.body.get("network") or app.network) if kind == "private_v6" else None
+        record = IPAssignmentRecord(address, app.name, kind, region, self.clock.now(), call.body.get("service_name"),
+                                    network)
         self.ip_assignments.append(record)
         return Reply(200, record.to_json())
 

@@ -61,6 +61,7 @@ class IPAssignmentRecord:
     region: str
     created_at: float
     service_name: str | None = None
+    network: str | None = None  # a private (Flycast) address: the network it is reachable from
 
     @property
     def public(self) -> bool:

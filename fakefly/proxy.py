@@ -5,11 +5,15 @@
     proxy.bind("team-a", team_machine_id, "http://127.0.0.1:8002")
     httpx.get(proxy.url(443) + "/", headers={"Host": "a.teams.example"})
     proxy.served, proxy.refused                       # what each Machine received; what the proxy refused
+    httpx.get(proxy.flycast_url("router-net") + "/", headers={"Host": "team-a.flycast"})   # from inside a network
     proxy.stop()
 
 A hostname goes to the app holding a certificate for it (or `<app>.fly.dev`) with a public IP
 (`FakeFly.app_for_hostname`); the app's Machines that publish the port the request came on share the load
 (`FakeFly.route`, which autostarts a stopped one and waits). Any HTTP server can stand in for a Machine.
+`flycast_url(network)` plays the proxy as reached from inside a private network: `<app>.flycast` on port 80
+reaches an app with a Flycast address allocated in that network (the path a router can take for bodies over
+1 MB, which it cannot replay).
 
 A Machine's answer carrying `fly-replay` (header, fields split on `;` or `,`) or `Content-Type:
 application/vnd.fly.replay+json` (with `transform`) never reaches the client: the proxy replays the original
@@ -176,6 +180,7 @@ class _Request:
     body: IO[bytes]
     body_size: int
     request_id: str
+    network: str | None  # the private network a Flycast request comes from; None: from the internet
 
     @property
     def replayable(self) -> bool:
@@ -217,6 +222,7 @@ class FlyProxy:
         self.refused: list[ProxyRefusal] = []
         self._upstreams: dict[tuple[str, int | None], tuple[str, str, int]] = {}
         self._servers: dict[int, ThreadingHTTPServer] = {}
+        self._flycast_servers: dict[str, ThreadingHTTPServer] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
@@ -234,26 +240,38 @@ class FlyProxy:
 
     def start(self) -> FlyProxy:
         for port in self.ports:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self, port))
-            server.daemon_threads = True
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                      name=f"fakefly-proxy-{port}", daemon=True)
-            thread.start()
-            self._servers[port] = server
-            self._threads.append(thread)
+            self._servers[port] = self._listen(port, None)
         return self
+
+    def _listen(self, port: int, network: str | None) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self, port, network))
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  name=f"fakefly-proxy-{network or port}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return server
 
     def url(self, port: int = 80) -> str:
         """Where to send a request that arrives on public `port` (set the `Host` header to the hostname)."""
         return f"http://127.0.0.1:{self._servers[port].server_port}"
 
+    def flycast_url(self, network: str) -> str:
+        """Where a Machine on private `network` sends `http://<app>.flycast/` (set `Host`): Flycast is HTTP on
+        port 80, load-balanced and autostarted like public traffic."""
+        with self._lock:
+            if network not in self._flycast_servers:
+                self._flycast_servers[network] = self._listen(80, network)
+            return f"http://127.0.0.1:{self._flycast_servers[network].server_port}"
+
     def stop(self) -> None:
-        for server in self._servers.values():
+        for server in [*self._servers.values(), *self._flycast_servers.values()]:
             server.shutdown()
             server.server_close()
         for thread in self._threads:
             thread.join()
         self._servers.clear()
+        self._flycast_servers.clear()
         self._threads.clear()
 
     def __enter__(self) -> FlyProxy:
@@ -270,10 +288,14 @@ class FlyProxy:
 
     def handle(self, request: _Request) -> _Answer:
         """The answer the client gets (open), or ProxyError."""
-        app = self.fake.app_for_hostname(request.hostname)
+        if request.network is None:
+            app = self.fake.app_for_hostname(request.hostname)
+            missing = f"no app holds {request.hostname} with a public IP"
+        else:
+            app = self.fake.app_for_flycast(request.hostname, request.network)
+            missing = f"{request.hostname} is no app with a Flycast address in network {request.network}"
         if app is None:
-            raise self._refuse(404, ProxyRefusal("unknown_host", f"no app holds {request.hostname} with a public IP",
-                                                 request.hostname))
+            raise self._refuse(404, ProxyRefusal("unknown_host", missing, request.hostname))
         answer = self._deliver(request, app, "direct", self._deadline(None))
         hops = 0
         while answer.replay is not None or answer.replay_error is not None:
@@ -405,12 +427,13 @@ class FlyProxy:
         return f"{next(self._request_ids):016x}-{self.region}"
 
 
-def _handler_for(proxy: FlyProxy, port: int) -> type[BaseHTTPRequestHandler]:
+def _handler_for(proxy: FlyProxy, port: int, network: str | None) -> type[BaseHTTPRequestHandler]:
     class Handler(_EdgeHandler):
         pass
 
     Handler.proxy = proxy
     Handler.public_port = port
+    Handler.network = network
     return Handler
 
 
@@ -418,6 +441,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     proxy: FlyProxy
     public_port: int
+    network: str | None
 
     def __getattr__(self, name: str):
         if name.startswith("do_"):
@@ -438,7 +462,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
             host = (self.headers.get("Host") or "").strip()
             hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             request = _Request(self.command, self.path, hostname.lower(), self.public_port, self.client_address[0],
-                               list(self.headers.items()), body, size, request_id)
+                               list(self.headers.items()), body, size, request_id, self.network)
             try:
                 answer = self.proxy.handle(request)
             except ProxyError as error:

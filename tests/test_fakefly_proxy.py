@@ -152,7 +152,8 @@ def test_a_hostname_reaches_the_app_holding_its_certificate_and_ip_with_fly_head
     assert header_values(request, "fly-client-ip") == ["127.0.0.1"]  # the edge's, not the client's claim
     assert header_values(request, "x-forwarded-for") == ["10.0.0.1, 127.0.0.1"]
     [delivery] = world.proxy.served
-    assert (delivery.app, delivery.machine_id, delivery.kind, delivery.port) == ("router", router_machine, "direct", 443)
+    assert (delivery.app, delivery.machine_id, delivery.kind, delivery.port) == (
+        "router", router_machine, "direct", 443)
     assert delivery.header("host") == "acme.teams.example"
 
     # A name nobody holds, one label too deep for the wildcard, and a team app (no IPs) by its fly.dev name.
@@ -419,3 +420,26 @@ def test_a_malformed_replay_is_a_502_and_never_reaches_the_client(world):
     assert world.proxy.refused[-1].reason == "invalid_replay"
     with pytest.raises(ValueError):
         parse_replay_json(b'{"app": "b", "transform": {"path": "no-slash"}}')
+
+
+def test_flycast_reaches_an_app_only_from_the_network_its_address_is_in(world):
+    """The path for bodies the router cannot replay: it calls the team over Flycast, allocated into its network."""
+    world.app("router", network="router-net", hostname=WILDCARD)
+    team_machine, team = world.machine(world.app("team-a", network="team-a-net"))
+    world.stop_machine("team-a", team_machine)
+    big = b"x" * (MAX_REPLAY_BODY * 3)
+
+    def from_router(network):
+        return httpx.post(world.proxy.flycast_url(network) + "/upload", content=big,
+                          headers={"Host": "team-a.flycast"}, timeout=30)
+
+    assert from_router("router-net").status_code == 404  # no Flycast address yet
+    assert world.http.post("/apps/team-a/ip_assignments", json={"type": "private_v6"}).status_code == 200
+    assert from_router("router-net").status_code == 404  # in its own network only
+    assert world.http.post("/apps/team-a/ip_assignments",
+                           json={"type": "private_v6", "network": "router-net"}).status_code == 200
+
+    response = from_router("router-net")
+
+    assert response.status_code == 200 and len(team.requests[0]["body"]) == len(big)  # woken, body whole
+    assert world.get(headers={"Host": "team-a.flycast"}).status_code == 404  # not from the internet
