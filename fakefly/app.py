@@ -610,7 +610,7 @@ class FakeFly:
         with self._lock:
             source, target = self.apps.get(source_app), self.apps.get(target_app)
             if source is None or target is None:
-                return "no_candidate", f"app {target_app if source else source_app} not found"
+                return None  # nothing to refuse: routing finds no candidate, which a fallback may answer
             if source.org is not target.org:
                 if source.org.slug in target.org.replay_sources:
                     return None

@@ -50,9 +50,10 @@ MAX_REPLAYS = 10  # hops one request may be replayed; Fly documents no limit
 DEFAULT_REPLAY_TIMEOUT = 60.0  # seconds (the fake's clock) a replay or a request waits for a Machine to start
 REPLAY_CONTENT_TYPE = "application/vnd.fly.replay+json"
 FALLBACKS = frozenset({"force_self", "prefer_self"})
-# Headers of one connection, never forwarded (RFC 9110 section 7.6.1); the proxy frames bodies itself.
+# Headers of one connection, never forwarded (RFC 9110 section 7.6.1); the proxy frames bodies itself, and has
+# read the whole body before forwarding (so no `Expect: 100-continue` either).
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-                         "upgrade", "content-length"})
+                         "upgrade", "content-length", "expect"})
 # What Fly's proxy sets on every request (DOCS networking/request-headers), replacing what a client sent.
 _EDGE_HEADERS = frozenset({"fly-client-ip", "fly-forwarded-port", "fly-region", "fly-request-id",
                            "x-forwarded-proto", "x-forwarded-ssl"})

@@ -359,6 +359,9 @@ def test_a_replay_lands_only_on_a_service_publishing_the_port_it_came_on(world):
 
     router.respond = replay_to("app=team-a;fallback=prefer_self")
     assert world.get(port=443).text == "router fallback page"
+    router.respond = replay_to("app=no-such-app;fallback=force_self")
+    assert world.get(port=80).text == "router fallback page"
+    assert ";reason=no_candidate;" in header_values(router.requests[-1], "fly-replay-failed")[0]
 
 
 def test_a_replayed_request_may_replay_again_within_the_rules(world):
