@@ -282,6 +282,7 @@ class FlyProxy:
         self.stop()
 
     def served_by(self, app: str) -> list[Delivery]:
+        """What the Machines of `app` received (the isolation tests' question: did team B see anything?)."""
         with self._lock:
             return [delivery for delivery in self.served if delivery.app == app]
 

@@ -277,7 +277,8 @@ def test_a_hostile_tenant_cannot_bounce_a_visitor_to_another_team():
         response = world.get(headers=HOST | {"Cookie": "session=visitor"})
 
         assert response.status_code == 502
-        assert team_b.requests == []
+        assert team_b.requests == [] and world.proxy.served_by("team-b") == []
+        assert [delivery.app for delivery in world.proxy.served] == ["router", "team-a"]
         [refusal] = world.proxy.refused
         assert (refusal.reason, refusal.source_app, refusal.replay.app) == ("cross_network", "team-a", "team-b")
     finally:
