@@ -593,6 +593,15 @@ class FakeFly:
             return next((name for name in names
                          if name in self.apps and any(ip.public for ip in self._app_ips(name))), None)
 
+    def forces_https(self, app_name: str, port: int) -> bool:
+        """Whether the app's service on public `port` has `force_https` (the edge redirects, DOCS
+        reference/configuration)."""
+        with self._lock:
+            return any(entry.get("port") == port and entry.get("force_https")
+                       for machine in self.machines.values()
+                       if machine.app_name == app_name and machine.state != "destroyed"
+                       for service in machine.config.get("services", []) for entry in service.get("ports", []))
+
     def app_for_flycast(self, hostname: str, network: str) -> str | None:
         """The app `<app>.flycast` names for a caller inside `network`: only if the app has a Flycast (private
         IPv6) address allocated in that network (DOCS networking/flycast)."""

@@ -22,7 +22,8 @@ under Fly's rules (DOCS networking/dynamic-request-routing; reference routing-ss
 docs are silent the proxy chooses, each choice in docs/fly.md: a refused or impossible replay is a 502 page (a
 timeout 504) and a `ProxyRefusal`; a client's own `fly-replay-src` is passed on untouched (a replay adds the
 proxy's line after it); a replayed request may replay again, up to `MAX_REPLAYS` hops; a fallback may not.
-Replay caching is not modelled (Fly calls it an optimization, never a guarantee), nor WebSockets.
+A request on a port whose service has `force_https` is redirected to https by the edge. Replay caching is not
+modelled (Fly calls it an optimization, never a guarantee), nor WebSockets.
 """
 
 from __future__ import annotations
@@ -201,6 +202,12 @@ class _Answer:
     replay_error: str | None = None
 
 
+class _Redirect(Exception):
+    def __init__(self, location: str):
+        super().__init__(location)
+        self.location = location
+
+
 class ProxyError(Exception):
     def __init__(self, status: int, refusal: ProxyRefusal):
         super().__init__(refusal.message)
@@ -298,6 +305,8 @@ class FlyProxy:
             missing = f"{request.hostname} is no app with a Flycast address in network {request.network}"
         if app is None:
             raise self._refuse(404, ProxyRefusal("unknown_host", missing, request.hostname))
+        if request.network is None and request.port != 443 and self.fake.forces_https(app, request.port):
+            raise _Redirect(f"https://{request.hostname}{request.target}")
         answer = self._deliver(request, app, "direct", self._deadline(None))
         hops = 0
         while answer.replay is not None or answer.replay_error is not None:
@@ -470,6 +479,9 @@ class _EdgeHandler(BaseHTTPRequestHandler):
             except ProxyError as error:
                 self._page(error.status, error.refusal.message, request_id)
                 return
+            except _Redirect as redirect:
+                self._page(301, f"moved to {redirect.location}", request_id, location=redirect.location)
+                return
             except Exception:
                 self._page(500, "fakefly's proxy failed (a bug in the fake: see the traceback)", request_id)
                 raise
@@ -521,9 +533,11 @@ class _EdgeHandler(BaseHTTPRequestHandler):
             shutil.copyfileobj(response, self.wfile, _CHUNK)
         self.wfile.flush()
 
-    def _page(self, status: int, message: str, request_id: str) -> None:
+    def _page(self, status: int, message: str, request_id: str, *, location: str | None = None) -> None:
         body = (f"Fly proxy (fakefly): {message}\nrequest id {request_id}\n").encode()
         self.send_response_only(status)
+        if location is not None:
+            self.send_header("Location", location)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Fly-Request-Id", request_id)

@@ -163,6 +163,18 @@ def test_a_hostname_reaches_the_app_holding_its_certificate_and_ip_with_fly_head
     assert len(router.requests) == 1
 
 
+def test_force_https_redirects_at_the_edge_before_any_machine(world):
+    world.app("router", hostname=WILDCARD)
+    _, router = world.machine("router", services=[{**WEB, "ports": [
+        {"port": 80, "handlers": ["http"], "force_https": True}, {"port": 443, "handlers": ["tls", "http"]}]}])
+
+    response = world.get("/db?x=1", port=80)
+
+    assert response.status_code == 301 and response.headers["location"] == "https://acme.teams.example/db?x=1"
+    assert router.requests == []
+    assert world.get("/db", port=443).status_code == 200
+
+
 def test_requests_are_shared_between_the_apps_started_machines(world):
     world.app("router", hostname=WILDCARD)
     first, _ = world.machine("router")
