@@ -4,6 +4,7 @@ the 1 MB limit, autostart on replay, timeouts and fallbacks, against tiny HTTP s
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import threading
 from collections.abc import Callable
@@ -459,3 +460,19 @@ def test_flycast_reaches_an_app_only_from_the_network_its_address_is_in(world):
 
     assert response.status_code == 200 and len(team.requests[0]["body"]) == len(big)  # woken, body whole
     assert world.get(headers={"Host": "team-a.flycast"}).status_code == 404  # not from the internet
+
+
+@pytest.mark.parametrize("framing", [{"Content-Length": "-5"}, {"Content-Length": "ten"},
+                                     {"Transfer-Encoding": "chunked"}])
+def test_a_request_the_edge_cannot_read_is_a_400(world, framing):
+    world.app("router", hostname=WILDCARD)
+    _, router = world.machine("router")
+    connection = http.client.HTTPConnection("127.0.0.1", int(world.proxy.url(443).rsplit(":", 1)[1]), timeout=30)
+    connection.putrequest("POST", "/", skip_host=True)
+    for name, value in {**HOST, **framing}.items():
+        connection.putheader(name, value)
+    connection.endheaders(b"zz\r\nnot hex\r\n" if "Transfer-Encoding" in framing else b"")
+
+    assert connection.getresponse().status == 400
+    assert router.requests == []
+    connection.close()
