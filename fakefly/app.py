@@ -653,6 +653,9 @@ class FakeFly:
             candidates.sort(key=lambda machine: region_rank(machine.region, regions))
             self._route_turn += 1
             started = [machine for machine in candidates if machine.state == "started"]
+            # Round robin among the started Machines of the most preferred region that has any.
+            started = [machine for machine in started
+                       if region_rank(machine.region, regions) == region_rank(started[0].region, regions)]
             turn = self._route_turn % max(len(started), 1)
             started = started[turn:] + started[:turn]
             preferred = [machine for machine in candidates if machine.id == prefer_instance]

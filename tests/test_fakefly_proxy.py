@@ -476,3 +476,18 @@ def test_a_request_the_edge_cannot_read_is_a_400(world, framing):
     assert connection.getresponse().status == 400
     assert router.requests == []
     connection.close()
+
+
+def test_a_region_replay_prefers_the_regions_in_order(world):
+    world.app("router", hostname=WILDCARD)
+    world.app("team-a")
+    _, in_ord = world.machine("team-a", region="ord")
+    _, in_ams = world.machine("team-a", region="ams")
+    _, router = world.machine("router", replay_to('app=team-a;region="eu,us"'))
+
+    for _ in range(3):
+        assert world.get().status_code == 200
+    assert (len(in_ams.requests), len(in_ord.requests)) == (3, 0)
+
+    router.respond = replay_to("app=team-a;region=syd")
+    assert world.get().status_code == 502 and world.proxy.refused[-1].reason == "no_candidate"
