@@ -11,10 +11,16 @@ checked as well; a violation raises `SpecViolation` (a bug in the fake, never hi
 Behaviour follows the reference (`fly-machines-api.md`) and, where the spec is silent, what Fly really does
 (each with its source in `docs/fly.md`): no check results right after a start, secrets that reach hosts
 eventually, stops up to `stop_config.timeout`, autostop and autostart (`proxy_request`), a lagging org-wide
-listing, app deletion finished after its 202, Fly's guest sizes and regions. Where Fly's answer is
-undocumented the fake uses flyd's style, `412 failed_precondition: ...` for requests the current state forbids
-and `409 aborted: ...` for lease conflicts. Inspection for tests: `apps`, `deleting_apps`, `volumes`,
-`machines`, `machine(id)`, `calls` (per action), `throttled_count` (429s sent), `refused`, `lapsed_leases`.
+listing, app deletion finished after its 202, Fly's guest sizes and regions, certificates validated against a
+fake DNS (`dns_set`) and issued some time after their records are right (`certificates.py`), IP assignments
+(none by default). Where Fly's answer is undocumented the fake uses flyd's style, `412 failed_precondition: ...`
+for requests the current state forbids and `409 aborted: ...` for lease conflicts. Inspection for tests: `apps`,
+`deleting_apps`, `volumes`, `machines`, `machine(id)`, `certificates`, `ip_assignments`, `calls` (per action),
+`throttled_count` (429s sent), `refused`, `lapsed_leases`.
+
+Fly's proxy (`proxy.FlyProxy`) asks the state here where a request goes: `app_for_hostname`, `app_for_flycast`,
+`replay_refusal` (the org settings `enable_cross_network_replays` and `allow_replay_source` change it) and
+`route` (picks and wakes a Machine).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from urllib.parse import parse_qs
 
 import httpx
 
+from .certificates import (
+    HOSTNAME, IP_TYPES, SHARED_V4, CertificateRecord, FakeDNS, IPAssignmentRecord, dns_name,
+)
 from .clock import SystemClock, VirtualClock
 from .faults import Fault, FaultPlan, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
 from .ratelimit import Throttle
@@ -98,6 +107,8 @@ class Latencies:
     org_listing_lag: Seconds = 2.0
     # Added to every answer: the network round trip to api.machines.dev (0 keeps in-process tests instant).
     request: Seconds = 0.0
+    # A certificate is issued this long after its DNS records are first seen right (Let's Encrypt's round trip).
+    certificate_issue: float = 10.0
 
 
 # The actions whose latency delays the answer itself (the others schedule a Transition).
@@ -144,11 +155,68 @@ ROUTES = (
     _route("POST", _MACHINE + "/metadata/{key}", "set_metadata"),
     _route("DELETE", _MACHINE + "/metadata/{key}", "delete_metadata"),
     _route("GET", "/orgs/{org_slug}/machines", "list_org_machines"),
+    _route("GET", "/apps/{app_name}/certificates", "list_certificates"),
+    _route("POST", "/apps/{app_name}/certificates/acme", "create_acme_certificate"),
+    _route("GET", "/apps/{app_name}/certificates/{hostname}", "get_certificate"),
+    _route("DELETE", "/apps/{app_name}/certificates/{hostname}", "delete_certificate"),
+    _route("POST", "/apps/{app_name}/certificates/{hostname}/check", "check_certificate"),
+    _route("GET", "/apps/{app_name}/ip_assignments", "list_ip_assignments"),
+    _route("POST", "/apps/{app_name}/ip_assignments", "assign_ip"),
+    _route("DELETE", "/apps/{app_name}/ip_assignments/{ip}", "release_ip"),
 )
 # Everything else the document describes answers 501, so a missing feature is not mistaken for a wrong path.
 _UNIMPLEMENTED = tuple(_route(method.upper(), template, "unimplemented")
                        for template, operations in load_spec().document["paths"].items()
                        for method in operations if method != "parameters")
+
+
+@dataclass(frozen=True)
+class ProxyRoute:
+    """Where Fly's proxy delivers a request: the Machine, its region and the internal port of the service that
+    publishes the public port; `preferred_unavailable` is the `prefer_instance` it could not use."""
+
+    machine_id: str
+    app_name: str
+    region: str
+    internal_port: int
+    preferred_unavailable: str | None = None
+
+
+class NoRoute(Exception):
+    """The proxy found no Machine for a request: `reason` is `no_candidate` or `timeout` (`fly-replay-failed`'s
+    words)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# Fly's region aliases for `fly-replay: region=` (DOCS networking/dynamic-request-routing).
+_US = frozenset({"atl", "bos", "den", "dfw", "ewr", "iad", "lax", "mia", "ord", "phx", "sea", "sjc"})
+REGION_ALIASES = {
+    "us": _US, "usa": _US, "na": _US | {"yul", "yyz", "gdl", "qro"},
+    "eu": frozenset({"ams", "arn", "cdg", "fra", "lhr", "mad", "otp", "waw"}),
+    "sa": frozenset({"bog", "eze", "gig", "gru", "scl"}),
+    "apac": frozenset({"bom", "hkg", "nrt", "sin", "syd"}),
+}
+
+
+def region_rank(region: str, wanted: tuple[str, ...]) -> int:
+    """The position of the first entry of `wanted` (codes, aliases, `any`) that `region` matches."""
+    for rank, entry in enumerate(wanted):
+        if entry == "any" or entry == region or region in REGION_ALIASES.get(entry, ()):
+            return rank
+    return len(wanted)
+
+
+def region_matches(region: str, wanted: tuple[str, ...]) -> bool:
+    return not wanted or region_rank(region, wanted) < len(wanted)
+
+
+def _service_on(machine: MachineRecord, port: int) -> dict | None:
+    """The Machine's service that publishes public `port`, if any."""
+    return next((service for service in machine.config.get("services", [])
+                 if any(entry.get("port") == port for entry in service.get("ports", []))), None)
 
 
 @dataclass(frozen=True)
@@ -281,6 +349,9 @@ class FakeFly:
         self.deleting_apps: dict[str, tuple[AppRecord, float]] = {}
         self.volumes: dict[str, VolumeRecord] = {}
         self.machines: dict[str, MachineRecord] = {}
+        self.certificates: dict[str, CertificateRecord] = {}  # by hostname: a hostname belongs to one app
+        self.ip_assignments: list[IPAssignmentRecord] = []  # the shared IPv4 appears once per app holding it
+        self.dns = FakeDNS()
         self.calls: Counter[str] = Counter()
         self.throttled_count = 0
         self.lapsed_leases: list[tuple[str, LeaseRecord]] = []  # (machine id, lease) that expired unreleased
@@ -289,6 +360,7 @@ class FakeFly:
         self._ids = Ids(self._rng)
         self._faults = FaultPlan(self._rng)
         self._throttle = Throttle()
+        self._route_turn = 0  # the proxy's round robin
         self._serials = itertools.count(1)  # Fly's internal numeric ids and private address suffixes
         self._spec = load_spec()
         # One lock for all state; a Condition so `wait` requests can sleep until another request changes it.
@@ -304,6 +376,30 @@ class FakeFly:
         """See `fakefly.faults`."""
         with self._lock:
             self._faults.inject(action, fault, calls=calls, probability=probability)
+
+    def dns_set(self, name: str, record_type: str, *values: str) -> None:
+        """What the world's DNS answers for `name` from now on (no values: nothing); certificates validate on it."""
+        with self._lock:
+            self.dns.set(name, record_type, *values)
+
+    def set_certificate_expiry(self, hostname: str, expires_at: float) -> None:
+        """Moves an issued certificate's expiry (epoch seconds), to test warnings about it."""
+        with self._lock:
+            certificate = self._validated(self.certificates[dns_name(hostname)])
+            if certificate.issued_at is None:
+                raise ValueError(f"the certificate for {hostname} is not issued yet")
+            certificate.expires_at = expires_at
+
+    def enable_cross_network_replays(self, org_slug: str, enabled: bool = True) -> None:
+        """`fly orgs cross-network-replays enable|disable --org <org>` (off by default, as on Fly)."""
+        with self._lock:
+            self.orgs[org_slug].cross_network_replays = enabled
+
+    def allow_replay_source(self, target_org: str, source_org: str) -> None:
+        """`fly orgs replay-sources add --org <target_org> <source_org>`: apps of `source_org` may replay into
+        apps of `target_org`."""
+        with self._lock:
+            self.orgs[target_org].replay_sources.add(source_org)
 
     def machine(self, machine_id: str) -> MachineRecord:
         """The Machine with its scheduled transitions applied up to now."""
@@ -470,10 +566,121 @@ class FakeFly:
                     continue
                 self._settle_machine(machine, now)
                 machine.last_request_at = now
-                autostart = any(service.get("autostart") for service in machine.config.get("services", []))
-                if autostart and machine.state in ("stopped", "suspended"):
-                    machine.begin(now, "starting", Transition(now + self._latency("start"), "started", "start"))
+                self._autostart(machine, machine.config.get("services", []), now)
             self._lock.notify_all()
+
+    def _autostart(self, machine: MachineRecord, services: list[dict], now: float) -> bool:
+        """Starts a stopped or suspended Machine if one of `services` lets the proxy start it."""
+        if machine.state in ("stopped", "suspended") and any(service.get("autostart") for service in services):
+            machine.begin(now, "starting", Transition(now + self._latency("start"), "started", "start"))
+            return True
+        return False
+
+    # --- what Fly's proxy (fakefly.proxy) asks the platform ------------------------------------------------
+
+    def app_for_hostname(self, hostname: str) -> str | None:
+        """The app Fly's edge hands a request for `hostname` to: the app holding a certificate for it (exact, else
+        a wildcard one label up), or `<app>.fly.dev`; either way only if the app has a public IP, as DNS must
+        point somewhere (DOCS networking/app-services: apps made by the Machines API have none)."""
+        hostname = dns_name(hostname)
+        with self._lock:
+            exact = self.certificates.get(hostname)
+            holders = [exact] if exact else [certificate for certificate in self.certificates.values()
+                                             if certificate.covers(hostname)]
+            names = [certificate.app_name for certificate in holders]
+            if hostname.endswith(".fly.dev"):
+                names.append(hostname.removesuffix(".fly.dev"))
+            return next((name for name in names
+                         if name in self.apps and any(ip.public for ip in self._app_ips(name))), None)
+
+    def forces_https(self, app_name: str, port: int) -> bool:
+        """Whether the app's service on public `port` has `force_https` (the edge redirects, DOCS
+        reference/configuration)."""
+        with self._lock:
+            return any(entry.get("port") == port and entry.get("force_https")
+                       for machine in self.machines.values()
+                       if machine.app_name == app_name and machine.state != "destroyed"
+                       for service in machine.config.get("services", []) for entry in service.get("ports", []))
+
+    def app_for_flycast(self, hostname: str, network: str) -> str | None:
+        """The app `<app>.flycast` names for a caller inside `network`: only if the app has a Flycast (private
+        IPv6) address allocated in that network (DOCS networking/flycast)."""
+        app_name = dns_name(hostname).removesuffix(".flycast")
+        with self._lock:
+            reachable = any(ip.type == "private_v6" and ip.network == network for ip in self._app_ips(app_name))
+            return app_name if reachable and app_name in self.apps else None
+
+    def replay_refusal(self, source_app: str, target_app: str) -> tuple[str, str] | None:
+        """Why Fly's proxy will not replay from `source_app` into `target_app` (`no_candidate`, `cross_org` or
+        `cross_network`, and a message), or None when it may (DOCS
+        networking/dynamic-request-routing): within an org on one network; across custom networks once the org
+        enabled cross-network replays; across orgs when the target's org lists the source's in replay-sources
+        (the network rule applies to same-org replays only)."""
+        with self._lock:
+            source, target = self.apps.get(source_app), self.apps.get(target_app)
+            if source is None or target is None:
+                return None  # nothing to refuse: routing finds no candidate, which a fallback may answer
+            if source.org is not target.org:
+                if source.org.slug in target.org.replay_sources:
+                    return None
+                return "cross_org", (f"org {target.org.slug} does not accept replays from org {source.org.slug} "
+                                     f"(replay-sources)")
+            if source.network == target.network or source.org.cross_network_replays:
+                return None
+            return "cross_network", (f"cross-network replays are disabled in org {source.org.slug}: network "
+                                     f"{source.network} cannot replay into network {target.network}")
+
+    def route(self, app_name: str, port: int, *, deadline: float, instance: str | None = None,
+              prefer_instance: str | None = None, regions: tuple[str, ...] = (), exclude: str | None = None
+              ) -> ProxyRoute:
+        """The Machine Fly's proxy sends a request for `app_name` on public `port` to: one whose service
+        publishes that port (a target without one is no candidate), in `regions` if given, not `exclude`,
+        `instance` only if given; a started one (round robin), else one it may autostart, which it starts and
+        waits for until `deadline` (the fake's clock). Raises NoRoute("no_candidate" or "timeout")."""
+        with self._lock:
+            now = self.clock.now()
+            self._settle()
+            app = self.apps.get(app_name)
+            candidates = [machine for machine in self._visible_machines(lambda machine: machine.app_name == app_name)
+                          if app is not None and machine.state not in ("destroying", "destroyed")
+                          and _service_on(machine, port) is not None and machine.id != exclude
+                          and (instance is None or machine.id == instance)
+                          and region_matches(machine.region, regions)]
+            if not candidates:
+                what = f"Machine {instance} of app {app_name}" if instance else f"Machine of app {app_name}"
+                raise NoRoute("no_candidate", f"no {what} serves port {port}"
+                                              + (f" in {','.join(regions)}" if regions else ""))
+            candidates.sort(key=lambda machine: region_rank(machine.region, regions))
+            self._route_turn += 1
+            started = [machine for machine in candidates if machine.state == "started"]
+            # Round robin among the started Machines of the most preferred region that has any.
+            started = [machine for machine in started
+                       if region_rank(machine.region, regions) == region_rank(started[0].region, regions)]
+            turn = self._route_turn % max(len(started), 1)
+            started = started[turn:] + started[:turn]
+            preferred = [machine for machine in candidates if machine.id == prefer_instance]
+            machine = next(iter([m for m in preferred if m.state == "started"] + started), None)
+            if machine is None:
+                machine = next((m for m in preferred + candidates
+                                if m.state in ("starting", "updating", "restarting")), None)
+                # Lazily: the proxy starts one Machine, the first it may.
+                machine = machine or next((m for m in preferred + candidates
+                                           if self._autostart(m, [_service_on(m, port)], now)), None)
+                if machine is None:
+                    raise NoRoute("no_candidate", f"no Machine of app {app_name} is started or may be autostarted "
+                                                  f"on port {port}")
+                self._lock.notify_all()
+                while machine.state != "started":
+                    now = self.clock.now()
+                    if now >= deadline:
+                        raise NoRoute("timeout", f"Machine {machine.id} of app {app_name} did not start in time "
+                                                 f"(it is {machine.state})")
+                    self.clock.block(self._lock, min(deadline, machine.next_transition_at or deadline) - now)
+                    self._settle_machine(machine, self.clock.now())
+            machine.last_request_at = self.clock.now()
+            unavailable = prefer_instance if prefer_instance and machine.id != prefer_instance else None
+            return ProxyRoute(machine.id, app_name, machine.region, _service_on(machine, port)["internal_port"],
+                              unavailable)
 
     def _visible_machines(self, predicate) -> list[MachineRecord]:
         now = self.clock.now()
@@ -575,6 +782,9 @@ class FakeFly:
             del self.machines[machine.id]
         for volume in [volume for volume in self.volumes.values() if volume.app_name == name]:
             del self.volumes[volume.id]
+        for hostname in [hostname for hostname, record in self.certificates.items() if record.app_name == name]:
+            del self.certificates[hostname]
+        self.ip_assignments = [ip for ip in self.ip_assignments if ip.app_name != name]
 
     # --- volumes -------------------------------------------------------------------------------------------
 
@@ -923,3 +1133,97 @@ class FakeFly:
             if len(views) > len(page):
                 body["next_cursor"] = base64.urlsafe_b64encode(json.dumps([updated_at, machine_id]).encode()).decode()
         return Reply(200, body)
+
+    # --- certificates and IP assignments -------------------------------------------------------------------
+
+    def _app_ips(self, app_name: str) -> list[IPAssignmentRecord]:
+        return [ip for ip in self.ip_assignments if ip.app_name == app_name]
+
+    def _validated(self, certificate: CertificateRecord) -> CertificateRecord:
+        certificate.validate(self.dns, self._app_ips(certificate.app_name), self.clock.now(),
+                             self._latency("certificate_issue"))
+        return certificate
+
+    def _certificate(self, call: Call) -> CertificateRecord:
+        app = self._app(call.params["app_name"])
+        certificate = self.certificates.get(dns_name(call.params["hostname"]))
+        if certificate is None or certificate.app_name != app.name:
+            raise ApiError(404, f"certificate for {call.params['hostname']} not found in app {app.name}")
+        return self._validated(certificate)
+
+    def _list_certificates(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        wanted = call.first("filter") or ""
+        matching = sorted((self._validated(certificate) for certificate in self.certificates.values()
+                           if certificate.app_name == app.name and wanted in certificate.hostname),
+                          key=lambda certificate: certificate.hostname)
+        after = call.first("cursor")
+        page = [certificate for certificate in matching if after is None or certificate.hostname > after]
+        limit = min(int(call.first("limit", "25")), 500)
+        body: dict[str, Any] = {"certificates": [certificate.summary_json() for certificate in page[:max(limit, 0)]],
+                                "total_count": len(matching)}
+        if len(page) > limit > 0:
+            body["next_cursor"] = page[limit - 1].hostname
+        return Reply(200, body)
+
+    def _create_acme_certificate(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        hostname = dns_name(call.body.get("hostname") or "")
+        if not HOSTNAME.fullmatch(hostname):
+            raise ApiError(422, f"{hostname!r} is not a hostname (a wildcard only as its first label, *.example.com)")
+        existing = self.certificates.get(hostname)
+        if existing is not None:
+            where = "this app" if existing.app_name == app.name else "another app"
+            raise ApiError(422, f"Hostname {hostname} already exists on {where}")
+        now = self.clock.now()
+        certificate = CertificateRecord(
+            hostname=hostname, app_name=app.name, created_at=now, updated_at=now,
+            challenge_target=f"{hostname.removeprefix('*.')}.{self._ids.app()[:6]}.flydns.net",
+            app_value=f"app-{app.id[:10]}", org_value=f"org-{app.org.internal_numeric_id:010d}")
+        self.certificates[hostname] = certificate
+        return Reply(201, self._validated(certificate).detail_json(self._app_ips(app.name)))
+
+    def _get_certificate(self, call: Call) -> Reply:
+        certificate = self._certificate(call)
+        return Reply(200, certificate.detail_json(self._app_ips(certificate.app_name)))
+
+    def _check_certificate(self, call: Call) -> Reply:
+        certificate = self._certificate(call)
+        return Reply(200, certificate.check_json(self._app_ips(certificate.app_name), self.dns))
+
+    def _delete_certificate(self, call: Call) -> Reply:
+        del self.certificates[self._certificate(call).hostname]
+        return Reply(204)
+
+    def _list_ip_assignments(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        return Reply(200, {"ips": [ip.to_json() for ip in self._app_ips(app.name)]})
+
+    def _assign_ip(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        kind = call.body.get("type")
+        if kind not in IP_TYPES:
+            raise Refused(f"type: {kind!r} is not one of {sorted(IP_TYPES)}")
+        region = call.body.get("region") or "global"
+        if region != "global":
+            _check_region(region)
+        if kind == "shared_v4" and any(ip.type == "shared_v4" for ip in self._app_ips(app.name)):
+            raise ApiError(422, f"app {app.name} already has a shared IPv4 address")
+        serial = next(self._serials)
+        address = {"v4": f"137.66.{serial >> 8 & 255}.{serial & 255}", "shared_v4": SHARED_V4,
+                   "v6": f"2a09:8280:1::{serial:x}",
+                   "private_v6": f"fdaa:0:{app.internal_numeric_id:x}:0:{serial:x}::"}[kind]
+        # A Flycast address lives in the app's network unless allocated into another (DOCS networking/flycast).
+        network = (call.body.get("network") or app.network) if kind == "private_v6" else None
+        record = IPAssignmentRecord(address, app.name, kind, region, self.clock.now(), call.body.get("service_name"),
+                                    network)
+        self.ip_assignments.append(record)
+        return Reply(200, record.to_json())
+
+    def _release_ip(self, call: Call) -> Reply:
+        app = self._app(call.params["app_name"])
+        held = [ip for ip in self._app_ips(app.name) if ip.ip == call.params["ip"]]
+        if not held:
+            raise ApiError(404, f"ip {call.params['ip']} is not assigned to app {app.name}")
+        self.ip_assignments.remove(held[0])
+        return Reply(204)

@@ -51,6 +51,12 @@ def _amend(spec: dict) -> None:
     autostop["enum"] += [False, True]
     # `null` deletes a secret (said only in the request's description).
     schemas["AppSecretsUpdateRequest"]["properties"]["values"]["additionalProperties"] = {"type": ["string", "null"]}
+    # The docs' certificate examples answer null for these.
+    schemas["CertificateDetail"]["properties"]["rate_limited_until"]["type"] = ["string", "null"]
+    schemas["CertificateCheckResponse"]["properties"]["rate_limited_until"]["type"] = ["string", "null"]
+    schemas["CertificateEntry"]["properties"]["issuer"]["type"] = ["string", "null"]
+    schemas["createAcmeCertificateRequest"]["required"] = ["hostname"]
+    schemas["assignIPRequest"]["required"] = ["type"]
     # An unattached volume answers null (docs example).
     for attachment in ("attached_machine_id", "attached_alloc_id"):
         schemas["Volume"]["properties"][attachment]["type"] = ["string", "null"]

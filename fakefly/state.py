@@ -56,6 +56,11 @@ class Ids:
 class Org:
     slug: str
     internal_numeric_id: int
+    # Replay rules (DOCS networking/dynamic-request-routing): same-org replays across custom networks only once
+    # enabled (`fly orgs cross-network-replays enable`), cross-org ones only from allowlisted orgs
+    # (`fly orgs replay-sources add`).
+    cross_network_replays: bool = False
+    replay_sources: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict:
         return {"name": self.slug, "slug": self.slug, "internal_numeric_id": self.internal_numeric_id}

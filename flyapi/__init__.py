@@ -7,8 +7,12 @@ it loads no Django.
 
 from .client import DEFAULT_BASE_URL, FlyClient
 from .errors import FlyAPIError
-from .models import App, Lease, Machine, Volume, WaitResult
+from .models import (
+    App, Certificate, CertificateSummary, CertificateValidationError, DNSRecord, IPAssignment, Lease, Machine, Volume,
+    WaitResult,
+)
 from .ratelimit import DEFAULT_RATE, FLY_RATES, Rate, RateLimiter
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_RATE", "FLY_RATES", "App", "FlyAPIError", "FlyClient", "Lease", "Machine",
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_RATE", "FLY_RATES", "App", "Certificate", "CertificateSummary",
+           "CertificateValidationError", "DNSRecord", "FlyAPIError", "FlyClient", "IPAssignment", "Lease", "Machine",
            "Rate", "RateLimiter", "Volume", "WaitResult"]

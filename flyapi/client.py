@@ -31,7 +31,7 @@ import httpx
 
 from .checks import check_guest, check_machine_config, check_name, is_int
 from .errors import FlyAPIError
-from .models import App, Lease, Machine, Volume, WaitResult
+from .models import App, Certificate, CertificateSummary, IPAssignment, Lease, Machine, Volume, WaitResult
 from .ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 20.0
 MAX_ORG_PAGE = 1000
 MAX_VOLUME_GB = 500
+MAX_CERTIFICATE_PAGE = 500
+IP_TYPES = frozenset({"v4", "shared_v4", "v6", "private_v6"})  # flyctl's names; the docs list none
 NETWORK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")  # DOCS networking/custom-private-networks
 
 # Failures that prove the request never reached Fly: even a create may be sent again.
@@ -316,6 +318,84 @@ class FlyClient:
             cursor = body.get("next_cursor")
             if not cursor:
                 return machines
+
+    # --- certificates and IPs (the router app holds them; team apps need neither) ---
+
+    def request_certificate(self, app: str, hostname: str) -> Certificate:
+        """Adds `hostname` (a wildcard as `*.example.com`) to the app and asks Let's Encrypt for its certificate.
+        The answer lists the DNS records to create (`dns_records`); a wildcard is validated by DNS only, through
+        the `_acme-challenge` CNAME. 422 when the hostname is already on an app. After an ambiguous failure,
+        `get_certificate` tells whether it was added."""
+        check_name(hostname, "hostname")
+        return Certificate.from_json(self._json(self._call(
+            "POST", _path("apps", app, "certificates", "acme"), action="create_acme_certificate", key=app,
+            retry=_Retry.UNPROCESSED, json={"hostname": hostname})))
+
+    def get_certificate(self, app: str, hostname: str) -> Certificate | None:
+        """The hostname's certificate, or None when the app does not have that hostname."""
+        check_name(hostname, "hostname")
+        try:
+            response = self._call("GET", _path("apps", app, "certificates", hostname), action="get_certificate",
+                                  key=app)
+        except FlyAPIError as error:
+            if error.http_status == 404:
+                return None
+            raise
+        return Certificate.from_json(self._json(response))
+
+    def check_certificate(self, app: str, hostname: str) -> Certificate:
+        """Asks Fly to look at the DNS now (rather than at its next background check); `raw["dns_records"]`
+        holds what it resolved."""
+        check_name(hostname, "hostname")
+        return Certificate.from_json(self._json(self._call(
+            "POST", _path("apps", app, "certificates", hostname, "check"), action="check_certificate", key=app)))
+
+    def list_certificates(self, app: str, *, hostname_filter: str | None = None,
+                          page_size: int = MAX_CERTIFICATE_PAGE) -> list[CertificateSummary]:
+        """Every hostname of the app (whose name contains `hostname_filter`), following `next_cursor`."""
+        if not (is_int(page_size) and 1 <= page_size <= MAX_CERTIFICATE_PAGE):
+            raise ValueError(f"page_size must be from 1 to {MAX_CERTIFICATE_PAGE}, got {page_size!r}")
+        certificates: list[CertificateSummary] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if hostname_filter:
+                params["filter"] = hostname_filter
+            if cursor:
+                params["cursor"] = cursor
+            body = self._json(self._call("GET", _path("apps", app, "certificates"), action="list_certificates",
+                                         key=app, params=params))
+            certificates += [CertificateSummary.from_json(entry) for entry in body.get("certificates") or []]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return certificates
+
+    def delete_certificate(self, app: str, hostname: str) -> None:
+        """Removes the hostname and all its certificates from the app."""
+        check_name(hostname, "hostname")
+        self._call("DELETE", _path("apps", app, "certificates", hostname), action="delete_certificate", key=app)
+
+    def list_ip_assignments(self, app: str) -> list[IPAssignment]:
+        """The app's addresses. Apps made through the Machines API have none: Fly's proxy reaches them only
+        through fly-replay (DOCS networking/app-services)."""
+        body = self._json(self._call("GET", _path("apps", app, "ip_assignments"), action="list_ip_assignments",
+                                     key=app))
+        return [IPAssignment.from_json(entry) for entry in body.get("ips") or []]
+
+    def assign_ip(self, app: str, ip_type: str, *, region: str | None = None, service_name: str | None = None,
+                  network: str | None = None, org_slug: str | None = None) -> IPAssignment:
+        """`ip_type`: `shared_v4`, `v4` (dedicated, billed), `v6` or `private_v6` (Flycast, on `network`)."""
+        if ip_type not in IP_TYPES:
+            raise ValueError(f"ip_type must be one of {sorted(IP_TYPES)}, got {ip_type!r}")
+        optional = {"region": region, "service_name": service_name, "network": network, "org_slug": org_slug}
+        body = {"type": ip_type} | {name: value for name, value in optional.items() if value is not None}
+        return IPAssignment.from_json(self._json(self._call(
+            "POST", _path("apps", app, "ip_assignments"), action="assign_ip", key=app, retry=_Retry.UNPROCESSED,
+            json=body)))
+
+    def release_ip(self, app: str, ip: str) -> None:
+        check_name(ip, "ip")
+        self._call("DELETE", _path("apps", app, "ip_assignments", ip), action="release_ip", key=app)
 
     # --- transport ---
 

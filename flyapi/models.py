@@ -105,3 +105,94 @@ class WaitResult:
     state: str
     version: str | None  # the Machine's version now: compare with the one you updated to
     event_id: str | None
+
+
+@dataclass(frozen=True)
+class DNSRecord:
+    """One record to create at the DNS provider for a certificate: `type` A, AAAA or CNAME, `name`, `value`."""
+
+    type: str
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class CertificateValidationError:
+    code: str | None
+    message: str
+    remediation: str | None
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A hostname on an app and its certificate (DOCS machines/api/certificates-resource). `status` is
+    `active` once issued, else `pending_validation` (or `pending_ownership`); `expires_at` is the issued
+    certificate's expiry (ISO 8601), None until then. `dns_records` are the records to create, in the order
+    a person should create them: the ACME challenge first (a wildcard needs it), then the name's own."""
+
+    hostname: str
+    status: str
+    configured: bool
+    expires_at: str | None
+    dns_records: tuple[DNSRecord, ...]
+    validation_errors: tuple[CertificateValidationError, ...]
+    raw: Mapping[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Certificate:
+        requirements = body.get("dns_requirements") or {}
+        hostname = body["hostname"]
+        records: list[DNSRecord] = []
+        challenge = requirements.get("acme_challenge") or {}
+        if challenge.get("name") and challenge.get("target"):
+            records.append(DNSRecord("CNAME", challenge["name"], challenge["target"]))
+        records += [DNSRecord("A", hostname, address) for address in requirements.get("a") or []]
+        records += [DNSRecord("AAAA", hostname, address) for address in requirements.get("aaaa") or []]
+        if not (requirements.get("a") or requirements.get("aaaa")) and requirements.get("cname"):
+            records.append(DNSRecord("CNAME", hostname, requirements["cname"]))
+        expiries = [entry["expires_at"] for entry in body.get("certificates") or []
+                    if entry.get("status") == "active" and entry.get("expires_at")]
+        return cls(hostname=hostname, status=body.get("status") or "", configured=bool(body.get("configured")),
+                   expires_at=min(expiries) if expiries else None, dns_records=tuple(records),
+                   validation_errors=tuple(CertificateValidationError(error.get("code"), error.get("message") or "",
+                                                                      error.get("remediation"))
+                                           for error in body.get("validation_errors") or []),
+                   raw=body)
+
+
+@dataclass(frozen=True)
+class CertificateSummary:
+    """A row of the certificate listing (no DNS requirements: read the certificate for those)."""
+
+    hostname: str
+    status: str
+    configured: bool
+    raw: Mapping[str, Any] = field(compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> CertificateSummary:
+        return cls(hostname=body["hostname"], status=body.get("status") or "",
+                   configured=bool(body.get("configured")), raw=body)
+
+
+@dataclass(frozen=True)
+class IPAssignment:
+    ip: str
+    region: str | None
+    shared: bool
+    service_name: str | None
+    raw: Mapping[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def private(self) -> bool:
+        """A private (Flycast) IPv6 address, fdaa::/16: reachable inside the org's network only."""
+        return self.ip.lower().startswith("fdaa:")
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> IPAssignment:
+        return cls(ip=body["ip"], region=body.get("region"), shared=bool(body.get("shared")),
+                   service_name=body.get("service_name") or None, raw=body)

@@ -98,6 +98,15 @@ def test_every_method_round_trips_without_a_refused_request(clock, fake, client)
     assert client.list_machines("team-a") == []
     assert [listed.state for listed in client.list_machines("team-a", include_deleted=True)] == ["destroyed"]
     assert client.delete_volume("team-a", volume.id).id == volume.id
+
+    address = client.assign_ip("team-a", "v6")
+    assert [ip.ip for ip in client.list_ip_assignments("team-a")] == [address.ip]
+    client.release_ip("team-a", address.ip)
+    assert client.request_certificate("team-a", "*.teams.example").status == "pending_validation"
+    assert client.get_certificate("team-a", "*.teams.example").hostname == "*.teams.example"
+    assert client.check_certificate("team-a", "*.teams.example").raw["dns_records"]["a"] == []
+    assert [listed.hostname for listed in client.list_certificates("team-a")] == ["*.teams.example"]
+    client.delete_certificate("team-a", "*.teams.example")
     client.delete_app("team-a")
 
     assert fake.refused == []
