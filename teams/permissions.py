@@ -1,18 +1,15 @@
 """Who may do what to the fleet. The dashboard (views and buttons), the admin's actions and the services all
-read these names and tables, so a permission is granted or refused in one place.
+read these names and tables (each operator action names its own in `teams.actions`), so a permission is
+granted or refused in one place.
 
 Staff status only opens the operator pages; what a staff user may see or do there is these permissions,
 granted through `GROUPS` (created by migration 0007). A superuser has them all.
 """
 
-from collections.abc import Iterable
-
 from django.apps import apps as installed_apps
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
-
-from .models import TeamAction
 
 VIEW_FLEET = "teams.view_team"  # every dashboard page and JSON endpoint, deployments included
 ADD_TEAM = "teams.add_team"
@@ -22,15 +19,6 @@ ROTATE_TOKEN = "teams.rotate_token"
 DESTROY_INSTANCE = "teams.destroy_instance"
 DEPLOY_IMAGE = "teams.deploy_image"  # start, resume and redeploy: the image then runs with each team's token
 VIEW_AUDIT = "credentials.view_credentialevent"
-
-# The permission each operator action needs; every TeamAction.Kind has one (a test checks it).
-ACTION_PERMISSIONS = {
-    TeamAction.Kind.PROVISION: OPERATE_INSTANCE,
-    TeamAction.Kind.START: OPERATE_INSTANCE,
-    TeamAction.Kind.STOP: OPERATE_INSTANCE,
-    TeamAction.Kind.RESTART: OPERATE_INSTANCE,
-    TeamAction.Kind.DESTROY: DESTROY_INSTANCE,
-}
 
 _VIEWER = [VIEW_FLEET, VIEW_AUDIT]
 _OPERATOR = [*_VIEWER, ADD_TEAM, CHANGE_TEAM, OPERATE_INSTANCE, ROTATE_TOKEN]
@@ -55,11 +43,6 @@ def authorize(actor: Actor, permission: str) -> str:
     if not actor.has_perm(permission):
         raise PermissionDenied(f"{actor.get_username() or 'anonymous'} lacks the permission {permission}")
     return actor.get_username()
-
-
-def permitted_actions(user, kinds: Iterable[str]) -> list[str]:
-    """The action kinds `user` may request (the buttons a team page shows)."""
-    return [kind for kind in kinds if user.has_perm(ACTION_PERMISSIONS[kind])]
 
 
 def ensure_groups(apps=installed_apps) -> None:

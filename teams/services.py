@@ -10,9 +10,10 @@ from django.utils import timezone
 from credentials.tokens import rotate_team_token
 
 from . import timeline
+from .actions import action_for
 from .backends import get_backend
 from .models import Instance, Team, TeamAction
-from .permissions import ACTION_PERMISSIONS, ADD_TEAM, CHANGE_TEAM, ROTATE_TOKEN, Actor, authorize
+from .permissions import ADD_TEAM, CHANGE_TEAM, ROTATE_TOKEN, Actor, authorize
 from .provisioning import instance_for, provision
 from .tasks import provision_team, run_team_action
 
@@ -93,22 +94,13 @@ def restart_instance(team: Team, *, actor: str) -> None:
     provision(team, actor=actor)
 
 
-ACTIONS = {
-    TeamAction.Kind.PROVISION: provision,
-    TeamAction.Kind.START: start_instance,
-    TeamAction.Kind.STOP: stop_instance,
-    TeamAction.Kind.RESTART: restart_instance,
-    TeamAction.Kind.DESTROY: destroy_instance,
-}
-
-
 def request_action(team: Team, kind: str, *, actor: Actor) -> TeamAction:
-    """Record an operator's action and queue it for the worker (never run inside a web request); a user needs
-    the action's permission (`ACTION_PERMISSIONS`)."""
-    kind = TeamAction.Kind(kind)
-    requested_by = authorize(actor, ACTION_PERMISSIONS[kind])
-    action = TeamAction.objects.create(team=team, kind=kind, requested_by=requested_by)
-    timeline.record(team, timeline.action_kind(action.kind),
+    """Record an operator's action (one of `teams.actions.ACTIONS`) and queue it for the worker (never run
+    inside a web request); a user needs the action's permission."""
+    registered = action_for(kind)
+    requested_by = authorize(actor, registered.permission)
+    action = TeamAction.objects.create(team=team, kind=registered.kind, requested_by=requested_by)
+    timeline.record(team, registered.requested_event,
                     f"{action.get_kind_display()} requested by {requested_by or 'system'}",
                     actor=requested_by or "system", data={"action": action.pk})
     transaction.on_commit(lambda: run_team_action.enqueue(action.pk))
@@ -121,7 +113,7 @@ def run_action(action_id: int) -> TeamAction:
     action = TeamAction.objects.select_related("team").get(pk=action_id)
     TeamAction.objects.filter(pk=action.pk).update(status=TeamAction.Status.RUNNING, started_at=timezone.now())
     try:
-        ACTIONS[action.kind](action.team, actor=action.requested_by or "system")
+        action_for(action.kind).perform(action.team, actor=action.requested_by or "system")
     except Exception as error:
         action.status, action.error = TeamAction.Status.FAILED, str(error) or type(error).__name__
         logger.warning("action %s on team %s failed: %s", action.kind, action.team_id, action.error)
