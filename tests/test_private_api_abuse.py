@@ -228,6 +228,7 @@ def test_the_prune_command_and_its_periodic_task(db, settings):
     call_command("prune_audit", "--every", "3600")  # on every deploy: still one chain
     [queued] = DBTaskResult.objects.filter(task_path="credentials.tasks.prune_audit_trail")
     assert queued.args_kwargs["args"] == [3600]
+    DBTaskResult.objects.filter(pk=queued.pk).update(status="RUNNING")  # the worker takes it
     assert prune_audit_trail.call(3600) == 1
     assert not CredentialEvent.objects.exists()
     next_runs = DBTaskResult.objects.filter(task_path="credentials.tasks.prune_audit_trail").exclude(pk=queued.pk)

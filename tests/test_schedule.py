@@ -137,3 +137,16 @@ def test_the_embedded_stack_queues_the_schedule(settings, tmp_path, monkeypatch)
     command._lock.close()
     assert {path for path, _ in waiting()} == {"teams.tasks.check_backups", "credentials.tasks.prune_audit_trail"}
     assert "prune_audit_trail: queued, every 3600 s" in command.stdout._out.getvalue()
+
+
+def test_a_run_finishing_after_a_release_queued_the_next_does_not_double_the_chain(intervals):
+    """A deploy while a run is on the worker: the release finds no run waiting and queues one; the running one,
+    when it finishes, must not queue a second."""
+    from credentials.tasks import prune_audit_trail
+
+    schedule_periodic()
+    [running] = DBTaskResult.objects.filter(task_path="credentials.tasks.prune_audit_trail")
+    DBTaskResult.objects.filter(pk=running.pk).update(status="RUNNING")  # the worker took it
+    assert "prune_audit_trail: queued, every 3600 s" in schedule_periodic()  # the release, meanwhile
+    prune_audit_trail.call(*running.args_kwargs["args"])  # the run finishes
+    assert [path for path, _ in waiting()].count("credentials.tasks.prune_audit_trail") == 1
