@@ -60,7 +60,7 @@ def _queue(periodic: PeriodicTask) -> str:
     waiting.filter(pk__in=retuned).update(args_kwargs={"args": [every], "kwargs": {}})
     what = f"every {every} s" if every else f"off (CLOUDCTL_{periodic.setting}=0)"
     if retuned:
-        return f"a run was waiting: retuned to {what}" + ("" if every else ", that run being the last")
+        return f"already queued: retuned to {what}" + ("" if every else ", that run being the last")
     if not waiting.exists():
         return what
-    return f"a run is already waiting, {what}: nothing added"
+    return f"already queued, {what}: its chain goes on (nothing added)"

@@ -46,7 +46,7 @@ def test_every_periodic_task_is_queued_once_and_again_nothing_new(intervals):
         assert f"{periodic.task.name}: queued, every {EVERY[periodic.setting]} s" in out
     again = schedule_periodic()
     assert waiting() == expected  # a release on every deploy: still one chain each
-    assert again.count("already waiting") == len(SCHEDULE) and "queued" not in again.replace("already", "")
+    assert again.count("already queued") == len(SCHEDULE) and ": queued" not in again
 
 
 def test_a_task_set_to_0_is_not_queued(intervals):
@@ -62,7 +62,7 @@ def test_a_changed_interval_retunes_the_waiting_run_instead_of_adding_a_chain(in
 
     schedule_periodic()
     intervals.BACKUP_CHECK_EVERY = 120
-    assert "check_backups: a run was waiting: retuned to every 120 s" in schedule_periodic()
+    assert "check_backups: already queued: retuned to every 120 s" in schedule_periodic()
     assert ("teams.tasks.check_backups", [120]) in waiting()
     intervals.BACKUP_CHECK_EVERY = 0  # off: the waiting run is the chain's last
     schedule_periodic()
