@@ -38,8 +38,7 @@ SCHEDULE = (
 def interval_problems() -> list[str]:
     """What is wrong with the settings' intervals (checked by `manage.py check` and before queuing)."""
     return [f"CLOUDCTL_{periodic.setting} is {periodic.every}: 0 (off) or at least {periodic.minimum} seconds"
-            for periodic in SCHEDULE if periodic.every and periodic.every < periodic.minimum
-            or periodic.every < 0]
+            for periodic in SCHEDULE if periodic.every != 0 and periodic.every < periodic.minimum]
 
 
 def queue_schedule() -> list[str]:
