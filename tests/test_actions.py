@@ -138,3 +138,17 @@ def test_an_entry_removed_from_the_registry_is_gone_from_every_consumer(
     with pytest.raises(CommandError, match="invalid choice: 'stop'"):
         call_command("instance", team.slug, "stop")
     assert not TeamAction.objects.exists()
+
+
+def test_the_command_reports_an_action_that_fails_as_a_clear_error(make_team, monkeypatch):
+    from django.core.management.base import CommandError
+
+    from teams.backends import BackendError
+
+    def unreachable(team, *, actor):
+        raise BackendError("the backend is unreachable")
+
+    team = make_team("acme")
+    monkeypatch.setattr(actions.action_for("stop").run, unreachable)
+    with pytest.raises(CommandError, match="^stop failed: the backend is unreachable$"):
+        call_command("instance", team.slug, "stop", stdout=io.StringIO())
