@@ -5,6 +5,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
+from .schedule import interval_problems
+
 LOCK_KINDS = {"ip", "key"}
 
 
@@ -43,3 +45,9 @@ def server_settings(app_configs, **kwargs):
             f"({settings.PRIVATE_API_MAX_BODY}): the server would refuse bodies the private API accepts.",
             id="cloudctl.E003"))
     return errors
+
+
+@checks.register()
+def periodic_intervals(app_configs, **kwargs):
+    """The periodic tasks' intervals (cloudctl/schedule.py)."""
+    return [checks.Error(f"{problem}.", id="cloudctl.E004") for problem in interval_problems()]

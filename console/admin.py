@@ -1,14 +1,26 @@
 from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.utils.html import format_html
 
 from credentials.models import CredentialEvent
-from instances.services import request_provisioning, rotate_token_and_restart
+from instances.actions import Action, permitted_actions
+from instances.services import request_action, request_provisioning, rotate_token_and_restart
 from teams.models import Team
 from teams.permissions import ROTATE_TOKEN
 from teams.services import set_team_status
 
 # The dashboard (console/views/) wears the admin's templates: one name for both.
 admin.site.site_header = admin.site.site_title = "cloudctl"
+
+
+def requester_of(action: Action):
+    """An admin action that queues `action` for each selected team, as the team page's button does."""
+    def request_for_each(modeladmin, request, queryset):
+        for team in queryset:
+            request_action(team, action.kind, actor=request.user)
+        modeladmin.message_user(request, f"{action.label} queued for {len(queryset)} team(s).", messages.SUCCESS)
+
+    return request_for_each
 
 
 @admin.register(Team)
@@ -35,6 +47,18 @@ class TeamAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if not change:  # a team added here is provisioned like one made by `create_team`
             request_provisioning(obj, actor=request.user.get_username())
+
+    def get_actions(self, request):
+        """The admin's own actions and the operator actions of `instances.actions` the user may request; one that
+        asks for the team's slug typed is left to the team page."""
+        actions = super().get_actions(request)
+        if IS_POPUP_VAR in request.GET:  # a popup has no action selector
+            return actions
+        for action in permitted_actions(request.user):
+            if not action.confirm_text:
+                name = f"request_{action.kind}"
+                actions[name] = (requester_of(action), name, f"{action.label}: {action.help}")
+        return actions
 
     def get_readonly_fields(self, request, obj=None):
         # The slug is the team's subdomain: fixed once created.

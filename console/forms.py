@@ -37,7 +37,9 @@ class TeamCreateForm(forms.Form):
         self.fields["region"].choices = [(region, region) for region in settings.REGIONS]
 
 
-class DestroyForm(forms.Form):
+class ConfirmForm(forms.Form):
+    """The typed confirmation an action with a `confirm_text` (teams.actions) asks for: the team's slug."""
+
     confirm = forms.CharField(label="Type the team's slug to confirm", max_length=63)
 
     def __init__(self, *args, team: Team, **kwargs):
@@ -46,7 +48,7 @@ class DestroyForm(forms.Form):
 
     def clean_confirm(self):
         if self.cleaned_data["confirm"] != self.team.slug:
-            raise forms.ValidationError(f"Type {self.team.slug} to destroy its instance.")
+            raise forms.ValidationError(f"Type {self.team.slug} to confirm.")
         return self.cleaned_data["confirm"]
 
 

@@ -11,7 +11,8 @@ urlpatterns = [
     path("teams/<slug:slug>/status.json", teams.team_status, name="team_status"),
     path("teams/<slug:slug>/actions/<str:kind>/", teams.team_action, name="team_action"),
     path("teams/<slug:slug>/rotate-token/", teams.team_rotate_token, name="team_rotate_token"),
-    path("teams/<slug:slug>/destroy/", teams.team_destroy, name="team_destroy"),
+    # The address destroy had before every action was posted to `team_action`.
+    path("teams/<slug:slug>/destroy/", teams.team_action, {"kind": "destroy"}, name="team_destroy"),
     path("teams/<slug:slug>/redeploy/", deployments.team_redeploy, name="team_redeploy"),
     path("deployments/", deployments.deployments, name="deployments"),
     path("deployments/<int:pk>/", deployments.deployment_detail, name="deployment"),

@@ -9,6 +9,7 @@ from django.utils import timezone
 from teams import timeline
 from teams.models import Team
 
+from .actions import action_for
 from .backends import get_backend
 from .models import TeamAction
 from .provisioning import instance_for, provision
@@ -54,22 +55,13 @@ def restart_instance(team: Team, *, actor: str) -> None:
     provision(team, actor=actor)
 
 
-ACTIONS = {
-    TeamAction.Kind.PROVISION: provision,
-    TeamAction.Kind.START: start_instance,
-    TeamAction.Kind.STOP: stop_instance,
-    TeamAction.Kind.RESTART: restart_instance,
-    TeamAction.Kind.DESTROY: destroy_instance,
-}
-
-
 def run_action(action_id: int) -> TeamAction:
     """The worker's side of `services.request_action`: run it, recording running, then succeeded or failed with
     why. The timeline names whoever requested the action: the worker acts for them."""
     action = TeamAction.objects.select_related("team").get(pk=action_id)
     TeamAction.objects.filter(pk=action.pk).update(status=TeamAction.Status.RUNNING, started_at=timezone.now())
     try:
-        ACTIONS[action.kind](action.team, actor=action.requested_by or "system")
+        action_for(action.kind).perform(action.team, actor=action.requested_by or "system")
     except Exception as error:
         action.status, action.error = TeamAction.Status.FAILED, str(error) or type(error).__name__
         logger.warning("action %s on team %s failed: %s", action.kind, action.team_id, action.error)

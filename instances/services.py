@@ -9,7 +9,7 @@ from teams.permissions import ADD_TEAM, Actor, authorize
 from teams.services import create_team, rotate_token
 
 from .models import Instance, TeamAction
-from .permissions import ACTION_PERMISSIONS
+from .actions import action_for
 from .tasks import provision_team, run_team_action
 
 
@@ -30,12 +30,12 @@ def request_provisioning(team: Team, *, actor: str) -> None:
 
 
 def request_action(team: Team, kind: str, *, actor: Actor) -> TeamAction:
-    """Record an operator's action and queue it for the worker (`lifecycle.run_action` runs it); a user needs the
-    action's permission (`ACTION_PERMISSIONS`)."""
-    kind = TeamAction.Kind(kind)
-    requested_by = authorize(actor, ACTION_PERMISSIONS[kind])
-    action = TeamAction.objects.create(team=team, kind=kind, requested_by=requested_by)
-    timeline.record(team, timeline.action_kind(action.kind),
+    """Record an operator's action (one of `actions.ACTIONS`) and queue it for the worker (`lifecycle.run_action`
+    runs it); a user needs the action's permission."""
+    registered = action_for(kind)
+    requested_by = authorize(actor, registered.permission)
+    action = TeamAction.objects.create(team=team, kind=registered.kind, requested_by=requested_by)
+    timeline.record(team, registered.requested_event,
                     f"{action.get_kind_display()} requested by {requested_by or 'system'}",
                     actor=requested_by or "system", data={"action": action.pk})
     transaction.on_commit(lambda: run_team_action.enqueue(action.pk))

@@ -39,24 +39,30 @@ def reconcile_fleet(every_seconds: int = 0) -> int:
 
 
 def enqueue_again(periodic_task, every_seconds: int) -> None:
-    """A periodic task without a scheduler: each run queues the next."""
+    """A periodic task without a scheduler: each run queues the next, unless one is waiting already (queued
+    by a release while this one ran: a second would double the chain)."""
     from datetime import timedelta
 
     from django.utils import timezone
 
-    periodic_task.using(run_after=timezone.now() + timedelta(seconds=every_seconds)).enqueue(every_seconds)
+    if not _run_waiting(periodic_task):
+        periodic_task.using(run_after=timezone.now() + timedelta(seconds=every_seconds)).enqueue(every_seconds)
 
 
 def schedule_periodic(periodic_task, every_seconds: int) -> bool:
     """Start `periodic_task`'s chain unless a run of it is already waiting, so that queuing it on every deploy
     (a release command) never doubles the chain. Returns whether it queued one."""
-    from django_tasks.base import TaskResultStatus
-    from django_tasks_db.models import DBTaskResult
-
-    if DBTaskResult.objects.filter(task_path=periodic_task.module_path, status=TaskResultStatus.READY).exists():
+    if _run_waiting(periodic_task):
         return False
     periodic_task.enqueue(every_seconds)
     return True
+
+
+def _run_waiting(periodic_task) -> bool:
+    from django_tasks.base import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.filter(task_path=periodic_task.module_path, status=TaskResultStatus.READY).exists()
 
 
 @task()

@@ -42,7 +42,7 @@ class Team(models.Model):
     class Meta:
         ordering = ["slug"]
         # Besides the default view/add/change/delete: what the dashboard and the admin let staff do to a team
-        # (instances.permissions maps each operator action to one of them).
+        # (each operator action in instances.actions names one of them).
         permissions = [
             ("operate_instance", "Can provision, start, stop and restart a team's instance"),
             ("rotate_token", "Can rotate a team's token"),

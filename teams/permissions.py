@@ -1,9 +1,9 @@
 """Who may do what to the fleet. The dashboard (views and buttons), the admin's actions and the services all
-read these names and tables, so a permission is granted or refused in one place.
+read these names and tables (each operator action names its own in `instances.actions`), so a permission is
+granted or refused in one place.
 
 Staff status only opens the operator pages; what a staff user may see or do there is these permissions,
 granted through `GROUPS` (created by migration 0007). A superuser has them all. Which permission each operator
-action needs: `instances.permissions`.
 """
 
 from django.apps import apps as installed_apps

@@ -27,8 +27,3 @@ def record(team: Team, kind: Kind | str, message: str, *, actor: str, data: dict
 def step_kind(step_name: str) -> Kind:
     """The kind recording that provisioning step `step_name` is done (ValueError for a step without one)."""
     return Kind(f"step:{step_name}")
-
-
-def action_kind(action_kind: str) -> Kind:
-    """The kind recording that an operator asked for a `TeamAction.Kind`."""
-    return Kind(f"action:{action_kind}")

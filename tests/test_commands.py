@@ -90,10 +90,12 @@ def test_check_backups_alerts_once_or_queues_a_repeating_task(db, settings):
     out, _ = run("check_backups")
     assert "ALERT acme" in out and "1 team(s) newly stale" in out
     assert "0 team(s) newly stale" in run("check_backups")[0]
+    settings.BACKUP_CHECK_EVERY = 5
     with pytest.raises(CommandError, match="at least 30"):
-        run("check_backups", "--every", "5")
-    run("check_backups", "--every", "60")
-    assert "already queued" in run("check_backups", "--every", "60")[0]  # no second chain
+        run("schedule_periodic")
+    settings.BACKUP_CHECK_EVERY = 60
+    run("schedule_periodic")
+    assert "check_backups: already queued" in run("schedule_periodic")[0]  # no second chain
     task = DBTaskResult.objects.get(task_path="backups.tasks.check_backups")
     assert task.args_kwargs["args"] == [60]
 

@@ -132,7 +132,7 @@ def test_an_action_is_queued_then_run_by_the_task_with_its_outcome(staff_client,
                                                                     django_capture_on_commit_callbacks):
     team = make_team("acme")
     calls = []
-    monkeypatch.setitem(lifecycle.ACTIONS, TeamAction.Kind.STOP, lambda team, *, actor: calls.append(team))
+    monkeypatch.setattr(lifecycle, "stop_instance", lambda team, *, actor: calls.append(team))
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post("/dashboard/teams/acme/actions/stop/")
     assert response.status_code == 302
@@ -150,7 +150,7 @@ def test_an_action_is_queued_then_run_by_the_task_with_its_outcome(staff_client,
     def broken(team, *, actor):
         raise RuntimeError("backend unreachable")
 
-    monkeypatch.setitem(lifecycle.ACTIONS, TeamAction.Kind.STOP, broken)
+    monkeypatch.setattr(lifecycle, "stop_instance", broken)
     failed = services.request_action(team, "stop", actor="operator")
     assert lifecycle.run_action(failed.pk).error == "backend unreachable"
     assert staff_client.post("/dashboard/teams/acme/actions/reboot/").status_code == 302

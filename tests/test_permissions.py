@@ -252,12 +252,13 @@ def test_the_services_refuse_a_user_without_the_permission_and_trust_a_process(s
 def test_every_action_kind_needs_a_permission_every_group_exists_in_the_database():
     from django.contrib.auth.models import Permission
 
-    from instances.permissions import ACTION_PERMISSIONS
+    from instances.actions import ACTIONS
     from teams.permissions import GROUPS, ensure_groups
 
-    assert set(ACTION_PERMISSIONS) == set(TeamAction.Kind)
+    assert sorted(action.kind for action in ACTIONS) == sorted(TeamAction.Kind)  # each once
     ensure_groups()
-    for permission in {*ACTION_PERMISSIONS.values(), *(name for names in GROUPS.values() for name in names)}:
+    for permission in {*(action.permission for action in ACTIONS),
+                       *(name for names in GROUPS.values() for name in names)}:
         app_label, codename = permission.split(".")
         assert Permission.objects.filter(content_type__app_label=app_label, codename=codename).exists()
 

@@ -224,10 +224,12 @@ def test_the_prune_command_and_its_periodic_task(db, settings):
 
     CredentialEvent.objects.create(kind="refused", reason="malformed",
                                    created_at=timezone.now() - timedelta(days=settings.AUDIT_RETENTION_DAYS + 1))
-    call_command("prune_audit", "--every", "3600")
-    call_command("prune_audit", "--every", "3600")  # on every deploy: still one chain
+    settings.AUDIT_PRUNE_EVERY = 3600
+    call_command("schedule_periodic")
+    call_command("schedule_periodic")  # on every deploy: still one chain
     [queued] = DBTaskResult.objects.filter(task_path="credentials.tasks.prune_audit_trail")
     assert queued.args_kwargs["args"] == [3600]
+    DBTaskResult.objects.filter(pk=queued.pk).update(status="RUNNING")  # the worker takes it
     assert prune_audit_trail.call(3600) == 1
     assert not CredentialEvent.objects.exists()
     next_runs = DBTaskResult.objects.filter(task_path="credentials.tasks.prune_audit_trail").exclude(pk=queued.pk)

@@ -100,11 +100,12 @@ def test_the_command_prints_findings(fleet, fly, fake, capsys):
     assert "orphan_app" in out and "cloudctl-team-777" in out and "1 needing a decision" in out
 
 
-def test_periodic_reconcile_is_queued_and_reschedules_itself(fleet, fly, fake, capsys):
+def test_periodic_reconcile_is_queued_and_reschedules_itself(fleet, fly, fake, capsys, settings):
     from django_tasks_db.models import DBTaskResult
 
     DBTaskResult.objects.all().delete()
-    call_command("reconcile", "--every", "300")
+    settings.RECONCILE_EVERY, settings.BACKUP_CHECK_EVERY, settings.AUDIT_PRUNE_EVERY = 300, 0, 0
+    call_command("schedule_periodic")
     assert "every 300 s" in capsys.readouterr().out
     call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--max-tasks", "1", verbosity=0)
     first, following = DBTaskResult.objects.order_by("enqueued_at")
@@ -112,6 +113,6 @@ def test_periodic_reconcile_is_queued_and_reschedules_itself(fleet, fly, fake, c
     assert following.status == "READY" and following.args_kwargs["args"] == [300]
     assert following.run_after > timezone.now()
     # Queued again (a release command on every deploy): the chain is not doubled.
-    call_command("reconcile", "--every", "300")
+    call_command("schedule_periodic")
     assert "already queued" in capsys.readouterr().out
     assert DBTaskResult.objects.filter(status="READY").count() == 1

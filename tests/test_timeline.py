@@ -9,6 +9,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from instances import lifecycle
+from instances.actions import ACTIONS
 from instances.backends import ObservedState
 from instances.backends.fly import FlyBackend
 from instances.backends.local import LocalBackend
@@ -38,8 +39,7 @@ def test_every_step_of_every_backend_and_every_action_has_a_kind():
     steps = [step.name for backend in (LocalBackend(), FlyBackend(client=object()))
              for step in backend.provisioning_steps()]
     assert {timeline.step_kind(name).value for name in steps} == {f"step:{name}" for name in steps}
-    assert {timeline.action_kind(kind).value for kind in TeamAction.Kind.values} == {
-        f"action:{kind}" for kind in TeamAction.Kind.values}
+    assert {action.requested_event.value for action in ACTIONS} == {f"action:{kind}" for kind in TeamAction.Kind.values}
 
 
 def test_the_writer_refuses_an_unknown_kind_and_an_event_without_its_actor(make_team):

@@ -1,7 +1,7 @@
 """Team pages: each parses and authorizes the request, calls one service or query function, renders.
 
 Every view is wrapped in `dashboard_view` (console/views/pages.py): staff only (others are sent to the admin
-login), then the permissions of `teams.permissions` and `instances.permissions` (403 without them). Long actions are queued as tasks; the
+login), then the permissions of `teams.permissions` (403 without them). Long actions are queued as tasks; the
 team page polls `team_status` (JSON) to show their progress without a reload.
 """
 
@@ -13,18 +13,16 @@ from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from instances.models import Instance, TeamAction
-from instances.permissions import permitted_actions
+from instances.actions import action_for, permitted_actions
+from instances.models import Instance
 from instances.services import create_team_and_provision, request_action, rotate_token_and_restart
 from teams.models import Team, TeamEvent
-from teams.permissions import ADD_TEAM, DESTROY_INSTANCE, ROTATE_TOKEN
+from teams.permissions import ADD_TEAM, ROTATE_TOKEN, authorize
 
-from ..forms import DestroyForm, TeamCreateForm, TeamFilterForm
+from ..forms import ConfirmForm, TeamCreateForm, TeamFilterForm
 from ..selectors import fleet_summary, images_in_use, team_list, timeline
 from .pages import dashboard_view, render_page, team_or_404
 
-# The actions a team page offers as buttons; each runs as a task (destroy has its own confirmation form).
-BUTTON_ACTIONS = [TeamAction.Kind.PROVISION, TeamAction.Kind.START, TeamAction.Kind.STOP, TeamAction.Kind.RESTART]
 RECENT_ALERTS = 10
 
 
@@ -72,7 +70,7 @@ def team_detail(request, slug):
     return render_page(request, "dashboard/team_detail.html", {
         "title": f"{team.name} ({team.slug})", "team": team, "instance": getattr(team, "instance", None),
         "timeline": timeline(team), "actions": team.actions.all()[:10],
-        "button_actions": permitted_actions(request.user, BUTTON_ACTIONS), "destroy_form": DestroyForm(team=team),
+        "offered_actions": permitted_actions(request.user), "confirm_form": ConfirmForm(team=team),
     })
 
 
@@ -104,11 +102,20 @@ def team_status(request, slug):
 @dashboard_view()
 @require_POST
 def team_action(request, slug, kind):
+    """Queue one of `instances.actions.ACTIONS`; one that asks for it, only with the team's slug typed."""
     team = team_or_404(slug)
-    if kind not in BUTTON_ACTIONS:
+    try:
+        registered = action_for(kind)
+    except ValueError:
         messages.error(request, f"Unknown action {kind!r}.")
         return redirect("dashboard:team", slug=team.slug)
-    action = request_action(team, kind, actor=request.user)  # without its permission: a 403
+    authorize(request.user, registered.permission)  # without it a 403, whatever was typed
+    if registered.confirm_text:
+        form = ConfirmForm(request.POST, team=team)
+        if not form.is_valid():
+            messages.error(request, " ".join(form.errors["confirm"]))
+            return redirect("dashboard:team", slug=team.slug)
+    action = request_action(team, registered.kind, actor=request.user)
     messages.info(request, f"{action.get_kind_display()} queued.")
     return redirect("dashboard:team", slug=team.slug)
 
@@ -120,17 +127,4 @@ def team_rotate_token(request, slug):
     restart = rotate_token_and_restart(team, actor=request.user)
     messages.success(request, f"Token rotated to generation {team.token_generation}: the old one no longer works"
                               + ("; the instance restarts with the new one." if restart else "."))
-    return redirect("dashboard:team", slug=team.slug)
-
-
-@dashboard_view(DESTROY_INSTANCE)
-@require_POST
-def team_destroy(request, slug):
-    team = team_or_404(slug)
-    form = DestroyForm(request.POST, team=team)
-    if not form.is_valid():
-        messages.error(request, " ".join(form.errors["confirm"]))
-        return redirect("dashboard:team", slug=team.slug)
-    request_action(team, TeamAction.Kind.DESTROY, actor=request.user)
-    messages.warning(request, f"Destroying {team.slug}'s instance (its backups under {team.storage_prefix} are kept).")
     return redirect("dashboard:team", slug=team.slug)

@@ -1,7 +1,8 @@
 """`manage.py dev`: the whole control plane on one machine, no cloud account needed.
 
 Starts the local S3/STS server, records how to reach it in the state dir's `embedded.env` (so every other
-`manage.py` command on this machine uses it too), migrates SQLite, creates an admin user, serves the
+`manage.py` command on this machine uses it too), migrates SQLite, queues the periodic tasks
+(`manage.py schedule_periodic`: the backup check, the audit's pruning), creates an admin user, serves the
 control plane (every page and the private API, `cloudctl.urls`, on 127.0.0.1) with the private API's server,
 runs the task worker, supervises the teams' local instances (printing each
 team's URL as it comes up) and stops everything cleanly on Ctrl-C.
@@ -25,13 +26,10 @@ from django.core.management.base import BaseCommand, CommandError
 from backups.services import check_backup_freshness
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
 from cloudctl.private_files import private_directory, read_or_create_secret, write_private_file
-from credentials.tasks import prune_audit_trail
 from instances.models import Instance
 from instances.supervision import stop_all, supervise
-from instances.tasks import schedule_periodic
 
 SUPERVISE_EVERY_SECONDS = 3
-PRUNE_AUDIT_EVERY_SECONDS = 3600
 
 
 def _admin_password() -> str:
@@ -91,7 +89,7 @@ class Command(BaseCommand):
             os.environ.update(embedded)
             call_command("migrate", verbosity=0)
             call_command("collectstatic", verbosity=0, interactive=False)
-            schedule_periodic(prune_audit_trail, PRUNE_AUDIT_EVERY_SECONDS)  # the worker started below runs it
+            call_command("schedule_periodic", stdout=self.stdout)  # the worker started below runs them
             password = self._ensure_admin()
             children.append(self._serve(port))
             children.append(self._worker())
@@ -174,9 +172,6 @@ Ctrl-C stops everything.
                     last_pass = time.monotonic()
                     for line in supervise(settings.MACHINE_BACKEND, actor="manage.py dev"):
                         self.stdout.write(line)
-                    for team in check_backup_freshness(actor="manage.py dev"):
-                        self.stderr.write(f"ALERT team {team.slug}: no backup heartbeat for "
-                                          f"{settings.BACKUP_STALE_AFTER}s")
                     running = Instance.objects.filter(state=Instance.State.RUNNING).select_related("team")
                     for instance in running:
                         if announced.get(instance.team_id) != instance.url:

@@ -1,31 +1,37 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from instances import actions
 from instances.backends import BackendError, get_backend
-from instances.lifecycle import destroy_instance, stop_instance
 from instances.models import Instance
 from teams.services import get_team
 
+STATUS = "status"
+
 
 class Command(BaseCommand):
-    help = "Show, stop or destroy a team's instance (destroy keeps its backups). `provision` starts it."
+    help = ("Show a team's instance, or do one of the operator actions to it now, here: "
+            + "; ".join(f"{action.kind}: {action.help}" for action in actions.ACTIONS) + ".")
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
-        parser.add_argument("action", choices=["status", "stop", "destroy"])
-        parser.add_argument("--confirm", metavar="SLUG", help="destroy: repeat the team's slug")
+        parser.add_argument("action", choices=[STATUS, *(action.kind for action in actions.ACTIONS)])
+        parser.add_argument("--confirm", metavar="SLUG", help=", ".join(
+            action.kind for action in actions.ACTIONS if action.confirm_text) + ": repeat the team's slug")
 
     def handle(self, slug, action, confirm, **options):
         try:
             team = get_team(slug)
         except ValidationError as error:
             raise CommandError(error.messages[0]) from None
-        if action == "stop":
-            stop_instance(team, actor="manage.py instance")
-        elif action == "destroy":
-            if confirm != team.slug:
-                raise CommandError(f"destroying removes the volume; confirm with --confirm {team.slug}")
-            destroy_instance(team, actor="manage.py instance")
+        if action != STATUS:
+            registered = actions.action_for(action)
+            if registered.confirm_text and confirm != team.slug:
+                raise CommandError(f"{registered.confirm_text}: confirm with --confirm {team.slug}")
+            try:
+                registered.perform(team, actor="manage.py instance")
+            except Exception as error:
+                raise CommandError(f"{action} failed: {error}") from None
         # Read, never create: a status must not leave an instance row behind (`provision` makes one).
         instance = Instance.objects.filter(team=team).first()
         if instance is None:

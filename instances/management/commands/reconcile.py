@@ -2,28 +2,18 @@ from django.core.management.base import BaseCommand, CommandError
 
 from instances.backends import BackendError
 from instances.reconcile import REPORTED, reconcile
-from instances.tasks import reconcile_fleet, schedule_periodic
 
 
 class Command(BaseCommand):
     help = ("Compare Fly with the database: repair missing machines, wrong images, stale leases and secrets "
-            "behind; report orphans (--prune deletes them). Safe at any time.")
+            "behind; report orphans (--prune deletes them). Safe at any time. `manage.py schedule_periodic` "
+            "queues it to repeat on the worker, every CLOUDCTL_RECONCILE_EVERY.")
 
     def add_arguments(self, parser):
         parser.add_argument("--prune", action="store_true", help="delete apps tagged as ours that have no team")
         parser.add_argument("--dry-run", action="store_true", help="report only, change nothing")
-        parser.add_argument("--every", type=int, metavar="SECONDS",
-                            help="instead of running now, queue a reconcile task that repeats every SECONDS")
 
-    def handle(self, prune, dry_run, every, **options):
-        if every:
-            if every < 60:
-                raise CommandError("--every takes at least 60 seconds")
-            if schedule_periodic(reconcile_fleet, every):
-                self.stdout.write(f"reconcile queued for the worker, every {every} s")
-            else:
-                self.stdout.write("a reconcile is already queued: its chain goes on (nothing added)")
-            return
+    def handle(self, prune, dry_run, **options):
         try:
             findings = reconcile(actor="manage.py reconcile", prune=prune, dry_run=dry_run)
         except BackendError as error:
