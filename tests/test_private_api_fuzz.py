@@ -540,7 +540,10 @@ def test_mutated_tokens_never_authenticate(s3_env, api, settings, team_tokens, n
     secrets = [token, original]
     check_answer(response, secrets=secrets)
     check_audit(response, events_before, secrets=secrets)
-    if reads_as(token, original):
+    # A header's token is what follows `Bearer` and whitespace (a form field is taken as it is): a mutation that
+    # only adds whitespace around it, `\r` included, leaves the token itself intact.
+    presented = token.strip() if carrier == "bearer" else token
+    if reads_as(presented, original):
         assert response.status_code == intact_status
     else:
         assert response.status_code == 401, (token, response.content)
