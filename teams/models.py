@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -65,7 +64,9 @@ class Team(models.Model):
 
     @property
     def subdomain_url(self) -> str:
-        return f"https://{self.slug}.{settings.TEAMS_DOMAIN}/"
+        from .routing import team_url
+
+        return team_url(self.slug)
 
 
 class Instance(models.Model):

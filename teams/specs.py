@@ -16,6 +16,11 @@ from django.conf import settings
 
 from credentials.tokens import team_token
 
+from .routing import (
+    HEALTH_CHECK_PATH, HEALTH_CHECK_PATH_VARIABLE, HOSTNAME_VARIABLE, ROUTING_SECRET_VARIABLE, routing_secret,
+    team_hostname,
+)
+
 if TYPE_CHECKING:
     from .models import Instance
 
@@ -46,6 +51,9 @@ def build_spec(instance: Instance) -> InstanceSpec:
         "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION,
         "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
         "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT,
+        # The instance serves only requests its router sent, for this name (instance/router_guard.py).
+        HOSTNAME_VARIABLE: team_hostname(instance.team.slug),
+        HEALTH_CHECK_PATH_VARIABLE: HEALTH_CHECK_PATH,
     }
     if settings.INSTANCE_S3_ENDPOINT:
         env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT
@@ -56,5 +64,6 @@ def build_spec(instance: Instance) -> InstanceSpec:
         region=instance.team.region or settings.FLY_REGION,
         guest=dict(settings.FLY_GUEST),
         env=env,
-        secrets={TOKEN_VARIABLE: team_token(instance.team)},
+        secrets={TOKEN_VARIABLE: team_token(instance.team),
+                 ROUTING_SECRET_VARIABLE: routing_secret(instance.team_id, instance.team.token_generation)},
     )

@@ -20,6 +20,7 @@ from django.conf import settings
 from flyapi import FlyAPIError, FlyClient, Machine
 
 from ..holders import holder_is_gone, new_holder
+from ..routing import HEALTH_CHECK_PATH
 from .base import BackendError, BackendUnavailable, MachineBackend, ObservedState, Step
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def machine_config(spec: InstanceSpec, volume_id: str, launch_id: str) -> dict:
             "autostart": True,
             "autostop": "stop",
             "min_machines_running": 0,
-            "checks": [{"type": "http", "port": INTERNAL_PORT, "method": "GET", "path": "/-/versions.json",
+            "checks": [{"type": "http", "port": INTERNAL_PORT, "method": "GET", "path": HEALTH_CHECK_PATH,
                         "interval": "15s", "timeout": "5s", "grace_period": HEALTH_GRACE_PERIOD}],
         }],
     }
