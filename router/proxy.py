@@ -4,7 +4,8 @@
   (`application/vnd.fly.replay+json`: the team's app and Machine, the team's routing secret as `state`) and Fly's
   proxy replays it, starting a stopped Machine on the way. A request Fly cannot replay (a body over
   `CLOUDCTL_ROUTER_REPLAY_MAX_BODY`, 1 MB, or of unknown length) is reverse-proxied by the router itself to the
-  Machine's private address (`<machine>.vm.<app>.internal:8080`), with the same `fly-replay-src` Fly would set.
+  Machine's private address (`CLOUDCTL_ROUTER_FLY_UPSTREAM`: `<machine>.vm.<app>.internal:8080`), with the
+  same `fly-replay-src` Fly would set.
   When a replay fails (`fly-replay-failed`: the Machine did not start in time), the "waking up" page.
 - `embedded`: `manage.py dev`'s router on `http://<slug>.localhost:<port>/`, playing Fly's proxy and the router
   in one. It forwards to the local instance, streaming both bodies; a refused connection (the instance is stopped,
@@ -40,8 +41,6 @@ SET_BY_ROUTER = frozenset({b"host", b"fly-replay-src", b"x-forwarded-host", b"fo
 RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"fly-replay", b"fly-replay-src"}
 # Methods a server must treat as safe to repeat (RFC 9110 9.2.2): retried on a dropped kept-alive connection.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# The port the instance serves on inside its Machine (teams.backends.fly.INTERNAL_PORT).
-FLY_INTERNAL_PORT = 8080
 RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.25)
 
 
@@ -136,7 +135,7 @@ class Router:
 
     def _upstream(self, route: Route) -> str:
         if self.mode == "fly":
-            return f"http://{route.machine}.vm.{route.app}.internal:{FLY_INTERNAL_PORT}/"
+            return settings.ROUTER_FLY_UPSTREAM.format(machine=route.machine, app=route.app)
         return route.upstream
 
     def _request_headers(self, headers, route: Route) -> list[tuple[bytes, bytes]]:

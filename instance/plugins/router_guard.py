@@ -17,7 +17,10 @@ from __future__ import annotations
 import hmac
 import os
 
-from datasette import hookimpl
+from pluggy import HookimplMarker
+
+# Datasette's own marker (datasette.hookimpl), made here so the guard imports without Datasette (its tests).
+hookimpl = HookimplMarker("datasette")
 
 FORBIDDEN = b"403: this instance answers only requests routed to it by its router\n"
 
