@@ -63,6 +63,10 @@ def waking(slug: str) -> Page:
                  "refreshes by itself.", retry_after=RETRY_AFTER_SECONDS)
 
 
+def healthy() -> Page:
+    return Page(200, [("content-type", "text/plain; charset=utf-8"), ("content-length", "3")], b"ok\n")
+
+
 def bad_request(message: str) -> Page:
     return _page(400, "Bad request", html.escape(message))
 

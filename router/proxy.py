@@ -42,6 +42,8 @@ RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"fly-replay", b"fly-replay-src"}
 # Methods a server must treat as safe to repeat (RFC 9110 9.2.2): retried on a dropped kept-alive connection.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.25)
+# The platform's check of the router itself: answered only for a name that is no team's (a Machine's address).
+HEALTH_CHECK_PATH = "/healthz"
 
 
 class ClientDisconnected(Exception):
@@ -103,6 +105,8 @@ class Router:
             failure = next(value for name, value in headers if name.lower() == b"fly-replay-failed")
             logger.warning("router: replay failed (%s)", failure.decode("latin-1")[:300])
             return await self._page(send, pages.waking(team_slug(host, settings.TEAMS_DOMAIN) or "?"))
+        if scope["path"] == HEALTH_CHECK_PATH and team_slug(host, settings.TEAMS_DOMAIN) is None:
+            return await self._page(send, pages.healthy())
         decision = await self._decide(host)
         if not isinstance(decision, Route):
             return await self._page(send, pages.for_decision(decision))

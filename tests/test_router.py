@@ -434,3 +434,13 @@ async def test_only_the_health_check_path_is_open(tmp_path):
         nearby = await client.get("/-/versions.json2")
     assert (health.status_code, head.status_code) == (200, 200)
     assert (post.status_code, other.status_code, nearby.status_code) == (403, 403, 403)
+
+
+@pytest.mark.anyio
+async def test_the_routers_own_health_check_is_no_teams_path(teams_domain, upstream):
+    async with router_client({"acme": entry(upstream=upstream.url)}, mode="embedded") as client:
+        own = await get(client, "10.0.0.7:8080", "/healthz")
+        team = await get(client, "acme.teams.example.com", "/healthz")
+    assert (own.status_code, own.text) == (200, "ok\n")
+    assert team.status_code == 200 and team.json() == {"length": 0}  # the team's own path, forwarded
+    assert [request["path"] for request in upstream.requests] == ["/healthz"]
