@@ -4,10 +4,7 @@ tests/test_router_stack.py."""
 
 from __future__ import annotations
 
-import http.server
-import json
 import sys
-import threading
 
 import httpx
 import pytest
@@ -24,7 +21,7 @@ from teams.models import Instance, Team, TeamAction
 from teams.routing import routing_secret
 from teams.supervision import supervise
 
-from .routing import REPO
+from .routing import REPO, Upstream
 
 sys.path.insert(0, str(REPO / "instance" / "plugins"))
 import router_guard  # noqa: E402
@@ -231,48 +228,6 @@ async def test_a_failed_replay_gets_the_waking_page(teams_domain):
         page = await get(client, "acme.teams.example.com", headers={
             "fly-replay-failed": "instance=m;app=a;region=ord;reason=timeout;elapsed_ms=10000"})
     assert page.status_code == 503 and page.headers["retry-after"] == "5" and "waking up" in page.text
-
-
-class Upstream:
-    """A stand-in for a team's instance on 127.0.0.1: records what reached it, answers what it read."""
-
-    def __init__(self):
-        self.requests = []
-        upstream = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if self.headers.get("Transfer-Encoding") == "chunked":
-                    while (size := int(self.rfile.readline(), 16)):
-                        body += self.rfile.read(size)
-                        self.rfile.readline()
-                    self.rfile.readline()
-                upstream.requests.append({"method": self.command, "path": self.path,
-                                          "headers": self.headers.items(), "length": len(body)})
-                answer = json.dumps({"length": len(body)}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
