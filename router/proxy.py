@@ -41,7 +41,9 @@ SET_BY_ROUTER = frozenset({b"host", b"fly-replay-src", b"x-forwarded-host", b"fo
 RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"fly-replay", b"fly-replay-src"}
 # Methods a server must treat as safe to repeat (RFC 9110 9.2.2): retried on a dropped kept-alive connection.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.25)
+# Between attempts at a refused connection: short, so a held request goes through within 50 ms of the instance
+# listening (an attempt at a closed loopback port costs next to nothing).
+RETRY_DELAYS = (0.01, 0.02, 0.03, 0.05)
 # The platform's check of the router itself: answered only for a name that is no team's (a Machine's address).
 HEALTH_CHECK_PATH = "/healthz"
 
