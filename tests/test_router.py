@@ -399,3 +399,16 @@ async def test_the_routers_own_health_check_is_no_teams_path(teams_domain, upstr
     assert (own.status_code, own.text) == (200, "ok\n")
     assert team.status_code == 200 and team.json() == {"length": 0}  # the team's own path, forwarded
     assert [request["path"] for request in upstream.requests] == ["/healthz"]
+
+
+@pytest.mark.parametrize("name, value, check_id", [
+    ("ROUTER_TABLE_MAX_AGE", 1.5, "router.E001"), ("ROUTER_TABLE_MAX_AGE", 0, "router.E001"),
+    ("ROUTER_REPLAY_MAX_BODY", 2_000_000, "router.E002"), ("ROUTER_WAKE_TIMEOUT", 0, "router.E003"),
+    ("SESSION_COOKIE_DOMAIN", ".example.com", "router.W001"),
+])
+def test_router_settings_are_checked(settings, name, value, check_id):
+    from router.checks import router_settings
+
+    assert router_settings(None) == []
+    setattr(settings, name, value)
+    assert [message.id for message in router_settings(None)] == [check_id]
