@@ -112,6 +112,9 @@ class Router:
         decision = await self._decide(host)
         if not isinstance(decision, Route):
             return await self._page(send, pages.for_decision(decision))
+        if not self._upstream(decision):  # a team this executor cannot reach (another backend's)
+            logger.error("router (%s): team %s has no address it can route to", self.mode, decision.slug)
+            return await self._page(send, pages.unavailable(decision.slug))
         declared = _declared_length(headers)
         if self.mode == "fly" and declared is not None and declared <= settings.ROUTER_REPLAY_MAX_BODY:
             return await self._replay(send, decision, headers)
@@ -140,7 +143,10 @@ class Router:
     # --- both: reverse proxy ----------------------------------------------------------------------------
 
     def _upstream(self, route: Route) -> str:
+        """Where this executor sends the team's requests; empty when the team runs where it cannot reach."""
         if self.mode == "fly":
+            if not (route.app and route.machine):
+                return ""
             return settings.ROUTER_FLY_UPSTREAM.format(machine=route.machine, app=route.app)
         return route.upstream
 
@@ -187,7 +193,7 @@ class Router:
             try:
                 response = await self.client.send(request, stream=True)
                 break
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 pass  # refused: nothing reached the instance, so any method may be sent again
             except (httpx.RemoteProtocolError, httpx.ReadError) as error:
                 # A kept-alive connection the instance closed as it stopped: retried only when nothing of the
@@ -195,6 +201,9 @@ class Router:
                 if sent["started"] or method not in IDEMPOTENT:
                     logger.warning("router: team %s dropped a %s (%s)", route.slug, method, error)
                     return await self._page(send, pages.unavailable(route.slug))
+            except httpx.HTTPError as error:  # a timeout reading the answer: the request may have been served
+                logger.warning("router: team %s did not answer a %s (%s)", route.slug, method, error)
+                return await self._page(send, pages.unavailable(route.slug))
             except ClientDisconnected:
                 return
             if sent["started"]:  # httpx began the body and the connection failed: the body is gone

@@ -20,7 +20,8 @@ def as_router(team) -> dict[str, str]:
     """The headers the team's router sends: its own name and its routing secret (what Fly's proxy puts in
     `fly-replay-src` from the replay's `state`), for the team's current token generation."""
     generation = type(team).objects.values_list("token_generation", flat=True).get(pk=team.pk)
-    return {"Host": team_hostname(team.slug), "fly-replay-src": f"instance=test;state={routing_secret(team.pk, generation)}"}
+    state = routing_secret(team.pk, generation)
+    return {"Host": team_hostname(team.slug), "fly-replay-src": f"instance=test;state={state}"}
 
 
 def free_port() -> int:

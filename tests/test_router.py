@@ -412,3 +412,12 @@ def test_router_settings_are_checked(settings, name, value, check_id):
     assert router_settings(None) == []
     setattr(settings, name, value)
     assert [message.id for message in router_settings(None)] == [check_id]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode, fields", [("embedded", {"upstream": "", "app": "a", "machine": "m"}),
+                                          ("fly", {"upstream": "http://127.0.0.1:9/"})])
+async def test_a_team_the_executor_cannot_reach_gets_a_page_not_an_error(teams_domain, mode, fields):
+    async with router_client({"acme": entry(**fields)}, mode=mode) as client:
+        page = await get(client, "acme.teams.example.com")
+    assert page.status_code == 502 and "did not answer" in page.text

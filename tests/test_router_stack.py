@@ -80,7 +80,8 @@ def running_team(slug: str, settings, *, marker: bool = False) -> Team:
     if marker:
         data = Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "data"
         data.mkdir(parents=True)
-        sqlite3.connect(data / f"{slug.replace('-', '_')}_marker.db").execute("create table marker (id)").connection.close()
+        with sqlite3.connect(data / f"{slug}_marker.db") as marker:
+            marker.execute("create table marker (id)")
     request_provisioning(team, actor="test")
     wait_for(lambda: Instance.objects.filter(team=team, state=Instance.State.RUNNING).exists(), timeout=START_TIMEOUT,
              interval=0.5, message=f"team {slug} running")
