@@ -6,6 +6,7 @@ Django is set up for the ORM only (the routing table and, embedded, the wake): t
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     import django
 
     django.setup()
+    # httpx logs every request at INFO: one line per proxied request (paths and queries) would be the router's
+    # main cost and an access log nobody asked for.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     import uvicorn
 
     from .proxy import Router
