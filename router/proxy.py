@@ -44,6 +44,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Between attempts at a refused connection: short, so a held request goes through within 50 ms of the instance
 # listening (an attempt at a closed loopback port costs next to nothing).
 RETRY_DELAYS = (0.01, 0.02, 0.03, 0.05)
+# Seconds: to connect (then the attempt counts as refused), and between two reads or writes of a body.
+UPSTREAM_TIMEOUT = httpx.Timeout(connect=5, read=300, write=300, pool=30).as_dict()
 # The platform's check of the router itself: answered only for a name that is no team's (a Machine's address).
 HEALTH_CHECK_PATH = "/healthz"
 
@@ -75,7 +77,7 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 class Router:
     def __init__(self, *, mode: str, table: RoutingTable | None = None,
-                 wake: Callable[[int], object] | None = None, client: httpx.AsyncClient | None = None):
+                 wake: Callable[[int], object] | None = None):
         if mode not in ("embedded", "fly"):
             raise ValueError(f"unknown router mode {mode!r}: embedded or fly")
         self.mode = mode
@@ -83,16 +85,16 @@ class Router:
         if wake is None:
             from .services import wake_instance as wake
         self.wake = wake
-        self._client = client
+        self._transport: httpx.AsyncHTTPTransport | None = None
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(connect=5, read=300, write=300, pool=30),
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
-                follow_redirects=False, trust_env=False)
-        return self._client
+    def transport(self) -> httpx.AsyncHTTPTransport:
+        """httpx's connection pool without its client: no cookie jar (a tenant's cookies are never kept), no
+        redirects, no environment proxies, a third less CPU per request."""
+        if self._transport is None:
+            self._transport = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100), trust_env=False)
+        return self._transport
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -189,9 +191,9 @@ class Router:
         while True:
             url = self._upstream(route).rstrip("/") + target.decode("latin-1")
             request = httpx.Request(method, url, headers=self._request_headers(scope["headers"], route),
-                                    content=content)
+                                    content=content, extensions={"timeout": UPSTREAM_TIMEOUT})
             try:
-                response = await self.client.send(request, stream=True)
+                response = await self.transport.handle_async_request(request)
                 break
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 pass  # refused: nothing reached the instance, so any method may be sent again
@@ -242,7 +244,7 @@ class Router:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._client is not None:
-                    await self._client.aclose()
+                if self._transport is not None:
+                    await self._transport.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
