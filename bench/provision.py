@@ -81,7 +81,7 @@ def main() -> None:
 
             # The instance serves only its router's requests: asked as the router asks.
             as_router = {"Host": team_hostname(team.slug),
-                         "fly-replay-src": f"state={routing_secret(team.pk, team.token_generation)}"}
+                         "fly-replay-src": f"state={routing_secret(team.pk)}"}
 
             def serving():
                 # The URL is known once the instance process is started; a user could open it from then on.

@@ -111,7 +111,7 @@ def main() -> None:
         db.execute("create table items (id integer primary key, name text, price real)")
         db.executemany("insert into items (name, price) values (?, ?)", [(f"item {n}", n * 1.5) for n in range(500)])
     team = Team.objects.create(slug="bench", name="bench")
-    secret = routing_secret(team.pk, team.token_generation)
+    secret = routing_secret(team.pk)
     datasette_port, router_port = free_port(), free_port()
     datasette_url = f"http://127.0.0.1:{datasette_port}/"
     Instance.objects.create(team=team, backend="teams.backends.local.LocalBackend", state=Instance.State.RUNNING,

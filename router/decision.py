@@ -27,7 +27,6 @@ class TeamEntry:
     team_id: int
     slug: str
     active: bool
-    token_generation: int
     # None: no instance row yet.
     instance_state: str | None = None
     # Where the instance answers: the local backend's `http://127.0.0.1:<port>/`, or Fly's app and Machine.
@@ -124,7 +123,7 @@ def decide(host: str | bytes | None, domain: str, lookup: Callable[[str], TeamEn
                                         and not (entry.upstream or entry.machine)):
         return SettingUp(entry.slug)
     return Route(team_id=entry.team_id, slug=entry.slug, hostname=f"{entry.slug}.{domain.lower().rstrip('.')}",
-                 secret=routing_secret(entry.team_id, entry.token_generation), upstream=entry.upstream,
+                 secret=routing_secret(entry.team_id), upstream=entry.upstream,
                  app=entry.app, machine=entry.machine, asleep=entry.asleep)
 
 

@@ -28,13 +28,12 @@ def read_entry(slug: str) -> TeamEntry | None:
         return None
     instance = getattr(team, "instance", None)  # the missing reverse one-to-one is an AttributeError
     if instance is None:
-        return TeamEntry(team_id=team.pk, slug=team.slug, active=team.is_active,
-                         token_generation=team.token_generation)
+        return TeamEntry(team_id=team.pk, slug=team.slug, active=team.is_active)
     resources = instance.resources or {}
     scaled_to_zero = (instance.state == Instance.State.RUNNING and instance.scaled_to_zero_at is not None
                       and instance.backups_expected_since is None)
     return TeamEntry(
-        team_id=team.pk, slug=team.slug, active=team.is_active, token_generation=team.token_generation,
+        team_id=team.pk, slug=team.slug, active=team.is_active,
         instance_state=instance.state,
         # The local backend's own address for the instance; a Fly instance has an app and a Machine instead.
         upstream=resources.get("url", "") if "port" in resources else "",

@@ -2,8 +2,11 @@
 
 The router sends the secret with every request it routes (Fly: the replay's `state`, which Fly's proxy copies into
 `fly-replay-src`; the embedded router sets the same header); the instance serves only requests carrying its own
-(instance/router_guard.py). It is derived, never stored: HMAC-SHA256 with `CLOUDCTL_ROUTER_KEY` over the team id
-and its token generation, so a token rotation (which restarts the instance with a new spec) changes it too.
+(instance/router_guard.py). It is derived, never stored: HMAC-SHA256 with `CLOUDCTL_ROUTER_KEY` over the team id.
+Not over the token generation: a rotation restarts the instance through the worker, and until then the running
+instance holds the secret it started with, so the router would get 403 for the rotation's gap. The secret only
+proves a request came through the router (the instance itself knows it); a new `CLOUDCTL_ROUTER_KEY`, rolled out
+with a deploy, renews every team's.
 It lives beside the spec (teams/specs.py gives it to the instance) because teams imports no app above it.
 """
 
@@ -23,9 +26,9 @@ HEALTH_CHECK_PATH = "/-/versions.json"
 HEALTH_CHECK_PATH_VARIABLE = "CLOUDCTL_HEALTH_CHECK_PATH"
 
 
-def routing_secret(team_id: int, token_generation: int) -> str:
+def routing_secret(team_id: int) -> str:
     """Hex, so it fits a `fly-replay` field without quoting (no `;`, `,`, `=` or space)."""
-    message = f"cloudctl-routing-secret:{team_id}:{token_generation}".encode()
+    message = f"cloudctl-routing-secret:{team_id}".encode()
     return hmac.new(settings.ROUTER_KEY.encode(), message, hashlib.sha256).hexdigest()
 
 

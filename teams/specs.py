@@ -65,5 +65,5 @@ def build_spec(instance: Instance) -> InstanceSpec:
         guest=dict(settings.FLY_GUEST),
         env=env,
         secrets={TOKEN_VARIABLE: team_token(instance.team),
-                 ROUTING_SECRET_VARIABLE: routing_secret(instance.team_id, instance.team.token_generation)},
+                 ROUTING_SECRET_VARIABLE: routing_secret(instance.team_id)},
     )

@@ -18,9 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def as_router(team) -> dict[str, str]:
     """The headers the team's router sends: its own name and its routing secret (what Fly's proxy puts in
-    `fly-replay-src` from the replay's `state`), for the team's current token generation."""
-    generation = type(team).objects.values_list("token_generation", flat=True).get(pk=team.pk)
-    state = routing_secret(team.pk, generation)
+    `fly-replay-src` from the replay's `state`)."""
+    state = routing_secret(team.pk)
     return {"Host": team_hostname(team.slug), "fly-replay-src": f"instance=test;state={state}"}
 
 

@@ -68,7 +68,7 @@ def test_a_host_names_a_team_only_in_its_one_form(host, slug):
 
 
 def entry(**fields) -> TeamEntry:
-    base = dict(team_id=7, slug="acme", active=True, token_generation=1, instance_state="running",
+    base = dict(team_id=7, slug="acme", active=True, instance_state="running",
                 upstream="http://127.0.0.1:9/")
     return TeamEntry(**{**base, **fields})
 
@@ -92,7 +92,7 @@ def test_a_team_that_answered_once_is_routed_while_it_starts_again(state, settin
     route = decide("acme.teams.example.com", DOMAIN, lambda slug: entry(instance_state=state))
     assert isinstance(route, Route)
     assert (route.hostname, route.upstream) == ("acme.teams.example.com", "http://127.0.0.1:9/")
-    assert route.secret == routing_secret(7, 1)
+    assert route.secret == routing_secret(7)
     assert route.secret not in repr(route)
 
 
@@ -104,16 +104,15 @@ def test_an_unknown_name_is_not_found_without_reading_anything():
     assert decide("acme.teams.example.com", DOMAIN, lambda slug: None) == NotFound()
 
 
-def test_the_routing_secret_is_per_team_and_per_generation(settings):
-    assert routing_secret(7, 1) != routing_secret(8, 1)
-    assert routing_secret(7, 1) != routing_secret(7, 2)
-    assert all(char in "0123456789abcdef" for char in routing_secret(7, 1))
+def test_the_routing_secret_is_per_team(settings):
+    assert routing_secret(7) != routing_secret(8)
+    assert all(char in "0123456789abcdef" for char in routing_secret(7))
 
 
 def test_the_secret_depends_on_the_key(settings):
-    first = routing_secret(7, 1)
+    first = routing_secret(7)
     settings.ROUTER_KEY = "another-key"
-    assert routing_secret(7, 1) != first
+    assert routing_secret(7) != first
 
 
 @pytest.mark.parametrize("header, present", [
@@ -128,7 +127,7 @@ def test_control_plane_cookies_are_recognised(header, present):
 
 def test_the_table_reads_each_team_and_its_instance(make_team):
     team = make_team("acme")
-    assert read_entry("acme") == TeamEntry(team_id=team.pk, slug="acme", active=True, token_generation=1)
+    assert read_entry("acme") == TeamEntry(team_id=team.pk, slug="acme", active=True)
     instance = Instance.objects.create(team=team, backend=LOCAL, state=Instance.State.RUNNING,
                                        url="http://127.0.0.1:9/",
                                        resources={"port": 9, "url": "http://127.0.0.1:9/", "pid": 1})
@@ -216,7 +215,7 @@ async def test_the_fly_router_answers_a_replay_to_the_teams_machine(teams_domain
         small_post = await get(client, "acme.teams.example.com", "/data/-/create", method="POST", content=b"x" * 1000)
     assert plain.status_code == 200
     assert plain.headers["content-type"] == "application/vnd.fly.replay+json"
-    assert plain.json() == {"app": "cloudctl-team-7", "instance": "3d8d9e5b1e7e89", "state": routing_secret(7, 1),
+    assert plain.json() == {"app": "cloudctl-team-7", "instance": "3d8d9e5b1e7e89", "state": routing_secret(7),
                             "timeout": f"{int(settings.ROUTER_WAKE_TIMEOUT)}s", "fallback": "force_self"}
     assert with_cookie.json()["transform"] == {"delete_headers": ["cookie"]}
     assert small_post.headers["content-type"] == "application/vnd.fly.replay+json"
@@ -258,7 +257,7 @@ async def test_the_fly_router_carries_a_large_body_itself(teams_domain, settings
     assert first["path"] == "/cloudctl-team-7/m1/data/-/upload"
     headers = dict((name.lower(), value) for name, value in first["headers"])
     assert headers["host"] == "acme.teams.example.com"
-    assert router_guard.replay_state(headers["fly-replay-src"]) == routing_secret(7, 1)
+    assert router_guard.replay_state(headers["fly-replay-src"]) == routing_secret(7)
 
 
 @pytest.mark.anyio
@@ -274,7 +273,7 @@ async def test_the_embedded_router_sends_its_own_headers_only(teams_domain, upst
     assert request["path"] == "/data?x=1"
     assert [value for name, value in headers if name == "host"] == ["acme.teams.example.com"]
     sources = [value for name, value in headers if name == "fly-replay-src"]
-    assert len(sources) == 1 and router_guard.replay_state(sources[0]) == routing_secret(7, 1)
+    assert len(sources) == 1 and router_guard.replay_state(sources[0]) == routing_secret(7)
     assert "x-forwarded-host" not in dict(headers) and "cookie" not in dict(headers)
     assert dict(headers)["accept"] == "text/html"
 
@@ -340,7 +339,7 @@ def test_supervision_leaves_an_instance_that_scaled_to_zero_for_the_router_to_wa
 
 # --- the instance's guard ---------------------------------------------------------------------------------
 
-SECRET = routing_secret(7, 1)
+SECRET = routing_secret(7)
 
 
 async def inner(scope, receive, send):
@@ -359,8 +358,7 @@ def guarded_client():
     ([("host", "ACME.teams.example.com.:443"), ("fly-replay-src", f"state={SECRET}")], True),
     ([("host", "acme.teams.example.com")], False),                                            # no header
     ([("host", "acme.teams.example.com"), ("fly-replay-src", "state=forged")], False),
-    ([("host", "acme.teams.example.com"), ("fly-replay-src", f"state={routing_secret(8, 1)}")], False),  # another team
-    ([("host", "acme.teams.example.com"), ("fly-replay-src", f"state={routing_secret(7, 2)}")], False),  # rotated
+    ([("host", "acme.teams.example.com"), ("fly-replay-src", f"state={routing_secret(8)}")], False),  # another team
     ([("host", "acme.teams.example.com"), ("fly-replay-src", f"state={SECRET};state=x")], False),
     ([("host", "acme.teams.example.com"), ("fly-replay-src", f"state={SECRET}"),
       ("fly-replay-src", "state=x")], False),
@@ -421,3 +419,18 @@ async def test_a_team_the_executor_cannot_reach_gets_a_page_not_an_error(teams_d
     async with router_client({"acme": entry(**fields)}, mode=mode) as client:
         page = await get(client, "acme.teams.example.com")
     assert page.status_code == 502 and "did not answer" in page.text
+
+
+def test_a_token_rotation_leaves_the_routing_secret_alone(make_team):
+    """A rotation restarts the instance through the worker: until then the running instance has the secret it
+    started with, and the router must keep sending that one (else its requests get 403 for the rotation's gap)."""
+    from credentials.tokens import rotate_team_token
+
+    team = make_team("acme")
+    Instance.objects.create(team=team, backend=LOCAL, state=Instance.State.RUNNING,
+                            resources={"port": 9, "url": "http://127.0.0.1:9/"})
+    before = read_entry("acme")
+    rotate_team_token(team)
+    after = read_entry("acme")
+    route = decide("acme.teams.example.com", DOMAIN, lambda slug: after)
+    assert route.secret == decide("acme.teams.example.com", DOMAIN, lambda slug: before).secret

@@ -69,8 +69,8 @@ def test_the_spec_holds_the_instances_environment_and_its_token_as_a_secret(inst
         "CLOUDCTL_HOSTNAME": f"{instance.team.slug}.{settings.TEAMS_DOMAIN}",
         "CLOUDCTL_HEALTH_CHECK_PATH": "/-/versions.json"}
     assert spec.secrets == {"CLOUDCTL_TOKEN": team_token(instance.team),
-                            "CLOUDCTL_ROUTING_SECRET": routing_secret(instance.team_id, instance.team.token_generation)}
-    assert routing_secret(instance.team_id, instance.team.token_generation) not in repr(spec)
+                            "CLOUDCTL_ROUTING_SECRET": routing_secret(instance.team_id)}
+    assert routing_secret(instance.team_id) not in repr(spec)
     assert (spec.image, spec.region, spec.guest) == (instance.image, "ams", settings.FLY_GUEST)
     assert team_token(instance.team) not in repr(spec)
 
