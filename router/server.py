@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     host, _, port = arguments.bind.rpartition(":")
     uvicorn.run(Router(mode=arguments.mode), host=host.strip("[]") or "127.0.0.1", port=int(port),
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, server_header=False,
-                date_header=False, log_level="warning", timeout_keep_alive=30)
+                date_header=False, log_level="warning", timeout_keep_alive=30,
+                # No X-Forwarded-* is believed from anyone: the router is the edge (embedded) or behind Fly's proxy,
+                # and decides on the Host alone.
+                proxy_headers=False)
 
 
 if __name__ == "__main__":
