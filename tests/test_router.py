@@ -4,6 +4,7 @@ tests/test_router_stack.py."""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import httpx
@@ -434,3 +435,33 @@ def test_a_token_rotation_leaves_the_routing_secret_alone(make_team):
     after = read_entry("acme")
     route = decide("acme.teams.example.com", DOMAIN, lambda slug: after)
     assert route.secret == decide("acme.teams.example.com", DOMAIN, lambda slug: before).secret
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_routing_secret_is_never_stored_or_logged(make_team, upstream, caplog, settings):
+    import asyncio
+
+    from teams.specs import build_spec
+
+    from .test_secrets_never_stored import database_text
+
+    caplog.set_level(logging.DEBUG)
+    settings.TEAMS_DOMAIN = DOMAIN
+    team, broken = make_team("acme"), make_team("broken")
+    instance = Instance.objects.create(team=team, backend=LOCAL, state=Instance.State.RUNNING, url=upstream.url,
+                                       resources={"port": upstream.port, "url": upstream.url})
+    Instance.objects.create(team=broken, backend=LOCAL, state=Instance.State.FAILED)
+    secret = build_spec(instance).secrets["CLOUDCTL_ROUTING_SECRET"]
+
+    async def visit():
+        app = Router(mode="embedded", wake=lambda team_id: None)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as client:
+            served = await get(client, "acme.teams.example.com", "/data")
+            failed = await get(client, "broken.teams.example.com")
+        return served, failed
+
+    served, failed = asyncio.run(visit())
+    assert (served.status_code, failed.status_code) == (200, 503)
+    assert secret == routing_secret(team.pk)
+    assert secret not in database_text() and secret not in caplog.text
+    assert secret not in served.text + failed.text + str(served.headers) + str(failed.headers)
