@@ -8,7 +8,7 @@
   same `fly-replay-src` Fly would set.
   When a replay fails (`fly-replay-failed`: the Machine did not start in time), the "waking up" page.
 - `embedded`: `manage.py dev`'s router on `http://<slug>.localhost:<port>/`, playing Fly's proxy and the router
-  in one. It forwards to the local instance, streaming both bodies; a refused connection (the instance is stopped,
+  in one. It forwards to the local instance (aiohttp's client), streaming both bodies; a refused connection (the instance is stopped,
   scaled to zero, or restarting) wakes it through the task worker when it is asleep and holds the request,
   retrying, until it answers or `CLOUDCTL_ROUTER_WAKE_TIMEOUT` passes (then the "waking up" page). A refused
   connection never reached the instance, so retrying is safe for a POST too.
@@ -25,8 +25,10 @@ import logging
 import time
 from collections.abc import Callable
 
-import httpx
+import aiohttp
 from django.conf import settings
+from multidict import CIMultiDict
+from yarl import URL
 
 from . import pages
 from .decision import Route, control_plane_cookie_present, decide, team_slug
@@ -44,8 +46,10 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Between attempts at a refused connection: short, so a held request goes through within 50 ms of the instance
 # listening (an attempt at a closed loopback port costs next to nothing).
 RETRY_DELAYS = (0.01, 0.02, 0.03, 0.05)
-# Seconds: to connect (then the attempt counts as refused), and between two reads or writes of a body.
-UPSTREAM_TIMEOUT = httpx.Timeout(connect=5, read=300, write=300, pool=30).as_dict()
+# Seconds: to connect (then the attempt counts as refused), and between two reads of the answer.
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_read=300)
+# aiohttp adds these when a request lacks them: the router sends what the client sent, nothing more.
+NOT_ADDED = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 # The platform's check of the router itself: answered only for a name that is no team's (a Machine's address).
 HEALTH_CHECK_PATH = "/healthz"
 
@@ -85,16 +89,18 @@ class Router:
         if wake is None:
             from .services import wake_instance as wake
         self.wake = wake
-        self._transport: httpx.AsyncHTTPTransport | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     @property
-    def transport(self) -> httpx.AsyncHTTPTransport:
-        """httpx's connection pool without its client: no cookie jar (a tenant's cookies are never kept), no
-        redirects, no environment proxies, a third less CPU per request."""
-        if self._transport is None:
-            self._transport = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100), trust_env=False)
-        return self._transport
+    def session(self) -> aiohttp.ClientSession:
+        """aiohttp's client (its HTTP parser is C): no cookie jar (a tenant's cookies are never kept), no
+        redirects, no decompression, no environment proxies. Made on the event loop, at the first request."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=15),
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False,
+                timeout=UPSTREAM_TIMEOUT, skip_auto_headers=NOT_ADDED)
+        return self._session
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -152,15 +158,16 @@ class Router:
             return settings.ROUTER_FLY_UPSTREAM.format(machine=route.machine, app=route.app)
         return route.upstream
 
-    def _request_headers(self, headers, route: Route) -> list[tuple[bytes, bytes]]:
+    def _request_headers(self, headers, route: Route) -> CIMultiDict:
+        """The client's headers but hop-by-hop ones and those the router sets; a chunked body is sent chunked
+        again (aiohttp does so for a body of unknown length)."""
         cookies = b"; ".join(value for name, value in headers if name.lower() == b"cookie").decode("latin-1")
         drop_cookies = control_plane_cookie_present(cookies, control_plane_cookies())
-        forwarded = [(name, value) for name, value in headers
-                     if name.lower() not in HOP_BY_HOP | SET_BY_ROUTER
-                     and not (drop_cookies and name.lower() == b"cookie")]
-        forwarded += [(b"host", route.hostname.encode()), (b"fly-replay-src", replay_source(route.secret))]
-        if any(name.lower() == b"transfer-encoding" for name, _ in headers):
-            forwarded.append((b"transfer-encoding", b"chunked"))
+        forwarded = CIMultiDict(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
+            if name.lower() not in HOP_BY_HOP | SET_BY_ROUTER and not (drop_cookies and name.lower() == b"cookie"))
+        forwarded.add("Host", route.hostname)
+        forwarded.add("fly-replay-src", replay_source(route.secret).decode())
         return forwarded
 
     async def _proxy(self, scope, receive, send, route: Route) -> None:
@@ -189,26 +196,27 @@ class Router:
         attempt = 0
         woken = False
         while True:
-            url = self._upstream(route).rstrip("/") + target.decode("latin-1")
-            request = httpx.Request(method, url, headers=self._request_headers(scope["headers"], route),
-                                    content=content, extensions={"timeout": UPSTREAM_TIMEOUT})
+            # The target as the client sent it, percent-encoding included (`encoded`: never re-quoted).
+            url = URL(self._upstream(route).rstrip("/") + target.decode("latin-1"), encoded=True)
             try:
-                response = await self.transport.handle_async_request(request)
+                response = await self.session.request(
+                    method, url, headers=self._request_headers(scope["headers"], route), data=content,
+                    allow_redirects=False, skip_auto_headers=NOT_ADDED)
                 break
-            except (httpx.ConnectError, httpx.ConnectTimeout):
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 pass  # refused: nothing reached the instance, so any method may be sent again
-            except (httpx.RemoteProtocolError, httpx.ReadError) as error:
+            except aiohttp.ServerDisconnectedError as error:
                 # A kept-alive connection the instance closed as it stopped: retried only when nothing of the
                 # request's body went out and repeating it is safe.
                 if sent["started"] or method not in IDEMPOTENT:
                     logger.warning("router: team %s dropped a %s (%s)", route.slug, method, error)
                     return await self._page(send, pages.unavailable(route.slug))
-            except httpx.HTTPError as error:  # a timeout reading the answer: the request may have been served
-                logger.warning("router: team %s did not answer a %s (%s)", route.slug, method, error)
-                return await self._page(send, pages.unavailable(route.slug))
             except ClientDisconnected:
                 return
-            if sent["started"]:  # httpx began the body and the connection failed: the body is gone
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:  # the request may have been served
+                logger.warning("router: team %s did not answer a %s (%s)", route.slug, method, error)
+                return await self._page(send, pages.unavailable(route.slug))
+            if sent["started"]:  # the body began to go out and the connection failed: the body is gone
                 return await self._page(send, pages.unavailable(route.slug))
             if not woken and self.mode == "embedded":
                 woken = True
@@ -222,16 +230,16 @@ class Router:
                 return await self._page(send, pages.for_decision(fresh))
             route = fresh  # it may have come back on another port
         try:
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": [(name, value) for name, value in response.headers.raw
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": [(name, value) for name, value in response.raw_headers
                                     if name.lower() not in RESPONSE_HOP_BY_HOP]})
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-        except (httpx.HTTPError, OSError) as error:
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
             logger.warning("router: team %s's answer broke off (%s)", route.slug, error)
         finally:
-            await response.aclose()
+            response.release()
 
     async def _page(self, send, page: pages.Page) -> None:
         await send({"type": "http.response.start", "status": page.status,
@@ -244,7 +252,7 @@ class Router:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._transport is not None:
-                    await self._transport.aclose()
+                if self._session is not None:
+                    await self._session.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
