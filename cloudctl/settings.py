@@ -275,6 +275,8 @@ ROUTER_TABLE_MAX_AGE = env.float("CLOUDCTL_ROUTER_TABLE_MAX_AGE", default=0.5)
 # Requests whose body is larger than this (or of unknown length: chunked) are never replayed on Fly (Fly
 # replays at most 1 MB): the router reverse-proxies them into the team's private network instead.
 ROUTER_REPLAY_MAX_BODY = env.int("CLOUDCTL_ROUTER_REPLAY_MAX_BODY", default=1_000_000)
+# Where the Fly router sends what it does not replay: the Machine's address on the team's private network.
+ROUTER_FLY_UPSTREAM = env.str("CLOUDCTL_ROUTER_FLY_UPSTREAM", default="http://{machine}.vm.{app}.internal:8080/")
 
 # --- Logging -----------------------------------------------------------------------------------------
 LOGGING = {
