@@ -5,6 +5,8 @@ from django.utils import timezone
 
 from cloudctl.logs import RedactedTextField
 
+from .routing import team_url
+
 # A DNS label: the slug becomes the team's subdomain.
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 slug_validator = RegexValidator(
@@ -64,8 +66,7 @@ class Team(models.Model):
 
     @property
     def subdomain_url(self) -> str:
-        from .routing import team_url
-
+        """The team's public URL: the router's (see teams/routing.py)."""
         return team_url(self.slug)
 
 
