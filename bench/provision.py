@@ -14,8 +14,6 @@ Last line: `ratio: <median create->200 / median bare start>` (target: at most 2.
 
 import argparse
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,48 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-INSTANCE_BIN = REPO / ".venv-instance" / "bin"
-DEADLINE = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def poll(condition, what: str):
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def bare_start(work: Path) -> float:
-    """The same Datasette, no control plane, no Litestream: launch -> first HTTP 200."""
-    port = free_port()
-    database = work / f"bare-{port}.db"
-    started = time.perf_counter()
-    process = subprocess.Popen([str(INSTANCE_BIN / "datasette"), "serve", str(database), "--create",
-                                "-h", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        poll(lambda: answers(f"http://127.0.0.1:{port}/"), "the bare Datasette")
-        return time.perf_counter() - started
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait()
+from bench.support.datasette import INSTANCE_BIN, answers, bare_start, free_port, poll  # noqa: E402
 
 
 def main() -> None:
@@ -113,6 +70,7 @@ def main() -> None:
 
         from instances.models import Instance
         from instances.services import create_team_and_provision
+        from teams.routing import routing_secret, team_hostname
 
         s3_admin = boto3.client("s3")
         bare, to_http, to_backup = [], [], []
@@ -121,10 +79,14 @@ def main() -> None:
             started = time.perf_counter()
             team = create_team_and_provision(f"bench-{run}")
 
+            # The instance serves only its router's requests: asked as the router asks.
+            as_router = {"Host": team_hostname(team.slug),
+                         "fly-replay-src": f"state={routing_secret(team.pk)}"}
+
             def serving():
                 # The URL is known once the instance process is started; a user could open it from then on.
                 url = Instance.objects.filter(team=team).values_list("url", flat=True).first()
-                return bool(url) and answers(url)
+                return bool(url) and answers(url, as_router)
 
             poll(serving, f"team {team.slug}'s Datasette")
             to_http.append(time.perf_counter() - started)

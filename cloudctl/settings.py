@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "deploys",
     "credentials",
     "console",
+    "router",
 ]
 
 MIDDLEWARE = [
@@ -260,8 +261,30 @@ FLY_VISIBILITY_GRACE = env.float("CLOUDCTL_FLY_VISIBILITY_GRACE", default=15.0)
 FLY_LEASE_TTL = env.int("CLOUDCTL_FLY_LEASE_TTL", default=13)  # flyctl's, refreshed every third of it
 # How long an updated machine may take to pass its service checks before the update counts as failed.
 FLY_HEALTH_TIMEOUT = env.int("CLOUDCTL_FLY_HEALTH_TIMEOUT", default=120)
-# Each team is served at https://<slug>.<TEAMS_DOMAIN>/ (a router app with a wildcard certificate).
+# Each team is served at <scheme>://<slug>.<TEAMS_DOMAIN>[:<port>]/ by the router (router/): on Fly its process
+# group answers `*.<TEAMS_DOMAIN>` (a wildcard certificate) with fly-replay; `manage.py dev` sets `localhost`,
+# `http` and the embedded router's port (browsers and curl resolve *.localhost to loopback).
 TEAMS_DOMAIN = env.str("CLOUDCTL_TEAMS_DOMAIN", default="teams.example.com")
+TEAMS_URL_SCHEME = env.str("CLOUDCTL_TEAMS_URL_SCHEME", default="https")
+# 0: the scheme's default port (no port in the URL).
+TEAMS_URL_PORT = env.int("CLOUDCTL_TEAMS_URL_PORT", default=0)
+
+# --- Router (router/) -----------------------------------------------------------------------------------
+# The key every team's routing secret is derived from (HMAC over the team id and its token generation): the
+# router sends the secret (fly-replay `state`), the instance serves only requests that carry its own.
+ROUTER_KEY = env.str("CLOUDCTL_ROUTER_KEY", default="") or _generated_secret("router-key")
+# The embedded router's port (`manage.py dev`): http://<slug>.localhost:<port>/.
+ROUTER_PORT = env.int("CLOUDCTL_ROUTER_PORT", default=8080)
+# How long the embedded router holds a request while the team's instance wakes or restarts before it answers a
+# "waking up" page with Retry-After; on Fly, the replay's `timeout`.
+ROUTER_WAKE_TIMEOUT = env.float("CLOUDCTL_ROUTER_WAKE_TIMEOUT", default=60.0)
+# How long a routing decision may be served from the router's memory: changes are visible within this bound.
+ROUTER_TABLE_MAX_AGE = env.float("CLOUDCTL_ROUTER_TABLE_MAX_AGE", default=0.5)
+# Requests whose body is larger than this (or of unknown length: chunked) are never replayed on Fly (Fly
+# replays at most 1 MB): the router reverse-proxies them into the team's private network instead.
+ROUTER_REPLAY_MAX_BODY = env.int("CLOUDCTL_ROUTER_REPLAY_MAX_BODY", default=1_000_000)
+# Where the Fly router sends what it does not replay: the Machine's address on the team's private network.
+ROUTER_FLY_UPSTREAM = env.str("CLOUDCTL_ROUTER_FLY_UPSTREAM", default="http://{machine}.vm.{app}.internal:8080/")
 
 # --- Logging -----------------------------------------------------------------------------------------
 LOGGING = {

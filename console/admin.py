@@ -41,7 +41,10 @@ class TeamAdmin(admin.ModelAdmin):
     @admin.display(description="Datasette")
     def instance_link(self, team):
         instance = getattr(team, "instance", None)
-        return format_html('<a href="{0}">{0}</a>', instance.url) if instance and instance.url else "-"
+        # The link is the router's: the instance's own address serves only its router's requests.
+        if not (instance and instance.url):
+            return "-"
+        return format_html('<a href="{0}">{0}</a> (instance at {1})', team.subdomain_url, instance.url)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

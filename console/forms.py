@@ -3,6 +3,7 @@ from django.conf import settings
 
 from instances.models import Instance
 from teams.models import SLUG_PATTERN, Team
+from teams.routing import team_url
 
 
 class TeamFilterForm(forms.Form):
@@ -26,7 +27,7 @@ class TeamCreateForm(forms.Form):
     """Field shapes only: create_team validates the rest (reserved and taken slugs, region)."""
 
     slug = forms.RegexField(regex=SLUG_PATTERN, max_length=63, label="Slug (subdomain)",
-                            help_text=f"Its Datasette is served at https://<slug>.{settings.TEAMS_DOMAIN}/",
+                            help_text=f"Its Datasette is served at {team_url('<slug>')}",
                             error_messages={"invalid": "Use 1-63 lowercase letters, digits and hyphens, starting "
                                                        "and ending with a letter or digit."})
     name = forms.CharField(max_length=200, required=False, help_text="Display name (default: the slug)")

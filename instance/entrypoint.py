@@ -46,6 +46,8 @@ sys.path.insert(0, str(HERE))
 import credential_helper  # noqa: E402
 
 PROFILE = "cloudctl"
+# The Datasette plugin that serves only the team's router's requests.
+ROUTER_GUARD_DIR = HERE / "plugins"
 DEFAULT_DATABASE = "data.db"
 RUNTIME_DIR_NAME = ".cloudctl"
 DURATION = re.compile(r"^(\d+)([smh])$")
@@ -99,6 +101,8 @@ class Config:
     max_age: int | None
     idle_timeout: int | None
     startup_timeout: float
+    # Serve only requests the team's router sent (plugins/router_guard.py): its secret and name are set.
+    routed: bool = False
 
     @classmethod
     def from_env(cls, environ) -> "Config":
@@ -138,6 +142,7 @@ class Config:
             max_age=parse_duration("CLOUDCTL_MAX_AGE", environ.get("CLOUDCTL_MAX_AGE", "11h")),
             idle_timeout=parse_duration("CLOUDCTL_IDLE_TIMEOUT", environ.get("CLOUDCTL_IDLE_TIMEOUT", "")),
             startup_timeout=startup_timeout,
+            routed=all(environ.get(name, "").strip() for name in ("CLOUDCTL_ROUTING_SECRET", "CLOUDCTL_HOSTNAME")),
         )
 
 
@@ -639,6 +644,11 @@ def run(environ) -> None:
              str(control_socket), str(len(names)), str(max(30.0, config.startup_timeout)), "--",
              sys.executable, "-m", "datasette", "serve", *(str(data_dir / name) for name in names),
              "--host", config.bind, "--port", str(config.port), "--config", str(datasette_path)]
+    if config.routed:
+        serve += ["--plugins-dir", str(ROUTER_GUARD_DIR)]
+    else:
+        log("WARNING: CLOUDCTL_ROUTING_SECRET or CLOUDCTL_HOSTNAME is not set: serving every request, not only "
+            "the router's")
     env_binary = shutil.which("env")
     if env_binary:
         # Datasette needs neither the team token nor the AWS profile: keep them out of its environment.

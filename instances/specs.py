@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from teams.routing import (
+    HEALTH_CHECK_PATH, HEALTH_CHECK_PATH_VARIABLE, HOSTNAME_VARIABLE, ROUTING_SECRET_VARIABLE, routing_secret,
+    team_hostname,
+)
 from teams.tokens import team_token
 
 if TYPE_CHECKING:
@@ -27,7 +31,8 @@ TOKEN_VARIABLE = "CLOUDCTL_TOKEN"
 class InstanceSpec:
     """`env` holds nothing secret (a Fly Machine's config shows it in clear); `secrets` must reach the instance
     only as secrets (Fly app secrets, the local process's own environment), never a log line or a Machine's
-    config, so it is left out of the repr. `region` and `guest` are the Fly placement and size."""
+    config, so it is left out of the repr. `region` and `guest` are the Fly placement and size;
+    `health_check_path` is what the platform probes (the one path the instance's router guard leaves open)."""
 
     team_id: int
     image: str
@@ -35,6 +40,7 @@ class InstanceSpec:
     guest: Mapping[str, Any]
     env: Mapping[str, str]
     secrets: Mapping[str, str] = field(repr=False)
+    health_check_path: str = HEALTH_CHECK_PATH
 
 
 def build_spec(instance: Instance) -> InstanceSpec:
@@ -46,6 +52,9 @@ def build_spec(instance: Instance) -> InstanceSpec:
         "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION,
         "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
         "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT,
+        # The instance serves only requests its router sent, for this name (instance/router_guard.py).
+        HOSTNAME_VARIABLE: team_hostname(instance.team.slug),
+        HEALTH_CHECK_PATH_VARIABLE: HEALTH_CHECK_PATH,
     }
     if settings.INSTANCE_S3_ENDPOINT:
         env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT
@@ -56,5 +65,6 @@ def build_spec(instance: Instance) -> InstanceSpec:
         region=instance.team.region or settings.FLY_REGION,
         guest=dict(settings.FLY_GUEST),
         env=env,
-        secrets={TOKEN_VARIABLE: team_token(instance.team)},
+        secrets={TOKEN_VARIABLE: team_token(instance.team),
+                 ROUTING_SECRET_VARIABLE: routing_secret(instance.team_id)},
     )

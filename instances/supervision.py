@@ -27,9 +27,12 @@ def supervise(backend_path: str, *, actor: str) -> list[str]:
     # A live deployment stops and starts the teams it is changing: restarting one under it would race its own
     # start (on the image the database still names) and count its failed starts toward a crash loop.
     being_deployed = rollouts.team_ids_being_deployed()
+    # An instance that scaled to zero (it said so, and has not booted since) stays down until a request wakes
+    # it (the embedded router, as Fly's proxy does): restarting it would undo the scale to zero.
     watched = Instance.objects.filter(
         backend=backend_path, desired_state=Instance.State.RUNNING, state=Instance.State.RUNNING,
-    ).exclude(team_id__in=being_deployed).select_related("team")
+    ).exclude(team_id__in=being_deployed).exclude(
+        scaled_to_zero_at__isnull=False, backups_expected_since__isnull=True).select_related("team")
     backend = get_backend(backend_path)
     for instance in watched:
         observed = backend.observe(instance)

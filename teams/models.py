@@ -1,9 +1,10 @@
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
 from cloudctl.logs import RedactedTextField
+
+from .routing import team_url
 
 # A DNS label: the slug becomes the team's subdomain.
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
@@ -64,7 +65,8 @@ class Team(models.Model):
 
     @property
     def subdomain_url(self) -> str:
-        return f"https://{self.slug}.{settings.TEAMS_DOMAIN}/"
+        """The team's public URL: the router's (see teams/routing.py)."""
+        return team_url(self.slug)
 
 
 class TeamEvent(models.Model):

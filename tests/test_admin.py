@@ -56,6 +56,7 @@ def test_team_list_shows_instance_state_and_url(admin_client, make_team):
     Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, url="http://127.0.0.1:9999/")
     page = admin_client.get("/admin/teams/team/").content.decode()
     assert "Running" in page and "http://127.0.0.1:9999/" in page
+    assert f'href="{team.subdomain_url}"' in page  # the link is the router's
 
 
 def test_the_admin_refuses_a_reserved_slug(admin_client):

@@ -1,8 +1,7 @@
 """The dashboard in a real browser (Playwright driving Debian's Chromium) against the whole local stack: the
-live server, a real `db_worker` process and the local backend's real instances (Datasette + Litestream)."""
+live server, a real `db_worker` process, the embedded router and the local backend's real instances (Datasette +
+Litestream)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -11,15 +10,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from cloudctl.processes import stop_process_group
 from credentials.models import CredentialEvent
 from instances.models import Instance
 from teams.models import Team
 from teams.permissions import ensure_groups
 
+from .routing import as_router
 from .staff import totp_code, with_totp
 from .test_instance import admin_client, needs_instance_venv
-from .test_local_backend import REPO, control_plane_env, local  # noqa: F401 (the fixture)
+from .test_local_backend import local  # noqa: F401 (the fixture)
+from .test_router_stack import routed  # noqa: F401 (the fixture: the router and a worker)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -31,17 +31,6 @@ pytestmark = [
     needs_instance_venv, pytest.mark.slow, pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is missing: apt-get install -y chromium"),
 ]
-
-
-@pytest.fixture
-def worker(local, settings, tmp_path):  # noqa: F811
-    """`manage.py db_worker` as its own process, as in production."""
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
-        cwd=REPO, env=control_plane_env(settings, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    yield process
-    stop_process_group(process)
 
 
 @pytest.fixture
@@ -71,7 +60,7 @@ def wait_for_state(page, state: str) -> None:
     page.wait_for_selector(f'#instance-state[data-state="{state}"]', timeout=START_TIMEOUT_MS)
 
 
-def test_staff_create_watch_open_rotate_destroy(live_server, worker, browser, s3_env, settings):
+def test_staff_create_watch_open_rotate_destroy(live_server, routed, browser, s3_env, settings):  # noqa: F811
     base = live_server.url
     operator = with_totp(get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True))
     ensure_groups()  # a transactional test: an earlier one's flush may have emptied the groups' table
@@ -107,7 +96,7 @@ def test_staff_create_watch_open_rotate_destroy(live_server, worker, browser, s3
     assert page.inner_text("#token-generation") == "2"
     team.refresh_from_db()
     instance = Instance.objects.get(team=team)
-    assert httpx.get(instance.url, timeout=10).status_code == 200
+    assert httpx.get(instance.url, timeout=10, headers=as_router(team)).status_code == 200
     # The restarted instance got its credentials with the new token.
     assert CredentialEvent.objects.filter(team=team, kind="issued", created_at__gte=rotated_at).exists()
     # No exchange was refused (a heartbeat the old instance sent between the rotation and its stop may be).
@@ -133,3 +122,26 @@ def test_anonymous_and_non_staff_browsers_are_sent_to_the_login(live_server, bro
     assert "/admin/login/" in customer.url
     assert "correct username and password for a staff account" in customer.content()
     assert "Rotate token" not in customer.content()
+
+
+def test_a_team_opened_at_its_name_wakes_after_a_stop(routed, browser, settings):  # noqa: F811
+    """http://<slug>.localhost:<port>/ in Chromium (which resolves *.localhost to loopback): the team's Datasette;
+    stopped by an operator, a reload wakes it through the router and it answers."""
+    from instances.lifecycle import stop_instance
+    from instances.services import request_provisioning
+
+    team = Team.objects.create(slug="e2e-wake", name="E2E Wake", region=settings.REGIONS[0])
+    request_provisioning(team, actor="test")
+    page = browser.new_page()
+    page.set_default_timeout(START_TIMEOUT_MS)
+    url = f"http://e2e-wake.localhost:{routed.port}/"
+    assert team.subdomain_url == url  # what the dashboard and the admin link
+    # While it is set up, the router's page refreshes by itself until the team's Datasette answers.
+    page.goto(url)
+    page.wait_for_selector("text=data")
+    assert "Datasette" in page.content()
+    stop_instance(team, actor="test")
+    page.reload()  # held by the router while the worker starts the instance
+    page.wait_for_selector("text=data")
+    assert "Datasette" in page.content()
+    assert Instance.objects.get(team=team).state == Instance.State.RUNNING

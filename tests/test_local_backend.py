@@ -28,6 +28,7 @@ from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
 from teams.tokens import rotate_team_token, team_token
 
+from .routing import as_router
 from .test_instance import (
     LITESTREAM, REGION, admin_client, count_rows, needs_instance_venv, restored_copy, wait_for, wipe_prefix,
 )
@@ -120,7 +121,8 @@ def team_processes(team_id: int) -> dict[int, int]:
 
 
 def query(instance, sql: str):
-    response = httpx.get(f"{instance.url}data/-/query.json", params={"sql": sql, "_shape": "array"}, timeout=10)
+    response = httpx.get(f"{instance.url}data/-/query.json", params={"sql": sql, "_shape": "array"}, timeout=10,
+                         headers=as_router(instance.team))
     response.raise_for_status()
     return response.json()
 
@@ -135,7 +137,7 @@ def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(loc
     a, b = instance_for(team_a), instance_for(team_b)
     assert (a.state, b.state) == (Instance.State.RUNNING, Instance.State.RUNNING)
     for instance in (a, b):
-        assert httpx.get(instance.url, timeout=5).status_code == 200
+        assert httpx.get(instance.url, timeout=5, headers=as_router(instance.team)).status_code == 200
 
     database = Path(a.resources["volume"]) / "data.db"
     with sqlite3.connect(database, timeout=30) as db:
@@ -194,6 +196,9 @@ def control_plane_env(settings, tmp_path) -> dict:
         "CLOUDCTL_INSTANCE_S3_ENDPOINT": settings.INSTANCE_S3_ENDPOINT,
         "CLOUDCTL_INSTANCE_S3_REGION": settings.INSTANCE_S3_REGION,
         "CLOUDCTL_INSTANCE_IDLE_TIMEOUT": "",
+        # Instances get their routing secret and name from the spec, made by whichever process provisions.
+        "CLOUDCTL_ROUTER_KEY": settings.ROUTER_KEY,
+        "CLOUDCTL_TEAMS_DOMAIN": settings.TEAMS_DOMAIN,
     })
     return env
 
@@ -225,7 +230,7 @@ def test_a_worker_killed_mid_provisioning_is_finished_by_the_next_run(local, set
 
     instance = provision(team, actor="test")  # takes over the dead run's lease; adopts the running process
     assert instance.state == Instance.State.RUNNING
-    assert httpx.get(instance.url, timeout=5).status_code == 200
+    assert httpx.get(instance.url, timeout=5, headers=as_router(team)).status_code == 200
     assert_one_instance_and_no_orphan(local, team, settings)
 
 
@@ -262,11 +267,13 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     answered: list[float] = []  # when each request sent throughout the deploy got its 200
     done = threading.Event()
 
+    headers = as_router(running_team)
+
     def probe():
         with httpx.Client(timeout=2) as client:
             while not done.is_set():
                 try:
-                    if client.get(url).status_code == 200:
+                    if client.get(url, headers=headers).status_code == 200:
                         answered.append(time.monotonic())
                 except httpx.HTTPError:
                     pass
@@ -329,7 +336,7 @@ def releases(local, settings, tmp_path):
 
 def answers(instance) -> bool:
     try:
-        return httpx.get(instance.url, timeout=10).status_code == 200
+        return httpx.get(instance.url, timeout=10, headers=as_router(instance.team)).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -528,7 +535,7 @@ def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged
     # The revoked team's Litestream kept pinging: each ping was refused and recorded.
     assert CredentialEvent.objects.filter(team=revoked, kind="refused", signal="backup", reason="revoked").exists()
     # Datasette still serves the killed team: only its backups stopped.
-    assert httpx.get(instance_for(killed).url, timeout=10).status_code == 200
+    assert httpx.get(instance_for(killed).url, timeout=10, headers=as_router(killed)).status_code == 200
 
 
 def test_an_idle_instance_reports_its_scale_to_zero(local, settings):

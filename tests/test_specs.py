@@ -10,6 +10,7 @@ from instances.backends.fly import machine_config
 from instances.backends.local import LocalBackend
 from instances.models import Instance
 from instances.specs import build_spec
+from teams.routing import routing_secret
 from teams.tokens import team_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,8 +76,12 @@ def test_the_spec_holds_the_instances_environment_and_its_token_as_a_secret(inst
         "CLOUDCTL_URL": settings.PRIVATE_API_URL, "CLOUDCTL_TEAM_ID": str(instance.team_id),
         "CLOUDCTL_INSTANCE_VERSION": "registry.fly.io/cloudctl-team:v7",
         "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION, "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
-        "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT, "CLOUDCTL_S3_ENDPOINT": "https://s3.internal"}
-    assert spec.secrets == {"CLOUDCTL_TOKEN": team_token(instance.team)}
+        "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT, "CLOUDCTL_S3_ENDPOINT": "https://s3.internal",
+        "CLOUDCTL_HOSTNAME": f"{instance.team.slug}.{settings.TEAMS_DOMAIN}",
+        "CLOUDCTL_HEALTH_CHECK_PATH": "/-/versions.json"}
+    assert spec.secrets == {"CLOUDCTL_TOKEN": team_token(instance.team),
+                            "CLOUDCTL_ROUTING_SECRET": routing_secret(instance.team_id)}
+    assert routing_secret(instance.team_id) not in repr(spec)
     assert (spec.image, spec.region, spec.guest) == (instance.image, "ams", settings.FLY_GUEST)
     assert team_token(instance.team) not in repr(spec)
 

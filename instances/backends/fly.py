@@ -94,7 +94,7 @@ def machine_config(spec: InstanceSpec, volume_id: str, launch_id: str) -> dict:
             "autostart": True,
             "autostop": "stop",
             "min_machines_running": 0,
-            "checks": [{"type": "http", "port": INTERNAL_PORT, "method": "GET", "path": "/-/versions.json",
+            "checks": [{"type": "http", "port": INTERNAL_PORT, "method": "GET", "path": spec.health_check_path,
                         "interval": "15s", "timeout": "5s", "grace_period": HEALTH_GRACE_PERIOD}],
         }],
     }

@@ -110,7 +110,9 @@ class LocalBackend(MachineBackend):
             return {"pid": process.pid, "port": port, "url": f"http://127.0.0.1:{port}/"}
 
     def wait_healthy(self, instance) -> dict:
+        """Its health check path answers 200: the one path an instance serves without its router's secret."""
         url = instance.resources["url"]
+        probe = url.rstrip("/") + self.spec_for(instance).health_check_path
         deadline = time.monotonic() + settings.INSTANCE_HEALTH_TIMEOUT
         seen_gone = 0
         while time.monotonic() < deadline:
@@ -120,7 +122,7 @@ class LocalBackend(MachineBackend):
             if seen_gone >= 2 or (self.team_dir(instance) / "exit-code").exists():
                 raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
+                if httpx.get(probe, timeout=2).status_code == 200:
                     return {}
             except httpx.HTTPError:
                 pass

@@ -4,8 +4,9 @@ Starts the local S3/STS server, records how to reach it in the state dir's `embe
 `manage.py` command on this machine uses it too), migrates SQLite, queues the periodic tasks
 (`manage.py schedule_periodic`: the backup check, the audit's pruning), creates an admin user, serves the
 control plane (every page and the private API, `cloudctl.urls`, on 127.0.0.1) with the private API's server,
-runs the task worker, supervises the teams' local instances (printing each
-team's URL as it comes up) and stops everything cleanly on Ctrl-C.
+runs the task worker and the embedded router (every team at http://<slug>.localhost:<router port>/, waking
+instances that scaled to zero), supervises the teams' local instances (printing each team's URL as it comes up)
+and stops everything cleanly on Ctrl-C.
 """
 
 import fcntl
@@ -30,6 +31,8 @@ from instances.models import Instance
 from instances.supervision import stop_all, supervise
 
 SUPERVISE_EVERY_SECONDS = 3
+# Local instances scale to zero after this long without a request, and the router wakes them on the next one.
+DEV_IDLE_TIMEOUT = "10m"
 
 
 def _admin_password() -> str:
@@ -67,8 +70,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("CLOUDCTL_PORT", 8000)))
+        parser.add_argument("--router-port", type=int, default=settings.ROUTER_PORT,
+                            help="the embedded router's port: teams are at http://<slug>.localhost:<port>/")
 
-    def handle(self, port, **options):
+    def handle(self, port, router_port, **options):
         self._lock = hold_state_lock(settings.STATE_DIR)
         # Stop the same way on Ctrl-C, on an INT sent to a background job (which otherwise ignores it) and on a
         # TERM from a supervisor.
@@ -84,16 +89,20 @@ class Command(BaseCommand):
         config = server.start()
         children: list[subprocess.Popen] = []
         try:
-            embedded = {**config.client_environ(), "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}"}
+            embedded = {**config.client_environ(), "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
+                        **self._routing_environ(router_port)}
             _write_embedded_env(embedded)
             os.environ.update(embedded)
+            self._apply_routing_settings()
             call_command("migrate", verbosity=0)
             call_command("collectstatic", verbosity=0, interactive=False)
             call_command("schedule_periodic", stdout=self.stdout)  # the worker started below runs them
             password = self._ensure_admin()
             children.append(self._serve(port))
             children.append(self._worker())
+            children.append(self._router(router_port))
             self._wait_until_serving(port, children[0])
+            self._wait_until_serving(router_port, children[2])
             self._announce(port, password, config)
             self._run(children)
         finally:
@@ -127,6 +136,28 @@ class Command(BaseCommand):
         server = [sys.executable, "-m", "cloudctl.server", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
         return subprocess.Popen(server, env={**os.environ, "CLOUDCTL_URLCONF": "cloudctl.urls"}, cwd=settings.BASE_DIR)
 
+    @staticmethod
+    def _routing_environ(router_port: int) -> dict[str, str]:
+        """Teams at http://<slug>.localhost:<router port>/ (browsers and curl resolve *.localhost to loopback),
+        their instances scaling to zero when idle; what the environment already says wins."""
+        wanted = {"CLOUDCTL_TEAMS_DOMAIN": "localhost", "CLOUDCTL_TEAMS_URL_SCHEME": "http",
+                  "CLOUDCTL_TEAMS_URL_PORT": str(router_port), "CLOUDCTL_ROUTER_PORT": str(router_port),
+                  "CLOUDCTL_INSTANCE_IDLE_TIMEOUT": DEV_IDLE_TIMEOUT}
+        return {name: os.environ.get(name, value) for name, value in wanted.items()}
+
+    @staticmethod
+    def _apply_routing_settings() -> None:
+        """This process read its settings before the lines above were in its environment."""
+        settings.TEAMS_DOMAIN = os.environ["CLOUDCTL_TEAMS_DOMAIN"]
+        settings.TEAMS_URL_SCHEME = os.environ["CLOUDCTL_TEAMS_URL_SCHEME"]
+        settings.TEAMS_URL_PORT = int(os.environ["CLOUDCTL_TEAMS_URL_PORT"])
+        settings.INSTANCE_IDLE_TIMEOUT = os.environ["CLOUDCTL_INSTANCE_IDLE_TIMEOUT"]
+
+    def _router(self, router_port: int) -> subprocess.Popen:
+        """The embedded router: Fly's proxy and the router in one (router/proxy.py)."""
+        command = [sys.executable, "-m", "router.server", "--bind", f"127.0.0.1:{router_port}", "--mode", "embedded"]
+        return subprocess.Popen(command, env=os.environ.copy(), cwd=settings.BASE_DIR)
+
     def _wait_until_serving(self, port: int, server: subprocess.Popen, timeout: float = 60) -> None:
         """The server listens once its first worker has loaded Django: announce the URLs only then."""
         deadline = time.monotonic() + timeout
@@ -155,9 +186,11 @@ cloudctl is running on the embedded default (SQLite, local S3/STS, everything on
   Private API:  {base}/private/v1/credentials
   Metrics:      {base}/private/metrics   (Authorization: Bearer <{settings.STATE_DIR}/secrets/metrics-token>)
   Local S3:     {config.endpoint_url}  bucket: {config.bucket}
+  Teams:        {settings.TEAMS_URL_SCHEME}://<slug>.{settings.TEAMS_DOMAIN}:{settings.TEAMS_URL_PORT}/   (the router; \
+idle instances scale to zero after {settings.INSTANCE_IDLE_TIMEOUT or 'never'} and wake on the next request)
 
 In another terminal (the same local S3 is used automatically):
-  .venv/bin/python manage.py create_team acme     # its Datasette URL appears here within seconds
+  .venv/bin/python manage.py create_team acme     # its URL appears here within seconds
   .venv/bin/python manage.py check_isolation
 Ctrl-C stops everything.
 """))
@@ -176,7 +209,9 @@ Ctrl-C stops everything.
                     for instance in running:
                         if announced.get(instance.team_id) != instance.url:
                             announced[instance.team_id] = instance.url
-                            self.stdout.write(self.style.SUCCESS(f"team {instance.team.slug}: {instance.url}"))
+                            self.stdout.write(self.style.SUCCESS(
+                                f"team {instance.team.slug}: {instance.team.subdomain_url}   "
+                                f"(its instance: {instance.url})"))
                 time.sleep(0.5)
             failed = next(child for child in children if child.poll() is not None)
             self.stderr.write(f"{' '.join(failed.args[1:4])} exited with code {failed.returncode}; stopping")

@@ -43,16 +43,8 @@
     text("last-error", status.last_error);
     text("last-backup", status.last_backup_at ? when(status.last_backup_at) + " UTC" : "never");
     text("token-generation", status.token_generation);
-    const link = document.getElementById("instance-url");
-    if (status.url) {
-      const a = document.createElement("a");
-      a.href = status.url;
-      a.id = "datasette-link";
-      a.textContent = status.url;
-      link.replaceChildren(a);
-    } else {
-      link.textContent = "-";
-    }
+    // The instance's own address: it serves only its router's requests (the Datasette link is the router's).
+    text("instance-url", status.url || "-");
     list("action-list", status.actions, (li, action) => {
       li.className = "action-" + action.status;
       li.textContent = action.kind + ": " + action.status + (action.error ? " — " + action.error : "");

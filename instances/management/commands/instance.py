@@ -38,7 +38,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{team.slug}: no instance (`manage.py provision {team.slug}` creates it)")
             return
         self.stdout.write(f"{team.slug}: {instance.state} (wants {instance.desired_state}; backend sees "
-                          f"{self._observed(instance)}) {instance.url}")
+                          f"{self._observed(instance)}) {team.subdomain_url} (instance at {instance.url or '-'})")
         if instance.last_error:
             self.stdout.write(f"last error: {instance.last_error}")
 

@@ -1,0 +1,72 @@
+"""The routing table: what the router knows of each team, read from the database.
+
+The one module of the router that reads the teams' models (they are moving to their own app: change the import
+here). A lookup is served from memory for at most `CLOUDCTL_ROUTER_TABLE_MAX_AGE` seconds (0.5 s), so a change
+committed to the database (a team created, suspended, destroyed, moved to another port or Machine) is what the
+router decides on within that bound, well inside the 1 s promised; a miss costs one indexed query.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+
+from instances.models import Instance
+from teams.models import Team
+
+from .decision import TeamEntry
+
+ABSENT = object()
+
+
+def read_entry(slug: str) -> TeamEntry | None:
+    """One query: the team by its slug, with its instance."""
+    team = Team.objects.filter(slug=slug).select_related("instance").first()
+    if team is None:
+        return None
+    instance = getattr(team, "instance", None)  # the missing reverse one-to-one is an AttributeError
+    if instance is None:
+        return TeamEntry(team_id=team.pk, slug=team.slug, active=team.is_active)
+    resources = instance.resources or {}
+    scaled_to_zero = (instance.state == Instance.State.RUNNING and instance.scaled_to_zero_at is not None
+                      and instance.backups_expected_since is None)
+    return TeamEntry(
+        team_id=team.pk, slug=team.slug, active=team.is_active,
+        instance_state=instance.state,
+        # The local backend's own address for the instance; a Fly instance has an app and a Machine instead.
+        upstream=resources.get("url", "") if "port" in resources else "",
+        app=resources.get("app", ""), machine=resources.get("machine", ""),
+        asleep=instance.state == Instance.State.STOPPED or scaled_to_zero,
+    )
+
+
+class RoutingTable:
+    """Thread-safe; `clock` is injectable so tests move time instead of waiting."""
+
+    def __init__(self, *, max_age: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 read: Callable[[str], TeamEntry | None] = read_entry):
+        self.max_age = settings.ROUTER_TABLE_MAX_AGE if max_age is None else max_age
+        self._clock, self._read = clock, read
+        self._entries: dict[str, tuple[float, TeamEntry | None]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, slug: str):
+        """The entry if it is fresh enough, else `ABSENT` (the caller reads it, off the event loop)."""
+        with self._lock:
+            found = self._entries.get(slug)
+        if found is not None and self._clock() - found[0] < self.max_age:
+            return found[1]
+        return ABSENT
+
+    def lookup(self, slug: str) -> TeamEntry | None:
+        entry = self.cached(slug)
+        if entry is not ABSENT:
+            return entry
+        read_at = self._clock()
+        entry = self._read(slug)
+        with self._lock:
+            self._entries[slug] = (read_at, entry)
+        return entry
