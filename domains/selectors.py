@@ -57,5 +57,5 @@ def certificate_status(now: datetime | None = None) -> CertificateStatus:
 
 def _validation_problem(error: dict) -> str:
     code = f" ({error['code']})" if error.get("code") else ""
-    remediation = f" {error['remediation']}" if error.get("remediation") else ""
+    remediation = f"; {error['remediation']}" if error.get("remediation") else ""
     return f"Validation error{code}: {error['message']}{remediation}"

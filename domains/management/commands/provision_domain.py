@@ -50,22 +50,29 @@ class Command(BaseCommand):
         if timeout == 0 and not certificate.active:
             self.stdout.write("Not waiting (--timeout 0): run this command again to follow it.")
             raise SystemExit(TIMED_OUT)
-        seen: list[tuple] = []
+        progress = {"state": None, "dots": False}  # the state last printed; a check seeing it again prints a dot
+
+        def end_dots() -> None:
+            if progress["dots"]:
+                self.stdout.write("")
+                progress["dots"] = False
 
         def report(checked: Certificate) -> None:
             state = (checked.status, [error["code"] for error in checked.validation_errors])
-            if seen and seen[-1] == state:
+            if progress["state"] == state:
                 self.stdout.write(".", ending="")
                 self.stdout.flush()
+                progress["dots"] = True
                 return
-            seen.append(state)
-            self.stdout.write(f"\n{checked.checked_at:%H:%M:%S} {checked.status}")
+            end_dots()
+            progress["state"] = state
+            self.stdout.write(f"{checked.checked_at:%H:%M:%S} {checked.status}")
             for error in checked.validation_errors:
-                self.stdout.write(f"  validation error {error['code']}: {error['message']} "
-                                  f"{error.get('remediation') or ''}".rstrip())
+                remediation = f"; {error['remediation']}" if error.get("remediation") else ""
+                self.stdout.write(f"  validation error {error['code']}: {error['message']}{remediation}")
 
         final = wait_until_active(hostname, actor=actor, timeout=timeout, interval=interval, on_check=report)
-        self.stdout.write("")
+        end_dots()
         if final.active:
             expiry = f", expires {final.expires_at:%Y-%m-%d}" if final.expires_at else ""
             self.stdout.write(self.style.SUCCESS(f"{hostname} is active{expiry}."))
