@@ -217,3 +217,30 @@ def test_the_command_prints_no_secret(router_app, fake, monkeypatch, settings):
     for text in (*outputs, str(failure.value)):
         for secret in ("fly-token", settings.ROUTER_KEY, settings.SECRET_KEY, settings.METRICS_TOKEN):
             assert secret not in text
+
+
+def test_a_certificate_fly_no_longer_has_or_a_failed_check_shouts_and_keeps_what_was_known(
+        router_app, fake, monkeypatch, staff_client):
+    from flyapi import FlyAPIError
+
+    active_certificate(router_app, fake, monkeypatch)
+    known = Certificate.objects.get()
+
+    def fly_is_down(app, hostname):
+        raise FlyAPIError(503, None, "service unavailable", "req-1")
+
+    reachable_check = router_app.check_certificate
+    monkeypatch.setattr(router_app, "check_certificate", fly_is_down)
+    assert check_certificate_status.call() == 0
+    failed = Certificate.objects.get()
+    assert failed.active and failed.expires_at == known.expires_at and "service unavailable" in failed.check_failure
+    page = staff_client.get("/dashboard/").content.decode()
+    assert 'id="certificate-alerts"' in page and "The last check could not read Fly" in page
+
+    monkeypatch.setattr(router_app, "check_certificate", reachable_check)
+    router_app.delete_certificate("cloudctl-router", WILDCARD)
+    check_certificate_status.call()
+
+    assert Certificate.objects.get().status == Certificate.MISSING
+    page = staff_client.get("/dashboard/").content.decode()
+    assert "no longer has *.teams.example" in page and "could not read Fly" not in page
