@@ -14,6 +14,7 @@ COPY instances ./instances
 COPY backups ./backups
 COPY deploys ./deploys
 COPY credentials ./credentials
+COPY domains ./domains
 COPY router ./router
 COPY flyapi ./flyapi
 # Static files are served by whitenoise; the throwaway key only exists for this build step.

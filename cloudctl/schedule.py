@@ -15,6 +15,7 @@ from django_tasks_db.models import DBTaskResult
 
 from credentials.tasks import prune_audit_trail
 from backups.tasks import check_backups
+from domains.tasks import check_certificate_status
 from instances.tasks import reconcile_fleet, schedule_periodic
 
 
@@ -33,6 +34,7 @@ SCHEDULE = (
     PeriodicTask(reconcile_fleet, "RECONCILE_EVERY", minimum=60),
     PeriodicTask(check_backups, "BACKUP_CHECK_EVERY", minimum=30),
     PeriodicTask(prune_audit_trail, "AUDIT_PRUNE_EVERY", minimum=60),
+    PeriodicTask(check_certificate_status, "CERTIFICATE_CHECK_EVERY", minimum=60),
 )
 
 

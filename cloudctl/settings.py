@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "backups",
     "deploys",
     "credentials",
+    "domains",
     "console",
     "router",
 ]
@@ -216,6 +217,9 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["d
 RECONCILE_EVERY = env.int("CLOUDCTL_RECONCILE_EVERY", default=0)
 BACKUP_CHECK_EVERY = env.int("CLOUDCTL_BACKUP_CHECK_EVERY", default=60)
 AUDIT_PRUNE_EVERY = env.int("CLOUDCTL_AUDIT_PRUNE_EVERY", default=3600)
+# The teams' wildcard certificate asked of Fly again (domains/), so the dashboard's status (expiry, validation
+# errors) is at most this old: off unless the instances run on Fly (fly.toml turns it on; nothing to certify locally).
+CERTIFICATE_CHECK_EVERY = env.int("CLOUDCTL_CERTIFICATE_CHECK_EVERY", default=0)
 
 # --- Team instances -----------------------------------------------------------------------------------
 # Where team instances run, as a dotted path (like EMAIL_BACKEND): the local backend runs each one as
@@ -285,6 +289,9 @@ ROUTER_TABLE_MAX_AGE = env.float("CLOUDCTL_ROUTER_TABLE_MAX_AGE", default=0.5)
 ROUTER_REPLAY_MAX_BODY = env.int("CLOUDCTL_ROUTER_REPLAY_MAX_BODY", default=1_000_000)
 # Where the Fly router sends what it does not replay: the Machine's address on the team's private network.
 ROUTER_FLY_UPSTREAM = env.str("CLOUDCTL_ROUTER_FLY_UPSTREAM", default="http://{machine}.vm.{app}.internal:8080/")
+# The router's Fly app (fly.router.toml's `app`): it holds the public IPs and the wildcard certificate
+# `*.<TEAMS_DOMAIN>` that `manage.py provision_domain` requests with the control plane's Fly token.
+ROUTER_FLY_APP = env.str("CLOUDCTL_ROUTER_FLY_APP", default="cloudctl-router")
 
 # --- Logging -----------------------------------------------------------------------------------------
 LOGGING = {

@@ -17,7 +17,7 @@ from cloudctl.schedule import SCHEDULE
 pytestmark = pytest.mark.django_db
 
 FLY_TOML = Path(django_settings.BASE_DIR) / "fly.toml"
-EVERY = {"RECONCILE_EVERY": 300, "BACKUP_CHECK_EVERY": 60, "AUDIT_PRUNE_EVERY": 3600}
+EVERY = {"RECONCILE_EVERY": 300, "BACKUP_CHECK_EVERY": 60, "AUDIT_PRUNE_EVERY": 3600, "CERTIFICATE_CHECK_EVERY": 3600}
 
 
 def schedule_periodic() -> str:
@@ -133,7 +133,7 @@ def test_the_embedded_stack_queues_the_schedule(settings, tmp_path, monkeypatch)
     monkeypatch.setattr(dev.Command, "_serve", not_serving)
     command = dev.Command(stdout=io.StringIO())
     with pytest.raises(NotServing):
-        command.handle(port=8000)
+        command.handle(port=8000, router_port=8081)
     command._lock.close()
     assert {path for path, _ in waiting()} == {"backups.tasks.check_backups", "credentials.tasks.prune_audit_trail"}
     assert "prune_audit_trail: queued, every 3600 s" in command.stdout._out.getvalue()

@@ -13,6 +13,7 @@ from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
+from domains.selectors import certificate_status
 from instances.actions import action_for, permitted_actions
 from instances.models import Instance
 from instances.services import create_team_and_provision, request_action, rotate_token_and_restart
@@ -30,8 +31,8 @@ RECENT_ALERTS = 10
 @require_GET
 def home(request):
     alerts = TeamEvent.objects.filter(is_error=True).select_related("team")[:RECENT_ALERTS]
-    return render_page(request, "dashboard/home.html",
-                       {"title": "Fleet", "summary": fleet_summary(), "alerts": alerts})
+    return render_page(request, "dashboard/home.html", {"title": "Fleet", "summary": fleet_summary(),
+                                                        "alerts": alerts, "certificate": certificate_status()})
 
 
 @dashboard_view()
