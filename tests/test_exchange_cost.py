@@ -1,0 +1,109 @@
+"""What one credential exchange costs the control plane: its statements (a renewal takes the database's write lock
+for its audit row only) and the shared STS client (built once per process, however many threads ask at once).
+bench/credentials.py measures the throughput these keep up."""
+
+import re
+import threading
+import time
+
+import boto3
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from credentials.broker import sts_client
+from credentials.models import CredentialEvent
+from credentials.tokens import team_token
+from teams.models import Instance
+
+BOOT = "boot-id-of-this-start-0001"
+WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+def exchange_statements(post_credentials, token: str, **headers) -> list[str]:
+    """The SQL statements one exchange runs, once it has answered 200."""
+    with CaptureQueriesContext(connection) as queries:
+        response = post_credentials(token, **headers)
+    assert response.status_code == 200, response.content
+    return [query["sql"] for query in queries.captured_queries]
+
+
+def writes(statements: list[str]) -> list[str]:
+    return [sql for sql in statements if WRITE.match(sql)]
+
+
+def test_a_renewal_of_the_current_boot_writes_only_its_audit_row(moto_aws, make_team, post_credentials):
+    team = make_team()
+    Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
+    statements = exchange_statements(post_credentials, team_token(team), HTTP_X_CLOUDCTL_BOOT=BOOT)
+    # No UPDATE of the instance row (not even one that changes nothing: on SQLite it still waits for the write
+    # lock): the team read already says which boot is recorded.
+    assert [sql.split("(")[0].split() for sql in writes(statements)] == [
+        ["INSERT", "INTO", f'"{CredentialEvent._meta.db_table}"']]
+    assert len(statements) == 2  # the team read (its limit and recorded boot in one statement) and the audit row
+    assert Instance.objects.get(team=team).boot_id == BOOT
+
+
+def test_a_new_boot_is_recorded_in_one_update_of_the_instance(moto_aws, make_team, post_credentials):
+    team = make_team()
+    Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
+    statements = exchange_statements(post_credentials, team_token(team), HTTP_X_CLOUDCTL_BOOT="boot-id-of-the-next-start")
+    instance_updates = [sql for sql in writes(statements) if sql.startswith(f'UPDATE "{Instance._meta.db_table}"')]
+    assert instance_updates and "boot_id" in instance_updates[0]
+    assert Instance.objects.get(team=team).boot_id == "boot-id-of-the-next-start"
+
+
+def test_an_exchange_without_a_boot_id_writes_only_its_audit_row(moto_aws, make_team, post_credentials):
+    team = make_team()
+    Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
+    statements = exchange_statements(post_credentials, team_token(team))
+    assert len(writes(statements)) == 1
+    assert Instance.objects.get(team=team).boot_id == BOOT
+
+
+def test_threads_asking_for_the_sts_client_at_once_build_one(monkeypatch):
+    """A new server process's threads all ask at their first exchange: one builds, the others wait for it
+    (building a boto3 client takes tens of milliseconds of CPU, and sharing one while it is built is unsafe)."""
+    built = []
+    build_client = boto3.session.Session.client
+
+    def slow_client(session, *args, **kwargs):
+        time.sleep(0.05)  # long enough for every thread to have asked meanwhile
+        client = build_client(session, *args, **kwargs)
+        built.append(client)
+        return client
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(boto3.session.Session, "client", slow_client)
+    sts_client.cache_clear()
+    threads_count = 8
+    start = threading.Barrier(threads_count)
+    received = []
+
+    def ask():
+        start.wait()
+        received.append(sts_client())
+
+    threads = [threading.Thread(target=ask) for _ in range(threads_count)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sts_client.cache_clear()
+    assert len(built) == 1
+    assert len(received) == threads_count and all(client is built[0] for client in received)
+
+
+def test_the_broker_names_cloudctl_as_the_user_agent(moto_aws, make_team, post_credentials):
+    """A fixed User-Agent, which CloudTrail shows: botocore otherwise rebuilds its own on every request
+    (a tenth of an exchange's CPU)."""
+    seen = []
+
+    def record_user_agent(request, **kwargs):
+        user_agent = request.headers["User-Agent"]
+        seen.append(user_agent.decode() if isinstance(user_agent, bytes) else user_agent)
+
+    sts_client().meta.events.register_first("before-send.sts.AssumeRole", record_user_agent)
+    assert post_credentials(team_token(make_team())).status_code == 200
+    assert len(seen) == 1 and seen[0].startswith("cloudctl/")
