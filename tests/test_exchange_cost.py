@@ -5,12 +5,14 @@ bench/credentials.py measures the throughput these keep up."""
 import re
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import boto3
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from credentials.broker import sts_client
+from credentials.broker import read_timestamp, sts_client
 from credentials.models import CredentialEvent
 from credentials.tokens import team_token
 from teams.models import Instance
@@ -97,7 +99,7 @@ def test_threads_asking_for_the_sts_client_at_once_build_one(monkeypatch):
 
 def test_the_broker_names_cloudctl_as_the_user_agent(moto_aws, make_team, post_credentials):
     """A fixed User-Agent, which CloudTrail shows: botocore otherwise rebuilds its own on every request
-    (a tenth of an exchange's CPU)."""
+    (a tenth of the AssumeRole call's CPU)."""
     seen = []
 
     def record_user_agent(request, **kwargs):
@@ -107,3 +109,36 @@ def test_the_broker_names_cloudctl_as_the_user_agent(moto_aws, make_team, post_c
     sts_client().meta.events.register_first("before-send.sts.AssumeRole", record_user_agent)
     assert post_credentials(team_token(make_team())).status_code == 200
     assert len(seen) == 1 and seen[0].startswith("cloudctl/")
+
+
+def test_the_broker_reads_sts_timestamps_without_dateutil(moto_aws, make_team, post_credentials, monkeypatch):
+    """STS answers ISO 8601 in UTC, which the standard library reads; botocore's default (dateutil) took a fifth
+    of the AssumeRole call's CPU."""
+    import dateutil.parser
+
+    parsed_by_dateutil = []
+    parse = dateutil.parser.parse
+
+    def recorded(*args, **kwargs):
+        parsed_by_dateutil.append(args[0])
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(dateutil.parser, "parse", recorded)
+    response = post_credentials(team_token(make_team()))
+    assert response.status_code == 200
+    assert parsed_by_dateutil == []
+    expiration = CredentialEvent.objects.get().expiration
+    assert expiration.utcoffset() == timedelta(0)
+    assert response.json()["Expiration"] == expiration.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-11-26T23:13:54Z", datetime(2026, 11, 26, 23, 13, 54, tzinfo=timezone.utc)),
+    ("2026-11-26T23:13:54.123Z", datetime(2026, 11, 26, 23, 13, 54, 123000, tzinfo=timezone.utc)),
+    ("2026-11-27T01:13:54+02:00", datetime(2026, 11, 26, 23, 13, 54, tzinfo=timezone.utc)),
+    # What the standard library does not read (or reads without a zone) goes to botocore's own parser.
+    ("Thu, 26 Nov 2026 23:13:54 GMT", datetime(2026, 11, 26, 23, 13, 54, tzinfo=timezone.utc)),
+    (1795734834, datetime(2026, 11, 26, 23, 13, 54, tzinfo=timezone.utc)),
+])
+def test_sts_timestamps_are_read_as_utc_moments(text, expected):
+    assert read_timestamp(text) == expected
