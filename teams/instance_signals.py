@@ -58,18 +58,25 @@ def record_backup_heartbeat(team: Team, *, actor: str) -> datetime:
     return now
 
 
+# A running instance whose backup watch a shutdown signal stopped.
+WATCH_STOPPED = Q(state=Instance.State.RUNNING, backups_expected_since__isnull=True)
+
+
 def record_boot(team: Team, boot: str, *, actor: str) -> None:
     """The instance exchanged credentials under this boot id: from now on only this boot's shutdown URL counts.
     A new boot also means the instance runs again: on Fly a Machine woken from scale to zero by a request
     tells cloudctl nothing else, so this is where the backup watch resumes for it."""
-    if Instance.objects.filter(team=team).exclude(boot_id=boot).update(boot_id=boot):  # not a renewal
+    new_boot = Instance.objects.filter(team=team).exclude(boot_id=boot)  # not a renewal
+    # Usually the watch is on: one UPDATE (one wait for SQLite's write lock) and done.
+    if new_boot.exclude(WATCH_STOPPED).update(boot_id=boot):
+        return
+    if new_boot.update(boot_id=boot):
         resume_backup_watch(team, timezone.now(), "the instance started again", actor=actor)
 
 
 def resume_backup_watch(team: Team, now: datetime, why: str, *, actor: str) -> bool:
     """A running instance the watch was stopped for (by a shutdown signal) owes heartbeats again from `now`."""
-    resumed = Instance.objects.filter(team=team, state=Instance.State.RUNNING, backups_expected_since__isnull=True
-                                      ).update(backups_expected_since=now)
+    resumed = Instance.objects.filter(WATCH_STOPPED, team=team).update(backups_expected_since=now)
     if resumed:
         timeline.record(team, timeline.Kind.BACKUP_WATCH_RESUMED, f"{why}: backup heartbeats are owed again",
                         actor=actor)

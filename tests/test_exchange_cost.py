@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from credentials.broker import read_timestamp, sts_client
 from credentials.models import CredentialEvent
 from credentials.tokens import team_token
-from teams.models import Instance
+from teams.models import Instance, TeamEvent
 
 BOOT = "boot-id-of-this-start-0001"
 WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
@@ -46,12 +46,16 @@ def test_a_renewal_of_the_current_boot_writes_only_its_audit_row(moto_aws, make_
 
 
 def test_a_new_boot_is_recorded_in_one_update_of_the_instance(moto_aws, make_team, post_credentials):
+    """The usual start: the backup watch is on (nothing to resume), so recording the boot is the one UPDATE."""
     team = make_team()
-    Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
+    instance = Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
+    assert instance.backups_expected_since is not None
     statements = exchange_statements(post_credentials, team_token(team), HTTP_X_CLOUDCTL_BOOT="boot-id-of-the-next-start")
     instance_updates = [sql for sql in writes(statements) if sql.startswith(f'UPDATE "{Instance._meta.db_table}"')]
-    assert instance_updates and "boot_id" in instance_updates[0]
-    assert Instance.objects.get(team=team).boot_id == "boot-id-of-the-next-start"
+    assert len(instance_updates) == 1 and "boot_id" in instance_updates[0]
+    instance.refresh_from_db()
+    assert instance.boot_id == "boot-id-of-the-next-start"
+    assert not TeamEvent.objects.filter(team=team, kind=TeamEvent.Kind.BACKUP_WATCH_RESUMED).exists()
 
 
 def test_an_exchange_without_a_boot_id_writes_only_its_audit_row(moto_aws, make_team, post_credentials):
