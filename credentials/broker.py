@@ -10,6 +10,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlencode
 
 import boto3
 import botocore.session
@@ -61,11 +62,20 @@ def read_timestamp(value) -> datetime:
     return botocore.utils.parse_timestamp(value)
 
 
+def encode_form_once(request, **kwargs) -> None:
+    """botocore form-encodes a Query request's parameters each time it prepares the request, to sign it and then
+    to send it, quoting the session policy's JSON a character at a time (a tenth of the call's CPU in all).
+    Encoded here, on `before-sign` (botocore's hook for changing a request before it is signed), the one string
+    is what is signed and what is sent."""
+    if isinstance(request.data, dict):
+        request.data = urlencode(list(request.data.items()), doseq=True)
+
+
 @functools.cache
 def _build_sts_client():
     botocore_session = botocore.session.get_session()
     botocore_session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=read_timestamp)
-    return boto3.session.Session(botocore_session=botocore_session).client(
+    client = boto3.session.Session(botocore_session=botocore_session).client(
         "sts",
         config=Config(
             connect_timeout=settings.STS_TIMEOUT_SECONDS,
@@ -74,6 +84,8 @@ def _build_sts_client():
             user_agent=USER_AGENT,
         ),
     )
+    client.meta.events.register("before-sign.sts.AssumeRole", encode_form_once)
+    return client
 
 
 _sts_client_lock = threading.Lock()

@@ -146,3 +146,23 @@ def test_the_broker_reads_sts_timestamps_without_dateutil(moto_aws, make_team, p
 ])
 def test_sts_timestamps_are_read_as_utc_moments(text, expected):
     assert read_timestamp(text) == expected
+
+
+def test_the_assume_role_parameters_are_form_encoded_once(s3_env, make_team, post_credentials, monkeypatch):
+    """botocore encodes a Query request's parameters each time it prepares the request (to sign it, then to send
+    it), quoting the session policy's JSON a character at a time; the broker hands it the encoded form once. The
+    local STS checks the signature: the credentials it issues prove the signed body is the one sent."""
+    import botocore.awsrequest
+
+    encoded_by_botocore = []
+    urlencode = botocore.awsrequest.urlencode
+
+    def recorded(query, *args, **kwargs):
+        encoded_by_botocore.append(query)
+        return urlencode(query, *args, **kwargs)
+
+    monkeypatch.setattr(botocore.awsrequest, "urlencode", recorded)
+    response = post_credentials(team_token(make_team()))
+    assert response.status_code == 200
+    assert response.json()["SessionToken"]
+    assert encoded_by_botocore == []
