@@ -50,7 +50,8 @@ def test_a_new_boot_is_recorded_in_one_update_of_the_instance(moto_aws, make_tea
     team = make_team()
     instance = Instance.objects.create(team=team, backend="x", state=Instance.State.RUNNING, boot_id=BOOT)
     assert instance.backups_expected_since is not None
-    statements = exchange_statements(post_credentials, team_token(team), HTTP_X_CLOUDCTL_BOOT="boot-id-of-the-next-start")
+    statements = exchange_statements(post_credentials, team_token(team),
+                                     HTTP_X_CLOUDCTL_BOOT="boot-id-of-the-next-start")
     instance_updates = [sql for sql in writes(statements) if sql.startswith(f'UPDATE "{Instance._meta.db_table}"')]
     assert len(instance_updates) == 1 and "boot_id" in instance_updates[0]
     assert len(statements) == 3  # the team read, the audit row and the boot
