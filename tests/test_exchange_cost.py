@@ -1,6 +1,6 @@
 """What one credential exchange costs the control plane: its statements (a renewal takes the database's write lock
-for its audit row only) and the shared STS client (built once per process, however many threads ask at once).
-bench/credentials.py measures the throughput these keep up."""
+for its audit row only), the shared STS client (built once per process, however many threads ask at once) and the
+work botocore does around the AssumeRole call. bench/credentials.py measures the throughput these keep up."""
 
 import re
 import threading
