@@ -7,10 +7,14 @@ code talks to AWS in production and to SeaweedFS on a laptop.
 import functools
 import logging
 import secrets
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlencode
 
 import boto3
+import botocore.session
+import botocore.utils
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -39,17 +43,63 @@ class IssuedCredentials:
     session_name: str
 
 
+# What CloudTrail shows for the broker's calls. A fixed User-Agent also spares botocore rebuilding its own
+# (SDK, OS, features...) on every request: a tenth of the AssumeRole call's CPU.
+USER_AGENT = "cloudctl/credential-broker"
+
+
+def read_timestamp(value) -> datetime:
+    """botocore's timestamp parser for the STS client. STS answers ISO 8601 in UTC ("2026-01-01T00:00:00Z"),
+    which the standard library reads at a fraction of the CPU of botocore's default (dateutil, a fifth of the
+    whole AssumeRole call); anything else, or a time without a zone, is left to botocore's own parser."""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return moment
+    return botocore.utils.parse_timestamp(value)
+
+
+def encode_form_once(request, **kwargs) -> None:
+    """botocore form-encodes a Query request's parameters each time it prepares the request, to sign it and then
+    to send it, quoting the session policy's JSON a character at a time (a tenth of the call's CPU in all).
+    Encoded here, on `before-sign` (botocore's hook for changing a request before it is signed), the one string
+    is what is signed and what is sent."""
+    if isinstance(request.data, dict):
+        request.data = urlencode(list(request.data.items()), doseq=True)
+
+
 @functools.cache
-def sts_client():
-    """One client per process: creating one costs tens of milliseconds, and clients are thread-safe."""
-    return boto3.session.Session().client(
+def _build_sts_client():
+    botocore_session = botocore.session.get_session()
+    botocore_session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=read_timestamp)
+    client = boto3.session.Session(botocore_session=botocore_session).client(
         "sts",
         config=Config(
             connect_timeout=settings.STS_TIMEOUT_SECONDS,
             read_timeout=settings.STS_TIMEOUT_SECONDS,
             retries={"mode": "standard", "max_attempts": 2},
+            user_agent=USER_AGENT,
         ),
     )
+    client.meta.events.register("before-sign.sts.AssumeRole", encode_form_once)
+    return client
+
+
+_sts_client_lock = threading.Lock()
+
+
+def sts_client():
+    """One client per process, built once: creating one costs tens of milliseconds of CPU, every thread of a new
+    server process asks at its first exchange, and a client is thread-safe to share only once built."""
+    with _sts_client_lock:
+        return _build_sts_client()
+
+
+# Tests point boto3 elsewhere (moto, the local STS) and then forget the client built for the previous place.
+sts_client.cache_clear = _build_sts_client.cache_clear
 
 
 def role_session_name(team: Team) -> str:

@@ -6,12 +6,14 @@ the same database, which an in-process counter would not be.
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
 
+from instances.models import Instance
 from teams.models import Team
 
 from .models import CredentialEvent
@@ -55,25 +57,40 @@ def address_limit() -> RateLimit:
 EXCHANGE_FIELDS = ("id", "slug", "status", "token_generation")
 
 
-def team_with_recent_requests(team_id: int) -> tuple[Team | None, int]:
-    """The team and how many credentials it was issued within the team limit's window, in one statement: this
-    runs on every exchange, and one query costs less than the team lookup and the count made separately.
+class TeamForExchange(NamedTuple):
+    team: Team | None
+    recent_requests: int
+    # The boot id its instance last exchanged under ("" before any, None without an instance): a renewal of that
+    # boot then records nothing, so that it takes the database's write lock for its audit row only.
+    recorded_boot: str | None
+
+
+def team_with_recent_requests(team_id: int) -> TeamForExchange:
+    """The team, how many credentials it was issued within the team limit's window and its instance's recorded
+    boot, in one statement: this runs on every exchange, and one query costs less than the team lookup, the
+    count and the boot read made separately.
 
     Issuances only: a refusal (a stranger's forgery, the old machine's revoked token, an STS outage, the team's
     own retries at 429) never brings the team closer to its limit. The kind is written into the statement, not
     bound, so that the planner can use the partial index of issuances."""
-    columns = ", ".join(f"t.{connection.ops.quote_name(Team._meta.get_field(name).column)}" for name in EXCHANGE_FIELDS)
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"t.{quote(Team._meta.get_field(name).column)}" for name in EXCHANGE_FIELDS)
+    instance = Instance._meta
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {columns}, (SELECT COUNT(*) FROM {CredentialEvent._meta.db_table} e "
-            f"WHERE e.team_id = t.id AND e.kind = '{CredentialEvent.Kind.ISSUED.value}' AND e.created_at >= %s) "
+            f"WHERE e.team_id = t.id AND e.kind = '{CredentialEvent.Kind.ISSUED.value}' AND e.created_at >= %s), "
+            f"(SELECT i.{quote(instance.get_field('boot_id').column)} FROM {quote(instance.db_table)} i "
+            f"WHERE i.{quote(instance.get_field('team').column)} = t.id) "
             f"FROM {Team._meta.db_table} t WHERE t.id = %s",
             [team_limit().window_start(), team_id],
         )
         row = cursor.fetchone()
     if row is None:
-        return None, 0
-    return Team.from_db(connection.alias, list(EXCHANGE_FIELDS), row[:-1]), row[-1]
+        return TeamForExchange(None, 0, None)
+    *team_columns, recent_requests, recorded_boot = row
+    return TeamForExchange(Team.from_db(connection.alias, list(EXCHANGE_FIELDS), team_columns), recent_requests,
+                           recorded_boot)
 
 
 def address_is_over_limit(ip: str | None) -> bool:

@@ -1,6 +1,7 @@
 """The credential exchange: token in, confined STS credentials out, every step audited. And the instance
 signals: a signed URL in, the team's backup or scale-to-zero state recorded."""
 
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def exchange_token(token: str | None, response_format: str, client: Client, *, b
         raise refuse(401, "missing token", Reason.MISSING_TOKEN, client, **audit)
     try:
         claims = read_team_token(token)
-        team, recent_requests = ratelimit.team_with_recent_requests(claims.team_id)
+        team, recent_requests, recorded_boot = ratelimit.team_with_recent_requests(claims.team_id)
         team = check_claims(claims, team)
     except InvalidToken as invalid:
         audit.update(team=invalid.team, claimed_team_id=invalid.claimed_team_id)
@@ -97,8 +98,8 @@ def exchange_token(token: str | None, response_format: str, client: Client, *, b
         # Fail closed: credentials that could not be recorded are never handed out.
         logger.exception("could not record an issuance for team %s; credentials withheld", team.pk)
         raise ExchangeRefused(503, UNAVAILABLE_MESSAGE, retry_after=settings.STS_RETRY_AFTER_SECONDS) from None
-    if boot is not None:
-        record_boot(team, boot, actor=INSTANCE_ACTOR)
+    if boot is not None and not hmac.compare_digest(boot.encode(), (recorded_boot or "").encode()):
+        record_boot(team, boot, actor=INSTANCE_ACTOR)  # a new boot: a renewal of the recorded one writes nothing
     return Exchange(team=team, credentials=issued, boot=boot)
 
 
