@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -265,6 +266,58 @@ def test_a_single_org_without_cross_network_replays_routes_nothing(settings, mon
         assert [refusal.reason for refusal in world.proxy.refused] == ["cross_network"]
         assert world.accepted_by() == {"alpha": 0} and world.delivered_to() == {"alpha": 0}
     finally:
+        close(world)
+
+
+def start_datasette(world: FlyWorld, slug: str, tmp_path) -> subprocess.Popen:
+    """The team's Machine as a real Datasette loading the guard plugin, configured as the Machine boots: the
+    routing secret from the app's secrets, the name from its env. Its one database names the team."""
+    resources = world.resources(slug)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
+    env[ROUTING_SECRET_VARIABLE] = world.fake.apps[resources["app"]].secrets[ROUTING_SECRET_VARIABLE].value
+    env[HOSTNAME_VARIABLE] = world.fake.machine(resources["machine"]).config["env"][HOSTNAME_VARIABLE]
+    database = tmp_path / f"{slug}_marker.db"
+    sqlite3.connect(database).close()
+    port = free_port()
+    process = subprocess.Popen([str(REPO / ".venv-instance" / "bin" / "python"), "-m", "datasette", "serve",
+                                str(database), "--port", str(port), "--plugins-dir", str(REPO / "instance" / "plugins")],
+                               env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/-/versions.json", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        stop_process_group(process)
+        raise RuntimeError("Datasette did not answer in time")
+    world.proxy.bind(resources["app"], resources["machine"], f"http://127.0.0.1:{port}")
+    return process
+
+
+@pytest.mark.skipif(not (REPO / ".venv-instance" / "bin" / "python").exists(), reason="needs the instance venv")
+def test_a_real_datasette_behind_the_guard_serves_its_router_only(settings, monkeypatch, tmp_path):
+    world = make_world("two-org", settings, monkeypatch, tmp_path)
+    datasette = None
+    try:
+        world.team("alpha")
+        world.team("beta")
+        datasette = start_datasette(world, "alpha", tmp_path)
+        world.start_router()
+
+        page = world.get("alpha", "/-/databases.json")
+        spoofed = world.get("alpha", "/-/databases.json", headers={
+            "fly-replay-src": f"state={routing_secret(world.teams['alpha'].pk)}"})
+        from_beta = world.get("beta")
+
+        assert page.status_code == 200 and "alpha_marker" in page.text, page.text[:300]
+        assert spoofed.status_code == 403  # two fly-replay-src: the client's and Fly's
+        assert from_beta.json()["team"] == "beta"
+        assert [delivery.kind for delivery in world.proxy.served_by(world.app("alpha"))] == ["replay", "replay"]
+    finally:
+        if datasette is not None:
+            stop_process_group(datasette)
         close(world)
 
 
