@@ -444,7 +444,7 @@ def test_a_suspended_teams_machine_is_never_started(world):
     assert world.delivered_to()["beta"] == 0 and world.accepted_by()["beta"] == 0
 
 
-@pytest.mark.parametrize("size", [3_000_000])
+@pytest.mark.parametrize("size", [3_000_000, pytest.param(200_000_000, marks=pytest.mark.slow)])
 def test_a_large_upload_reaches_its_team_over_flycast(world, size):
     """Fly replays no body over 1 MB: the router carries it, streaming, to the team app's Flycast address in the
     router's network (allocated here as an operator would: the backend does not allocate it yet), where Fly's
