@@ -269,7 +269,7 @@ def test_a_single_org_without_cross_network_replays_routes_nothing(settings, mon
         close(world)
 
 
-def start_datasette(world: FlyWorld, slug: str, tmp_path) -> subprocess.Popen:
+def start_datasette(world: FlyWorld, slug: str, tmp_path) -> tuple[subprocess.Popen, str]:
     """The team's Machine as a real Datasette loading the guard plugin, configured as the Machine boots: the
     routing secret from the app's secrets, the name from its env. Its one database names the team."""
     resources = world.resources(slug)
@@ -293,7 +293,7 @@ def start_datasette(world: FlyWorld, slug: str, tmp_path) -> subprocess.Popen:
         stop_process_group(process)
         raise RuntimeError("Datasette did not answer in time")
     world.proxy.bind(resources["app"], resources["machine"], f"http://127.0.0.1:{port}")
-    return process
+    return process, f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.skipif(not (REPO / ".venv-instance" / "bin" / "python").exists(), reason="needs the instance venv")
@@ -303,7 +303,7 @@ def test_a_real_datasette_behind_the_guard_serves_its_router_only(settings, monk
     try:
         world.team("alpha")
         world.team("beta")
-        datasette = start_datasette(world, "alpha", tmp_path)
+        datasette, datasette_url = start_datasette(world, "alpha", tmp_path)
         world.start_router()
 
         page = world.get("alpha", "/-/databases.json")
@@ -312,9 +312,15 @@ def test_a_real_datasette_behind_the_guard_serves_its_router_only(settings, monk
         from_beta = world.get("beta")
 
         assert page.status_code == 200 and "alpha_marker" in page.text, page.text[:300]
-        assert spoofed.status_code == 403  # two fly-replay-src: the client's and Fly's
+        assert spoofed.status_code == 403  # not routed by the router
         assert from_beta.json()["team"] == "beta"
-        assert [delivery.kind for delivery in world.proxy.served_by(world.app("alpha"))] == ["replay", "replay"]
+        assert [delivery.kind for delivery in world.proxy.served_by(world.app("alpha"))] == ["replay"]
+        # Straight at the Machine (as if Fly's proxy replayed it) with its own secret but the client's forged
+        # header beside Fly's: the guard refuses two.
+        secret = routing_secret(world.teams["alpha"].pk)
+        doubled = httpx.get(f"{datasette_url}/-/databases.json", headers=[
+            ("Host", f"alpha.{DOMAIN}"), ("fly-replay-src", "state=forged"), ("fly-replay-src", f"state={secret}")])
+        assert doubled.status_code == 403
     finally:
         if datasette is not None:
             stop_process_group(datasette)
@@ -349,11 +355,12 @@ def host_tricks(world: FlyWorld) -> list[tuple[str, bytes, str | None, bool]]:
         ("userinfo", request("/", f"Host: {beta}@{alpha}"), None, False),
         ("deeper name", request("/", f"Host: {beta}.{alpha}"), None, False),
         ("the team app's own name", request("/", f"Host: {world.app('beta')}.fly.dev"), None, False),
-        # Fly keeps a client's own fly-replay-src (the fake's worst case): the team sees two and refuses.
+        # The router routes no request carrying fly-replay-src (were it routed, Fly keeps the client's own, the
+        # fake's worst case, and the team would see two and refuse).
         ("spoofed fly-replay-src", request("/", f"Host: {alpha}", f"fly-replay-src: state={beta_secret}"),
-         "alpha", False),
+         None, False),
         ("spoofed src for beta's name", request("/", f"Host: {beta}", f"fly-replay-src: state={beta_secret}"),
-         "beta", False),
+         None, False),
         ("a client's fly-replay", request("/", f"Host: {alpha}", f"fly-replay: app={world.app('beta')}"),
          "alpha", True),
     ]
@@ -411,6 +418,29 @@ def test_a_tenant_replaying_elsewhere_reaches_no_other_team(world):
     else:
         assert world.delivered_to()["beta"] > 0  # delivered by Fly, refused by beta's guard
         assert all(answer.status_code in (403, 502) for answer in answers.values())
+
+
+def test_the_router_vouches_for_no_request_a_tenant_replayed_to_it(settings, monkeypatch, tmp_path):
+    """One org with cross-network replays: alpha's instance replays its visitor's request into the router app,
+    naming beta. The router must not answer it with a replay carrying beta's routing secret (whatever Fly then
+    does with the headers of a chained replay, which is undocumented): a request that reaches the router with a
+    `fly-replay-src` was replayed by an app (a tenant) or forged by a client, never sent by Fly's edge."""
+    world = make_world("single-org", settings, monkeypatch, tmp_path)
+    try:
+        world.team("alpha")
+        world.team("beta")
+        world.machines["alpha"].respond = lambda path: (200, [(b"content-type", b"application/vnd.fly.replay+json")],
+                                                        json.dumps({"app": ROUTER_APP, "transform": {"set_headers": [
+                                                            {"name": "Host", "value": f"beta.{DOMAIN}"}]}}).encode())
+        world.start_router()
+
+        answer = world.get("alpha", "/launder")
+
+        assert answer.status_code == 403
+        assert [delivery.kind for delivery in world.proxy.served_by(ROUTER_APP)] == ["direct", "replay"]
+        assert world.delivered_to()["beta"] == 0 and world.accepted_by()["beta"] == 0
+    finally:
+        close(world)
 
 
 # --- wake, suspension, large bodies ---------------------------------------------------------------------------
