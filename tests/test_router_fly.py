@@ -420,6 +420,32 @@ def test_a_tenant_replaying_elsewhere_reaches_no_other_team(world):
         assert all(answer.status_code in (403, 502) for answer in answers.values())
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_tenant_replaying_a_request_the_router_carried_reaches_no_other_team(layout, settings, monkeypatch,
+                                                                                tmp_path):
+    """The router's own path (a body over 1 MB, over Flycast) reaches the tenant in every layout, the one where Fly
+    cannot replay from the router included: the tenant answers it with a replay to beta. (A smaller body, even a
+    chunked one, reaches the router with its length, as Fly's edge reads it whole: it is replayed.)"""
+    world = make_world(layout, settings, monkeypatch, tmp_path)
+    try:
+        world.team("alpha")
+        world.team("beta")
+        alpha_app, beta_app = world.app("alpha"), world.app("beta")
+        world.client.assign_ip(alpha_app, "private_v6", network=ROUTER_NETWORK)
+        world.machines["alpha"].respond = lambda path: (200, [(b"fly-replay", f"app={beta_app}".encode())], b"")
+        world.start_router(fly_upstream=world.proxy.flycast_url(ROUTER_NETWORK, alpha_app))
+
+        answer = world.get("alpha", "/data/-/upload", method="POST", content=b"y" * 2_000_000)
+
+        assert [record["length"] for record in world.machines["alpha"].accepted] == [2_000_000]
+        assert [delivery.kind for delivery in world.proxy.served_by(alpha_app)] == ["direct"]  # over Flycast
+        assert answer.status_code == 502 and b'"beta"' not in answer.content
+        assert world.accepted_by()["beta"] == 0 and world.delivered_to()["beta"] == 0
+        assert [refusal.reason for refusal in world.proxy.refused] == ["body_too_large"]
+    finally:
+        close(world)
+
+
 def test_the_router_vouches_for_no_request_a_tenant_replayed_to_it(settings, monkeypatch, tmp_path):
     """One org with cross-network replays: alpha's instance replays its visitor's request into the router app,
     naming beta. The router must not answer it with a replay carrying beta's routing secret (whatever Fly then
@@ -469,7 +495,10 @@ def test_a_suspended_teams_machine_is_never_started(world):
 
     answer = world.get("beta")
 
+    upload = world.get("beta", "/data/-/upload", method="POST", content=b"x" * 3_000_000)  # not replayable
+
     assert answer.status_code == 403 and "suspended" in answer.text
+    assert upload.status_code == 403 and "suspended" in upload.text
     assert world.fake.machine(world.resources("beta")["machine"]).state == "stopped"
     assert world.delivered_to()["beta"] == 0 and world.accepted_by()["beta"] == 0
 
