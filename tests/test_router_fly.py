@@ -44,7 +44,7 @@ from .routing import REPO, free_port, start_router
 sys.path.insert(0, str(REPO / "instance" / "plugins"))
 import router_guard  # noqa: E402
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]  # real router processes
 
 DOMAIN = "teams.example"
 BACKEND = "instances.backends.fly.FlyBackend"
@@ -279,9 +279,10 @@ def start_datasette(world: FlyWorld, slug: str, tmp_path) -> tuple[subprocess.Po
     database = tmp_path / f"{slug}_marker.db"
     sqlite3.connect(database).close()
     port = free_port()
-    process = subprocess.Popen([str(REPO / ".venv-instance" / "bin" / "python"), "-m", "datasette", "serve",
-                                str(database), "--port", str(port), "--plugins-dir", str(REPO / "instance" / "plugins")],
-                               env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [str(REPO / ".venv-instance" / "bin" / "python"), "-m", "datasette", "serve", str(database),
+               "--port", str(port), "--plugins-dir", str(REPO / "instance" / "plugins")]
+    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -503,7 +504,7 @@ def test_a_suspended_teams_machine_is_never_started(world):
     assert world.delivered_to()["beta"] == 0 and world.accepted_by()["beta"] == 0
 
 
-@pytest.mark.parametrize("size", [3_000_000, pytest.param(200_000_000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("size", [3_000_000, 200_000_000])
 def test_a_large_upload_reaches_its_team_over_flycast(world, size):
     """Fly replays no body over 1 MB: the router carries it, streaming, to the team app's Flycast address in the
     router's network (allocated here as an operator would: the backend does not allocate it yet), where Fly's
