@@ -183,6 +183,7 @@ class _Request:
     body_size: int
     request_id: str
     network: str | None  # the private network a Flycast request comes from; None: from the internet
+    flycast_app: str | None = None  # the app whose Flycast address was dialled; None: read from `Host`
 
     @property
     def replayable(self) -> bool:
@@ -230,7 +231,7 @@ class FlyProxy:
         self.refused: list[ProxyRefusal] = []
         self._upstreams: dict[tuple[str, int | None], tuple[str, str, int]] = {}
         self._servers: dict[int, ThreadingHTTPServer] = {}
-        self._flycast_servers: dict[str, ThreadingHTTPServer] = {}
+        self._flycast_servers: dict[tuple[str, str | None], ThreadingHTTPServer] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
@@ -251,8 +252,8 @@ class FlyProxy:
             self._servers[port] = self._listen(port, None)
         return self
 
-    def _listen(self, port: int, network: str | None) -> ThreadingHTTPServer:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self, port, network))
+    def _listen(self, port: int, network: str | None, flycast_app: str | None = None) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self, port, network, flycast_app))
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                   name=f"fakefly-proxy-{network or port}", daemon=True)
@@ -264,13 +265,15 @@ class FlyProxy:
         """Where to send a request that arrives on public `port` (set the `Host` header to the hostname)."""
         return f"http://127.0.0.1:{self._servers[port].server_port}"
 
-    def flycast_url(self, network: str) -> str:
-        """Where a Machine on private `network` sends `http://<app>.flycast/` (set `Host`): Flycast is HTTP on
-        port 80, load-balanced and autostarted like public traffic."""
+    def flycast_url(self, network: str, app: str | None = None) -> str:
+        """Where a Machine on private `network` sends `http://<app>.flycast/`: Flycast is HTTP on port 80,
+        load-balanced and autostarted like public traffic. Without `app`, one listener for the network that reads
+        the app from `Host: <app>.flycast`; with `app`, a listener standing for that app's Flycast address (the
+        app is the address dialled, `Host` is passed on as sent, as Fly's proxy does for an IP)."""
         with self._lock:
-            if network not in self._flycast_servers:
-                self._flycast_servers[network] = self._listen(80, network)
-            return f"http://127.0.0.1:{self._flycast_servers[network].server_port}"
+            if (network, app) not in self._flycast_servers:
+                self._flycast_servers[(network, app)] = self._listen(80, network, app)
+            return f"http://127.0.0.1:{self._flycast_servers[(network, app)].server_port}"
 
     def stop(self) -> None:
         for server in [*self._servers.values(), *self._flycast_servers.values()]:
@@ -301,8 +304,10 @@ class FlyProxy:
             app = self.fake.app_for_hostname(request.hostname)
             missing = f"no app holds {request.hostname} with a public IP"
         else:
-            app = self.fake.app_for_flycast(request.hostname, request.network)
-            missing = f"{request.hostname} is no app with a Flycast address in network {request.network}"
+            app = self.fake.app_for_flycast(f"{request.flycast_app}.flycast" if request.flycast_app
+                                            else request.hostname, request.network)
+            missing = (f"{request.flycast_app or request.hostname} is no app with a Flycast address in network "
+                       f"{request.network}")
         if app is None:
             raise self._refuse(404, ProxyRefusal("unknown_host", missing, request.hostname))
         if request.network is None and request.port != 443 and self.fake.forces_https(app, request.port):
@@ -438,13 +443,15 @@ class FlyProxy:
         return f"{next(self._request_ids):016x}-{self.region}"
 
 
-def _handler_for(proxy: FlyProxy, port: int, network: str | None) -> type[BaseHTTPRequestHandler]:
+def _handler_for(proxy: FlyProxy, port: int, network: str | None,
+                 flycast_app: str | None) -> type[BaseHTTPRequestHandler]:
     class Handler(_EdgeHandler):
         pass
 
     Handler.proxy = proxy
     Handler.public_port = port
     Handler.network = network
+    Handler.flycast_app = flycast_app
     return Handler
 
 
@@ -453,6 +460,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
     proxy: FlyProxy
     public_port: int
     network: str | None
+    flycast_app: str | None
 
     def __getattr__(self, name: str):
         if name.startswith("do_"):
@@ -473,7 +481,7 @@ class _EdgeHandler(BaseHTTPRequestHandler):
             host = (self.headers.get("Host") or "").strip()
             hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             request = _Request(self.command, self.path, hostname.lower(), self.public_port, self.client_address[0],
-                               list(self.headers.items()), body, size, request_id, self.network)
+                               list(self.headers.items()), body, size, request_id, self.network, self.flycast_app)
             try:
                 answer = self.proxy.handle(request)
             except ProxyError as error:

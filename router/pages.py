@@ -71,6 +71,11 @@ def bad_request(message: str) -> Page:
     return _page(400, "Bad request", html.escape(message))
 
 
+def replayed() -> Page:
+    return _page(403, "Not routed", "This request was replayed to the router by another app, or carries a header "
+                 "only Fly's proxy sets: it is not routed.")
+
+
 def unavailable(slug: str) -> Page:
     return _page(502, "This space did not answer", f"The space <b>{html.escape(slug)}</b> did not answer the "
                  "request. Try again.")

@@ -115,6 +115,12 @@ class Router:
             failure = next(value for name, value in headers if name.lower() == b"fly-replay-failed")
             logger.warning("router: replay failed (%s)", failure.decode("latin-1")[:300])
             return await self._page(send, pages.waking(team_slug(host, settings.TEAMS_DOMAIN) or "?"))
+        if self.mode == "fly" and any(name.lower() == b"fly-replay-src" for name, _ in headers):
+            # Fly's edge sends the router a client's request as it came: one carrying `fly-replay-src` was
+            # replayed here by an app (a tenant bouncing its visitor's request, a name of its choice set) or
+            # forged by a client. Answering it with a replay would vouch, with a team's secret, for a request a
+            # tenant shaped.
+            return await self._page(send, pages.replayed())
         if scope["path"] == HEALTH_CHECK_PATH and team_slug(host, settings.TEAMS_DOMAIN) is None:
             return await self._page(send, pages.healthy())
         decision = await self._decide(host)

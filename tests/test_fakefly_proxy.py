@@ -462,6 +462,25 @@ def test_flycast_reaches_an_app_only_from_the_network_its_address_is_in(world):
     assert world.get(headers={"Host": "team-a.flycast"}).status_code == 404  # not from the internet
 
 
+def test_a_flycast_address_routes_by_address_and_passes_the_host_on(world):
+    """Flycast is an address (`<app>.flycast` resolves to the app's private IPv6): the proxy picks the app by the
+    address dialled, not by `Host`, so a caller may send the name the Machine expects (the router sends the team's
+    own name, which the instance's guard checks)."""
+    world.app("router", network="router-net", hostname=WILDCARD)
+    _, team = world.machine(world.app("team-a", network="team-a-net"))
+    address = world.proxy.flycast_url("router-net", "team-a")
+    assert httpx.get(address + "/", headers=HOST, timeout=30).status_code == 404  # no Flycast address yet
+    assert world.http.post("/apps/team-a/ip_assignments",
+                           json={"type": "private_v6", "network": "router-net"}).status_code == 200
+
+    response = httpx.post(address + "/upload", content=b"x" * (MAX_REPLAY_BODY * 2), headers=HOST, timeout=30)
+
+    assert response.status_code == 200 and len(team.requests[0]["body"]) == MAX_REPLAY_BODY * 2
+    assert header_values(team.requests[0], "host") == ["acme.teams.example"]
+    assert httpx.get(world.proxy.flycast_url("team-a-net", "team-a") + "/", headers=HOST,
+                     timeout=30).status_code == 404  # its address is in router-net only
+
+
 @pytest.mark.parametrize("framing", [{"Content-Length": "-5"}, {"Content-Length": "ten"},
                                      {"Transfer-Encoding": "chunked"}])
 def test_a_request_the_edge_cannot_read_is_a_400(world, framing):
