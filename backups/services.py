@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from instances.backends import BackendError, ObservedState, observe_by_backend
+from instances.backends import BackendError, ObservedState
+from instances.machines import observe_by_backend
 from instances.models import Instance
 from teams import timeline
 from teams.models import Team

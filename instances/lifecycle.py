@@ -10,7 +10,7 @@ from teams import timeline
 from teams.models import Team
 
 from .actions import action_for
-from .backends import get_backend
+from .machines import get_backend
 from .models import TeamAction
 from .provisioning import instance_for, provision
 

@@ -5,12 +5,16 @@ import pytest
 
 from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
 from instances.backends import BackendError, ObservedState
-from instances.backends.fly import app_name
 from instances.fleet import provision_fleet
 from instances.models import Instance
 from instances.provisioning import instance_for, provision
 
 ORG = "acme"
+
+
+def app_name(team_id):
+    """A team's app under the default app prefix (CLOUDCTL_FLY_APP_PREFIX)."""
+    return f"cloudctl-team-{team_id}"
 
 
 @pytest.fixture
@@ -279,7 +283,10 @@ def test_destroy_removes_compute_and_volume(fly, fake, make_team):
 
 
 def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make_team, clock, settings):
+    from instances.machines import get_backend
+
     settings.FLY_LEASE_TTL = 60  # longer than the update with its health gate takes, so waiting it out would show
+    fly = get_backend("instances.backends.fly.FlyBackend")  # built again, with it
     instance = provision(make_team(), actor="test")
     fake.inject("acquire_lease", ResponseLost(status=408), calls=[1])
     before = clock.now()

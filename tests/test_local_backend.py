@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from backups.services import check_backup_freshness
 from credentials.models import CredentialEvent
-from instances.backends import ObservedState, get_backend
+from instances.backends import ObservedState
+from instances.machines import get_backend
 from instances.models import Instance
 from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
@@ -65,13 +66,13 @@ CONTROL_PLANE_SECRETS = {
                                                    ("", True)])
 def test_an_instance_environment_is_built_from_an_allow_list(monkeypatch, settings, make_team, endpoint,
                                                              bundle_kept):
-    from instances.backends.local import LocalBackend
+    from instances.machines import build_backend
 
     for name, value in {**CONTROL_PLANE_SECRETS, "LANG": "C.UTF-8", "AWS_CA_BUNDLE": "/etc/ca.pem"}.items():
         monkeypatch.setenv(name, value)
     settings.INSTANCE_S3_ENDPOINT = endpoint
     instance = Instance.objects.create(team=make_team(), backend="instances.backends.local.LocalBackend")
-    env = LocalBackend().instance_environment(instance, 8123)
+    env = build_backend("instances.backends.local.LocalBackend").instance_environment(instance, 8123)
     assert not set(CONTROL_PLANE_SECRETS) & set(env)
     assert not any(secret in value for secret in CONTROL_PLANE_SECRETS.values() for value in env.values())
     assert env["LANG"] == "C.UTF-8"
