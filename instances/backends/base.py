@@ -185,6 +185,11 @@ class MachineBackend(abc.ABC):
 
     # --- optional: backends that cannot do these raise NotImplementedError, and callers skip them ---------
 
+    def default_image_prefixes(self) -> list[str] | None:
+        """What a deployed image must start with when the settings name nothing (CLOUDCTL_ALLOWED_IMAGE_PREFIXES);
+        None when any image is safe to run with a team's token."""
+        raise NotImplementedError
+
     def log_tail(self, instance: Instance, lines: int = 15) -> str:
         """The instance's last log lines, for the timeline of a crash."""
         raise NotImplementedError

@@ -9,6 +9,7 @@ sending) is therefore resolved by looking, never by creating twice.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -150,11 +151,24 @@ class FlyBackend(MachineBackend):
                  start_timeout: float, visibility_grace: float, lease_ttl: int, health_timeout: float,
                  spec_for: Callable[..., InstanceSpec] | None = None):
         super().__init__(spec_for=spec_for)
-        self.client = client or make_client(api_url, api_token)
+        self._client, self._api_url, self._api_token = client, api_url, api_token
+        self._client_lock = threading.Lock()  # one client (and one rate limiter) for the fleet's threads
         self.ledger = ledger
         self.org, self.app_prefix, self.teams_domain = org, app_prefix, teams_domain
         self.volume_size_gb, self.lease_ttl = volume_size_gb, lease_ttl
         self.start_timeout, self.visibility_grace, self.health_timeout = start_timeout, visibility_grace, health_timeout
+
+    @property
+    def client(self) -> FlyClient:
+        """Made on first use: what needs no API call (the image prefixes, the steps' names) needs no token."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = make_client(self._api_url, self._api_token)
+        return self._client
+
+    def default_image_prefixes(self) -> list[str]:
+        # The team image's own repository in Fly's registry, which only this organization's app can push to.
+        return [f"registry.fly.io/{self.app_prefix}-team:"]
 
     def app_name(self, team_id: int) -> str:
         return f"{self.app_prefix}-team-{team_id}"

@@ -92,6 +92,10 @@ class LocalBackend(MachineBackend):
         super().__init__(spec_for=spec_for)
         self.instances_dir, self.python, self.health_timeout = Path(instances_dir), Path(python), health_timeout
 
+    def default_image_prefixes(self) -> None:
+        # An image here is only a label on processes running this checkout's code.
+        return None
+
     def team_dir(self, instance) -> Path:
         return self.instances_dir / f"team-{instance.team_id}"
 
