@@ -14,25 +14,31 @@ from django.utils.module_loading import import_string
 from .backends import BackendError, MachineBackend
 from .leases import MachineLeaseLedger
 
-LOCAL = "instances.backends.local.LocalBackend"
-FLY = "instances.backends.fly.FlyBackend"
+
+def _local_options() -> dict:
+    return {"instances_dir": settings.LOCAL_INSTANCES_DIR, "python": settings.LOCAL_INSTANCE_PYTHON,
+            "health_timeout": settings.INSTANCE_HEALTH_TIMEOUT}
+
+
+def _fly_options() -> dict:
+    return {"api_url": settings.FLY_API_URL, "api_token": settings.FLY_API_TOKEN, "org": settings.FLY_ORG,
+            "app_prefix": settings.FLY_APP_PREFIX, "teams_domain": settings.TEAMS_DOMAIN,
+            "volume_size_gb": settings.FLY_VOLUME_SIZE_GB, "start_timeout": settings.FLY_START_TIMEOUT,
+            "visibility_grace": settings.FLY_VISIBILITY_GRACE, "lease_ttl": settings.FLY_LEASE_TTL,
+            "health_timeout": settings.FLY_HEALTH_TIMEOUT, "ledger": MachineLeaseLedger()}
+
+
+# The options of the backends cloudctl ships, read from the settings (CLOUDCTL_LOCAL_*, CLOUDCTL_FLY_*) each time
+# one is built; any other backend (a test's) is built without options.
+OPTIONS = {
+    "instances.backends.local.LocalBackend": _local_options,
+    "instances.backends.fly.FlyBackend": _fly_options,
+}
 
 
 def backend_config(path: str) -> dict:
-    """`{"BACKEND": path, "OPTIONS": {...}}`: the options of the backends cloudctl ships, from the settings; any
-    other backend (a test's) is built without options."""
-    if path == LOCAL:
-        options = {"instances_dir": settings.LOCAL_INSTANCES_DIR, "python": settings.LOCAL_INSTANCE_PYTHON,
-                   "health_timeout": settings.INSTANCE_HEALTH_TIMEOUT}
-    elif path == FLY:
-        options = {"api_url": settings.FLY_API_URL, "api_token": settings.FLY_API_TOKEN, "org": settings.FLY_ORG,
-                   "app_prefix": settings.FLY_APP_PREFIX, "teams_domain": settings.TEAMS_DOMAIN,
-                   "volume_size_gb": settings.FLY_VOLUME_SIZE_GB, "start_timeout": settings.FLY_START_TIMEOUT,
-                   "visibility_grace": settings.FLY_VISIBILITY_GRACE, "lease_ttl": settings.FLY_LEASE_TTL,
-                   "health_timeout": settings.FLY_HEALTH_TIMEOUT, "ledger": MachineLeaseLedger()}
-    else:
-        options = {}
-    return {"BACKEND": path, "OPTIONS": options}
+    """`{"BACKEND": path, "OPTIONS": {...}}`, as Django's STORAGES describes a storage."""
+    return {"BACKEND": path, "OPTIONS": OPTIONS.get(path, dict)()}
 
 
 def build_backend(path: str, **extra) -> MachineBackend:

@@ -237,3 +237,26 @@ def test_a_just_started_local_instance_is_seen_alive(make_team, settings, tmp_pa
             assert backend.observe(instance) is ObservedState.STOPPED
     finally:
         backend.stop(instance)
+
+
+def test_reconcile_instance_says_when_to_look_again(backend, make_team):
+    """As controller-runtime's RequeueAfter: later when healthy, soon while a restart is pending, never once the
+    instance is destroyed."""
+    from instances.reconcile import REQUEUE_LATER, REQUEUE_SOON, reconcile_instance
+
+    team = make_team()
+    instance = provision(team, actor="test")
+    healthy = reconcile_instance(instance.pk, actor="test")
+    assert (healthy.findings, healthy.requeue_after) == ([], REQUEUE_LATER)
+
+    backend.observed = ObservedState.CRASHED
+    restarts = []
+    crashed = reconcile_instance(instance.pk, actor="test", restart=lambda team, actor: restarts.append(team))
+    assert [finding.kind for finding in crashed.findings] == ["crashed"] and restarts == [team]
+    assert crashed.requeue_after == REQUEUE_SOON
+    pending = reconcile_instance(instance.pk, actor="test", restart=lambda team, actor: restarts.append(team))
+    assert (pending.requeue_after, len(restarts)) == (REQUEUE_SOON, 1)  # the restart is waiting for the worker
+
+    Instance.objects.filter(pk=instance.pk).update(state=Instance.State.DESTROYED,
+                                                   desired_state=Instance.State.DESTROYED)
+    assert reconcile_instance(instance.pk, actor="test").requeue_after is None
