@@ -490,6 +490,7 @@ def test_an_instance_that_runs_but_does_not_answer_is_unhealthy(local, settings)
     instance = instance_for(team)
     assert local.health_problem(instance) is None
     settings.INSTANCE_HEALTH_TIMEOUT = 2
+    local = get_backend()  # built again, with it
     pgid = int((local.team_dir(instance) / "instance.pid").read_text())
     os.killpg(pgid, signal.SIGSTOP)  # alive, and answering nothing
     try:
