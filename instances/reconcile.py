@@ -28,8 +28,7 @@ from teams import timeline
 from teams.models import Team, TeamEvent
 
 from . import rollouts
-from .backends import BackendError, MachineBackend, ObservedState
-from .backends.base import Observation
+from .backends import BackendError, MachineBackend, Observation, ObservedState
 from .fleet import provision_fleet
 from .holders import claim_is_live
 from .machines import get_backend, observe_by_backend

@@ -23,7 +23,6 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from backups.services import check_backup_freshness
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
 from cloudctl.private_files import private_directory, read_or_create_secret, write_private_file
 from instances.machines import get_backend
