@@ -17,7 +17,8 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from instances.backends import BackendError, ObservedState, observe_by_backend
+from instances.backends import BackendError, ObservedState
+from instances.machines import observe_by_backend
 from instances.models import Instance
 from teams import timeline
 from teams.models import Team

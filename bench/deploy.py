@@ -58,7 +58,7 @@ def critical_path(kind: str, request_latency: float) -> float:
 
 def build_fleet(teams: int, running_share: float, suspended_share: float) -> dict[int, str]:
     """Provision the fleet (not timed), then scale most of it to zero; returns each team's kind."""
-    from instances.backends import get_backend
+    from instances.machines import get_backend
     from instances.fleet import provision_fleet
     from instances.provisioning import instance_for
     from teams.models import Team
@@ -124,14 +124,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)
             from deploys.models import Deployment
-            from instances import backends
+            from instances import machines
             from instances.backends import fly
             from instances.models import Instance
             from teams.models import Team
 
             client, counts = counting_client(args.concurrency * 2)
-            fly.make_client = lambda: client
-            backends.get_backend.cache_clear()
+            fly.make_client = lambda api_url, api_token: client
+            machines.get_backend.cache_clear()
             print(f"setting up {args.teams} teams (not timed)...", file=sys.stderr)
             kinds = build_fleet(args.teams, args.running, args.suspended)
             machine_states_before = {team_id: fly_state(client, team_id) for team_id in sample_ids(kinds, 40)}

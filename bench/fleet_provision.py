@@ -36,15 +36,15 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="cloudctl-bench-") as state_dir:
             configure_django(state_dir, url)
-            from instances import backends
+            from instances import machines
             from instances.backends import fly
             from instances.fleet import provision_fleet
             from instances.models import Instance
             from teams.models import Team
 
             client, counts = counting_client(args.concurrency)
-            fly.make_client = lambda: client
-            backends.get_backend.cache_clear()
+            fly.make_client = lambda api_url, api_token: client
+            machines.get_backend.cache_clear()
             Team.objects.bulk_create(Team(slug=f"bench-{n:05d}", name=f"Bench {n}") for n in range(args.teams))
             teams = list(Team.objects.order_by("pk"))
 

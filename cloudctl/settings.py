@@ -212,8 +212,9 @@ SERVER_THREADS = env.int("CLOUDCTL_SERVER_THREADS", default=8)
 # Django's Tasks API (the django-tasks backport on 5.2) with a database-backed queue: `manage.py db_worker`.
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 # The periodic tasks' intervals in seconds (cloudctl/schedule.py; `manage.py schedule_periodic` queues each
-# once, each run queues the next); 0 turns one off. Reconcile compares the database with Fly: off unless the
-# instances run there (fly.toml turns it on; the local backend's instances are kept by supervision).
+# once, each run queues the next); 0 turns one off. Reconcile's fleet pass compares every backend with the
+# database: off by default (fly.toml turns it on), since `manage.py dev` runs the same reconciler for its local
+# instances every few seconds.
 RECONCILE_EVERY = env.int("CLOUDCTL_RECONCILE_EVERY", default=0)
 BACKUP_CHECK_EVERY = env.int("CLOUDCTL_BACKUP_CHECK_EVERY", default=60)
 AUDIT_PRUNE_EVERY = env.int("CLOUDCTL_AUDIT_PRUNE_EVERY", default=3600)

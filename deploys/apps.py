@@ -10,5 +10,5 @@ class DeploysConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the settings checks)
         from .selectors import fleet_image, team_ids_being_deployed
 
-        # New instances start on the fleet's image; supervision leaves alone the teams a deployment is changing.
+        # New instances start on the fleet's image; the reconciler leaves alone the teams a deployment is changing.
         rollouts.plug_in(image=fleet_image, being_deployed=team_ids_being_deployed)

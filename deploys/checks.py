@@ -8,7 +8,7 @@ import re
 from django.conf import settings
 from django.core import checks
 
-from .selectors import LOCAL_BACKEND
+from .selectors import allowed_image_prefixes
 
 # The start of an image reference: registry host, repository path, then a tag (`:`) or digest (`@`).
 IMAGE_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]*")
@@ -35,10 +35,11 @@ def image_prefixes(app_configs, **kwargs):
 
 @checks.register(checks.Tags.security, deploy=True)
 def image_prefixes_chosen(app_configs, **kwargs):
-    if settings.MACHINE_BACKEND != LOCAL_BACKEND and not settings.ALLOWED_IMAGE_PREFIXES:
+    defaults = None if settings.ALLOWED_IMAGE_PREFIXES else allowed_image_prefixes()
+    if defaults is not None:
         return [checks.Warning(
-            "CLOUDCTL_ALLOWED_IMAGE_PREFIXES is not set: deploys accept any tag of "
-            f"registry.fly.io/{settings.FLY_APP_PREFIX}-team.",
+            "CLOUDCTL_ALLOWED_IMAGE_PREFIXES is not set: deploys accept "
+            + (f"only images starting with {', '.join(defaults)}" if defaults else "no image") + ".",
             hint="Name the repositories whose images may run with every team's token, e.g. "
                  "registry.fly.io/cloudctl-team:", id="teams.W001")]
     return []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from instances.backends import BackendError, ObservedState, observe_by_backend
+from instances.backends import BackendError, ObservedState
+from instances.machines import observe_by_backend
 from instances.backends.base import UNHEALTHY_STATES
 from instances.models import Instance
 from teams.models import Team

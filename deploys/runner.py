@@ -31,7 +31,8 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from instances.backends import BackendError, BackendUnavailable, MachineBackend, get_backend
+from instances.backends import BackendError, BackendUnavailable, MachineBackend
+from instances.machines import get_backend
 from instances.holders import claim_row, release_row
 from instances.models import Instance
 from teams import timeline

@@ -5,11 +5,12 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
+from instances.machines import get_backend
+
 from .models import Deployment, DeploymentTarget
 
 
 Step = DeploymentTarget.Step
-LOCAL_BACKEND = "instances.backends.local.LocalBackend"
 
 
 def fleet_image() -> str:
@@ -21,14 +22,16 @@ def fleet_image() -> str:
 
 
 def allowed_image_prefixes() -> list[str] | None:
-    """The prefixes a deployed image must start with; None when any image is accepted. Unset, Fly accepts the
-    team image's own repository in Fly's registry, which only this organization's app can push to; the local
-    backend any image, because there an image is only a label on processes running this checkout's code."""
+    """The prefixes a deployed image must start with; None when any image is accepted. Unset, the backend's own
+    (`default_image_prefixes`): on Fly the team image's repository in Fly's registry, which only this
+    organization's app can push to; on the local backend any image, there only a label on processes running
+    this checkout's code; on a backend that names none, no image until the setting names some."""
     if settings.ALLOWED_IMAGE_PREFIXES:
         return settings.ALLOWED_IMAGE_PREFIXES
-    if settings.MACHINE_BACKEND == LOCAL_BACKEND:
-        return None
-    return [f"registry.fly.io/{settings.FLY_APP_PREFIX}-team:"]
+    try:
+        return get_backend(settings.MACHINE_BACKEND).default_image_prefixes()
+    except NotImplementedError:
+        return []
 
 
 def open_deployment() -> Deployment | None:

@@ -18,12 +18,10 @@ from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 import flyapi
 from flyapi import FlyAPIError, FlyClient
-from instances.backends import get_backend
-from instances.backends.fly import FlyBackend
+from instances.machines import get_backend
 
 from .models import Certificate
 
@@ -41,7 +39,7 @@ class CertificateCheckFailed(Exception):
 
 
 def certificates_apply() -> bool:
-    return issubclass(import_string(settings.MACHINE_BACKEND), FlyBackend)
+    return get_backend().issues_certificates
 
 
 def wildcard_hostname(domain: str) -> str:
@@ -118,12 +116,12 @@ def check_certificates(*, actor: str) -> list[Certificate]:
 
 
 def _fly_client() -> FlyClient:
-    backend = get_backend()
-    if not isinstance(backend, FlyBackend):
+    try:
+        return get_backend().certificates_client()
+    except NotImplementedError:
         raise CertificatesDoNotApply(
             f"certificates apply to the Fly backend only (CLOUDCTL_MACHINE_BACKEND is {settings.MACHINE_BACKEND}): "
-            "on the local backend teams are served at http://<slug>.localhost:<port>/")
-    return backend.client
+            "on the local backend teams are served at http://<slug>.localhost:<port>/") from None
 
 
 @contextmanager

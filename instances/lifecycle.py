@@ -10,7 +10,7 @@ from teams import timeline
 from teams.models import Team
 
 from .actions import action_for
-from .backends import get_backend
+from .machines import get_backend
 from .models import TeamAction
 from .provisioning import instance_for, provision
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def stop_instance(team: Team, *, actor: str) -> None:
-    """Stop the team's instance and keep it stopped (supervision leaves it alone)."""
+    """Stop the team's instance and keep it stopped (the reconciler leaves it alone)."""
     instance = instance_for(team)
     get_backend(instance.backend).stop(instance)
     instance.state = instance.desired_state = instance.State.STOPPED

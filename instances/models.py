@@ -31,7 +31,7 @@ class Instance(models.Model):
     # The backend holding the resources, fixed at creation: changing the setting later must not orphan them.
     backend = models.CharField(max_length=200)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
-    # What the team should be: provisioning and supervision converge on it.
+    # What the team should be: provisioning and the reconciler converge on it.
     desired_state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
     image = models.CharField(max_length=300, blank=True, db_index=True)
     url = models.CharField(max_length=300, blank=True)
@@ -63,7 +63,7 @@ class Instance(models.Model):
 
     def save(self, *args, **kwargs):
         # Every path that changes `state` saves it; keeping `backups_expected_since` in step here means no
-        # caller (provisioning, supervision, services) has to remember it.
+        # caller (provisioning, the reconciler, services) has to remember it.
         expected = self.backups_expected_since if self.state == self.State.RUNNING else None
         if self.state == self.State.RUNNING and expected is None:
             expected = timezone.now()

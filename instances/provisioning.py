@@ -15,7 +15,7 @@ from teams import timeline
 from teams.models import Team
 
 from . import rollouts
-from .backends import get_backend
+from .machines import get_backend
 from .holders import claim_row, release_row
 from .models import Instance
 

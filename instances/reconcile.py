@@ -1,158 +1,269 @@
-"""Reconcile: compare what exists on Fly for our org with the database, repair what is safe, report the rest.
+"""One level-triggered reconciler for every backend: compare what the backend sees of an instance with what the
+database says it should be, repair what is safe, report the rest, and say when to look again.
 
-Safe at any time, also while provisioning runs: a team whose provisioning lease is held is left to that run,
-and only resources whose team does not exist at all count as orphans. Repairs reuse the provisioning steps
-and backend operations, so a repair is exactly what provisioning would have done.
+`reconcile_instance` does one instance, as controller-runtime's `Reconcile` does one object and returns when to
+requeue it. The rules, for every backend alike: a team a live provisioning run or deployment holds is left to
+it; a machine gone is provisioned again; a crash is recorded and restarted through provisioning, until it
+crashes `CRASH_LOOP_LIMIT` times in `CRASH_LOOP_WINDOW` and is left failed; an instance that should run but
+stopped is restarted unless its platform starts it on demand; extra machines are destroyed, a wrong image is
+updated back, a secret behind the team's token is pushed. What a backend cannot do (see `MachineBackend`'s
+optional methods) is skipped. Repairs reuse provisioning and the backend's operations: a repair is what
+provisioning would have done.
+
+`reconcile` is the fleet pass (`manage.py reconcile`, the periodic task): the backends' fleet-wide inventories
+(stale leases, orphan apps) and `reconcile_instance` for every instance, with one bulk read per backend.
+`manage.py dev` runs the same loop every few seconds for its local instances (`supervision.supervise`).
 """
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
-from django.utils import timezone as dj_timezone
-
-from flyapi import FlyAPIError
+from django.utils import timezone
 
 from teams import timeline
-from teams.models import Team
+from teams.models import Team, TeamEvent
 
-from .backends import BackendError, ObservedState, get_backend
-from .backends.fly import GONE_STATES, FlyBackend, team_of_app
+from . import rollouts
+from .backends import BackendError, MachineBackend, Observation, ObservedState
 from .fleet import provision_fleet
-from .holders import holder_is_gone
-from .models import Instance, MachineLease
+from .holders import claim_is_live
+from .machines import get_backend, observe_by_backend
+from .models import Instance
+from .provisioning import provision
 
 logger = logging.getLogger(__name__)
 
 REPAIRED, REPORTED, PRUNED = "repaired", "needs a decision", "pruned"
+CRASH_LOOP_LIMIT = 3
+CRASH_LOOP_WINDOW = timedelta(minutes=10)
+# When to look at an instance again: soon while something is under way (provisioning, a restart, a deployment,
+# a repair to verify), later when it is as it should be.
+REQUEUE_SOON = timedelta(seconds=30)
+REQUEUE_LATER = timedelta(minutes=5)
+
+# How a restart goes through provisioning: called as restart(team, actor=...). `provision` runs it here;
+# `manage.py dev` queues it for the worker; the fleet pass gathers them to provision them concurrently.
+Restart = Callable[..., object]
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # missing_machine, wrong_image, stale_lease, secret_behind, duplicate_machine, orphan_app
+    # missing_machine, crashed, exited, crash_loop, wrong_image, secret_behind, duplicate_machine, stale_lease,
+    # orphan_app, provisioning
+    kind: str
     subject: str
     outcome: str
     detail: str = ""
 
 
-def _provisioning_in_progress(instance: Instance) -> bool:
-    """A live provisioning run holds the team: leave the team to it."""
-    if not instance.claimed_by or instance.claimed_until is None:
-        return False
-    return instance.claimed_until > dj_timezone.now() and not holder_is_gone(instance.claimed_by)
+@dataclass
+class ReconcileResult:
+    team: str  # the team's slug
+    findings: list[Finding] = field(default_factory=list)
+    # When to reconcile the instance again; None once it is destroyed (nothing left to look at).
+    requeue_after: timedelta | None = REQUEUE_LATER
+    observed: ObservedState | None = None  # None when it was not looked at (left to a run that holds it)
+    restarted: bool = False  # a restart through provisioning was run or queued
+
+
+def reconcile_instance(instance_id: int, *, actor: str, dry_run: bool = False,
+                       observation: Observation | None = None, restart: Restart = provision) -> ReconcileResult:
+    """Reconcile one instance as `actor` (on each timeline event); `observation` is what a bulk read already saw
+    of it (else it is read now). With `dry_run`, report what would be done and change nothing."""
+    instance = Instance.objects.select_related("team").get(pk=instance_id)
+    result = _left_alone(instance)
+    if result is not None:
+        return result
+    backend = get_backend(instance.backend)
+    return _reconcile(instance, backend, observation or backend.inspect(instance), actor=actor, dry_run=dry_run,
+                      restart=restart)
 
 
 def reconcile(*, actor: str, prune: bool = False, dry_run: bool = False, concurrency: int = 8) -> list[Finding]:
-    """Repairs are recorded on each team's timeline as done by `actor`."""
-    backend = get_backend(settings.MACHINE_BACKEND)
-    if not isinstance(backend, FlyBackend):
-        raise BackendError("reconcile compares the database with Fly; the local backend is kept by supervision")
-    client = backend.client
+    """The fleet pass as `actor`: every backend's inventories, then every instance, the ones to restart provisioned
+    `concurrency` at a time. Orphans are reported; with `prune` they are deleted."""
+    instances = list(Instance.objects.select_related("team").exclude(
+        Q(desired_state__in=[Instance.State.DESTROYED, Instance.State.DESTROYING]) | Q(state=Instance.State.DESTROYED)))
+    backends = [get_backend(path) for path in sorted({settings.MACHINE_BACKEND, *(i.backend for i in instances)})]
     findings: list[Finding] = []
-    findings += _release_stale_leases(backend, dry_run)
+    for backend in backends:
+        findings += _release_stale_leases(backend, dry_run)
 
-    machines_by_team: dict[int, list] = {}
-    for machine in client.list_org_machines(settings.FLY_ORG):
-        team_id = machine.metadata.get("cloudctl_team")
-        if machine.state not in GONE_STATES and team_id and team_id.isdigit():
-            machines_by_team.setdefault(int(team_id), []).append(machine)
+    to_restart: list[Team] = []
+    looked_at = [instance for instance in instances if _left_alone(instance) is None]
+    for group, observed in observe_by_backend(looked_at, read="inspect_many"):
+        if isinstance(observed, BackendError):
+            raise observed
+        for instance in group:
+            findings += _reconcile(instance, get_backend(instance.backend), observed[instance.team_id], actor=actor,
+                                   dry_run=dry_run, restart=lambda team, actor: to_restart.append(team)).findings
 
-    to_provision: list[Team] = []
-    instances = Instance.objects.filter(backend=settings.MACHINE_BACKEND).select_related("team").exclude(
-        Q(desired_state__in=[Instance.State.DESTROYED, Instance.State.DESTROYING]) | Q(state=Instance.State.PENDING))
-    for instance in instances:
-        if _provisioning_in_progress(instance) or "machine" not in instance.completed_steps:
-            continue
-        team, live = instance.team, machines_by_team.get(instance.team_id, [])
-        # The org-wide listing is a point in time (docs/fly.md): a Machine made or changed moments ago may be
-        # missing from it. Only a direct read proves one gone; one that exists waits for the next run.
-        if not live and backend.observe(instance) is not ObservedState.MISSING:
-            continue
-        if not live:
-            findings.append(Finding("missing_machine", team.slug, REPAIRED, "machine gone: provisioning again"))
-            to_provision.append(team)
-            continue
-        recorded = next((m for m in live if m.id == instance.resources.get("machine")), live[0])
-        for extra in (m for m in live if m.id != recorded.id and _still_there(client, m)):
-            findings.append(Finding("duplicate_machine", f"{team.slug}/{extra.id}", REPAIRED, "destroyed"))
-            if not dry_run:
-                client.destroy_machine(extra.app_name, extra.id, force=True)
-        if recorded.id != instance.resources.get("machine"):
-            instance.resources["machine"] = recorded.id
-        findings += _repair_instance(backend, instance, recorded, dry_run, actor=actor)
-
-    findings += _orphan_apps(client, prune, dry_run)
-    if to_provision and not dry_run:
-        for team in to_provision:
-            Instance.objects.filter(team=team).update(
-                resources={k: v for k, v in team.instance.resources.items() if k not in ("machine", "launch_id")})
-        result = provision_fleet(to_provision, actor=actor, concurrency=concurrency)
-        findings += [Finding("missing_machine", f"team {team_id}", REPORTED, f"re-provisioning failed: {why}")
-                     for team_id, why in result.failed.items()]
+    for backend in backends:
+        findings += _orphans(backend, prune, dry_run)
+    if to_restart and not dry_run:
+        provisioned = provision_fleet(to_restart, actor=actor, concurrency=concurrency)
+        findings += [Finding("provisioning", f"team {team_id}", REPORTED, f"re-provisioning failed: {why}")
+                     for team_id, why in provisioned.failed.items()]
     for finding in findings:
         logger.info("reconcile %s %s: %s %s", finding.kind, finding.subject, finding.outcome, finding.detail)
     return findings
 
 
-def _still_there(client, machine) -> bool:
-    """Whether a Machine the (lagging) listing shows is still live, by reading it."""
-    try:
-        return client.get_machine(machine.app_name, machine.id).state not in GONE_STATES
-    except FlyAPIError as error:
-        if error.http_status == 404:
-            return False
-        raise
+def _left_alone(instance: Instance) -> ReconcileResult | None:
+    """The result for an instance reconcile must not touch now, or None to go on."""
+    result = ReconcileResult(instance.team.slug)
+    if Instance.State.DESTROYED in (instance.state, instance.desired_state) or (
+            instance.desired_state == Instance.State.DESTROYING):
+        result.requeue_after = None
+        return result
+    # A live provisioning run holds the team, a restart waits for the worker, or a live deployment is stopping and
+    # starting it (a restart under it would race its own start and count its failed starts toward a crash loop).
+    if (claim_is_live(instance.claimed_by, instance.claimed_until) or instance.state == Instance.State.PENDING
+            or Instance.objects.filter(pk=instance.pk, team_id__in=rollouts.team_ids_being_deployed()).exists()):
+        result.requeue_after = REQUEUE_SOON
+        return result
+    if "machine" not in instance.completed_steps:
+        return result  # never had a machine: provisioning's to make, when someone asks for it
+    return None
 
 
-def _repair_instance(backend: FlyBackend, instance: Instance, machine, dry_run: bool, *, actor: str) -> list[Finding]:
-    findings = []
+def _reconcile(instance: Instance, backend: MachineBackend, observation: Observation, *, actor: str, dry_run: bool,
+               restart: Restart) -> ReconcileResult:
+    team, state = instance.team, observation.state
+    result = ReconcileResult(team.slug, observed=state)
+    should_run = instance.state == instance.desired_state == Instance.State.RUNNING
+    if state is ObservedState.MISSING:
+        _restart(instance, backend, result, Finding("missing_machine", team.slug, REPAIRED, "machine gone"),
+                 actor=actor, dry_run=dry_run, restart=restart)
+    elif state is ObservedState.CRASHED and should_run:
+        _crashed(instance, backend, result, actor=actor, dry_run=dry_run, restart=restart)
+    elif (state is ObservedState.STOPPED and should_run and not backend.starts_on_demand
+          and not _scaled_to_zero(instance)):
+        if not dry_run:
+            timeline.record(team, timeline.Kind.EXITED, f"instance {state.value}; restarting", actor=actor,
+                            data={"observed": state.value})
+        _restart(instance, backend, result, Finding("exited", team.slug, REPAIRED, "stopped"), actor=actor,
+                 dry_run=dry_run, restart=restart)
+    else:
+        _repair(instance, backend, observation, result, actor=actor, dry_run=dry_run)
+    return result
+
+
+def _scaled_to_zero(instance: Instance) -> bool:
+    """It stopped because it said it would (scale to zero), and has not booted since: it stays down until a request
+    wakes it (the embedded router, as Fly's proxy does); restarting it would undo the scale to zero."""
+    return instance.scaled_to_zero_at is not None and instance.backups_expected_since is None
+
+
+def _crashed(instance: Instance, backend: MachineBackend, result: ReconcileResult, *, actor: str, dry_run: bool,
+             restart: Restart) -> None:
+    """A crash loop is counted from the timeline's CRASHED events: their kind, never their message."""
     team = instance.team
-    if machine.image != instance.image:
-        findings.append(Finding("wrong_image", team.slug, REPAIRED, f"{machine.image} -> {instance.image}"))
+    if not dry_run:
+        timeline.record(team, timeline.Kind.CRASHED, f"instance crashed; last log lines:\n{_log_tail(backend, instance)}",
+                        actor=actor, data={"observed": ObservedState.CRASHED.value}, is_error=True)
+    recent = TeamEvent.objects.filter(team=team, kind=timeline.Kind.CRASHED,
+                                      created_at__gte=timezone.now() - CRASH_LOOP_WINDOW).count()
+    if dry_run:
+        recent += 1  # the crash just seen, which a dry run does not record
+    if recent < CRASH_LOOP_LIMIT:
+        _restart(instance, backend, result, Finding("crashed", team.slug, REPAIRED, "crashed"), actor=actor,
+                 dry_run=dry_run, restart=restart)
+        return
+    why = f"crashed {recent} times in {CRASH_LOOP_WINDOW.total_seconds() / 60:.0f} minutes"
+    result.findings.append(Finding("crash_loop", team.slug, REPORTED, "left failed"))
+    if not dry_run:
+        instance.state, instance.last_error = Instance.State.FAILED, why
+        instance.save(update_fields=["state", "last_error", "updated_at"])
+        timeline.record(team, timeline.Kind.CRASH_LOOP, "not restarting: " + why, actor=actor, is_error=True,
+                        data={"crashes": recent, "window_seconds": CRASH_LOOP_WINDOW.total_seconds()})
+
+
+def _restart(instance: Instance, backend: MachineBackend, result: ReconcileResult, finding: Finding, *, actor: str,
+             dry_run: bool, restart: Restart) -> None:
+    """Provision the instance again (its steps adopt what exists and make or start the rest)."""
+    result.findings.append(Finding(finding.kind, finding.subject, finding.outcome,
+                                   f"{finding.detail}: provisioning again"))
+    result.requeue_after = REQUEUE_SOON
+    if dry_run:
+        return
+    if result.observed is ObservedState.MISSING:
+        instance.resources = backend.forget_machine(instance.resources)
+    instance.state = Instance.State.PENDING
+    instance.save(update_fields=["resources", "state", "updated_at"])
+    result.restarted = True
+    try:
+        restart(instance.team, actor=actor)
+    except Exception as error:  # recorded on the instance by provisioning; reported here, tried again next pass
+        result.findings.append(Finding("provisioning", instance.team.slug, REPORTED,
+                                       f"re-provisioning failed: {error}"))
+
+
+def _repair(instance: Instance, backend: MachineBackend, observation: Observation, result: ReconcileResult, *,
+            actor: str, dry_run: bool) -> None:
+    """The machine is there: no extra ones, the image the database names, the secret of the current token."""
+    team = instance.team
+    for machine_id in observation.extra_machines:
+        result.findings.append(Finding("duplicate_machine", f"{team.slug}/{machine_id}", REPAIRED, "destroyed"))
+        if not dry_run:
+            backend.remove_machine(instance, machine_id)
+    if observation.image is not None and observation.image != instance.image:
+        result.findings.append(Finding("wrong_image", team.slug, REPAIRED, f"{observation.image} -> {instance.image}"))
         if not dry_run:
             instance.resources.update(backend.update(instance, instance.image))
             timeline.record(team, timeline.Kind.RECONCILED, f"machine moved back to {instance.image}", actor=actor,
-                            data={"finding": "wrong_image", "from": machine.image, "to": instance.image})
-    if instance.resources.get("token_generation") != team.token_generation:
-        findings.append(Finding("secret_behind", team.slug, REPAIRED,
-                                f"generation {instance.resources.get('token_generation')} -> {team.token_generation}"))
+                            data={"finding": "wrong_image", "from": observation.image, "to": instance.image})
+    try:
+        held = backend.secret_generation(instance)
+    except NotImplementedError:  # the instance gets its token when it starts: a restart brings a new one
+        held = team.token_generation
+    if held != team.token_generation:
+        result.findings.append(Finding("secret_behind", team.slug, REPAIRED,
+                                       f"generation {held} -> {team.token_generation}"))
         if not dry_run:
             instance.resources.update(backend.push_secret(instance))
             timeline.record(team, timeline.Kind.RECONCILED, "app secret updated to the current token", actor=actor,
                             data={"finding": "secret_behind", "generation": team.token_generation})
-    if findings and not dry_run:
-        instance.save(update_fields=["resources", "updated_at"])
-    return findings
-
-
-def _release_stale_leases(backend: FlyBackend, dry_run: bool) -> list[Finding]:
-    """Leases we took whose holder died (or that expired) are released with their recorded nonce."""
-    findings = []
-    now = datetime.now(timezone.utc)
-    for lease in MachineLease.objects.all():
-        if lease.expires_at > now and not holder_is_gone(lease.holder):
-            continue
-        findings.append(Finding("stale_lease", f"{lease.app}/{lease.machine_id}", REPAIRED,
-                                f"left by {lease.holder}"))
+    if result.findings:
+        result.requeue_after = REQUEUE_SOON  # look again to see the repair hold
         if not dry_run:
-            backend.release_if_abandoned(lease)
-    return findings
+            instance.save(update_fields=["resources", "updated_at"])
 
 
-def _orphan_apps(client, prune: bool, dry_run: bool) -> list[Finding]:
+def _log_tail(backend: MachineBackend, instance: Instance) -> str:
+    try:
+        return backend.log_tail(instance)
+    except NotImplementedError:
+        return "(this backend keeps no log)"
+
+
+def _release_stale_leases(backend: MachineBackend, dry_run: bool) -> list[Finding]:
+    """Leases we took whose holder died (or that expired) are released with their recorded nonce."""
+    try:
+        stale = backend.release_stale_leases(dry_run=dry_run)
+    except NotImplementedError:
+        return []
+    return [Finding("stale_lease", f"{lease.app}/{lease.machine_id}", REPAIRED, f"left by {lease.holder}")
+            for lease in stale]
+
+
+def _orphans(backend: MachineBackend, prune: bool, dry_run: bool) -> list[Finding]:
     """Apps named like ours whose team does not exist, or whose instance was destroyed."""
     live_teams = set(Instance.objects.exclude(state=Instance.State.DESTROYED).values_list("team_id", flat=True))
     live_teams |= set(Team.objects.filter(instance__isnull=True).values_list("pk", flat=True))
+    try:
+        orphans = backend.orphans(live_teams)
+    except NotImplementedError:
+        return []
     findings = []
-    for app in client.list_apps(settings.FLY_ORG):
-        team_id = team_of_app(app.name)
-        if team_id is None or team_id in live_teams:
-            continue
+    for name in orphans:
         if prune and not dry_run:
-            client.delete_app(app.name, force=True)
-            findings.append(Finding("orphan_app", app.name, PRUNED, "deleted"))
+            backend.delete_orphan(name)
+            findings.append(Finding("orphan_app", name, PRUNED, "deleted"))
         else:
-            findings.append(Finding("orphan_app", app.name, REPORTED, "no team: run with --prune to delete"))
+            findings.append(Finding("orphan_app", name, REPORTED, "no team: run with --prune to delete"))
     return findings

@@ -1,4 +1,4 @@
-"""What provisioning and supervision need from deployments, without importing the deploys app (it sits above
+"""What provisioning and the reconciler need from deployments, without importing the deploys app (it sits above
 them and imports them). The deploys app plugs its answers in when it loads (`DeploysConfig.ready`); until then
 new instances start on the configured image and no team counts as being deployed."""
 

@@ -1,5 +1,5 @@
 """What callers ask of a team's instance: each request is recorded and queued for the worker (`tasks.py`), never
-run inside a web request. Commands, admin actions, views and supervision all call these."""
+run inside a web request. Commands, admin actions, views and the reconciler all call these."""
 
 from django.db import transaction
 

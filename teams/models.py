@@ -95,11 +95,10 @@ class TeamEvent(models.Model):
         RESTARTING = "restarting", "Restarting"
         DESTROYED = "destroyed", "Destroyed"
         TOKEN_ROTATED = "token_rotated", "Token rotated"
-        # Supervision (instances/supervision.py).
+        # The reconciler (instances/reconcile.py).
         CRASHED = "crashed", "Crashed"
         CRASH_LOOP = "crash_loop", "Crash loop"
         EXITED = "exited", "Exited"
-        # Reconcile (instances/reconcile.py).
         RECONCILED = "reconciled", "Reconciled"
         # Instance signals and the backup watch (backups/services.py).
         BACKUP_STALE = "backup_stale", "Backups stale"

@@ -117,7 +117,7 @@ def fly(settings, fake, clock, monkeypatch):
     import random
 
     from flyapi import FlyClient, RateLimiter
-    from instances.backends import get_backend
+    from instances.machines import get_backend
 
     backend_path = "instances.backends.fly.FlyBackend"
     settings.MACHINE_BACKEND = backend_path
@@ -125,7 +125,7 @@ def fly(settings, fake, clock, monkeypatch):
     settings.INSTANCE_IMAGE = "registry.fly.io/cloudctl-team:v1"
     client = FlyClient(token="fly-token", transport=fake.transport(), clock=clock.now, sleep=clock.sleep,
                        rng=random.Random(0), limiter=RateLimiter(clock=clock.now, sleep=clock.sleep))
-    monkeypatch.setattr("instances.backends.fly.make_client", lambda: client)
+    monkeypatch.setattr("instances.backends.fly.make_client", lambda api_url, api_token: client)
     get_backend.cache_clear()
     yield get_backend(backend_path)
     get_backend.cache_clear()

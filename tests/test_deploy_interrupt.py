@@ -11,7 +11,7 @@ import pytest
 
 from deploys.models import Deployment, DeploymentTarget
 from fakefly import FakeFly, serve
-from instances import backends
+from instances import machines
 from instances.fleet import provision_fleet
 from instances.models import MachineLease
 from instances.provisioning import instance_for
@@ -29,9 +29,9 @@ def fake_server(settings):
     settings.MACHINE_BACKEND = "instances.backends.fly.FlyBackend"
     settings.FLY_API_URL, settings.FLY_API_TOKEN, settings.FLY_ORG = url, "fly-test-token", ORG
     settings.INSTANCE_IMAGE = V1
-    backends.get_backend.cache_clear()
+    machines.get_backend.cache_clear()
     yield fake, url
-    backends.get_backend.cache_clear()
+    machines.get_backend.cache_clear()
     stop()
 
 

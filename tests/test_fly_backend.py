@@ -1,16 +1,29 @@
 """The Fly backend and provisioning state machine against the spec-checking fake Machines API."""
 # The `fly` fixture's backend is the one get_backend() returns, so provisioning and reconcile use it too.
 
+import dataclasses
+import random
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
 import pytest
 
 from fakefly import FakeFly, HostFull, NotVisible, ResponseLost, SilentRevert, Unavailable
+from flyapi import FlyClient, RateLimiter
 from instances.backends import BackendError, ObservedState
-from instances.backends.fly import app_name
+from instances.backends.base import LeaseLedger, LeaseRecord
+from instances.backends.fly import FlyBackend
+from instances.specs import InstanceSpec
 from instances.fleet import provision_fleet
 from instances.models import Instance
 from instances.provisioning import instance_for, provision
 
 ORG = "acme"
+
+
+def app_name(team_id):
+    """A team's app under the default app prefix (CLOUDCTL_FLY_APP_PREFIX)."""
+    return f"cloudctl-team-{team_id}"
 
 
 @pytest.fixture
@@ -279,7 +292,10 @@ def test_destroy_removes_compute_and_volume(fly, fake, make_team):
 
 
 def test_a_lease_whose_answer_was_lost_is_adopted_not_waited_out(fly, fake, make_team, clock, settings):
+    from instances.machines import get_backend
+
     settings.FLY_LEASE_TTL = 60  # longer than the update with its health gate takes, so waiting it out would show
+    fly = get_backend("instances.backends.fly.FlyBackend")  # built again, with it
     instance = provision(make_team(), actor="test")
     fake.inject("acquire_lease", ResponseLost(status=408), calls=[1])
     before = clock.now()
@@ -334,3 +350,64 @@ def test_the_volume_and_machine_go_to_the_teams_region(fly, fake, make_team):
     instance = provision(team, actor="test")
     assert fake.volumes[instance.resources["volume"]].region == "ams"
     assert fake.machine(instance.resources["machine"]).region == "ams"
+
+
+class MemoryLeaseLedger(LeaseLedger):
+    """A lease ledger in a dict: the Fly backend needs no database, only something that keeps its leases."""
+
+    def __init__(self):
+        self.leases: dict[tuple[str, str], LeaseRecord] = {}
+        self.recorded: list[LeaseRecord] = []
+
+    def new_holder(self):
+        return f"memory:{len(self.recorded)}"
+
+    def record(self, lease):
+        self.leases[lease.app, lease.machine_id] = lease
+        self.recorded.append(lease)
+
+    def refresh(self, app, machine_id, nonce, expires_at):
+        if (lease := self.leases.get((app, machine_id))) and lease.nonce == nonce:
+            self.leases[app, machine_id] = dataclasses.replace(lease, expires_at=expires_at)
+
+    def forget(self, app, machine_id, nonce):
+        if (lease := self.leases.get((app, machine_id))) and lease.nonce == nonce:
+            del self.leases[app, machine_id]
+
+    def lookup(self, app, machine_id):
+        return self.leases.get((app, machine_id))
+
+    def abandoned(self):
+        return [lease for lease in self.leases.values() if self.is_abandoned(lease)]
+
+    def is_abandoned(self, lease):
+        return lease.holder.startswith("dead:") or lease.expires_at <= datetime.now(timezone.utc)
+
+
+def test_a_fly_backend_built_with_an_in_memory_ledger_works_without_the_database(fake, clock):
+    """No `django_db` mark: any query fails this test. The backend gets its options and its ledger when built."""
+    client = FlyClient(token="fly-token", transport=fake.transport(), clock=clock.now, sleep=clock.sleep,
+                       rng=random.Random(0), limiter=RateLimiter(clock=clock.now, sleep=clock.sleep))
+    spec = InstanceSpec(team_id=7, image="registry.fly.io/cloudctl-team:v1", region="ord", guest={"cpus": 1},
+                        env={"CLOUDCTL_TEAM_ID": "7"}, secrets={"CLOUDCTL_TOKEN": "a-token"})
+    ledger = MemoryLeaseLedger()
+    fly = FlyBackend(client, ledger=ledger, org=ORG, app_prefix="cloudctl", teams_domain="teams.test",
+                     volume_size_gb=1, start_timeout=120, visibility_grace=15, lease_ttl=13, health_timeout=120,
+                     spec_for=lambda instance: spec)
+    instance = SimpleNamespace(team_id=7, image=spec.image, resources={},
+                               team=SimpleNamespace(slug="acme", token_generation=1))
+    for step in fly.provisioning_steps():
+        instance.resources.update(step.run(instance))
+    assert instance.resources["url"] == "https://acme.teams.test/"
+    assert_one_of_each_per_team(fake, [7])
+
+    fly.stop(instance)  # under a lease, recorded in the ledger and forgotten once released
+    assert fly.observe(instance) is ObservedState.STOPPED
+    assert [lease.machine_id for lease in ledger.recorded] == [instance.resources["machine"]]
+    assert ledger.leases == {}
+
+    app, machine_id = instance.resources["app"], instance.resources["machine"]
+    left = client.acquire_lease(app, machine_id, 3600, "a run that died")
+    ledger.record(LeaseRecord(app, machine_id, left.nonce, "dead:1", datetime.now(timezone.utc)))
+    assert [lease.nonce for lease in fly.release_stale_leases()] == [left.nonce]
+    assert client.get_lease(app, machine_id) is None and ledger.leases == {}

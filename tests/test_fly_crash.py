@@ -12,11 +12,10 @@ import subprocess
 import pytest
 
 from fakefly import FakeFly, NotVisible, ResponseLost, Unavailable, serve
-from instances.backends.fly import app_name
 from instances.models import Instance
 
 from .fly_processes import ORG, manage_process
-from .test_fly_backend import assert_one_of_each_per_team
+from .test_fly_backend import app_name, assert_one_of_each_per_team
 
 TEAMS = 200
 KILLS = 6

@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from backups.services import check_backup_freshness
 from credentials.models import CredentialEvent
-from instances.backends import ObservedState, get_backend
+from instances.backends import ObservedState
+from instances.machines import get_backend
 from instances.models import Instance
 from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
@@ -66,13 +67,13 @@ CONTROL_PLANE_SECRETS = {
                                                    ("", True)])
 def test_an_instance_environment_is_built_from_an_allow_list(monkeypatch, settings, make_team, endpoint,
                                                              bundle_kept):
-    from instances.backends.local import LocalBackend
+    from instances.machines import build_backend
 
     for name, value in {**CONTROL_PLANE_SECRETS, "LANG": "C.UTF-8", "AWS_CA_BUNDLE": "/etc/ca.pem"}.items():
         monkeypatch.setenv(name, value)
     settings.INSTANCE_S3_ENDPOINT = endpoint
     instance = Instance.objects.create(team=make_team(), backend="instances.backends.local.LocalBackend")
-    env = LocalBackend().instance_environment(instance, 8123)
+    env = build_backend("instances.backends.local.LocalBackend").instance_environment(instance, 8123)
     assert not set(CONTROL_PLANE_SECRETS) & set(env)
     assert not any(secret in value for secret in CONTROL_PLANE_SECRETS.values() for value in env.values())
     assert env["LANG"] == "C.UTF-8"
@@ -496,6 +497,7 @@ def test_an_instance_that_runs_but_does_not_answer_is_unhealthy(local, settings)
     instance = instance_for(team)
     assert local.health_problem(instance) is None
     settings.INSTANCE_HEALTH_TIMEOUT = 2
+    local = get_backend()  # built again, with it
     pgid = int((local.team_dir(instance) / "instance.pid").read_text())
     os.killpg(pgid, signal.SIGSTOP)  # alive, and answering nothing
     try:
@@ -549,3 +551,42 @@ def test_an_idle_instance_reports_its_scale_to_zero(local, settings):
     assert instance.backups_expected_since is None
     wait_for(lambda: local.observe(instance) is ObservedState.STOPPED, timeout=30, message="the instance to exit")
     assert not CredentialEvent.objects.filter(team=team, kind="refused").exists()
+
+
+def test_reconcile_restarts_a_crashed_local_instance_and_leaves_a_crash_loop_failed(local, settings):
+    """The one reconciler keeps local instances too: a crash is recorded and restarted through provisioning, until
+    the crash loop limit, where the instance is left failed; `requeue_after` follows."""
+    from instances.backends.local import _group_members
+    from instances.reconcile import CRASH_LOOP_LIMIT, REPORTED, REQUEUE_LATER, REQUEUE_SOON, reconcile_instance
+    from teams.models import TeamEvent
+
+    team = create_team_and_provision("alpha")
+    run_worker()
+    instance = instance_for(team)
+    assert reconcile_instance(instance.pk, actor="test").requeue_after == REQUEUE_LATER
+
+    def crash():
+        # Every process of the instance but the shell that leads its group, which records the exit code (137).
+        pgid = int((Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "instance.pid").read_text())
+        for pid in _group_members(pgid):
+            if pid != pgid:
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: local.observe(instance_for(team)) is ObservedState.CRASHED, timeout=30,
+                 message="the instance to be seen crashed")
+
+    for _ in range(CRASH_LOOP_LIMIT - 1):
+        crash()
+        result = reconcile_instance(instance.pk, actor="test")
+        assert [finding.kind for finding in result.findings] == ["crashed"] and result.restarted
+        assert result.requeue_after == REQUEUE_SOON
+        assert instance_for(team).state == Instance.State.RUNNING
+        assert_one_instance_and_no_orphan(local, team, settings)
+
+    crash()
+    result = reconcile_instance(instance.pk, actor="test")
+    assert [(finding.kind, finding.outcome) for finding in result.findings] == [("crash_loop", REPORTED)]
+    assert not result.restarted and result.requeue_after == REQUEUE_LATER
+    assert instance_for(team).state == Instance.State.FAILED
+    assert TeamEvent.objects.filter(team=team, kind="crashed").count() == CRASH_LOOP_LIMIT
+    assert reconcile_instance(instance.pk, actor="test").findings == []  # left failed: no restart
+    assert local.observe(instance_for(team)) is ObservedState.CRASHED

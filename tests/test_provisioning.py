@@ -11,7 +11,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from instances.backends import BackendError, MachineBackend, ObservedState, Step, get_backend
+from instances.backends import BackendError, MachineBackend, ObservedState, Step
+from instances.machines import get_backend
 from instances.models import Instance
 from instances.provisioning import ProvisioningBusy, claim, instance_for, provision
 from instances.services import create_team_and_provision
@@ -211,7 +212,7 @@ def test_supervision_leaves_alone_the_teams_a_running_deployment_is_restarting(b
 def test_a_just_started_local_instance_is_seen_alive(make_team, settings, tmp_path, monkeypatch):
     """Liveness is read from /proc (pid file, process group, the process's own CLOUDCTL_TEAM_ID), also for a
     child that was slow to exec."""
-    from instances.backends.local import LocalBackend
+    from instances.machines import build_backend
 
     fake_python = tmp_path / "python"
     fake_python.write_text("#!/bin/sh\nexec sleep 30\n")
@@ -225,7 +226,7 @@ def test_a_just_started_local_instance_is_seen_alive(make_team, settings, tmp_pa
         return real_popen(*args, preexec_fn=lambda: time.sleep(0.2), **kwargs)
 
     monkeypatch.setattr("instances.backends.local.subprocess.Popen", slow_to_exec)
-    backend = LocalBackend()
+    backend = build_backend("instances.backends.local.LocalBackend")
     team = make_team()
     instance = instance_for(team)
     try:
@@ -236,3 +237,26 @@ def test_a_just_started_local_instance_is_seen_alive(make_team, settings, tmp_pa
             assert backend.observe(instance) is ObservedState.STOPPED
     finally:
         backend.stop(instance)
+
+
+def test_reconcile_instance_says_when_to_look_again(backend, make_team):
+    """As controller-runtime's RequeueAfter: later when healthy, soon while a restart is pending, never once the
+    instance is destroyed."""
+    from instances.reconcile import REQUEUE_LATER, REQUEUE_SOON, reconcile_instance
+
+    team = make_team()
+    instance = provision(team, actor="test")
+    healthy = reconcile_instance(instance.pk, actor="test")
+    assert (healthy.findings, healthy.requeue_after) == ([], REQUEUE_LATER)
+
+    backend.observed = ObservedState.CRASHED
+    restarts = []
+    crashed = reconcile_instance(instance.pk, actor="test", restart=lambda team, actor: restarts.append(team))
+    assert [finding.kind for finding in crashed.findings] == ["crashed"] and restarts == [team]
+    assert crashed.requeue_after == REQUEUE_SOON
+    pending = reconcile_instance(instance.pk, actor="test", restart=lambda team, actor: restarts.append(team))
+    assert (pending.requeue_after, len(restarts)) == (REQUEUE_SOON, 1)  # the restart is waiting for the worker
+
+    Instance.objects.filter(pk=instance.pk).update(state=Instance.State.DESTROYED,
+                                                   desired_state=Instance.State.DESTROYED)
+    assert reconcile_instance(instance.pk, actor="test").requeue_after is None

@@ -4,13 +4,12 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from instances.backends.fly import app_name
 from instances.models import Instance, MachineLease
 from instances.provisioning import instance_for, provision
 from instances.reconcile import PRUNED, REPAIRED, REPORTED, reconcile
 from teams.tokens import rotate_team_token
 
-from .test_fly_backend import ORG, assert_one_of_each_per_team, fake, live  # noqa: F401
+from .test_fly_backend import ORG, app_name, assert_one_of_each_per_team, fake, live  # noqa: F401
 
 
 @pytest.fixture

@@ -330,7 +330,8 @@ def test_the_wake_never_starts_a_suspended_team(make_team):
 def test_supervision_leaves_an_instance_that_scaled_to_zero_for_the_router_to_wake(make_team, settings, tmp_path):
     settings.LOCAL_INSTANCES_DIR = tmp_path
     team = make_team("acme")
-    instance = Instance.objects.create(team=team, backend=LOCAL, state=Instance.State.RUNNING)
+    instance = Instance.objects.create(team=team, backend=LOCAL, state=Instance.State.RUNNING,
+                                       completed_steps=["volume", "machine", "healthy"])
     (tmp_path / f"team-{team.pk}").mkdir()  # its volume, no process: it exited
     Instance.objects.filter(pk=instance.pk).update(scaled_to_zero_at=timezone.now(), backups_expected_since=None)
     assert supervise(LOCAL, actor="test") == []

@@ -33,7 +33,7 @@ from cloudctl.processes import stop_process_group
 from fakefly import FakeFly, Latencies
 from fakefly.proxy import FlyProxy
 from flyapi import FlyClient, RateLimiter
-from instances.backends import get_backend
+from instances.machines import get_backend
 from instances.models import Instance
 from instances.provisioning import provision
 from teams.models import Team
@@ -191,7 +191,7 @@ def make_world(layout, settings, monkeypatch, tmp_path) -> FlyWorld:
         fake.allow_replay_source(teams_org, router_org)   # fly orgs replay-sources add --org tenants control
     fake.enable_cross_network_replays(teams_org, cross_network)
     client = FlyClient(token="fly-token", transport=fake.transport(), limiter=RateLimiter.unlimited())
-    monkeypatch.setattr("instances.backends.fly.make_client", lambda: client)
+    monkeypatch.setattr("instances.backends.fly.make_client", lambda api_url, api_token: client)
     settings.MACHINE_BACKEND, settings.FLY_ORG, settings.INSTANCE_IMAGE = BACKEND, teams_org, IMAGE
     settings.TEAMS_DOMAIN = DOMAIN
     get_backend.cache_clear()

@@ -14,7 +14,8 @@ from backups.services import check_backup_freshness
 from cloudctl.logs import redact_signal_urls
 from credentials.models import CredentialEvent
 from credentials.services import signal_urls
-from instances.backends import BackendError, ObservedState, Step, get_backend
+from instances.backends import BackendError, ObservedState, Step
+from instances.machines import get_backend
 from instances.lifecycle import run_action
 from instances.models import Instance, TeamAction
 from instances.provisioning import provision

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from instances.backends.fly import machine_config
-from instances.backends.local import LocalBackend
+from instances.machines import build_backend
 from instances.models import Instance
 from instances.specs import build_spec
 from teams.routing import routing_secret
 from teams.tokens import team_token
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCAL = "instances.backends.local.LocalBackend"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -91,7 +92,7 @@ def test_both_backends_give_the_instance_its_spec(instance):
     token = team_token(instance.team)
 
     fly_env = machine_config(spec, "vol-1", "launch-1")["env"]
-    local_env = LocalBackend().instance_environment(instance, 8123)
+    local_env = build_backend(LOCAL).instance_environment(instance, 8123)
 
     assert fly_env.items() >= spec.env.items() and token not in fly_env.values()  # Fly: an app secret
     assert local_env.items() >= {**spec.env, **spec.secrets}.items()
@@ -102,6 +103,6 @@ def test_a_backend_uses_the_spec_it_is_given(instance):
     given = dataclasses.replace(given, env={**given.env, "CLOUDCTL_URL": "http://given.test"},
                                 secrets={"CLOUDCTL_TOKEN": "given-token"})
 
-    env = LocalBackend(spec_for=lambda _: given).instance_environment(instance, 8123)
+    env = build_backend(LOCAL, spec_for=lambda _: given).instance_environment(instance, 8123)
 
     assert env["CLOUDCTL_URL"] == "http://given.test" and env["CLOUDCTL_TOKEN"] == "given-token"

@@ -11,11 +11,11 @@ from django.utils import timezone
 from instances import lifecycle
 from instances.actions import ACTIONS
 from instances.backends import ObservedState
-from instances.backends.fly import FlyBackend
-from instances.backends.local import LocalBackend
+from instances.machines import build_backend
 from instances.models import Instance, TeamAction
 from instances.provisioning import provision
-from instances.supervision import CRASH_LOOP_LIMIT, supervise
+from instances.reconcile import CRASH_LOOP_LIMIT
+from instances.supervision import supervise
 from teams import timeline
 from teams.models import TeamEvent
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def backend(settings):
-    from instances.backends import get_backend
+    from instances.machines import get_backend
 
     settings.MACHINE_BACKEND = BACKEND
     get_backend.cache_clear()
@@ -36,7 +36,8 @@ def backend(settings):
 
 
 def test_every_step_of_every_backend_and_every_action_has_a_kind():
-    steps = [step.name for backend in (LocalBackend(), FlyBackend(client=object()))
+    steps = [step.name for backend in (build_backend("instances.backends.local.LocalBackend"),
+                                       build_backend("instances.backends.fly.FlyBackend", client=object()))
              for step in backend.provisioning_steps()]
     assert {timeline.step_kind(name).value for name in steps} == {f"step:{name}" for name in steps}
     assert {action.requested_event.value for action in ACTIONS} == {f"action:{kind}" for kind in TeamAction.Kind.values}

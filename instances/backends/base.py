@@ -1,4 +1,9 @@
-"""The interface every machine backend implements: what provisioning, supervision and deploys need."""
+"""The interface every machine backend implements: what provisioning, reconcile and deploys need.
+
+A backend is built with its options (`instances.backends.get_backend` passes them from the settings, as Django
+builds its storages from STORAGES) and reads no settings itself. What only some backends can do is an optional
+method that raises NotImplementedError here, as Django's session backends do: callers catch it and skip.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import abc
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from flyapi import FlyClient
     from instances.models import Instance
     from instances.specs import InstanceSpec
 
@@ -36,6 +43,62 @@ UNHEALTHY_STATES = {ObservedState.CRASHED: "it crashed", ObservedState.MISSING: 
 
 
 @dataclass(frozen=True)
+class Observation:
+    """What reconcile reads of one instance in one look: its state, the image the backend has for it
+    (`running_image`; None when nothing runs and the backend keeps no image of its own) and, for a backend that
+    can make two machines for one team (a create whose answer was lost), the extra ones by id."""
+
+    state: ObservedState
+    image: str | None = None
+    extra_machines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A platform lease a backend holds on a machine, as its ledger records it."""
+
+    app: str
+    machine_id: str
+    nonce: str
+    holder: str  # who took it (`LeaseLedger.new_holder`): a run that died leaves its lease to be released
+    expires_at: datetime
+
+
+class LeaseLedger(abc.ABC):
+    """Where a backend records the leases it takes, so that one left by a run that died can be released instead
+    of blocking every later operation until it expires. Passed to the backend when it is built: the backend
+    never reaches the database (`instances.leases.MachineLeaseLedger` keeps them there)."""
+
+    @abc.abstractmethod
+    def new_holder(self) -> str:
+        """A holder id for a lease this process is about to take."""
+
+    @abc.abstractmethod
+    def record(self, lease: LeaseRecord) -> None:
+        """Remember `lease` as the one held on its machine (replacing any recorded before)."""
+
+    @abc.abstractmethod
+    def refresh(self, app: str, machine_id: str, nonce: str, expires_at: datetime) -> None:
+        """The lease with `nonce` was extended until `expires_at`."""
+
+    @abc.abstractmethod
+    def forget(self, app: str, machine_id: str, nonce: str) -> None:
+        """The lease with `nonce` was released (nothing happens if another is recorded by now)."""
+
+    @abc.abstractmethod
+    def lookup(self, app: str, machine_id: str) -> LeaseRecord | None:
+        """The lease recorded on a machine, if any."""
+
+    @abc.abstractmethod
+    def abandoned(self) -> list[LeaseRecord]:
+        """The recorded leases whose holder died or that expired: safe to release."""
+
+    @abc.abstractmethod
+    def is_abandoned(self, lease: LeaseRecord) -> bool:
+        """Whether `lease`'s holder died or it expired."""
+
+
+@dataclass(frozen=True)
 class Step:
     """One idempotent provisioning step: checks what exists, makes what is missing, returns the ids to save."""
 
@@ -44,6 +107,16 @@ class Step:
 
 
 class MachineBackend(abc.ABC):
+    # Whether the platform wakes a stopped instance itself (Fly starts a stopped Machine on its next request): a
+    # backend without it has an instance that should run but stopped (a clean exit) started again by reconcile.
+    starts_on_demand = False
+    # Whether the instances are processes of the machine the control plane runs on: `manage.py dev` stops them
+    # when it stops, and reconciles them every few seconds, since no platform watches them.
+    runs_instances_here = False
+    # Whether teams are served under a certificate the platform issues (Fly's, on the router app: `domains`); such
+    # a backend gives the client of that API (`certificates_client`).
+    issues_certificates = False
+
     def __init__(self, *, spec_for: Callable[[Instance], InstanceSpec] | None = None):
         """`spec_for` gives what an instance is to run with (environment, secrets, image, placement): a backend
         receives that and never assembles it, nor makes a token, itself. By default `instances.specs.build_spec`."""
@@ -98,3 +171,60 @@ class MachineBackend(abc.ABC):
         its process or Machine runs, or for a stopped instance the one the backend will start it on (a Fly
         Machine's config); None when nothing runs and the backend keeps no image of its own (the local backend's
         stopped or crashed instance)."""
+
+    def inspect(self, instance: Instance) -> Observation:
+        """What reconcile needs of one instance, read directly. Backends that see more (extra machines) override it."""
+        state = self.observe(instance)
+        return Observation(state, image=None if state is ObservedState.MISSING else self.running_image(instance))
+
+    def inspect_many(self, instances: list[Instance]) -> dict[int, Observation]:
+        """`inspect` for many instances by team id; backends with a bulk listing override it. What an
+        observation says is proven, not a listing's lag: an instance is MISSING only once a direct read says so."""
+        return {instance.team_id: self.inspect(instance) for instance in instances}
+
+    def forget_machine(self, resources: dict) -> dict:
+        """The resources to keep once the instance's machine is known to be gone, so provisioning makes a new one
+        instead of waiting for the old. By default all of them."""
+        return resources
+
+    # --- optional: backends that cannot do these raise NotImplementedError, and callers skip them ---------
+
+    def default_image_prefixes(self) -> list[str] | None:
+        """What a deployed image must start with when the settings name nothing (CLOUDCTL_ALLOWED_IMAGE_PREFIXES);
+        None when any image is safe to run with a team's token."""
+        raise NotImplementedError
+
+    def log_tail(self, instance: Instance, lines: int = 15) -> str:
+        """The instance's last log lines, for the timeline of a crash."""
+        raise NotImplementedError
+
+    def certificates_client(self) -> FlyClient:
+        """The client of the platform's certificates API (Fly's), where the router's wildcard certificate is
+        requested and checked (`domains`); a backend whose teams need no certificate has none."""
+        raise NotImplementedError
+
+    def remove_machine(self, instance: Instance, machine_id: str) -> None:
+        """Destroy one of the team's extra machines (`Observation.extra_machines`)."""
+        raise NotImplementedError
+
+    def secret_generation(self, instance: Instance) -> int | None:
+        """The team token generation the platform holds as the instance's secret, for a backend that keeps the
+        secret apart from the instance (a Fly app secret); `push_secret` brings it up to date."""
+        raise NotImplementedError
+
+    def push_secret(self, instance: Instance) -> dict:
+        """Set the team's current token as the instance's secret and move the instance onto it; returns
+        resources to save."""
+        raise NotImplementedError
+
+    def release_stale_leases(self, *, dry_run: bool = False) -> list[LeaseRecord]:
+        """Release the platform leases whose holder died or that expired (with `dry_run`, only list them)."""
+        raise NotImplementedError
+
+    def orphans(self, live_team_ids: set[int]) -> list[str]:
+        """The top-level resources named as ours (Fly apps) whose team is not among `live_team_ids`."""
+        raise NotImplementedError
+
+    def delete_orphan(self, name: str) -> None:
+        """Delete one of `orphans`."""
+        raise NotImplementedError

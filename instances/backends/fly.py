@@ -9,18 +9,17 @@ sending) is therefore resolved by looking, never by creating twice.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from django.conf import settings
-
 from flyapi import FlyAPIError, FlyClient, Machine
 
-from ..holders import holder_is_gone, new_holder
-from .base import BackendError, BackendUnavailable, MachineBackend, ObservedState, Step
+from .base import (BackendError, BackendUnavailable, LeaseLedger, LeaseRecord, MachineBackend, Observation,
+                   ObservedState, Step)
 
 if TYPE_CHECKING:
     from instances.specs import InstanceSpec
@@ -42,17 +41,6 @@ STATE_OF = {"started": ObservedState.RUNNING, "stopped": ObservedState.STOPPED, 
             "created": ObservedState.STOPPED, "failed": ObservedState.CRASHED}
 
 
-def app_name(team_id: int) -> str:
-    return f"{settings.FLY_APP_PREFIX}-team-{team_id}"
-
-
-def team_of_app(name: str) -> int | None:
-    """The team id an app name of ours encodes, or None for anyone else's app."""
-    prefix = f"{settings.FLY_APP_PREFIX}-team-"
-    suffix = name[len(prefix):]
-    return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
-
-
 def failure(error: FlyAPIError, doing: str) -> BackendError:
     """The backend error for a failed Fly call: BackendUnavailable (try the operation again later) when Fly's
     answer says so (`FlyAPIError.retryable`), else BackendError. The one place that decides, for every operation."""
@@ -69,8 +57,8 @@ def fly_errors(doing: str):
         raise failure(error, doing) from None
 
 
-def make_client() -> FlyClient:
-    return FlyClient(settings.FLY_API_URL, settings.FLY_API_TOKEN)
+def make_client(api_url: str, api_token: str) -> FlyClient:
+    return FlyClient(api_url, api_token)
 
 
 def machine_config(spec: InstanceSpec, volume_id: str, launch_id: str) -> dict:
@@ -111,28 +99,25 @@ class HeldLease:
     has gone by. Every wait under a lease goes in windows of that length (`wait`), so the lease never lapses
     while we work, even on a stop that takes its whole `stop_config.timeout` or a slow boot."""
 
-    def __init__(self, client: FlyClient, app: str, machine_id: str, nonce: str, description: str):
+    def __init__(self, client: FlyClient, app: str, machine_id: str, nonce: str, description: str, *, ttl: int,
+                 ledger: LeaseLedger):
         self.client, self.app, self.machine_id, self.nonce = client, app, machine_id, nonce
-        self.description = description
-        self.refresh_every = settings.FLY_LEASE_TTL / 3
+        self.description, self.ttl, self.ledger = description, ttl, ledger
+        self.refresh_every = ttl / 3
         self.refreshed_at = client.clock()
 
     def keep(self) -> None:
         """Refresh the lease if it is due; raises LeaseLost if Fly no longer has it as ours."""
-        from instances.models import MachineLease
-
         now = self.client.clock()
         if now - self.refreshed_at < self.refresh_every:
             return
         try:
-            lease = self.client.acquire_lease(self.app, self.machine_id, settings.FLY_LEASE_TTL, self.description,
-                                              nonce=self.nonce)
+            lease = self.client.acquire_lease(self.app, self.machine_id, self.ttl, self.description, nonce=self.nonce)
         except FlyAPIError as error:
             raise LeaseLost(f"the lease on machine {self.machine_id} of {self.app} could not be refreshed, so "
                             f"the operation stopped there: {error}") from None
         self.refreshed_at = now
-        MachineLease.objects.filter(app=self.app, machine_id=self.machine_id, nonce=self.nonce).update(
-            expires_at=datetime.fromtimestamp(lease.expires_at, tz=timezone.utc))
+        self.ledger.refresh(self.app, self.machine_id, self.nonce, _expiry(lease.expires_at))
 
     def wait(self, state: str, *, version: str | None = None, timeout: float) -> None:
         """`client.wait` for up to `timeout` seconds, in windows no longer than the refresh interval, keeping
@@ -149,10 +134,54 @@ class HeldLease:
                     raise
 
 
+def _expiry(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
 class FlyBackend(MachineBackend):
-    def __init__(self, client: FlyClient | None = None, *, spec_for: Callable[..., InstanceSpec] | None = None):
+    """Options (`get_backend` passes them from the CLOUDCTL_FLY_* settings): the Machines API's URL and token
+    (or a ready `client`), the org, the app prefix (team apps are `<prefix>-team-<id>`), the domain teams are
+    served under, the volume size, the start, visibility, health and lease timings; and the `ledger` that
+    records the leases it takes."""
+
+    starts_on_demand = True  # autostart: Fly's proxy starts a stopped Machine on its next request
+    issues_certificates = True  # the router app's wildcard certificate, through Fly's certificates API
+
+    def __init__(self, client: FlyClient | None = None, *, ledger: LeaseLedger, api_url: str = "",
+                 api_token: str = "", org: str, app_prefix: str, teams_domain: str, volume_size_gb: int,
+                 start_timeout: float, visibility_grace: float, lease_ttl: int, health_timeout: float,
+                 spec_for: Callable[..., InstanceSpec] | None = None):
         super().__init__(spec_for=spec_for)
-        self.client = client or make_client()
+        self._client, self._api_url, self._api_token = client, api_url, api_token
+        self._client_lock = threading.Lock()  # one client (and one rate limiter) for the fleet's threads
+        self.ledger = ledger
+        self.org, self.app_prefix, self.teams_domain = org, app_prefix, teams_domain
+        self.volume_size_gb, self.lease_ttl = volume_size_gb, lease_ttl
+        self.start_timeout, self.visibility_grace, self.health_timeout = start_timeout, visibility_grace, health_timeout
+
+    @property
+    def client(self) -> FlyClient:
+        """Made on first use: what needs no API call (the image prefixes, the steps' names) needs no token."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = make_client(self._api_url, self._api_token)
+        return self._client
+
+    def default_image_prefixes(self) -> list[str]:
+        # The team image's own repository in Fly's registry, which only this organization's app can push to.
+        return [f"registry.fly.io/{self.app_prefix}-team:"]
+
+    def certificates_client(self) -> FlyClient:
+        return self.client
+
+    def app_name(self, team_id: int) -> str:
+        return f"{self.app_prefix}-team-{team_id}"
+
+    def team_of_app(self, name: str) -> int | None:
+        """The team id an app name of ours encodes, or None for anyone else's app."""
+        prefix = f"{self.app_prefix}-team-"
+        suffix = name[len(prefix):]
+        return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
 
     def provisioning_steps(self) -> list[Step]:
         return [Step("app", self.ensure_app), Step("secret", self.ensure_secret),
@@ -162,12 +191,12 @@ class FlyBackend(MachineBackend):
     # --- steps ------------------------------------------------------------------------------------------
 
     def ensure_app(self, instance) -> dict:
-        name = app_name(instance.team_id)
+        name = self.app_name(instance.team_id)
         if instance.resources.get("app") == name and self._app_owner(name) == "ours":
             return {}
         for _ in range(3):
             try:
-                self.client.create_app(name, settings.FLY_ORG, network=f"{name}-net")
+                self.client.create_app(name, self.org, network=f"{name}-net")
                 return {"app": name}
             except FlyAPIError as error:
                 if not (error.ambiguous or error.name_taken):
@@ -196,7 +225,7 @@ class FlyBackend(MachineBackend):
                 return {"volume": existing[0].id}
             try:
                 volume = self.client.create_volume(
-                    app, VOLUME_NAME, spec.region, settings.FLY_VOLUME_SIZE_GB, compute={**spec.guest})
+                    app, VOLUME_NAME, spec.region, self.volume_size_gb, compute={**spec.guest})
                 return {"volume": volume.id}
             except FlyAPIError as error:
                 if not error.ambiguous:
@@ -244,8 +273,8 @@ class FlyBackend(MachineBackend):
         with fly_errors(f"starting machine {machine_id} of {app} failed"):
             if machine.state in ("stopped", "suspended"):
                 self.client.start(app, machine_id)
-            self.client.wait(app, machine_id, "started", timeout=settings.FLY_START_TIMEOUT)
-        return {"url": f"https://{instance.team.slug}.{settings.TEAMS_DOMAIN}/"}
+            self.client.wait(app, machine_id, "started", timeout=self.start_timeout)
+        return {"url": f"https://{instance.team.slug}.{self.teams_domain}/"}
 
     # --- operations -------------------------------------------------------------------------------------
 
@@ -260,10 +289,8 @@ class FlyBackend(MachineBackend):
 
     def observe_many(self, instances) -> dict:
         """One org-wide listing (1,000 Machines a page) instead of a read per Machine."""
-        try:
-            states = {machine.id: machine.state for machine in self.client.list_org_machines(settings.FLY_ORG)}
-        except FlyAPIError as error:
-            raise failure(error, f"listing the machines of {settings.FLY_ORG} failed") from None
+        with fly_errors(f"listing the machines of {self.org} failed"):
+            states = {machine.id: machine.state for machine in self.client.list_org_machines(self.org)}
         observed = {}
         for instance in instances:
             state = states.get(instance.resources.get("machine"))
@@ -280,11 +307,11 @@ class FlyBackend(MachineBackend):
             machine = self.client.get_machine(app, machine_id)
             if machine.state == "started":
                 self.client.stop(app, machine_id, nonce=held.nonce)
-                held.wait("stopped", version=machine.instance_id, timeout=settings.FLY_START_TIMEOUT)
+                held.wait("stopped", version=machine.instance_id, timeout=self.start_timeout)
 
     def destroy(self, instance) -> None:
         """Machine, volume and app go (the app holds the team's secret); backups in S3 stay."""
-        app = instance.resources.get("app") or app_name(instance.team_id)
+        app = instance.resources.get("app") or self.app_name(instance.team_id)
         try:
             for machine in self.client.list_machines(app):
                 if machine.state not in GONE_STATES:
@@ -330,14 +357,12 @@ class FlyBackend(MachineBackend):
 
     @contextmanager
     def lease(self, app: str, machine_id: str, purpose: str):
-        """A short lease (`CLOUDCTL_FLY_LEASE_TTL`, 13 s as flyctl's) for one operation, recorded with its nonce so
+        """A short lease (`lease_ttl`, 13 s as flyctl's) for one operation, recorded in the ledger with its nonce so
         `reconcile` can release it if we die. Yields a `HeldLease`: the operation refreshes it as it goes."""
-        from instances.models import MachineLease
-
-        holder = new_holder()
+        holder = self.ledger.new_holder()
         description = f"cloudctl {purpose} ({holder})"
         try:
-            lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
+            lease = self.client.acquire_lease(app, machine_id, self.lease_ttl, description)
         except FlyAPIError as error:
             if not error.lease_held:
                 raise
@@ -346,33 +371,112 @@ class FlyBackend(MachineBackend):
                 lease = held  # ours: a retried acquire whose first answer was lost
             else:
                 # Held by one of our own runs that died (a killed deploy)? Release it and go on.
-                abandoned = MachineLease.objects.filter(app=app, machine_id=machine_id).first()
+                abandoned = self.ledger.lookup(app, machine_id)
                 if abandoned is None or not self.release_if_abandoned(abandoned):
                     raise
-                lease = self.client.acquire_lease(app, machine_id, settings.FLY_LEASE_TTL, description)
-        MachineLease.objects.update_or_create(app=app, machine_id=machine_id, defaults={
-            "nonce": lease.nonce, "holder": holder,
-            "expires_at": datetime.fromtimestamp(lease.expires_at, tz=timezone.utc)})
+                lease = self.client.acquire_lease(app, machine_id, self.lease_ttl, description)
+        self.ledger.record(LeaseRecord(app, machine_id, lease.nonce, holder, _expiry(lease.expires_at)))
         try:
-            yield HeldLease(self.client, app, machine_id, lease.nonce, description)
+            yield HeldLease(self.client, app, machine_id, lease.nonce, description, ttl=self.lease_ttl,
+                            ledger=self.ledger)
         finally:
             try:
                 self.client.release_lease(app, machine_id, lease.nonce)
             except FlyAPIError as error:
                 logger.warning("releasing the lease on %s/%s failed: %s", app, machine_id, error)
-            MachineLease.objects.filter(app=app, machine_id=machine_id, nonce=lease.nonce).delete()
+            self.ledger.forget(app, machine_id, lease.nonce)
 
-    def release_if_abandoned(self, lease) -> bool:
+    def release_if_abandoned(self, lease: LeaseRecord) -> bool:
         """Release a lease we recorded if its holder died or it expired; False if its holder still runs."""
-        if lease.expires_at > datetime.now(timezone.utc) and not holder_is_gone(lease.holder):
+        if not self.ledger.is_abandoned(lease):
             return False
+        self._release(lease)
+        return True
+
+    def release_stale_leases(self, *, dry_run: bool = False) -> list[LeaseRecord]:
+        stale = self.ledger.abandoned()
+        if not dry_run:
+            for lease in stale:
+                self._release(lease)
+        return stale
+
+    def _release(self, lease: LeaseRecord) -> None:
         try:
             self.client.release_lease(lease.app, lease.machine_id, lease.nonce)
         except FlyAPIError as error:
             if error.http_status not in (404, 409):  # already expired, or someone else's by now
                 raise
-        lease.delete()
-        return True
+        self.ledger.forget(lease.app, lease.machine_id, lease.nonce)
+
+    # --- what reconcile reads and repairs -------------------------------------------------------------
+
+    def inspect(self, instance) -> Observation:
+        with fly_errors(f"reading the machines of team {instance.team_id} failed"):
+            machine = self._current_machine(instance) if instance.resources.get("machine") else None
+            if machine is None:
+                return Observation(ObservedState.MISSING)
+            tagged = self.client.list_machines(instance.resources["app"],
+                                               metadata={"cloudctl_team": str(instance.team_id)})
+            return self._observation(instance, machine, [m for m in tagged if m.state not in GONE_STATES])
+
+    def inspect_many(self, instances) -> dict[int, Observation]:
+        """One org-wide listing (1,000 Machines a page) instead of reads per team. The listing is a point in time
+        (docs/fly.md): a Machine made or changed moments ago may be missing from it, or one destroyed still in
+        it, so a team with none listed is read directly, and an extra one is read before it counts."""
+        with fly_errors(f"listing the machines of {self.org} failed"):
+            machines_by_team: dict[int, list[Machine]] = {}
+            for machine in self.client.list_org_machines(self.org):
+                team_id = machine.metadata.get("cloudctl_team")
+                if machine.state not in GONE_STATES and team_id and team_id.isdigit():
+                    machines_by_team.setdefault(int(team_id), []).append(machine)
+            observed = {}
+            for instance in instances:
+                live = machines_by_team.get(instance.team_id, [])
+                if not live:
+                    observed[instance.team_id] = self.inspect(instance)
+                    continue
+                recorded = next((m for m in live if m.id == instance.resources.get("machine")), live[0])
+                observed[instance.team_id] = self._observation(instance, recorded, live)
+        return observed
+
+    def _observation(self, instance, machine: Machine, live: list[Machine]) -> Observation:
+        """`machine` is the team's own (adopted when the database recorded another, saved with the next repair);
+        the other `live` ones that a direct read still finds are extras."""
+        instance.resources["machine"] = machine.id
+        extras = tuple(m.id for m in live if m.id != machine.id and self._still_there(m))
+        return Observation(STATE_OF.get(machine.state, ObservedState.RUNNING), image=machine.image,
+                           extra_machines=extras)
+
+    def _still_there(self, machine: Machine) -> bool:
+        """Whether a Machine a (lagging) listing shows is still live, by reading it."""
+        try:
+            return self.client.get_machine(machine.app_name, machine.id).state not in GONE_STATES
+        except FlyAPIError as error:
+            if error.http_status == 404:
+                return False
+            raise
+
+    def remove_machine(self, instance, machine_id: str) -> None:
+        app = instance.resources.get("app") or self.app_name(instance.team_id)
+        with fly_errors(f"destroying machine {machine_id} of {app} failed"):
+            self.client.destroy_machine(app, machine_id, force=True)
+
+    def forget_machine(self, resources: dict) -> dict:
+        # The launch id goes too: the new Machine is a new launch.
+        return {key: value for key, value in resources.items() if key not in ("machine", "launch_id")}
+
+    def secret_generation(self, instance) -> int | None:
+        return instance.resources.get("token_generation")
+
+    def orphans(self, live_team_ids: set[int]) -> list[str]:
+        with fly_errors(f"listing the apps of {self.org} failed"):
+            apps = self.client.list_apps(self.org)
+        return [app.name for app in apps
+                if (team_id := self.team_of_app(app.name)) is not None and team_id not in live_team_ids]
+
+    def delete_orphan(self, name: str) -> None:
+        with fly_errors(f"deleting app {name} failed"):
+            self.client.delete_app(name, force=True)
 
     # --- internals --------------------------------------------------------------------------------------
 
@@ -402,7 +506,7 @@ class FlyBackend(MachineBackend):
                     current_version=machine.instance_id, skip_launch=not launch,
                     min_secrets_version=instance.resources.get("secrets_version"), nonce=held.nonce)
             if launch:
-                held.wait("started", version=updated.instance_id, timeout=settings.FLY_START_TIMEOUT)
+                held.wait("started", version=updated.instance_id, timeout=self.start_timeout)
             if not read_back:
                 return updated, updated
             return updated, self._wait_healthy(held) if launch else self.client.get_machine(app, machine_id)
@@ -423,7 +527,7 @@ class FlyBackend(MachineBackend):
         freshly started Machine has no results at all (flyctl PR #4952): that is "not yet", never a pass.
         Returns the Machine as last read. The lease is kept meanwhile."""
         app, machine_id = held.app, held.machine_id
-        deadline = self.client.clock() + settings.FLY_HEALTH_TIMEOUT
+        deadline = self.client.clock() + self.health_timeout
         while True:
             held.keep()
             machine = self.client.get_machine(app, machine_id)
@@ -439,7 +543,7 @@ class FlyBackend(MachineBackend):
                     failing = (f"{configured - len(checks)} of {configured} checks without a result"
                                if machine.state == "started" else f"machine is {machine.state}")
                 raise BackendError(f"machine {machine_id} of {app} is not healthy after "
-                                   f"{settings.FLY_HEALTH_TIMEOUT}s: {failing}")
+                                   f"{self.health_timeout}s: {failing}")
             self.client.sleep(HEALTH_POLL_SECONDS)
 
     def _app_owner(self, name: str) -> str:
@@ -452,7 +556,7 @@ class FlyBackend(MachineBackend):
             if error.http_status == 404:
                 return "none"
             raise failure(error, f"looking up app {name} failed") from None
-        return "ours" if app.org_slug in (None, settings.FLY_ORG) else "theirs"
+        return "ours" if app.org_slug in (None, self.org) else "theirs"
 
     def _current_machine(self, instance) -> Machine | None:
         """The team's live Machine: the recorded one, else any tagged with the team (adopted)."""
@@ -469,7 +573,7 @@ class FlyBackend(MachineBackend):
     def _visible_machine(self, app: str, machine_id: str) -> Machine | None:
         """The Machine, or None once it has answered 404 for the whole visibility grace period (a Machine
         just created can answer 404 for a few seconds: that is not "gone")."""
-        deadline = self.client.clock() + settings.FLY_VISIBILITY_GRACE
+        deadline = self.client.clock() + self.visibility_grace
         while True:
             try:
                 return self.client.get_machine(app, machine_id)
@@ -483,7 +587,7 @@ class FlyBackend(MachineBackend):
     def _find_launched(self, app: str, launch_id: str) -> Machine | None:
         """After an ambiguous create: look for the launch id until it shows up or the grace period ends
         (a Machine just created can be missing from listings for a few seconds)."""
-        deadline = self.client.clock() + settings.FLY_VISIBILITY_GRACE
+        deadline = self.client.clock() + self.visibility_grace
         while True:
             found = [m for m in self.client.list_machines(app, metadata={"cloudctl_launch_id": launch_id})
                      if m.state not in GONE_STATES]

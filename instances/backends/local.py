@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from django.conf import settings
 
 from .base import UNHEALTHY_STATES, BackendError, MachineBackend, ObservedState, Step
 
-ENTRYPOINT = Path(settings.BASE_DIR) / "instance" / "entrypoint.py"
+# The instance's program, in the repository beside the control plane (instance/).
+ENTRYPOINT = Path(__file__).resolve().parents[2] / "instance" / "entrypoint.py"
 STOP_TIMEOUT_SECONDS = 20
 # The only variables of the control plane's environment an instance gets (see instance_environment()).
 INHERITED_VARIABLES = ("LANG", "LC_ALL", "TZ")
@@ -82,8 +82,22 @@ def _environment_variable(pid: int, name: str) -> str | None:
 
 
 class LocalBackend(MachineBackend):
+    """Options (`get_backend` passes them from the settings): `instances_dir`, where each team's directory (its
+    "volume", pid file and log) goes; `python`, the instance virtualenv's interpreter; `health_timeout`, how long a
+    started instance may take to answer HTTP."""
+
+    runs_instances_here = True
+
+    def __init__(self, *, instances_dir: str | Path, python: str | Path, health_timeout: float, spec_for=None):
+        super().__init__(spec_for=spec_for)
+        self.instances_dir, self.python, self.health_timeout = Path(instances_dir), Path(python), health_timeout
+
+    def default_image_prefixes(self) -> None:
+        # An image here is only a label on processes running this checkout's code.
+        return None
+
     def team_dir(self, instance) -> Path:
-        return Path(settings.LOCAL_INSTANCES_DIR) / f"team-{instance.team_id}"
+        return self.instances_dir / f"team-{instance.team_id}"
 
     def provisioning_steps(self) -> list[Step]:
         return [Step("volume", self.ensure_volume), Step("machine", self.ensure_running),
@@ -113,7 +127,7 @@ class LocalBackend(MachineBackend):
         """Its health check path answers 200: the one path an instance serves without its router's secret."""
         url = instance.resources["url"]
         probe = url.rstrip("/") + self.spec_for(instance).health_check_path
-        deadline = time.monotonic() + settings.INSTANCE_HEALTH_TIMEOUT
+        deadline = time.monotonic() + self.health_timeout
         seen_gone = 0
         while time.monotonic() < deadline:
             # Dead means an exit code was recorded, or gone on two checks in a row: a single misread of /proc
@@ -127,7 +141,7 @@ class LocalBackend(MachineBackend):
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise BackendError(f"no HTTP 200 from {url} within {settings.INSTANCE_HEALTH_TIMEOUT}s")
+        raise BackendError(f"no HTTP 200 from {url} within {self.health_timeout}s")
 
     # --- operations -------------------------------------------------------------------------------------
 
@@ -254,8 +268,8 @@ class LocalBackend(MachineBackend):
         return None
 
     def _spawn(self, instance, port: int) -> subprocess.Popen:
-        python = settings.LOCAL_INSTANCE_PYTHON
-        if not Path(python).exists():
+        python = self.python
+        if not python.exists():
             raise BackendError(f"the instance virtualenv is missing ({python}): run `make instance-venv`")
         team_dir = self.team_dir(instance)
         (team_dir / "exit-code").unlink(missing_ok=True)
@@ -264,7 +278,7 @@ class LocalBackend(MachineBackend):
         command = '"$0" "$1"; echo $? > "$2"'
         with open(team_dir / "instance.log", "ab") as log:
             return subprocess.Popen(
-                ["/bin/sh", "-c", command, python, str(ENTRYPOINT), str(team_dir / "exit-code")],
+                ["/bin/sh", "-c", command, str(python), str(ENTRYPOINT), str(team_dir / "exit-code")],
                 env=self.instance_environment(instance, port), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=team_dir, start_new_session=True,
             )
@@ -280,12 +294,12 @@ class LocalBackend(MachineBackend):
         env.update({
             **spec.env,
             **spec.secrets,
-            "PATH": f"{Path(settings.LOCAL_INSTANCE_PYTHON).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PATH": f"{self.python.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(team_dir),
             "DATA_DIR": str(team_dir / "data"),
             "PORT": str(port),
             "CLOUDCTL_BIND": "127.0.0.1",
         })
-        if os.environ.get("AWS_CA_BUNDLE") and not settings.INSTANCE_S3_ENDPOINT.startswith("http://"):
+        if os.environ.get("AWS_CA_BUNDLE") and not spec.env.get("CLOUDCTL_S3_ENDPOINT", "").startswith("http://"):
             env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
         return env

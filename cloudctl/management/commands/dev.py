@@ -5,8 +5,8 @@ Starts the local S3/STS server, records how to reach it in the state dir's `embe
 (`manage.py schedule_periodic`: the backup check, the audit's pruning), creates an admin user, serves the
 control plane (every page and the private API, `cloudctl.urls`, on 127.0.0.1) with the private API's server,
 runs the task worker and the embedded router (every team at http://<slug>.localhost:<router port>/, waking
-instances that scaled to zero), supervises the teams' local instances (printing each team's URL as it comes up)
-and stops everything cleanly on Ctrl-C.
+instances that scaled to zero), reconciles the teams' local instances every few seconds (`instances.supervision`,
+printing each team's URL as it comes up) and stops everything cleanly on Ctrl-C.
 """
 
 import fcntl
@@ -24,9 +24,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from backups.services import check_backup_freshness
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
 from cloudctl.private_files import private_directory, read_or_create_secret, write_private_file
+from instances.machines import get_backend
 from instances.models import Instance
 from instances.supervision import stop_all, supervise
 
@@ -106,7 +106,7 @@ class Command(BaseCommand):
             self._announce(port, password, config)
             self._run(children)
         finally:
-            if settings.MACHINE_BACKEND.endswith("LocalBackend"):
+            if get_backend(settings.MACHINE_BACKEND).runs_instances_here:
                 stopped = stop_all(settings.MACHINE_BACKEND)
                 self.stdout.write(f"stopped {stopped} team instance(s); they start again with `make dev`.")
             for child in children:

@@ -2,7 +2,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from instances import actions
-from instances.backends import BackendError, get_backend
+from instances.backends import BackendError
+from instances.machines import get_backend
 from instances.models import Instance
 from teams.services import get_team
 

@@ -5,9 +5,10 @@ from instances.reconcile import REPORTED, reconcile
 
 
 class Command(BaseCommand):
-    help = ("Compare Fly with the database: repair missing machines, wrong images, stale leases and secrets "
-            "behind; report orphans (--prune deletes them). Safe at any time. `manage.py schedule_periodic` "
-            "queues it to repeat on the worker, every CLOUDCTL_RECONCILE_EVERY.")
+    help = ("Compare every backend with the database: restart crashed and missing instances through provisioning "
+            "(a crash loop is left failed), repair extra machines, wrong images, stale leases and secrets behind; "
+            "report orphans (--prune deletes them). Safe at any time. `manage.py schedule_periodic` queues it to "
+            "repeat on the worker, every CLOUDCTL_RECONCILE_EVERY.")
 
     def add_arguments(self, parser):
         parser.add_argument("--prune", action="store_true", help="delete apps tagged as ours that have no team")
