@@ -104,6 +104,7 @@ def reconcile(*, actor: str, prune: bool = False, dry_run: bool = False, concurr
 
     for backend in backends:
         findings += _orphans(backend, prune, dry_run)
+        findings += _public_addresses(backend)
     if to_restart and not dry_run:
         provisioned = provision_fleet(to_restart, actor=actor, concurrency=concurrency)
         findings += [Finding("provisioning", f"team {team_id}", REPORTED, f"re-provisioning failed: {why}")
@@ -267,3 +268,15 @@ def _orphans(backend: MachineBackend, prune: bool, dry_run: bool) -> list[Findin
         else:
             findings.append(Finding("orphan_app", name, REPORTED, "no team: run with --prune to delete"))
     return findings
+
+
+def _public_addresses(backend: MachineBackend) -> list[Finding]:
+    """Team resources reachable from the internet without the router: reported, for an operator to release (the
+    backend never allocates one, so someone did on purpose or by mistake)."""
+    try:
+        exposed = backend.public_addresses()
+    except NotImplementedError:
+        return []
+    return [Finding("public_ip", name, REPORTED,
+                    f"{', '.join(addresses)}: a team is reached only through the router; release them")
+            for name, addresses in sorted(exposed.items())]

@@ -64,6 +64,18 @@ def test_each_kind_of_drift_is_found_repaired_and_gone_on_the_second_run(fleet, 
     assert_one_of_each_per_team(fake, [team.pk for team in fleet])
 
 
+def test_a_public_ip_on_a_team_app_is_reported_and_a_flycast_address_is_not(fleet, fly, fake):
+    """A team is reached only through the router: an IP someone allocated to its app is a way around it."""
+    exposed, flycast = (instance_for(team).resources["app"] for team in fleet[:2])
+    address = fly.client.assign_ip(exposed, "shared_v4").ip
+    fly.client.assign_ip(flycast, "private_v6", network=f"{flycast}-net")
+    findings = reconcile(actor="test")
+    assert [(f.kind, f.subject, f.outcome) for f in findings] == [("public_ip", exposed, REPORTED)]
+    assert address in findings[0].detail
+    fly.client.release_ip(exposed, address)
+    assert reconcile(actor="test") == []
+
+
 def test_a_duplicate_machine_is_destroyed(fleet, fly, fake, clock):
     instance = instance_for(fleet[0])
     machine = fake.machine(instance.resources["machine"])

@@ -228,3 +228,8 @@ class MachineBackend(abc.ABC):
     def delete_orphan(self, name: str) -> None:
         """Delete one of `orphans`."""
         raise NotImplementedError
+
+    def public_addresses(self) -> dict[str, list[str]]:
+        """The public addresses of the teams' resources, by resource (Fly: the IPs of a team app). A team is
+        reached only through the router: every address listed here is a way around it."""
+        raise NotImplementedError

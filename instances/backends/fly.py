@@ -478,6 +478,19 @@ class FlyBackend(MachineBackend):
         with fly_errors(f"deleting app {name} failed"):
             self.client.delete_app(name, force=True)
 
+    def public_addresses(self) -> dict[str, list[str]]:
+        # Apps made through the Machines API have no IPs: one found was allocated by hand (a Flycast address,
+        # private to the org's network, is the large-upload path, not a public one).
+        with fly_errors(f"listing the apps of {self.org} failed"):
+            apps = [app.name for app in self.client.list_apps(self.org) if self.team_of_app(app.name) is not None]
+        exposed = {}
+        for app in apps:
+            with fly_errors(f"listing the IPs of {app} failed"):
+                public = [address.ip for address in self.client.list_ip_assignments(app) if not address.private]
+            if public:
+                exposed[app] = public
+        return exposed
+
     # --- internals --------------------------------------------------------------------------------------
 
     def _rewrite_machine(self, instance, purpose: str, *, image: str | None = None,
