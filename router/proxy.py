@@ -218,7 +218,7 @@ class Router:
             try:
                 response = await self.session.request(
                     method, url, headers=self._request_headers(scope["headers"], route), data=content,
-                    allow_redirects=False, skip_auto_headers=NOT_ADDED)
+                    allow_redirects=False)
                 break
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 pass  # refused: nothing reached the instance, so any method may be sent again
