@@ -267,6 +267,31 @@ def _signed_s3_get(config: Config, answer: dict, folder: Folder, params: dict):
     raise AssertionError("unreachable")
 
 
+# In the runtime dir: which databases this volume replicated last, and where (see volume_replicas).
+REPLICATED_RECORD = "replicated.json"
+
+
+def record_replicated(runtime: Path, folder: Folder, names: list[str]) -> None:
+    write_private(runtime / REPLICATED_RECORD, json.dumps({"folder": folder.url(), "databases": names}))
+
+
+def volume_replicas(runtime: Path, data_dir: Path) -> tuple[str, set[str]] | None:
+    """The folder and databases this volume replicated when it last started, when it still holds every one of
+    them; else None. The team's only writer is its instance, so a volume that holds all it replicated has
+    nothing to restore from that folder: its start (a wake from scale to zero, a restart) needs no listing.
+    A new or wiped volume, or one that lost a database, lists its replicas and restores what is missing."""
+    try:
+        record = json.loads((runtime / REPLICATED_RECORD).read_text())
+        folder, names = record["folder"], set(record["databases"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(folder, str) or not names or not all(isinstance(name, str) for name in names):
+        return None
+    if not names <= local_databases(data_dir):
+        return None
+    return folder, names
+
+
 def remove_database_files(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -579,8 +604,10 @@ def run(environ) -> None:
     runtime = data_dir / RUNTIME_DIR_NAME
     runtime.mkdir(mode=0o700, exist_ok=True)
     litestream = find_litestream()
-    # botocore's signer takes a tenth of a second to import: let that happen while the exchange waits.
-    threading.Thread(target=importlib.import_module, args=("botocore.auth",), daemon=True).start()
+    replicas = volume_replicas(runtime, data_dir)
+    if replicas is None:
+        # botocore's signer takes a tenth of a second to import: let that happen while the exchange waits.
+        threading.Thread(target=importlib.import_module, args=("botocore.auth",), daemon=True).start()
     log(f"starting: data dir {data_dir}, port {config.port}, "
         f"S3 {config.s3_endpoint or 'AWS'} ({config.s3_region})")
 
@@ -612,7 +639,11 @@ def run(environ) -> None:
     base_env.update(tls_environ(config, environ))
 
     local = local_databases(data_dir)
-    remote = replicated_databases(config, answer, folder)
+    if replicas is not None and replicas[0] == folder.url():
+        log(f"every database this volume replicated to {folder.url()} is here: not listing the backups")
+        remote = set()
+    else:
+        remote = replicated_databases(config, answer, folder)
     names = sorted(local | remote)
     config_path = runtime / "litestream.yml"
     control_socket = control_socket_path(runtime)
@@ -633,6 +664,7 @@ def run(environ) -> None:
     for name in names:
         prepare_database(data_dir / name)
     write_private(config_path, _yaml(litestream_config(config, folder, names, control_socket, signals)))
+    record_replicated(runtime, folder, names)
 
     profile_path = runtime / "aws-config"
     write_private(profile_path, aws_profile(sys.executable))

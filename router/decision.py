@@ -111,6 +111,11 @@ def team_slug(host: str | bytes | None, domain: str) -> str | None:
 def decide(host: str | bytes | None, domain: str, lookup: Callable[[str], TeamEntry | None]) -> Decision:
     slug = team_slug(host, domain)
     entry = lookup(slug) if slug is not None else None
+    return decide_entry(entry, domain)
+
+
+def decide_entry(entry: TeamEntry | None, domain: str) -> Decision:
+    """The decision for a team as the table holds it (None: no such team)."""
     if entry is None or entry.instance_state in GONE_STATES:
         return NotFound()
     if not entry.active:

@@ -31,7 +31,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from . import pages
-from .decision import Route, control_plane_cookie_present, decide, team_slug
+from .decision import Decision, NotFound, Route, TeamEntry, control_plane_cookie_present, decide_entry, team_slug
 from .table import ABSENT, RoutingTable
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate"})
 SET_BY_ROUTER = frozenset({b"host", b"fly-replay-src", b"x-forwarded-host", b"forwarded"})
+NOT_FORWARDED = HOP_BY_HOP | SET_BY_ROUTER
 RESPONSE_HOP_BY_HOP = HOP_BY_HOP | {b"fly-replay", b"fly-replay-src"}
 # Methods a server must treat as safe to repeat (RFC 9110 9.2.2): retried on a dropped kept-alive connection.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -90,6 +91,10 @@ class Router:
             from .services import wake_instance as wake
         self.wake = wake
         self._session: aiohttp.ClientSession | None = None
+        # The last decision for each team, kept while the table hands out the same entry (it reads a new one
+        # when its own copy is too old): the decision's secret is an HMAC, not worth computing per request.
+        self._decisions: dict[str, tuple[TeamEntry, str, Decision]] = {}
+        self._control_plane_cookies = control_plane_cookies()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -134,11 +139,23 @@ class Router:
             return await self._replay(send, decision, headers)
         await self._proxy(scope, receive, send, decision)
 
-    async def _decide(self, host):
-        slug = team_slug(host, settings.TEAMS_DOMAIN)
-        if slug is not None and self.table.cached(slug) is ABSENT:
-            await asyncio.to_thread(self.table.lookup, slug)  # the database is read off the event loop
-        return decide(host, settings.TEAMS_DOMAIN, self.table.lookup)
+    async def _decide(self, host) -> Decision:
+        """router/decision.py's `decide`, its table read off the event loop and its answer kept per entry."""
+        domain = settings.TEAMS_DOMAIN
+        slug = team_slug(host, domain)
+        if slug is None:
+            return NotFound()
+        entry = self.table.cached(slug)
+        if entry is ABSENT:
+            entry = await asyncio.to_thread(self.table.lookup, slug)  # the database is read off the event loop
+        if entry is None:
+            return NotFound()
+        kept = self._decisions.get(slug)
+        if kept is not None and kept[0] is entry and kept[1] == domain:
+            return kept[2]
+        decision = decide_entry(entry, domain)
+        self._decisions[slug] = (entry, domain, decision)
+        return decision
 
     # --- Fly: replay ------------------------------------------------------------------------------------
 
@@ -146,7 +163,7 @@ class Router:
         replay = {"app": route.app, "instance": route.machine, "state": route.secret,
                   "timeout": f"{int(settings.ROUTER_WAKE_TIMEOUT)}s", "fallback": "force_self"}
         cookies = b"; ".join(value for name, value in headers if name.lower() == b"cookie").decode("latin-1")
-        if control_plane_cookie_present(cookies, control_plane_cookies()):
+        if control_plane_cookie_present(cookies, self._control_plane_cookies):
             replay["transform"] = {"delete_headers": ["cookie"]}
         body = json.dumps(replay).encode()
         await send({"type": "http.response.start", "status": 200,
@@ -168,10 +185,10 @@ class Router:
         """The client's headers but hop-by-hop ones and those the router sets; a chunked body is sent chunked
         again (aiohttp does so for a body of unknown length)."""
         cookies = b"; ".join(value for name, value in headers if name.lower() == b"cookie").decode("latin-1")
-        drop_cookies = control_plane_cookie_present(cookies, control_plane_cookies())
+        drop_cookies = cookies and control_plane_cookie_present(cookies, self._control_plane_cookies)
         forwarded = CIMultiDict(
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
-            if name.lower() not in HOP_BY_HOP | SET_BY_ROUTER and not (drop_cookies and name.lower() == b"cookie"))
+            if name.lower() not in NOT_FORWARDED and not (drop_cookies and name.lower() == b"cookie"))
         forwarded.add("Host", route.hostname)
         forwarded.add("fly-replay-src", replay_source(route.secret).decode())
         return forwarded
@@ -207,7 +224,7 @@ class Router:
             try:
                 response = await self.session.request(
                     method, url, headers=self._request_headers(scope["headers"], route), data=content,
-                    allow_redirects=False, skip_auto_headers=NOT_ADDED)
+                    allow_redirects=False)
                 break
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 pass  # refused: nothing reached the instance, so any method may be sent again

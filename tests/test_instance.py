@@ -710,3 +710,23 @@ def test_the_entrypoint_lists_its_own_replicas_and_is_refused_another_teams(s3_e
         == {"notes.db"}
     with pytest.raises(entrypoint.StartupError, match=f"cannot list backups at .*{other.storage_prefix}: AccessDenied"):
         entrypoint.replicated_databases(config, answer, entrypoint.Folder(s3_env.bucket, other.storage_prefix))
+
+
+def test_a_volume_holding_all_it_replicated_needs_no_listing(tmp_path):
+    """A wake or restart of a volume that kept every database it replicated skips the replica listing; a new,
+    wiped or damaged volume, or another folder, lists (and restores what is missing)."""
+    data_dir, runtime = tmp_path / "data", tmp_path / "data" / entrypoint.RUNTIME_DIR_NAME
+    runtime.mkdir(parents=True)
+    folder = entrypoint.Folder("backups", "team-7/")
+    assert entrypoint.volume_replicas(runtime, data_dir) is None  # never started here
+    for name in ("data.db", "notes.db"):
+        sqlite3.connect(data_dir / name).close()
+    entrypoint.record_replicated(runtime, folder, ["data.db", "notes.db"])
+    assert (runtime / entrypoint.REPLICATED_RECORD).stat().st_mode & 0o777 == 0o600
+    assert entrypoint.volume_replicas(runtime, data_dir) == ("s3://backups/team-7/", {"data.db", "notes.db"})
+    (data_dir / "notes.db").unlink()  # lost: its replica must be listed and restored
+    assert entrypoint.volume_replicas(runtime, data_dir) is None
+    for broken in ("", "{", '{"folder": "s3://backups/team-7/"}', '{"folder": 7, "databases": ["data.db"]}',
+                   '{"folder": "s3://backups/team-7/", "databases": []}', "[]"):
+        (runtime / entrypoint.REPLICATED_RECORD).write_text(broken)
+        assert entrypoint.volume_replicas(runtime, data_dir) is None

@@ -4,6 +4,7 @@ tests/test_router_stack.py."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -467,3 +468,66 @@ def test_the_routing_secret_is_never_stored_or_logged(make_team, upstream, caplo
     assert secret == routing_secret(team.pk)
     assert secret not in database_text() and secret not in caplog.text
     assert secret not in served.text + failed.text + str(served.headers) + str(failed.headers)
+
+
+# --- the router's hot path ------------------------------------------------------------------------------
+
+class RecordingTransport:
+    def __init__(self):
+        self.sent, self.closed = [], False
+
+    def write(self, data):
+        self.sent.append(data)
+
+    def is_closing(self):
+        return self.closed
+
+    def get_write_buffer_size(self):
+        return 0  # all sent
+
+    def close(self):
+        self.closed = True
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 5)}.get(name, default)
+
+
+@pytest.mark.anyio
+async def test_the_routers_server_sends_what_one_turn_writes_at_once():
+    """uvicorn writes the headers, the body and a chunked answer's end apart: one send for them all."""
+    from router.server import CoalescingTransport
+
+    real = RecordingTransport()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"")
+    transport.writelines([b"5\r\nhello\r\n", b"0\r\n\r\n"])
+    assert real.sent == [] and transport.get_write_buffer_size() == 19 + 15
+    await asyncio.sleep(0)
+    assert real.sent == [b"HTTP/1.1 200 OK\r\n\r\n5\r\nhello\r\n0\r\n\r\n"]
+    transport.write(b"last words")
+    transport.close()  # nothing written is lost to a close in the same turn
+    assert real.sent[-1] == b"last words" and real.closed
+    await asyncio.sleep(0)
+    assert len(real.sent) == 2
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 5)
+
+
+@pytest.mark.anyio
+async def test_the_router_decides_anew_when_the_table_reads_a_new_entry(teams_domain):
+    now = [1000.0]
+    entries = {"acme": entry(upstream="http://127.0.0.1:1/")}
+    router = Router(mode="embedded", table=RoutingTable(read=entries.get, clock=lambda: now[0]))
+    first = await router._decide(b"acme.teams.example.com")
+    assert first.upstream == "http://127.0.0.1:1/"
+    assert await router._decide(b"ACME.teams.example.com:80") is first  # the same entry: the same decision
+    entries["acme"] = entry(upstream="http://127.0.0.1:2/")
+    now[0] += router.table.max_age
+    assert (await router._decide(b"acme.teams.example.com")).upstream == "http://127.0.0.1:2/"
+    entries["acme"] = entry(active=False)
+    now[0] += router.table.max_age
+    assert await router._decide(b"acme.teams.example.com") == Suspended("acme")
+    del entries["acme"]
+    now[0] += router.table.max_age
+    assert await router._decide(b"acme.teams.example.com") == NotFound()
+    assert await router._decide(b"nobody.example.org") == NotFound()
