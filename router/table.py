@@ -1,7 +1,6 @@
 """The routing table: what the router knows of each team, read from the database.
 
-The one module of the router that reads the teams' models (they are moving to their own app: change the import
-here). A lookup is served from memory for at most `CLOUDCTL_ROUTER_TABLE_MAX_AGE` seconds (0.5 s), so a change
+The one module of the router that reads the teams' and instances' models. A lookup is served from memory for at most `CLOUDCTL_ROUTER_TABLE_MAX_AGE` seconds (0.5 s), so a change
 committed to the database (a team created, suspended, destroyed, moved to another port or Machine) is what the
 router decides on within that bound, well inside the 1 s promised; a miss costs one indexed query.
 """
@@ -10,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from django.conf import settings
@@ -20,6 +20,8 @@ from teams.models import Team
 from .decision import TeamEntry
 
 ABSENT = object()
+# Anyone can ask for any name under the teams' domain: past this many remembered reads, the oldest go.
+MAX_ENTRIES = 10_000
 
 
 def read_entry(slug: str) -> TeamEntry | None:
@@ -47,11 +49,16 @@ class RoutingTable:
     """Thread-safe; `clock` is injectable so tests move time instead of waiting."""
 
     def __init__(self, *, max_age: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 read: Callable[[str], TeamEntry | None] = read_entry):
+                 read: Callable[[str], TeamEntry | None] = read_entry, max_entries: int = MAX_ENTRIES):
         self.max_age = settings.ROUTER_TABLE_MAX_AGE if max_age is None else max_age
-        self._clock, self._read = clock, read
-        self._entries: dict[str, tuple[float, TeamEntry | None]] = {}
+        self._clock, self._read, self.max_entries = clock, read, max_entries
+        # In the order they were read: the first is the oldest.
+        self._entries: OrderedDict[str, tuple[float, TeamEntry | None]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def remembered(self) -> int:
+        """How many reads it keeps (not `__len__`: an empty table must not be falsy)."""
+        return len(self._entries)
 
     def cached(self, slug: str):
         """The entry if it is fresh enough, else `ABSENT` (the caller reads it, off the event loop)."""
@@ -69,4 +76,7 @@ class RoutingTable:
         entry = self._read(slug)
         with self._lock:
             self._entries[slug] = (read_at, entry)
+            self._entries.move_to_end(slug)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
         return entry

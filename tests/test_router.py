@@ -18,7 +18,7 @@ from router.decision import (
 )
 from router.proxy import Router
 from router.services import wake_instance
-from router.table import RoutingTable, read_entry
+from router.table import ABSENT, RoutingTable, read_entry
 from instances.models import Instance, TeamAction
 from teams.models import Team
 from teams.routing import routing_secret
@@ -165,6 +165,17 @@ def test_a_committed_change_is_seen_within_the_tables_bound(make_team, settings)
     assert decide("acme.teams.example.com", DOMAIN, table.lookup) == NotFound()
     make_team("newcomer")
     assert table.lookup("newcomer") is not None  # never looked up before: read at once
+
+
+def test_names_nobody_has_do_not_grow_the_table_without_bound():
+    """Anyone can ask for any name under the domain: the table remembers at most `max_entries`, the oldest
+    reads going first, so random names cost the router no memory beyond that."""
+    now = [1000.0]
+    table = RoutingTable(read=lambda slug: None, clock=lambda: now[0], max_entries=100)
+    for number in range(10_000):
+        table.lookup(f"nobody-{number}")
+    assert table.remembered() == 100
+    assert table.cached("nobody-9999") is None and table.cached("nobody-0") is ABSENT
 
 
 # --- the pages and the Fly replay (the ASGI app in process) ----------------------------------------------
