@@ -1,0 +1,75 @@
+"""The embedded stack as `manage.py dev` runs it, for the benches that need real teams: local S3/STS, the control
+plane's server (the private API), the task worker and the router, each its own process on 127.0.0.1, on a
+throwaway state directory and SQLite database. Not a bench: `make bench` runs the scripts directly in bench/."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.support.datasette import REPO, answers, free_port, poll
+
+
+@dataclass
+class EmbeddedStack:
+    work: Path
+    router_port: int
+
+    def through_router(self, slug: str, path: str = "/") -> tuple[str, dict]:
+        """The URL and headers of http://<slug>.localhost:<port><path> (connecting to loopback directly)."""
+        return f"http://127.0.0.1:{self.router_port}{path}", {"Host": f"{slug}.localhost:{self.router_port}"}
+
+
+@contextmanager
+def embedded_stack(name: str):
+    """Django set up in this process on the stack's database (so the bench calls services directly), the
+    stack's processes running; every instance and process stopped on the way out, whatever happened."""
+    from cloudctl.local_s3 import LocalS3Server, free_port_set
+
+    work = Path(tempfile.mkdtemp(prefix=f"cloudctl-bench-{name}-"))
+    s3 = LocalS3Server(work / "s3", ports=free_port_set())
+    config = s3.start()
+    port, router_port = free_port(), free_port()
+    os.environ.pop("AWS_CA_BUNDLE", None)
+    os.environ.update({
+        **config.client_environ(),
+        "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
+        "CLOUDCTL_STATE_DIR": str(work / "state"),
+        "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
+        "CLOUDCTL_LOG_LEVEL": "WARNING",
+        "CLOUDCTL_URLCONF": "cloudctl.urls",
+        "CLOUDCTL_TEAMS_DOMAIN": "localhost",
+    })
+    children = []
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        logs = open(work / "control-plane.log", "ab")
+        for command in (
+            [sys.executable, "-m", "cloudctl.server", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+            [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
+            [sys.executable, "-m", "router.server", "--bind", f"127.0.0.1:{router_port}", "--mode", "embedded"],
+        ):
+            children.append(subprocess.Popen(command, cwd=REPO, stdout=logs, stderr=logs))
+        poll(lambda: answers(f"http://127.0.0.1:{port}/accounts/login/"), "the control plane")
+        yield EmbeddedStack(work=work, router_port=router_port)
+    finally:
+        from django.apps import apps
+
+        if apps.ready:
+            from django.conf import settings
+
+            from instances.supervision import stop_all
+
+            stop_all(settings.MACHINE_BACKEND)
+        for child in children:
+            child.terminate()
+            child.wait()
+        s3.stop()
