@@ -246,6 +246,10 @@ class ApiError(Exception):
         return Reply(self.status, {"error": str(self)} | ({"status": self.code} if self.code else {}))
 
 
+class ClientGone(Exception):
+    """The connection closed before the whole body arrived (a client killed mid-request)."""
+
+
 class Refused(Exception):
     """A handler's verdict that the request breaks a documented rule the schemas cannot express."""
 
@@ -443,6 +447,9 @@ class FakeFly:
                    if key.startswith("HTTP_")}
         try:
             body = self._read_json(environ)
+        except ClientGone:
+            # No request arrived (its client died between headers and body): nothing to refuse or carry out.
+            return route, ApiError(400, "incomplete body").reply()
         except ValueError as error:
             return route, self._refuse(method, path, [f"(body): not JSON ({error})"], None)
 
@@ -490,6 +497,8 @@ class FakeFly:
     def _read_json(environ: dict) -> Any:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length else b""
+        if len(raw) < length:
+            raise ClientGone(f"{len(raw)} of {length} bytes")
         return json.loads(raw) if raw.strip() else None
 
     def _refuse(self, method: str, path: str, errors: list[str], body: Any) -> Reply:

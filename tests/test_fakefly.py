@@ -439,6 +439,30 @@ def test_serves_real_http_on_localhost():
         stop()
 
 
+def test_a_request_whose_client_died_mid_body_is_dropped_not_refused():
+    """A client killed between its headers and its body (a SIGKILLed deploy) sent no request: a server reads
+    fewer bytes than Content-Length and does nothing. The fake must not count it as a request that broke the spec
+    (`refused`), nor carry anything out."""
+    import socket
+    import time
+
+    fake = FakeFly(orgs=("acme",), latencies=Latencies(), time_scale=0)
+    url, stop = serve(fake)
+    try:
+        host, port = url.removeprefix("http://").split("/")[0].split(":")
+        with socket.create_connection((host, int(port))) as connection:
+            connection.sendall(b"POST /v1/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+                               b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"app_na")
+        deadline = time.monotonic() + 5
+        while fake.calls["create_app"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the handler thread has read what it will ever get
+        assert fake.refused == []
+        assert not fake.apps
+    finally:
+        stop()
+
+
 SCALE_TO_ZERO = {"services": [{"protocol": "tcp", "internal_port": 8080, "ports": [{"port": 80}], "autostop": "stop",
                                "autostart": True, "min_machines_running": 0}]}
 
