@@ -13,17 +13,15 @@ Last line: `ratio: <median create->200 / median bare start>` (target: at most 2.
 """
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench.support.datasette import INSTANCE_BIN, answers, bare_start, free_port, poll  # noqa: E402
+from bench.support.datasette import INSTANCE_BIN, answers, bare_start, poll  # noqa: E402
+from bench.support.embedded_stack import embedded_stack  # noqa: E402
 
 
 def main() -> None:
@@ -33,39 +31,7 @@ def main() -> None:
     if not (INSTANCE_BIN / "datasette").exists():
         sys.exit("the instance virtualenv is missing: run `make instance-venv`")
 
-    from cloudctl.local_s3 import LocalS3Server, free_port_set
-
-    work = Path(tempfile.mkdtemp(prefix="cloudctl-bench-provision-"))
-    s3 = LocalS3Server(work / "s3", ports=free_port_set())
-    config = s3.start()
-    port = free_port()
-    os.environ.pop("AWS_CA_BUNDLE", None)
-    os.environ.update({
-        **config.client_environ(),
-        "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
-        "CLOUDCTL_STATE_DIR": str(work / "state"),
-        "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
-        "CLOUDCTL_LOG_LEVEL": "WARNING",
-        # Instances need the private API, the readiness probe the admin's login page: both, as `manage.py dev`.
-        "CLOUDCTL_URLCONF": "cloudctl.urls",
-    })
-    children = []
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        logs = open(work / "control-plane.log", "ab")
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "cloudctl.server", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-            cwd=REPO, stdout=logs, stderr=logs))
-        children.append(subprocess.Popen(
-            [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
-            cwd=REPO, stdout=logs, stderr=logs))
-        poll(lambda: answers(f"http://127.0.0.1:{port}/accounts/login/"), "the control plane")
-
+    with embedded_stack("provision") as stack:
         import boto3
 
         from instances.models import Instance
@@ -75,7 +41,7 @@ def main() -> None:
         s3_admin = boto3.client("s3")
         bare, to_http, to_backup = [], [], []
         for run in range(args.runs):
-            bare.append(bare_start(work))
+            bare.append(bare_start(stack.work))
             started = time.perf_counter()
             team = create_team_and_provision(f"bench-{run}")
 
@@ -90,21 +56,11 @@ def main() -> None:
 
             poll(serving, f"team {team.slug}'s Datasette")
             to_http.append(time.perf_counter() - started)
-            poll(lambda: s3_admin.list_objects_v2(Bucket=config.bucket, Prefix=team.storage_prefix).get("KeyCount"),
+            poll(lambda: s3_admin.list_objects_v2(Bucket=stack.bucket, Prefix=team.storage_prefix).get("KeyCount"),
                  f"team {team.slug}'s first backup object")
             to_backup.append(time.perf_counter() - started)
             print(f"run {run + 1}: bare start {bare[-1]:.2f} s   create -> HTTP 200 {to_http[-1]:.2f} s   "
                   f"create -> first backup object {to_backup[-1]:.2f} s", flush=True)
-    finally:
-        from django.conf import settings
-
-        from instances.supervision import stop_all
-
-        stop_all(settings.MACHINE_BACKEND)
-        for child in children:
-            child.terminate()
-            child.wait()
-        s3.stop()
 
     median = statistics.median
     print(f"\nmedian of {args.runs}:  bare Datasette start {median(bare):.2f} s   "

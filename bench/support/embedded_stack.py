@@ -17,6 +17,7 @@ from bench.support.datasette import REPO, answers, free_port, poll
 class EmbeddedStack:
     work: Path
     router_port: int
+    bucket: str  # the local S3's backup bucket
 
     def through_router(self, slug: str, path: str = "/") -> tuple[str, dict]:
         """The URL and headers of http://<slug>.localhost:<port><path> (connecting to loopback directly)."""
@@ -59,7 +60,7 @@ def embedded_stack(name: str):
         ):
             children.append(subprocess.Popen(command, cwd=REPO, stdout=logs, stderr=logs))
         poll(lambda: answers(f"http://127.0.0.1:{port}/accounts/login/"), "the control plane")
-        yield EmbeddedStack(work=work, router_port=router_port)
+        yield EmbeddedStack(work=work, router_port=router_port, bucket=config.bucket)
     finally:
         from django.apps import apps
 
