@@ -61,6 +61,13 @@ class Instance(models.Model):
     def __str__(self) -> str:
         return f"{self.team.slug} ({self.state})"
 
+    @property
+    def scaled_to_zero(self) -> bool:
+        """It stopped because it said it would (scale to zero) and has not booted since: down until a request
+        wakes it (the router, as Fly's proxy does). The database still names it running."""
+        return (self.state == self.State.RUNNING and self.scaled_to_zero_at is not None
+                and self.backups_expected_since is None)
+
     def save(self, *args, **kwargs):
         # Every path that changes `state` saves it; keeping `backups_expected_since` in step here means no
         # caller (provisioning, the reconciler, services) has to remember it.

@@ -143,7 +143,8 @@ def _reconcile(instance: Instance, backend: MachineBackend, observation: Observa
     elif state is ObservedState.CRASHED and should_run:
         _crashed(instance, backend, result, actor=actor, dry_run=dry_run, restart=restart)
     elif (state is ObservedState.STOPPED and should_run and not backend.starts_on_demand
-          and not _scaled_to_zero(instance)):
+          # Restarting an instance that scaled to zero would undo it: a request wakes it.
+          and not instance.scaled_to_zero):
         if not dry_run:
             timeline.record(team, timeline.Kind.EXITED, f"instance {state.value}; restarting", actor=actor,
                             data={"observed": state.value})
@@ -152,12 +153,6 @@ def _reconcile(instance: Instance, backend: MachineBackend, observation: Observa
     else:
         _repair(instance, backend, observation, result, actor=actor, dry_run=dry_run)
     return result
-
-
-def _scaled_to_zero(instance: Instance) -> bool:
-    """It stopped because it said it would (scale to zero), and has not booted since: it stays down until a request
-    wakes it (the embedded router, as Fly's proxy does); restarting it would undo the scale to zero."""
-    return instance.scaled_to_zero_at is not None and instance.backups_expected_since is None
 
 
 def _crashed(instance: Instance, backend: MachineBackend, result: ReconcileResult, *, actor: str, dry_run: bool,

@@ -18,9 +18,7 @@ def wake_instance(team_id: int, *, actor: str = ROUTER_ACTOR) -> TeamAction | No
         instance = Instance.objects.select_related("team").filter(team_id=team_id).first()
         if instance is None or not instance.team.is_active:
             return None
-        scaled_to_zero = (instance.state == Instance.State.RUNNING and instance.scaled_to_zero_at is not None
-                          and instance.backups_expected_since is None)
-        if not (instance.state == Instance.State.STOPPED or scaled_to_zero):
+        if not (instance.state == Instance.State.STOPPED or instance.scaled_to_zero):
             return None
         if TeamAction.objects.filter(team_id=team_id, status__in=[TeamAction.Status.QUEUED,
                                                                    TeamAction.Status.RUNNING]).exists():

@@ -33,15 +33,13 @@ def read_entry(slug: str) -> TeamEntry | None:
     if instance is None:
         return TeamEntry(team_id=team.pk, slug=team.slug, active=team.is_active)
     resources = instance.resources or {}
-    scaled_to_zero = (instance.state == Instance.State.RUNNING and instance.scaled_to_zero_at is not None
-                      and instance.backups_expected_since is None)
     return TeamEntry(
         team_id=team.pk, slug=team.slug, active=team.is_active,
         instance_state=instance.state,
         # The local backend's own address for the instance; a Fly instance has an app and a Machine instead.
         upstream=resources.get("url", "") if "port" in resources else "",
         app=resources.get("app", ""), machine=resources.get("machine", ""),
-        asleep=instance.state == Instance.State.STOPPED or scaled_to_zero,
+        asleep=instance.state == Instance.State.STOPPED or instance.scaled_to_zero,
     )
 
 
