@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "deploys",
     "credentials",
     "domains",
+    "sso",
+    "members",
     "console",
     "router",
 ]
@@ -234,6 +236,14 @@ INSTANCE_IMAGE = env.str("CLOUDCTL_INSTANCE_IMAGE", default="local")
 ALLOWED_IMAGE_PREFIXES = env.list("CLOUDCTL_ALLOWED_IMAGE_PREFIXES", default=[])
 # How instances reach the private API.
 PRIVATE_API_URL = env.str("CLOUDCTL_PRIVATE_API_URL", default="http://127.0.0.1:8000")
+# Where browsers reach the control plane (sign-in, my teams, the single sign-on's authorize endpoint): its own
+# host, never one under CLOUDCTL_TEAMS_DOMAIN (its cookies are host-only there; see docs/sso.md).
+PUBLIC_URL = env.str("CLOUDCTL_PUBLIC_URL", default="http://localhost:8000").rstrip("/")
+# Who may make an account: anyone ("open") or only someone holding an invitation ("invitation").
+SIGNUP_MODE = env.str("CLOUDCTL_SIGNUP", default="open")
+# How long a team instance trusts an actor before asking the control plane again (docs/sso.md): removing a
+# member, changing a role, disabling a user or signing out takes effect on every instance within this.
+SSO_REVALIDATE_SECONDS = env.int("CLOUDCTL_SSO_REVALIDATE_SECONDS", default=60)
 # The S3 endpoint instances use; empty means AWS. The embedded run uses the local S3 server.
 INSTANCE_S3_ENDPOINT = env.str("CLOUDCTL_INSTANCE_S3_ENDPOINT", default=env.str("AWS_ENDPOINT_URL", default=""))
 INSTANCE_S3_REGION = env.str("CLOUDCTL_INSTANCE_S3_REGION", default=env.str("AWS_DEFAULT_REGION", default="us-east-1"))

@@ -16,7 +16,7 @@ from django.conf import settings
 
 from teams.routing import (
     HEALTH_CHECK_PATH, HEALTH_CHECK_PATH_VARIABLE, HOSTNAME_VARIABLE, ROUTING_SECRET_VARIABLE, routing_secret,
-    team_hostname,
+    team_hostname, team_url,
 )
 from teams.tokens import team_token
 
@@ -55,6 +55,11 @@ def build_spec(instance: Instance) -> InstanceSpec:
         # The instance serves only requests its router sent, for this name (instance/router_guard.py).
         HOSTNAME_VARIABLE: team_hostname(instance.team.slug),
         HEALTH_CHECK_PATH_VARIABLE: HEALTH_CHECK_PATH,
+        # Single sign-on (docs/sso.md): the instance sends anonymous visitors to the control plane's authorize
+        # endpoint, to come back at <its URL>-/sso/callback, and re-validates each actor this often.
+        "CLOUDCTL_TEAM_URL": team_url(instance.team.slug),
+        "CLOUDCTL_SSO_AUTHORIZE_URL": f"{settings.PUBLIC_URL}/sso/authorize",
+        "CLOUDCTL_SSO_REVALIDATE_SECONDS": str(settings.SSO_REVALIDATE_SECONDS),
     }
     if settings.INSTANCE_S3_ENDPOINT:
         env["CLOUDCTL_S3_ENDPOINT"] = settings.INSTANCE_S3_ENDPOINT

@@ -1,4 +1,5 @@
 from django.core.exceptions import ValidationError
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -112,6 +113,15 @@ class TeamEvent(models.Model):
         DEPLOY_TENANT_FAULT = "deploy_tenant_fault", "Deploy failed by the tenant"
         ROLLED_BACK = "rolled_back", "Rolled back"
         ROLLBACK_FAILED = "rollback_failed", "Rollback failed"
+        # Members (members/services.py): who may reach the team's instance, and as what.
+        MEMBER_ADDED = "member:added", "Member added"
+        MEMBER_ROLE_CHANGED = "member:role_changed", "Member's role changed"
+        MEMBER_REMOVED = "member:removed", "Member removed"
+        OWNERSHIP_TRANSFERRED = "member:ownership_transferred", "Ownership transferred"
+        INVITATION_SENT = "invitation:sent", "Invitation sent"
+        INVITATION_RESENT = "invitation:resent", "Invitation resent"
+        INVITATION_REVOKED = "invitation:revoked", "Invitation revoked"
+        INVITATION_ACCEPTED = "invitation:accepted", "Invitation accepted"
         # A row from before the kinds were typed whose kind no code writes (migration 0011 keeps it in `data`).
         OTHER = "other", "Other"
 
@@ -130,3 +140,36 @@ class TeamEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team.slug}: {self.kind}"
+
+
+class Membership(models.Model):
+    """A user's place in a team: what they may do on its instance (instance/plugins/team_auth.py maps the role to
+    Datasette permissions) and on its members page. A team always keeps at least one owner (members/services.py)."""
+
+    class Role(models.TextChoices):
+        # Most to least: each role may do everything the ones below it may.
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+        VIEWER = "viewer", "Viewer"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="team_memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["team", "user"]
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_user_and_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team.slug} ({self.role})"
+
+    def has_role_at_least(self, role: "Membership.Role | str") -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[Membership.Role(role)]
+
+
+# How much each role may do (more is higher): `Membership.has_role_at_least` compares them.
+ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.MEMBER: 1, Membership.Role.ADMIN: 2,
+             Membership.Role.OWNER: 3}
