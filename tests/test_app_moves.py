@@ -105,7 +105,10 @@ def test_a_database_from_before_the_moves_migrates_forward_intact():
 
     apps = migrate(latest())
 
-    assert rows_of_project_tables() == with_backend_paths_moved(before)
+    after = rows_of_project_tables()
+    # Tables that later migrations created start empty; every table that was there keeps its rows.
+    assert {table: rows for table, rows in after.items() if table not in before and rows} == {}
+    assert {table: rows for table, rows in after.items() if table in before} == with_backend_paths_moved(before)
     held = apps.get_model("auth", "Group").objects.get(name="Watchers of moved models").permissions.all()
     assert {(permission.content_type.app_label, permission.content_type.model, permission.codename)
             for permission in held} == {(app, model, f"view_{model}") for model, app in MOVED_MODELS.items()}

@@ -79,7 +79,10 @@ def test_the_spec_holds_the_instances_environment_and_its_token_as_a_secret(inst
         "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION, "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
         "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT, "CLOUDCTL_S3_ENDPOINT": "https://s3.internal",
         "CLOUDCTL_HOSTNAME": f"{instance.team.slug}.{settings.TEAMS_DOMAIN}",
-        "CLOUDCTL_HEALTH_CHECK_PATH": "/-/versions.json"}
+        "CLOUDCTL_HEALTH_CHECK_PATH": "/-/versions.json",
+        "CLOUDCTL_TEAM_URL": f"https://{instance.team.slug}.{settings.TEAMS_DOMAIN}/",
+        "CLOUDCTL_SSO_AUTHORIZE_URL": f"{settings.PUBLIC_URL}/sso/authorize",
+        "CLOUDCTL_SSO_REVALIDATE_SECONDS": str(settings.SSO_REVALIDATE_SECONDS)}
     assert spec.secrets == {"CLOUDCTL_TOKEN": team_token(instance.team),
                             "CLOUDCTL_ROUTING_SECRET": routing_secret(instance.team_id)}
     assert routing_secret(instance.team_id) not in repr(spec)
