@@ -43,6 +43,7 @@ def local(s3_env, live_server, settings, tmp_path):
     """The local backend, its instances pointed at the live server and the local S3; all stopped at the end."""
     settings.MACHINE_BACKEND = "instances.backends.local.LocalBackend"
     settings.PRIVATE_API_URL = live_server.url
+    settings.PUBLIC_URL = live_server.url
     settings.LOCAL_INSTANCES_DIR = tmp_path / "instances"
     settings.INSTANCE_S3_ENDPOINT = s3_env.endpoint_url
     settings.INSTANCE_S3_REGION = REGION
@@ -200,6 +201,11 @@ def control_plane_env(settings, tmp_path) -> dict:
         # Instances get their routing secret and name from the spec, made by whichever process provisions.
         "CLOUDCTL_ROUTER_KEY": settings.ROUTER_KEY,
         "CLOUDCTL_TEAMS_DOMAIN": settings.TEAMS_DOMAIN,
+        # The single sign-on's addresses in the spec: where the team is, where its visitors sign in.
+        "CLOUDCTL_TEAMS_URL_SCHEME": settings.TEAMS_URL_SCHEME,
+        "CLOUDCTL_TEAMS_URL_PORT": str(settings.TEAMS_URL_PORT),
+        "CLOUDCTL_PUBLIC_URL": settings.PUBLIC_URL,
+        "CLOUDCTL_SSO_REVALIDATE_SECONDS": str(settings.SSO_REVALIDATE_SECONDS),
     })
     return env
 

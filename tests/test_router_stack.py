@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,34 +62,66 @@ def stack_env(settings, tmp_path, **overrides) -> dict:
     return {**control_plane_env(settings, tmp_path), "CLOUDCTL_ROUTER_WAKE_TIMEOUT": str(START_TIMEOUT), **overrides}
 
 
+@contextmanager
+def router_stack(settings, tmp_path, *, port: int) -> Iterator[Stack]:
+    """The router process on `port` and a worker process on this test's database, both started with the teams'
+    domain and URL as `settings` has them."""
+    env = stack_env(settings, tmp_path)
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        router = start_router(env, port)
+    except BaseException:
+        stop_process_group(worker)
+        raise
+    try:
+        yield Stack(port=port, router=router, env=env)
+    finally:
+        stop_process_group(router)
+        stop_process_group(worker)
+
+
 @pytest.fixture
 def routed(local, settings, tmp_path):  # noqa: F811
     """Teams at http://<slug>.localhost:<port>/: the router process and a worker process on this test's database."""
     port = free_port()
     settings.TEAMS_DOMAIN, settings.TEAMS_URL_SCHEME, settings.TEAMS_URL_PORT = "localhost", "http", port
-    env = stack_env(settings, tmp_path)
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    router = start_router(env, port)
-    yield Stack(port=port, router=router, env=env)
-    stop_process_group(router)
-    stop_process_group(worker)
+    with router_stack(settings, tmp_path, port=port) as stack:
+        yield stack
+
+
+def volume_data(team: Team, settings) -> Path:
+    """The local backend's DATA_DIR of the team's instance."""
+    return Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "data"
+
+
+def queue_team(slug: str, settings, *, marker: bool = False, plugins: dict[str, str] | None = None) -> Team:
+    """A team whose provisioning is queued for the worker. With `marker`, its volume holds `<slug>_marker.db`, so an
+    answer shows which team's Datasette gave it; `plugins` (file name -> source) are on its volume's `plugins/`
+    before it starts, as a customer leaves them."""
+    team = Team.objects.create(slug=slug, name=slug, region=settings.REGIONS[0])
+    data = volume_data(team, settings)
+    if marker:
+        data.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(data / f"{slug}_marker.db") as marker_db:
+            marker_db.execute("create table marker (id)")
+    for name, source in (plugins or {}).items():
+        (data / "plugins").mkdir(parents=True, exist_ok=True)
+        (data / "plugins" / name).write_text(source)
+    request_provisioning(team, actor="test")
+    return team
+
+
+def wait_until_running(team: Team) -> Team:
+    wait_for(lambda: Instance.objects.filter(team=team, state=Instance.State.RUNNING).exists(), timeout=START_TIMEOUT,
+             interval=0.5, message=f"team {team.slug} running")
+    return team
 
 
 def running_team(slug: str, settings, *, marker: bool = False) -> Team:
-    """A team provisioned by the worker; with `marker`, its volume holds `<slug>_marker.db`, so an answer shows
-    which team's Datasette gave it."""
-    team = Team.objects.create(slug=slug, name=slug, region=settings.REGIONS[0])
-    if marker:
-        data = Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "data"
-        data.mkdir(parents=True)
-        with sqlite3.connect(data / f"{slug}_marker.db") as marker:
-            marker.execute("create table marker (id)")
-    request_provisioning(team, actor="test")
-    wait_for(lambda: Instance.objects.filter(team=team, state=Instance.State.RUNNING).exists(), timeout=START_TIMEOUT,
-             interval=0.5, message=f"team {slug} running")
-    return team
+    """A team provisioned by the worker (see `queue_team`)."""
+    return wait_until_running(queue_team(slug, settings, marker=marker))
 
 
 def test_a_team_is_served_at_its_name_and_its_instance_answers_only_its_router(routed, settings):
