@@ -10,7 +10,8 @@ cookies, and takes Secure cookies over plain http from localhost only. So here, 
   each behind a `TlsFront` (a self-signed certificate for *.cloudctl.test) to the live server and to the embedded
   router; Chromium resolves *.cloudctl.test to 127.0.0.1 (`--host-resolver-rules`) and accepts the certificate;
 - instances reach the private API at the live server's own address (http://localhost:<port>, the private network);
-- the control plane's cookies are Secure, as `CLOUDCTL_HTTPS=true` makes them.
+- the control plane's cookies are set as production sets them: every `SESSION_COOKIE_*` and `CSRF_COOKIE_*`
+  setting is read from the settings module under `CLOUDCTL_HTTPS=true` (`production_cookie_settings`).
 """
 
 from __future__ import annotations
@@ -185,15 +186,34 @@ def tls_certificate(tmp_path_factory) -> Certificate:
     return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
+COOKIE_SETTING = re.compile(r"^(SESSION|CSRF)_COOKIE_[A-Z_]+$")
+
+
+@pytest.fixture(scope="session")
+def production_cookie_settings(tmp_path_factory) -> dict:
+    """The control plane's cookie settings as production has them (`CLOUDCTL_HTTPS=true`), not the embedded
+    run's: what a browser must be protected by."""
+    from .test_settings import PRODUCTION_ENV, manage
+
+    show = ("import json, re; from django.conf import settings; print(json.dumps({name: getattr(settings, name) "
+            f"for name in dir(settings) if re.match({COOKIE_SETTING.pattern!r}, name)}}))")
+    result = manage("shell", "--no-imports", "-c", show,
+                    env={**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path_factory.mktemp("production"))})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
-def sso_stack(local, live_server, settings, tmp_path, tls_certificate) -> Iterator[SsoStack]:  # noqa: F811
+def sso_stack(local, live_server, settings, tmp_path, tls_certificate,  # noqa: F811
+              production_cookie_settings) -> Iterator[SsoStack]:
     router_port = free_port()
     control_front = TlsFront(live_server.thread.port, tls_certificate)
     teams_front = TlsFront(router_port, tls_certificate)
     settings.PUBLIC_URL = f"https://{CONTROL_PLANE_HOST}:{control_front.port}"
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, CONTROL_PLANE_HOST]
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+    for name, value in production_cookie_settings.items():
+        setattr(settings, name, value)
     settings.TEAMS_DOMAIN, settings.TEAMS_URL_SCHEME, settings.TEAMS_URL_PORT = TEAMS_DOMAIN, "https", teams_front.port
     settings.SSO_REVALIDATE_SECONDS = REVALIDATE_SECONDS
     settings.SIGNUP_MODE = "open"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from django.test import Client
 
+from members.models import Invitation
 from teams.models import Membership, Team
 from teams.tokens import team_token
 
@@ -54,6 +55,14 @@ def test_the_tls_front_marks_a_request_https_and_closes_after_it():
             b"X-Forwarded-Proto: http\r\nContent-Length: 3\r\n\r\n")
     assert forwarded_head(head) == (b"POST /x HTTP/1.1\r\nHost: app.cloudctl.test:1\r\nContent-Length: 3\r\n"
                                     b"X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+
+
+# A page's script that submits a form of `fields` to `action` (a top-level POST navigation, as a link would).
+POST_FORM = """([action, fields]) => { const form = document.createElement("form");
+    form.method = "POST"; form.action = action;
+    for (const [name, value] of Object.entries(fields)) { const field = document.createElement("input");
+        field.type = "hidden"; field.name = name; field.value = value; form.appendChild(field); }
+    document.body.appendChild(form); form.submit(); }"""
 
 
 def signed_out(answer: httpx.Response) -> bool:
@@ -194,11 +203,18 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     # check), and Alice is still signed in.
     page.goto(stack.team_url("hostile"))
     with page.expect_navigation() as navigation:
-        page.evaluate("""([action, token]) => { const form = document.createElement("form");
-            form.method = "POST"; form.action = action;
-            const field = document.createElement("input"); field.type = "hidden";
-            field.name = "csrfmiddlewaretoken"; field.value = token; form.appendChild(field);
-            document.body.appendChild(form); form.submit(); }""", [stack.url("/accounts/logout/"), known_csrf])
+        page.evaluate(POST_FORM, [stack.url("/accounts/logout/"), {"csrfmiddlewaretoken": known_csrf}])
     assert navigation.value.status == 403
+    # The same at the members' page and JSON endpoints: an invitation for the attacker, as a form (the tossed token
+    # in it) and as a simple fetch (no preflight: JSON sent as text/plain).
+    with page.expect_navigation() as navigation:
+        page.evaluate(POST_FORM, [stack.url("/teams/hostile/invitations/"),
+                                  {"csrfmiddlewaretoken": known_csrf, "email": "attacker@example.com", "role": "admin"}])
+    assert navigation.value.status == 403
+    page.goto(stack.team_url("hostile"))
+    page.evaluate("""([url, token]) => fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
+        body: JSON.stringify({email: "attacker@example.com", role: "admin", csrfmiddlewaretoken: token})})""",
+                  [stack.url("/api/teams/hostile/invitations"), known_csrf])
+    assert not Invitation.objects.filter(email="attacker@example.com").exists()
     page.goto(stack.url("/teams/"))
     assert page.url.startswith(stack.url("/teams/")) and "hostile" in page.content()
