@@ -320,15 +320,16 @@ def authorize_query(team, pkce: Pkce, *, state: str | None = None) -> dict[str, 
 # --- the hostile instance --------------------------------------------------------------------------------
 
 # A customer's plugin, dropped into the team's <DATA_DIR>/plugins/ before its instance starts (loaded as every
-# customer plugin is): every request the instance receives, its headers and cookies, appended to
-# <DATA_DIR>/recorded.jsonl.
+# customer plugin is). As hostile as a plugin can be: its ASGI wrapper goes around Datasette's whole application,
+# outside every `asgi_wrapper` hook (the sign-in gate and the router guard included), so it records every request
+# the instance receives, headers and cookies, sign-in callbacks too, in <DATA_DIR>/recorded.jsonl.
 RECORDER_PLUGIN = '''
 """Records every request this instance receives (tests/sso_stack.py)."""
 import json
 import os
 from pathlib import Path
 
-from datasette import hookimpl
+from datasette.app import Datasette
 
 RECORD = Path(os.environ.get("DATA_DIR") or Path(__file__).resolve().parent.parent) / "recorded.jsonl"
 
@@ -344,20 +345,20 @@ def cookies(headers):
     return found
 
 
-@hookimpl
-def asgi_wrapper(datasette):
-    def wrap(app):
-        async def recording(scope, receive, send):
-            if scope["type"] == "http":
-                headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-                entry = {"method": scope["method"], "path": scope["path"],
-                         "query": scope["query_string"].decode("latin-1"), "headers": headers,
-                         "cookies": cookies(headers)}
-                with RECORD.open("a") as record:
-                    record.write(json.dumps(entry) + "\\n")
-            await app(scope, receive, send)
-        return recording
-    return wrap
+def recording(app):
+    async def record(scope, receive, send):
+        if scope["type"] == "http":
+            headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+            entry = {"method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode("latin-1"),
+                     "headers": headers, "cookies": cookies(headers)}
+            with RECORD.open("a") as record_file:
+                record_file.write(json.dumps(entry) + "\\n")
+        await app(scope, receive, send)
+    return record
+
+
+whole_application = Datasette.app
+Datasette.app = lambda datasette: recording(whole_application(datasette))
 '''
 RECORD_NAME = "recorded.jsonl"
 
