@@ -85,16 +85,25 @@ def self_signed_certificate(directory: Path) -> Certificate:
     return paths
 
 
-# Dropped from what the client sent: the front decides the connection's fate and the scheme.
+# Dropped from a head the front passes on: the front decides the connection's fate and the scheme.
 FRONT_REPLACED_HEADERS = {b"connection", b"keep-alive", b"proxy-connection", b"x-forwarded-proto"}
+
+
+def rewritten_head(head: bytes, *added: bytes) -> bytes:
+    first_line, *fields = head.rstrip(b"\r\n").split(b"\r\n")
+    kept = [field for field in fields if field.split(b":", 1)[0].strip().lower() not in FRONT_REPLACED_HEADERS]
+    return b"\r\n".join([first_line, *kept, *added]) + b"\r\n\r\n"
 
 
 def forwarded_head(head: bytes) -> bytes:
     """A request head as the front passes it on: marked https (what the control plane believes from its proxy,
     `SECURE_PROXY_SSL_HEADER`), one request per connection (so the front never parses a body)."""
-    request_line, *fields = head.rstrip(b"\r\n").split(b"\r\n")
-    kept = [field for field in fields if field.split(b":", 1)[0].strip().lower() not in FRONT_REPLACED_HEADERS]
-    return b"\r\n".join([request_line, *kept, b"X-Forwarded-Proto: https", b"Connection: close"]) + b"\r\n\r\n"
+    return rewritten_head(head, b"X-Forwarded-Proto: https", b"Connection: close")
+
+
+def answered_head(head: bytes) -> bytes:
+    """An answer's head as the front passes it on: the client is told the connection ends with it."""
+    return rewritten_head(head, b"Connection: close")
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -130,7 +139,12 @@ class TlsFront:
             return
         upstream_writer.write(forwarded_head(head))
         to_upstream = asyncio.ensure_future(pipe(client_reader, upstream_writer))
-        await pipe(upstream_reader, client_writer)
+        try:
+            client_writer.write(answered_head(await upstream_reader.readuntil(b"\r\n\r\n")))
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # closed without an answer: so is the client's connection, below
+        else:
+            await pipe(upstream_reader, client_writer)
         to_upstream.cancel()
         for writer in (upstream_writer, client_writer):
             try:
@@ -210,6 +224,7 @@ def sso_stack(local, live_server, settings, tmp_path, tls_certificate,  # noqa: 
     control_front = TlsFront(live_server.thread.port, tls_certificate)
     teams_front = TlsFront(router_port, tls_certificate)
     settings.PUBLIC_URL = f"https://{CONTROL_PLANE_HOST}:{control_front.port}"
+    settings.PRIVATE_API_URL = live_server.url  # the real sign-in API, whatever `local` points instances at
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, CONTROL_PLANE_HOST]
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     for name, value in production_cookie_settings.items():

@@ -43,7 +43,6 @@ def local(s3_env, live_server, settings, tmp_path):
     """The local backend, its instances pointed at the live server and the local S3; all stopped at the end."""
     settings.MACHINE_BACKEND = "instances.backends.local.LocalBackend"
     settings.PRIVATE_API_URL = live_server.url
-    settings.PUBLIC_URL = live_server.url
     settings.LOCAL_INSTANCES_DIR = tmp_path / "instances"
     settings.INSTANCE_S3_ENDPOINT = s3_env.endpoint_url
     settings.INSTANCE_S3_REGION = REGION

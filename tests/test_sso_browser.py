@@ -12,9 +12,9 @@ import pytest
 
 from teams.models import Membership
 
-from .sso_stack import (  # noqa: F401 (sso_browser, sso_stack, tls_certificate: fixtures)
+from .sso_stack import (  # noqa: F401 (the fixtures: production_cookie_settings, sso_browser, sso_stack...)
     PASSWORD, START_TIMEOUT_MS, link_in_mail, needs_chromium, new_page, sign_in, sso_browser, sso_stack,
-    tls_certificate, verified_user,
+    production_cookie_settings, tls_certificate, verified_user,
 )
 from .test_instance import needs_instance_venv, wait_for
 from .test_local_backend import local  # noqa: F401 (the fixture)

@@ -17,10 +17,10 @@ from members.models import Invitation
 from teams.models import Membership, Team
 from teams.tokens import team_token
 
-from .sso_stack import (  # noqa: F401 (sso_browser, sso_stack, tls_certificate: fixtures)
+from .sso_stack import (  # noqa: F401 (the fixtures: production_cookie_settings, sso_browser, sso_stack...)
     PARENT_DOMAIN, RECORDER_PLUGIN, Pkce, authorize_query, callback_uri, control_plane_cookie_names,
     control_plane_leaks, forwarded_head, needs_chromium, new_page, recorded_requests, sign_in, sso_browser, sso_stack,
-    tls_certificate, verified_user,
+    production_cookie_settings, tls_certificate, verified_user,
 )
 from .test_instance import needs_instance_venv
 from .test_local_backend import local  # noqa: F401 (the fixture)
@@ -72,6 +72,32 @@ def signed_out(answer: httpx.Response) -> bool:
 
 def cookie_header(jar: list[dict]) -> str:
     return "; ".join(f"{cookie['name']}={cookie['value']}" for cookie in jar)
+
+
+def session_key_of(user, settings) -> str:
+    """A real control-plane session of `user`: what an attacker signed in as themselves holds."""
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def toss(page, stack, slug: str, cookies: dict[str, str]) -> list[str]:
+    """From the team's page, `cookies` set on the parent domain the team shares with the control plane; the names
+    the browser kept for the control plane's host."""
+    page.goto(stack.team_url(slug))
+    page.evaluate("""([cookies, domain]) => { for (const [name, value] of Object.entries(cookies)) {
+        document.cookie = `${name}=${value}; Domain=${domain}; Path=/`; } }""", [cookies, PARENT_DOMAIN])
+    return sorted(cookie["name"] for cookie in page.context.cookies([stack.public_url])
+                  if cookie["domain"] == f".{PARENT_DOMAIN}")
+
+
+def my_teams(page, stack) -> set[str] | None:
+    """The teams the control plane's "my teams" page lists for whoever the browser is there; None if signed out."""
+    page.goto(stack.url("/teams/"))
+    if not page.url.startswith(stack.url("/teams/")):
+        return None
+    links = page.eval_on_selector_all("#my-teams a[href^='/teams/']", "links => links.map(l => l.pathname)")
+    return {link.strip("/").split("/")[1] for link in links}
 
 
 def redeem(settings, team: Team, code: str, pkce: Pkce, redirect_uri: str) -> httpx.Response:
@@ -176,24 +202,16 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     assert redeemed.status_code == 200 and redeemed.json()["actor"]["email"] == "alice@example.com", redeemed.text
 
     # 5. Cookie tossing: A's page sets, on the parent domain, every control-plane cookie name (the session one to
-    # Mallory's real session, the CSRF one to a token A knows) and ds_actor (A's).
-    mallory_client = Client()
-    mallory_client.force_login(mallory)
-    mallory_session = mallory_client.cookies[settings.SESSION_COOKIE_NAME].value
+    # Mallory's real session, the CSRF one to a token A knows) and ds_actor (A's). The browser keeps what it may
+    # (ds_actor, at least: so B is sent it); Alice is still herself at the control plane.
     known_csrf = "t0ss3d" * 6
     tossed = {name: "tossed-by-a" for name in names}
-    tossed.update({settings.SESSION_COOKIE_NAME: mallory_session, settings.CSRF_COOKIE_NAME: known_csrf,
-                   "ds_actor": sorted(actors)[0]})
-    page.goto(stack.team_url("hostile"))
-    page.evaluate("""([cookies, domain]) => { for (const [name, value] of Object.entries(cookies)) {
-        document.cookie = `${name}=${value}; Domain=${domain}; Path=/`; } }""", [tossed, PARENT_DOMAIN])
-    landed = sorted(cookie["name"] for cookie in page.context.cookies([stack.public_url])
-                    if cookie["domain"] == f".{PARENT_DOMAIN}")
+    tossed.update({settings.SESSION_COOKIE_NAME: session_key_of(mallory, settings),
+                   settings.CSRF_COOKIE_NAME: known_csrf, "ds_actor": sorted(actors)[0]})
+    landed = toss(page, stack, "hostile", tossed)
     print(f"\ntossed cookies the browser kept for the parent domain: {landed}")
-    # Alice is still herself at the control plane (not signed out, not Mallory).
-    page.goto(stack.url("/teams/"))
-    assert page.url.startswith(stack.url("/teams/")), page.url
-    assert "hostile" in page.content() and "mallorys" not in page.content()
+    assert "ds_actor" in landed
+    assert my_teams(page, stack) == {"hostile"}
     # B does not take the tossed actor: it sends Alice to sign in to B, where she is no member.
     answer = page.goto(stack.team_url("other"))
     assert page.url.startswith(stack.url("/sso/authorize")) and answer.status == 403, (page.url, answer.status)
@@ -207,6 +225,7 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     assert navigation.value.status == 403
     # The same at the members' page and JSON endpoints: an invitation for the attacker, as a form (the tossed token
     # in it) and as a simple fetch (no preflight: JSON sent as text/plain).
+    page.goto(stack.team_url("hostile"))
     with page.expect_navigation() as navigation:
         page.evaluate(POST_FORM, [stack.url("/teams/hostile/invitations/"),
                                   {"csrfmiddlewaretoken": known_csrf, "email": "attacker@example.com", "role": "admin"}])
@@ -216,5 +235,26 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
         body: JSON.stringify({email: "attacker@example.com", role: "admin", csrfmiddlewaretoken: token})})""",
                   [stack.url("/api/teams/hostile/invitations"), known_csrf])
     assert not Invitation.objects.filter(email="attacker@example.com").exists()
-    page.goto(stack.url("/teams/"))
-    assert page.url.startswith(stack.url("/teams/")) and "hostile" in page.content()
+    assert my_teams(page, stack) == {"hostile"}
+
+
+@needs_chromium
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_toss_check_sees_a_session_taken_over_when_the_cookie_names_allow_it(sso_stack, sso_browser,  # noqa: F811
+                                                                                 settings):
+    """The same toss against a control plane whose session cookie has no `__Host-` prefix (the embedded run's
+    names): the browser keeps it for the parent domain and Alice's browser is then Mallory's at the control plane.
+    So the check above can fail; the prefix is what makes it pass."""
+    stack = sso_stack
+    settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME = "sessionid", "csrftoken"
+    alice, mallory = verified_user("alice"), verified_user("mallory")
+    for slug, user in (("alices", alice), ("mallorys", mallory)):
+        team = Team.objects.create(slug=slug, name=slug, region=settings.REGIONS[0])
+        Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
+    page = new_page(sso_browser)
+    sign_in(page, stack, "alice")
+    assert my_teams(page, stack) == {"alices"}
+    landed = toss(page, stack, "alices", {settings.SESSION_COOKIE_NAME: session_key_of(mallory, settings)})
+    assert landed == ["sessionid"]
+    assert my_teams(page, stack) == {"mallorys"}
