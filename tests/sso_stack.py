@@ -283,6 +283,18 @@ def sign_in(page, stack: SsoStack, login: str, *, next_path: str = "/teams/") ->
     page.wait_for_load_state()
 
 
+def team_actor_email(page, stack: SsoStack, slug: str) -> str | None:
+    """Who the team's Datasette takes the browser for (None: nobody, or the browser was sent elsewhere)."""
+    page.goto(stack.team_url(slug, "/-/actor.json"))
+    if not page.url.startswith(stack.team_url(slug)):
+        return None
+    try:
+        actor = json.loads(page.inner_text("body")).get("actor") or {}
+    except ValueError:  # a refusal's page
+        return None
+    return actor.get("email")
+
+
 # --- mail ------------------------------------------------------------------------------------------------
 
 def mails(mail_dir: Path) -> list[email.message.Message]:

@@ -13,8 +13,8 @@ import pytest
 from teams.models import Membership
 
 from .sso_stack import (  # noqa: F401 (the fixtures: production_cookie_settings, sso_browser, sso_stack...)
-    PASSWORD, START_TIMEOUT_MS, link_in_mail, needs_chromium, new_page, sign_in, sso_browser, sso_stack,
-    production_cookie_settings, tls_certificate, verified_user,
+    PASSWORD, START_TIMEOUT_MS, link_in_mail, needs_chromium, new_page, production_cookie_settings, sign_in,
+    sso_browser, sso_stack, team_actor_email, tls_certificate, verified_user,
 )
 from .test_instance import needs_instance_venv, wait_for
 from .test_local_backend import local  # noqa: F401 (the fixture)
@@ -49,15 +49,6 @@ def sign_up(page, stack, address: str) -> None:
     assert page.url.startswith(stack.url("/teams/")), page.url
 
 
-def actor_email(page, stack, slug: str) -> str | None:
-    """Who the team's Datasette takes the browser for."""
-    page.goto(stack.team_url(slug, "/-/actor.json"))
-    if not page.url.startswith(stack.team_url(slug)):
-        return None
-    actor = json.loads(page.inner_text("body")).get("actor") or {}
-    return actor.get("email")
-
-
 def insert_status(page) -> int:
     """A row inserted through Datasette's JSON write API from the team's own page (same origin, its cookies)."""
     return page.evaluate("""() => fetch("/data/stories/-/insert", {method: "POST",
@@ -86,7 +77,7 @@ def test_members_sign_up_share_a_team_and_lose_it(sso_stack, sso_browser, settin
     owner.goto(stack.team_url("newsroom"))
     owner.wait_for_selector("text=data")
     assert owner.url.startswith(stack.team_url("newsroom")), owner.url
-    assert actor_email(owner, stack, "newsroom") == "owner@example.com"
+    assert team_actor_email(owner, stack, "newsroom") == "owner@example.com"
 
     # A CSV through datasette-upload-csvs' page, then its rows.
     owner.goto(stack.team_url("newsroom", "/-/upload-csvs"))
@@ -113,7 +104,7 @@ def test_members_sign_up_share_a_team_and_lose_it(sso_stack, sso_browser, settin
     # The viewer reads the table, and cannot write: neither the JSON write API nor the upload page.
     viewer.goto(stack.team_url("newsroom", "/data/stories"))
     viewer.wait_for_selector("text=Gamma")
-    assert actor_email(viewer, stack, "newsroom") == "viewer@example.com"
+    assert team_actor_email(viewer, stack, "newsroom") == "viewer@example.com"
     viewer.goto(stack.team_url("newsroom", "/data/stories"))
     assert insert_status(viewer) == 403
     assert viewer.goto(stack.team_url("newsroom", "/-/upload-csvs")).status == 403

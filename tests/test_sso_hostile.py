@@ -19,8 +19,8 @@ from teams.tokens import team_token
 
 from .sso_stack import (  # noqa: F401 (the fixtures: production_cookie_settings, sso_browser, sso_stack...)
     PARENT_DOMAIN, RECORDER_PLUGIN, Pkce, authorize_query, callback_uri, control_plane_cookie_names,
-    control_plane_leaks, forwarded_head, needs_chromium, new_page, recorded_requests, sign_in, sso_browser, sso_stack,
-    production_cookie_settings, tls_certificate, verified_user,
+    control_plane_leaks, forwarded_head, needs_chromium, new_page, production_cookie_settings, recorded_requests,
+    sign_in, sso_browser, sso_stack, team_actor_email, tls_certificate, verified_user,
 )
 from .test_instance import needs_instance_venv
 from .test_local_backend import local  # noqa: F401 (the fixture)
@@ -141,8 +141,7 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     assert page.url.startswith(stack.team_url("hostile"))
     page.goto(stack.team_url("hostile", "/hostile_marker/marker"))
     page.goto(stack.url("/teams/"))
-    page.goto(stack.team_url("hostile", "/-/actor.json"))
-    assert "alice@example.com" in page.content()
+    assert team_actor_email(page, stack, "hostile") == "alice@example.com"
     jar = page.context.cookies([stack.public_url])
     assert jar, "signing in left the control plane's cookies in the browser"
     alice_cookies = cookie_header(jar)
@@ -212,6 +211,8 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     print(f"\ntossed cookies the browser kept for the parent domain: {landed}")
     assert "ds_actor" in landed
     assert my_teams(page, stack) == {"hostile"}
+    # ...and at her team: what A tossed locks her out of no team (A's own included).
+    assert team_actor_email(page, stack, "hostile") == "alice@example.com"
     # B does not take the tossed actor: it sends Alice to sign in to B, where she is no member.
     answer = page.goto(stack.team_url("other"))
     assert page.url.startswith(stack.url("/sso/authorize")) and answer.status == 403, (page.url, answer.status)
