@@ -60,7 +60,10 @@ class ClientDisconnected(Exception):
 
 
 def control_plane_cookies() -> frozenset[str]:
-    return frozenset({settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME, "messages"})
+    """The control plane's credentials. Not Django's `messages` cookie, which is none: any team's page can set
+    one on a parent domain it shares with the others (cookie tossing), and the router would then drop every
+    team's own cookies (their sign-in) from that browser's requests."""
+    return frozenset({settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME})
 
 
 def replay_source(state: str) -> bytes:

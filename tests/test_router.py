@@ -293,6 +293,24 @@ async def test_the_embedded_router_sends_its_own_headers_only(teams_domain, upst
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["embedded", "fly"])
+async def test_a_cookie_any_team_can_toss_costs_no_team_its_own_cookies(teams_domain, upstream, mode):
+    """A team's page can set cookies on the parent domain it shares with the control plane and every other team
+    (tests/test_sso_hostile.py tosses them). The router drops the Cookie header for the control plane's credentials
+    only (session, CSRF): were a tossable name (Django's `messages`) enough, one team could strip every other team's
+    sign-in from that browser's requests."""
+    entries = {"acme": entry(upstream=upstream.url, app="cloudctl-team-7", machine="m1")}
+    async with router_client(entries, mode=mode) as client:
+        answer = await get(client, "acme.teams.example.com", headers={"Cookie": "ds_actor=a; messages=tossed"})
+    if mode == "fly":
+        assert "transform" not in answer.json()
+    else:
+        [request] = upstream.requests
+        assert dict((name.lower(), value) for name, value in request["headers"])["cookie"] == (
+            "ds_actor=a; messages=tossed")
+
+
+@pytest.mark.anyio
 async def test_the_embedded_router_wakes_an_asleep_instance_and_says_so_when_it_does_not_come(teams_domain):
     woken = []
     async with router_client({"acme": entry(upstream="http://127.0.0.1:1/", asleep=True)}, mode="embedded",
