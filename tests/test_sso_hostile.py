@@ -183,10 +183,16 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     assert callbacks, "the recorder saw the handoff's callback"
     for entry in callbacks:
         cookies = "; ".join(header for name, header in entry["headers"] if name.lower() == "cookie")
-        with stack.team("other", cookie=cookies) as team_b:
-            answer = team_b.get(f"/-/sso/callback?{entry['query']}")
-        assert "ds_actor=" not in "".join(answer.headers.get_list("set-cookie")), answer.headers
-        assert answer.status_code != 200 or "other_marker" not in answer.text
+        # At B with the cookies A saw, and at A again from a browser that never started that sign-in.
+        for slug, cookie in (("other", cookies), ("hostile", None)):
+            with stack.team(slug, cookie=cookie) as team:
+                answer = team.get(f"/-/sso/callback?{entry['query']}")
+            assert "ds_actor=" not in "".join(answer.headers.get_list("set-cookie")), (slug, answer.headers)
+            assert answer.status_code != 200 and "_marker" not in answer.text, slug
+    # With its own token A learns nothing of B's members.
+    answer = httpx.post(f"{settings.PRIVATE_API_URL}/private/v1/sso/actor", timeout=30, json={"user": str(bob.pk)},
+                        headers={"Authorization": f"Bearer {team_token(hostile)}"})
+    assert answer.status_code == 403 and "bob" not in answer.text, answer.text
 
     # 4. A code for A redeemed with B's token: refused, and burnt (A's own redemption then fails too). A fresh
     # code redeemed by A alone works: the refusals are not the test's own mistakes.
@@ -199,6 +205,14 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     redeemed = redeem(settings, hostile, issued_code(stack, alice_cookies, hostile, fresh), fresh,
                       callback_uri(hostile.slug))
     assert redeemed.status_code == 200 and redeemed.json()["actor"]["email"] == "alice@example.com", redeemed.text
+
+    # The authorize endpoint sends a code only to the team's own callback: no redirect elsewhere.
+    for team, callback_of in ((hostile, other), (other, hostile)):
+        query = {**authorize_query(team, Pkce.new()), "redirect_uri": callback_uri(callback_of.slug)}
+        with stack.control_plane(cookie=alice_cookies) as control_plane:
+            answer = control_plane.get("/sso/authorize", params=query)
+        assert answer.status_code in (400, 403) and "location" not in answer.headers, (team.slug, answer.status_code)
+        assert answer.status_code == 400 or team == other  # Alice is no member of B: either refusal is right
 
     # 5. Cookie tossing: A's page sets, on the parent domain, every control-plane cookie name (the session one to
     # Mallory's real session, the CSRF one to a token A knows) and ds_actor (A's). The browser keeps what it may
