@@ -38,8 +38,10 @@ def authorize(request):
             return redirect_to_login(request.get_full_path())
         location = issue_code(authorize_request, user, session_reference(request.session), client)
     except Refused as refused:
-        return render(request, "sso/refused.html", {"status": refused.status, "description": refused.description},
-                      status=refused.status, headers=NO_STORE)
+        page = render(request, "sso/refused.html", {"status": refused.status, "description": refused.description},
+                      status=refused.status)
+        page["Cache-Control"] = "no-store"
+        return page
     return HttpResponseRedirect(location, headers={**NO_STORE, "Referrer-Policy": "no-referrer"})
 
 
