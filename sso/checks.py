@@ -9,6 +9,20 @@ from publicsuffixlist import PublicSuffixList
 COOKIE_DOMAIN_SETTINGS = ("SESSION_COOKIE_DOMAIN", "CSRF_COOKIE_DOMAIN")
 
 
+# docs/sso.md §4: a removal, role change, deactivation or sign-out reaches every instance within this.
+LONGEST_REVALIDATION = 60
+
+
+@checks.register()
+def revalidation_interval(app_configs, **kwargs):
+    if not 1 <= settings.SSO_REVALIDATE_SECONDS <= LONGEST_REVALIDATION:
+        return [checks.Error(
+            f"CLOUDCTL_SSO_REVALIDATE_SECONDS ({settings.SSO_REVALIDATE_SECONDS}) must be between 1 and "
+            f"{LONGEST_REVALIDATION}: how long an instance may act on a role the control plane took back.",
+            id="sso.E003")]
+    return []
+
+
 def _is_within(host: str, domain: str) -> bool:
     return host == domain or host.endswith(f".{domain}")
 

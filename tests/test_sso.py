@@ -19,7 +19,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from credentials.models import CredentialEvent
-from sso.checks import control_plane_cookies_stay_home
+from sso.checks import control_plane_cookies_stay_home, revalidation_interval
 from sso.models import AuthorizationCode, InstanceSession, SSOEvent
 from sso.services import Refused, callback_url, issue_code, prune_single_sign_on, read_authorize_request
 from teams.models import Membership, Team
@@ -409,9 +409,9 @@ def test_a_redemption_without_a_usable_code_is_a_400(client, team, body):
 def test_signing_out_ends_the_instances_session(handoff, team):
     grant = handoff.sign_in()["session"]
     handoff.client.post("/accounts/logout/")
+    assert InstanceSession.objects.get().ended_at is not None  # by the sign-out itself
     response = revalidate(handoff.client, team, {"session": grant})
     assert (response.status_code, response.json()) == (403, {"error": "session_ended"})
-    assert InstanceSession.objects.get().ended_at is not None
     assert SSOEvent.objects.filter(kind=SSOEvent.Kind.REVALIDATION_REFUSED, reason=Reason.SESSION_ENDED).exists()
 
 
@@ -569,3 +569,9 @@ def test_the_cookie_check_runs_with_check_deploy(tmp_path):
                                                "CLOUDCTL_PUBLIC_URL": "https://cp.teams.example.com",
                                                "CLOUDCTL_TEAMS_DOMAIN": "teams.example.com"})
     assert result.returncode != 0 and "sso.E001" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("seconds, ids", [(60, []), (1, []), (0, ["sso.E003"]), (61, ["sso.E003"])])
+def test_instances_revalidate_at_least_every_minute(settings, seconds, ids):
+    settings.SSO_REVALIDATE_SECONDS = seconds
+    assert [problem.id for problem in revalidation_interval(None)] == ids
