@@ -18,13 +18,13 @@ from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
+from credentials.audit import Client as AuditClient
 from credentials.models import CredentialEvent
 from sso.checks import control_plane_cookies_stay_home, revalidation_interval
 from sso.models import AuthorizationCode, InstanceSession, SSOEvent
 from sso.services import Refused, callback_url, issue_code, prune_single_sign_on, read_authorize_request
 from teams.models import Membership, Team
 from teams.tokens import rotate_team_token, team_token
-from credentials.audit import Client as AuditClient
 
 from .staff import PASSWORD
 
