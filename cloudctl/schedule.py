@@ -17,6 +17,7 @@ from credentials.tasks import prune_audit_trail
 from backups.tasks import check_backups
 from domains.tasks import check_certificate_status
 from instances.tasks import reconcile_fleet, schedule_periodic
+from sso.tasks import prune_single_sign_on
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ SCHEDULE = (
     PeriodicTask(reconcile_fleet, "RECONCILE_EVERY", minimum=60),
     PeriodicTask(check_backups, "BACKUP_CHECK_EVERY", minimum=30),
     PeriodicTask(prune_audit_trail, "AUDIT_PRUNE_EVERY", minimum=60),
+    # Its own audit trail, expired codes and old grants: on the same interval as the private API's audit trail.
+    PeriodicTask(prune_single_sign_on, "AUDIT_PRUNE_EVERY", minimum=60),
     PeriodicTask(check_certificate_status, "CERTIFICATE_CHECK_EVERY", minimum=60),
 )
 

@@ -161,6 +161,15 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
+# Host-only cookies: never sent to a team's host (docs/sso.md; `check --deploy` errors on a domain, sso/checks.py).
+# Over HTTPS, the __Host- prefix also makes browsers refuse such a cookie set by any other host (a team's host
+# writing one for a shared parent domain) and insist on Secure and Path=/.
+SESSION_COOKIE_DOMAIN = None
+CSRF_COOKIE_DOMAIN = None
+SESSION_COOKIE_NAME = "__Host-sessionid" if HTTPS else "sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if HTTPS else "csrftoken"
+SESSION_COOKIE_PATH = CSRF_COOKIE_PATH = "/"
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env.int("CLOUDCTL_SESSION_SECONDS", default=8 * 3600)
 # Server-side sessions (revocable: logout deletes the row) whose table holds only a digest of each key.

@@ -7,5 +7,6 @@ from cloudctl.metrics import metrics
 
 urlpatterns = [
     path("", include("credentials.urls")),
+    path("", include("sso.private_urls")),
     path("private/metrics", metrics, name="metrics"),
 ]

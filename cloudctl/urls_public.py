@@ -15,4 +15,5 @@ urlpatterns = [
     path("dashboard/", include("console.urls")),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    path("", include("sso.urls")),
 ]

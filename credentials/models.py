@@ -47,7 +47,8 @@ class CredentialEvent(models.Model):
     expiration = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=24, choices=Reason.choices, blank=True)
     token_fingerprint = models.CharField(max_length=64, blank=True)
-    # The instance signal refused (backup, shutdown); empty for credential exchanges.
+    # The instance signal refused (backup, shutdown), or the single sign-on endpoint whose team token was refused
+    # (sso_token, sso_actor: sso.views); empty for credential exchanges.
     signal = models.CharField(max_length=16, blank=True)
     # The team an unverified token or signal URL named (not a foreign key: it may name no team at all).
     claimed_team_id = models.PositiveBigIntegerField(null=True, blank=True)

@@ -15,7 +15,7 @@ from backups.services import record_backup_heartbeat, record_boot, record_scale_
 from teams.models import Team
 from teams.tokens import (
     BOOT_SHAPE, SHUTDOWN_SALT, SIGNAL_SALT, InvalidToken, TeamDisabled, check_claims, read_team_token, shutdown_value,
-    signal_value,
+    signal_value, verify_team_token,
 )
 
 from . import ratelimit
@@ -57,6 +57,31 @@ def refuse(status: int, message: str, reason: str, client: Client, *, retry_afte
     return ExchangeRefused(status, message, retry_after=retry_after)
 
 
+def token_refusal(error: InvalidToken | TeamDisabled, client: Client, audit: dict) -> ExchangeRefused:
+    """Record why a team token was refused and build the refusal: 403 for a disabled team, 401 for any other bad
+    token (one message for all), 429 once the address has sent too many."""
+    if isinstance(error, TeamDisabled):
+        return refuse(403, "team disabled", Reason.TEAM_DISABLED, client, team=error.team, **audit)
+    audit = {**audit, "team": error.team, "claimed_team_id": error.claimed_team_id}
+    if ratelimit.address_is_over_limit(client.ip):
+        return refuse(429, "too many invalid tokens from this address", Reason.ADDRESS_RATE_LIMITED, client,
+                      retry_after=ratelimit.address_limit().seconds, **audit)
+    return refuse(401, INVALID_TOKEN_MESSAGE, error.reason, client, **audit)
+
+
+def authenticate_instance(token: str | None, client: Client, *, endpoint: str) -> Team:
+    """The active team whose current token `token` is, checked as the credential exchange checks it (signature,
+    current generation, team active); else ExchangeRefused, recorded in the private API's audit trail with
+    `endpoint` in its `signal` column (so bad tokens count against the address limit wherever they are sent)."""
+    audit = {"token": token, "signal": endpoint}
+    if not token:
+        raise refuse(401, "missing token", Reason.MISSING_TOKEN, client, **audit)
+    try:
+        return verify_team_token(token)
+    except (InvalidToken, TeamDisabled) as error:
+        raise token_refusal(error, client, audit) from None
+
+
 def exchange_token(token: str | None, response_format: str, client: Client, *, boot: str | None = None) -> Exchange:
     """Swap a team token for STS credentials confined to the team's prefix; raise ExchangeRefused.
 
@@ -74,15 +99,8 @@ def exchange_token(token: str | None, response_format: str, client: Client, *, b
         claims = read_team_token(token)
         team, recent_requests, recorded_boot = ratelimit.team_with_recent_requests(claims.team_id)
         team = check_claims(claims, team)
-    except InvalidToken as invalid:
-        audit.update(team=invalid.team, claimed_team_id=invalid.claimed_team_id)
-        if ratelimit.address_is_over_limit(client.ip):
-            limit = ratelimit.address_limit()
-            raise refuse(429, "too many invalid tokens from this address", Reason.ADDRESS_RATE_LIMITED, client,
-                         retry_after=limit.seconds, **audit) from None
-        raise refuse(401, INVALID_TOKEN_MESSAGE, invalid.reason, client, **audit) from None
-    except TeamDisabled as disabled:
-        raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, team=disabled.team, **audit) from None
+    except (InvalidToken, TeamDisabled) as error:
+        raise token_refusal(error, client, audit) from None
     limit = ratelimit.team_limit()
     if recent_requests >= limit.count:
         raise refuse(429, "too many credential requests for this team", Reason.TEAM_RATE_LIMITED, client,

@@ -135,7 +135,8 @@ def test_the_embedded_stack_queues_the_schedule(settings, tmp_path, monkeypatch)
     with pytest.raises(NotServing):
         command.handle(port=8000, router_port=8081)
     command._lock.close()
-    assert {path for path, _ in waiting()} == {"backups.tasks.check_backups", "credentials.tasks.prune_audit_trail"}
+    assert {path for path, _ in waiting()} == {"backups.tasks.check_backups", "credentials.tasks.prune_audit_trail",
+                                               "sso.tasks.prune_single_sign_on"}
     assert "prune_audit_trail: queued, every 3600 s" in command.stdout._out.getvalue()
 
 
