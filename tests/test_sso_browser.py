@@ -1,7 +1,8 @@
 """Members and single sign-on in real Chromium against real instances (Datasette + Litestream through the router),
 in the production topology (tests/sso_stack.py): sign up, verify by mail, create a team, open it as its owner,
 upload a CSV; invite a viewer who signs up, accepts, reads but cannot write, and is shut out within seconds of
-being removed; an anonymous visitor is sent to sign in; a member of one team is refused at another.
+being removed; an anonymous visitor is sent to sign in; a member of one team is refused at another; signing out
+at the control plane signs out of the team.
 """
 
 from __future__ import annotations
@@ -136,3 +137,16 @@ def test_members_sign_up_share_a_team_and_lose_it(sso_stack, sso_browser, settin
     answer = owner.goto(stack.team_url("elsewhere"))
     assert owner.url.startswith(stack.url("/sso/authorize")) and answer.status == 403, (owner.url, answer.status)
     assert "elsewhere_marker" not in owner.content()
+
+    # Signing out at the control plane ends the owner's sign-in at the team too: sent to sign in again.
+    assert team_actor_email(owner, stack, "newsroom") == "owner@example.com"
+    owner.goto(stack.url("/teams/"))
+    owner.click("#logout-form [type=submit]")
+    owner.wait_for_load_state()
+
+    def owner_signed_out_of_the_team():
+        owner.goto(stack.team_url("newsroom", "/data/stories"))
+        return owner.url.startswith(stack.url("/accounts/login/"))
+
+    wait_for(owner_signed_out_of_the_team, timeout=REMOVAL_DEADLINE, interval=1,
+             message="the sign-out to reach the team")

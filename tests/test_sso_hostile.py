@@ -243,7 +243,8 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     page.goto(stack.team_url("hostile"))
     with page.expect_navigation() as navigation:
         page.evaluate(POST_FORM, [stack.url("/teams/hostile/invitations/"),
-                                  {"csrfmiddlewaretoken": known_csrf, "email": "attacker@example.com", "role": "admin"}])
+                                  {"csrfmiddlewaretoken": known_csrf, "email": "attacker@example.com",
+                                   "role": "admin"}])
     assert navigation.value.status == 403
     page.goto(stack.team_url("hostile"))
     page.evaluate("""([url, token]) => fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
