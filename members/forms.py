@@ -20,4 +20,4 @@ class RoleForm(forms.Form):
 
 
 class TransferForm(forms.Form):
-    user = forms.IntegerField(min_value=1)
+    user = forms.IntegerField(min_value=1, max_value=2**63 - 1)

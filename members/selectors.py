@@ -32,8 +32,20 @@ def members_of(team: Team) -> QuerySet:
     return Membership.objects.filter(team=team).select_related("user").order_by("user__email", "user__username")
 
 
+# The largest id a database's bigint holds: a larger one (from a URL or a body) names nothing, rather than
+# overflowing the query.
+MAX_ID = 2**63 - 1
+
+
+def _id(value) -> int:
+    if not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise NotAMember(value)
+    return value
+
+
 def member_of(team: Team, user_id) -> Membership:
     """The membership of user `user_id` in `team`: NotAMember when that user is not one of its members."""
+    user_id = _id(user_id)
     membership = Membership.objects.select_related("user", "team").filter(team=team, user_id=user_id).first()
     if membership is None:
         raise NotAMember(user_id)
@@ -47,6 +59,7 @@ def open_invitations(team: Team) -> QuerySet:
 
 
 def invitation_of(team: Team, invitation_id) -> Invitation:
+    invitation_id = _id(invitation_id)
     invitation = Invitation.objects.select_related("team").filter(team=team, pk=invitation_id).first()
     if invitation is None:
         raise NotAMember(invitation_id)
