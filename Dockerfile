@@ -15,6 +15,7 @@ COPY backups ./backups
 COPY deploys ./deploys
 COPY credentials ./credentials
 COPY domains ./domains
+COPY members ./members
 COPY router ./router
 COPY flyapi ./flyapi
 # Static files are served by whitenoise; the throwaway key only exists for this build step.
