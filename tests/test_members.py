@@ -1,6 +1,7 @@
 """Members' side (issue 14): teams created by members, the rules of roles (the last owner, admins and owners),
 invitations (single use, expiry, resend, revoke, whose address), sign-up modes, the timeline, the pages."""
 
+import re
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -427,3 +428,39 @@ def test_the_profile_links_to_email_password_and_two_factor(owner):
     page = signed_in(owner).get("/profile/").content.decode()
     for path in ("/accounts/email/", "/accounts/password/change/", "/accounts/2fa/"):
         assert path in page
+
+
+def test_the_mailed_link_verifies_the_address_and_then_the_member_signs_in(settings, mailoutbox):
+    settings.SIGNUP_MODE = "open"
+    sign_up(Client(), "new@example.com")
+    link = re.search(r"http://testserver(/accounts/confirm-email/\S+/)", mailoutbox[-1].body).group(1)
+    confirming = Client()
+    assert confirming.get(link).status_code == 200
+    confirming.post(link)
+    assert EmailAddress.objects.get(email="new@example.com").verified
+    client = Client()
+    response = client.post("/accounts/login/", {"login": "new@example.com", "password": "a-long-pass-phrase-42"})
+    assert response.status_code == 302 and response["Location"] == "/teams/" and "_auth_user_id" in client.session
+
+
+def test_the_sign_in_page_offers_sign_up_and_a_password_reset():
+    page = Client().get("/accounts/login/?next=/invitation/%3Fkey%3Dabc").content.decode()
+    assert 'href="/accounts/password/reset/"' in page
+    assert 'href="/accounts/signup/?next=%2Finvitation%2F%3Fkey%3Dabc"' in page
+
+
+def test_leaving_on_the_page_goes_back_to_my_teams(team, owner):
+    viewer = join(team, "vic@example.com", Role.VIEWER).user
+    response = signed_in(viewer).post("/teams/acme/leave/")
+    assert response.status_code == 302 and response["Location"] == "/teams/"
+    assert not Membership.objects.filter(team=team, user=viewer).exists()
+
+
+def test_the_admin_lists_invitations_without_their_key_hash(team, owner, admin_client, mailoutbox):
+    invitation = services.invite(team, "new@example.com", Role.MEMBER, actor=owner)
+    for path in ("/admin/members/invitation/", f"/admin/members/invitation/{invitation.pk}/change/"):
+        response = admin_client.get(path)
+        assert response.status_code == 200 and "new@example.com" in response.content.decode()
+        assert invitation.key_hash not in response.content.decode()
+    assert admin_client.get("/admin/teams/membership/").status_code == 200
+    assert admin_client.get("/admin/members/invitation/add/").status_code == 403
