@@ -180,8 +180,8 @@ class Command(BaseCommand):
             "\n                give a code; every later sign-in asks for one."
         ) if settings.STAFF_REQUIRE_2FA else ""
         # Sign-up verification, invitations and password resets: files here unless EMAIL_URL names an SMTP server.
-        mail = (f"each message a file in {settings.EMAIL_FILE_PATH}/"
-                if settings.EMAIL_BACKEND.endswith("filebased.EmailBackend") else "sent through EMAIL_URL")
+        mail_dir = getattr(settings, "EMAIL_FILE_PATH", None)
+        mail = f"each message a file in {mail_dir}/" if mail_dir else "sent through EMAIL_URL"
         self.stdout.write(self.style.SUCCESS(f"""
 cloudctl is running on the embedded default (SQLite, local S3/STS, everything on 127.0.0.1).
 
