@@ -345,6 +345,9 @@ def test_sign_up_by_invitation_only(settings, team, owner, mailoutbox):
     client = Client()
     response = client.get(f"/invitation/?key={key}")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/signup/")
+    # ...which links to sign in instead, and back here either way.
+    back = urlencode({"next": f"/invitation/?key={key}"})
+    assert f'href="/accounts/login/?{back}"' in client.get(response["Location"]).content.decode()
     # Another address than the invited one is refused.
     refused = sign_up(client, "other@example.com")
     assert refused.status_code == 200 and "invitation was sent to" in refused.content.decode()
