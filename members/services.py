@@ -125,8 +125,13 @@ def accept_invitation(key: str, *, actor) -> Membership:
     """Join the team an invitation link names, with its role. The accepting account must own the invited
     address: one of its verified email addresses (allauth's `EmailAddress`)."""
     with transaction.atomic():
-        invitation = Invitation.objects.select_for_update().select_related("team").filter(
-            key_hash=Invitation.hash_key(key)).first()
+        key_hash = Invitation.hash_key(key)
+        invitation = Invitation.objects.select_related("team").filter(key_hash=key_hash).first()
+        if invitation is not None:
+            # Read again under the team's lock, which every change to its invitations holds (a resend may have
+            # just replaced this key).
+            _lock(invitation.team)
+            invitation = Invitation.objects.select_related("team").filter(pk=invitation.pk, key_hash=key_hash).first()
         if invitation is None or not invitation.is_pending(timezone.now()):
             raise InvalidInvitation("This invitation link is not valid: it was used, revoked or replaced by a newer "
                                     "one, or it has expired. Ask the team for a new one.", code="invalid_invitation")
@@ -134,7 +139,7 @@ def accept_invitation(key: str, *, actor) -> Membership:
             raise PermissionDenied(f"This invitation was sent to {invitation.email}, which is not a verified address "
                                    "of your account: sign in with that account, or add the address to yours and "
                                    "confirm it.")
-        team = _lock(invitation.team)
+        team = invitation.team
         if Membership.objects.filter(team=team, user=actor).exists():
             raise Conflict(f"You are already a member of {team.slug}.", code="already_member")
         membership = Membership.objects.create(team=team, user=actor, role=invitation.role)
