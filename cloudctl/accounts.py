@@ -72,6 +72,10 @@ class AccountAdapter(DefaultAccountAdapter):
             return super().get_login_redirect_url(request)
         return reverse("members:teams")
 
+    def get_signup_redirect_url(self, request):
+        # allauth's default is LOGIN_REDIRECT_URL, the dashboard, which a new member may not see.
+        return self.get_login_redirect_url(request)
+
     def get_login_stages(self):
         return [EMAIL_VERIFICATION_STAGE if path == ALLAUTH_EMAIL_VERIFICATION_STAGE else path
                 for path in super().get_login_stages()]

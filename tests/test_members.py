@@ -467,3 +467,11 @@ def test_the_admin_lists_invitations_without_their_key_hash(team, owner, admin_c
         assert invitation.key_hash not in response.content.decode()
     assert admin_client.get("/admin/teams/membership/").status_code == 200
     assert admin_client.get("/admin/members/invitation/add/").status_code == 403
+
+
+def test_a_sign_up_without_next_lands_on_my_teams(settings, team, owner, mailoutbox):
+    services.invite(team, "new@example.com", Role.MEMBER, actor=owner)
+    client = Client()
+    client.get(f"/invitation/?key={invitation_key(mailoutbox[-1])}")
+    response = sign_up(client, "new@example.com")
+    assert response.status_code == 302 and response["Location"] == "/teams/"
