@@ -245,6 +245,8 @@ PUBLIC_URL = env.str("CLOUDCTL_PUBLIC_URL", default="http://localhost:8000").rst
 SIGNUP_MODE = env.str("CLOUDCTL_SIGNUP", default="open")
 # Teams one account may create on the members' side (each is a machine, a volume and backups).
 MAX_TEAMS_PER_USER = env.int("CLOUDCTL_MAX_TEAMS_PER_USER", default=5)
+# Invitations (sends and resends) one account may mail per hour: the control plane mails any address typed.
+INVITATIONS_PER_HOUR = env.int("CLOUDCTL_INVITATIONS_PER_HOUR", default=50)
 # How long a team instance trusts an actor before asking the control plane again (docs/sso.md): removing a
 # member, changing a role, disabling a user or signing out takes effect on every instance within this.
 SSO_REVALIDATE_SECONDS = env.int("CLOUDCTL_SSO_REVALIDATE_SECONDS", default=60)

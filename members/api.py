@@ -1,7 +1,8 @@
 """The members' JSON endpoints (/api/...): the pages' rules and services, for programs. Session-authenticated
 with Django's CSRF check (send the `csrftoken` cookie's value as `X-CSRFToken`). Every refusal is JSON:
 401 signed out, 404 not a member of that team (or no such team, member or invitation), 403 the role does not
-allow it, 409 the team's state refuses it (the last owner), 400 bad input, 405 another method."""
+allow it, 409 the team's state refuses it (the last owner), 429 too many invitations, 400 bad input, 405 another
+method."""
 
 import json
 

@@ -14,6 +14,10 @@ class Conflict(ValidationError):
     already invited): a 409."""
 
 
+class TooManyInvitations(Conflict):
+    """The account mailed its hourly allowance of invitations (CLOUDCTL_INVITATIONS_PER_HOUR): a 429."""
+
+
 class InvalidInvitation(ValidationError):
     """An invitation link that is unknown, used, revoked, replaced by a resend or expired."""
 
@@ -24,6 +28,8 @@ def status_for(error: Exception) -> int:
         return 404
     if isinstance(error, PermissionDenied):
         return 403
+    if isinstance(error, TooManyInvitations):
+        return 429
     if isinstance(error, Conflict):
         return 409
     return 400

@@ -94,3 +94,9 @@ def team_status(team: Team) -> dict:
     status = instance_status(team)
     return {**{field: status[field] for field in MEMBER_STATUS_FIELDS},
             "actions": [{field: action[field] for field in MEMBER_ACTION_FIELDS} for action in status["actions"]]}
+
+
+def invitations_mailed_by(user, since) -> int:
+    """How many invitations (sends and resends) `user` mailed since `since`, from the timeline."""
+    return TeamEvent.objects.filter(kind__in=[TeamEvent.Kind.INVITATION_SENT, TeamEvent.Kind.INVITATION_RESENT],
+                                    data__mailed_by=user.pk, created_at__gte=since).count()

@@ -31,9 +31,9 @@ from instances.services import create_team_and_provision
 from teams import timeline
 from teams.models import Membership, Team
 
-from .errors import Conflict, InvalidInvitation, NotAMember
+from .errors import Conflict, InvalidInvitation, NotAMember, TooManyInvitations
 from .models import Invitation
-from .selectors import teams_created_by
+from .selectors import invitations_mailed_by, teams_created_by
 
 Role = Membership.Role
 INVITATION_LIFETIME = timedelta(days=7)
@@ -86,10 +86,12 @@ def invite(team: Team, email: str, role, *, actor) -> Invitation:
                                      expires_at__gt=now).exists():
             raise Conflict({"email": f"{email} is already invited to {team.slug}: resend that invitation."},
                            code="already_invited")
+        _within_mail_allowance(actor, now)
         invitation = Invitation.objects.create(team=team, email=email, role=role, key_hash=Invitation.hash_key(key),
                                                invited_by=actor, sent_at=now, expires_at=now + INVITATION_LIFETIME)
         timeline.record(team, timeline.Kind.INVITATION_SENT, f"{email} invited as {role.label.lower()}",
-                        actor=actor_name(actor), data={"invitation": invitation.pk, "role": role})
+                        actor=actor_name(actor), data={"invitation": invitation.pk, "role": role,
+                                                       "mailed_by": actor.pk})
     _mail_invitation(invitation, key, actor)
     return invitation
 
@@ -101,11 +103,12 @@ def resend_invitation(invitation: Invitation, *, actor) -> Invitation:
     with transaction.atomic():
         invitation = _open_invitation(invitation, actor)
         now = timezone.now()
+        _within_mail_allowance(actor, now)
         invitation.key_hash = Invitation.hash_key(key)
         invitation.sent_at, invitation.expires_at = now, now + INVITATION_LIFETIME
         invitation.save(update_fields=["key_hash", "sent_at", "expires_at"])
         timeline.record(invitation.team, timeline.Kind.INVITATION_RESENT, f"invitation of {invitation.email} resent",
-                        actor=actor_name(actor), data={"invitation": invitation.pk})
+                        actor=actor_name(actor), data={"invitation": invitation.pk, "mailed_by": actor.pk})
     _mail_invitation(invitation, key, actor)
     return invitation
 
@@ -251,6 +254,15 @@ def _keep_an_owner(team: Team, what: str) -> None:
     if Membership.objects.filter(team=team, role=Role.OWNER).count() <= 1:
         raise Conflict(f"The last owner of {team.slug} cannot {what}: make another member an owner first (or "
                        "transfer ownership).", code="last_owner")
+
+
+def _within_mail_allowance(actor, now) -> None:
+    """The control plane mails whatever address a member types: one account sends at most
+    CLOUDCTL_INVITATIONS_PER_HOUR invitations (sends and resends) an hour, across its teams."""
+    if invitations_mailed_by(actor, since=now - timedelta(hours=1)) >= settings.INVITATIONS_PER_HOUR:
+        raise TooManyInvitations(f"You sent {settings.INVITATIONS_PER_HOUR} invitations within the hour, the most "
+                                 "one account may (CLOUDCTL_INVITATIONS_PER_HOUR): try again later.",
+                                 code="too_many_invitations")
 
 
 def _open_invitation(invitation: Invitation, actor) -> Invitation:

@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from members import services
-from members.errors import Conflict, InvalidInvitation, NotAMember
+from members.errors import Conflict, InvalidInvitation, NotAMember, TooManyInvitations
 from members.models import Invitation
 from teams.models import Membership, TeamEvent
 
@@ -475,3 +475,20 @@ def test_a_sign_up_without_next_lands_on_my_teams(settings, team, owner, mailout
     client.get(f"/invitation/?key={invitation_key(mailoutbox[-1])}")
     response = sign_up(client, "new@example.com")
     assert response.status_code == 302 and response["Location"] == "/teams/"
+
+
+def test_one_account_mails_at_most_the_hourly_cap_of_invitations(settings, team, owner, mailoutbox):
+    settings.INVITATIONS_PER_HOUR = 3
+    first = services.invite(team, "a@example.com", Role.VIEWER, actor=owner)
+    services.invite(team, "b@example.com", Role.VIEWER, actor=owner)
+    services.resend_invitation(first, actor=owner)  # a resend mails too
+    with pytest.raises(TooManyInvitations, match="CLOUDCTL_INVITATIONS_PER_HOUR"):
+        services.invite(team, "c@example.com", Role.VIEWER, actor=owner)
+    with pytest.raises(TooManyInvitations):
+        services.resend_invitation(first, actor=owner)
+    assert len(mailoutbox) == 3
+    response = signed_in(owner).post("/teams/acme/invitations/", {"email": "c@example.com", "role": "viewer"})
+    assert response.status_code == 429
+    # An hour later the account may invite again; other accounts were never held back.
+    TeamEvent.objects.filter(kind__startswith="invitation:").update(created_at=timezone.now() - timedelta(hours=1))
+    services.invite(team, "c@example.com", Role.VIEWER, actor=owner)
