@@ -90,9 +90,12 @@ class Command(BaseCommand):
         children: list[subprocess.Popen] = []
         try:
             embedded = {**config.client_environ(), "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
+                        # Where browsers come back to (invitation links, the instances' sign-in redirect).
+                        "CLOUDCTL_PUBLIC_URL": os.environ.get("CLOUDCTL_PUBLIC_URL", f"http://localhost:{port}"),
                         **self._routing_environ(router_port)}
             _write_embedded_env(embedded)
             os.environ.update(embedded)
+            settings.PUBLIC_URL = embedded["CLOUDCTL_PUBLIC_URL"].rstrip("/")
             self._apply_routing_settings()
             call_command("migrate", verbosity=0)
             call_command("collectstatic", verbosity=0, interactive=False)
