@@ -1,4 +1,8 @@
-"""Sign-in for staff (and, later, team members): one login, django-allauth's, with its rate limits and TOTP.
+"""Sign-in for staff and team members: one login, django-allauth's, with its rate limits and TOTP.
+
+- Members sign themselves up with an email and a password (SIGNUP_MODE "open"), or only through an invitation
+  link ("invitation": `members.links`), and prove their address by mail before their first sign-in. Accounts
+  made by operators (createsuperuser, the admin) have no address to prove (`EmailVerificationStage`).
 
 - The admin's login URL, where the dashboard sends everyone, serves allauth's login view (`admin_login`), so
   there is no second form that checks passwords outside the rate limits and the TOTP step.
@@ -9,13 +13,18 @@
 
 import base64
 
+from allauth.account import stages
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.authentication import get_authentication_records
+from allauth.account.forms import SignupForm as AllauthSignupForm
+from allauth.account.models import EmailAddress
 from allauth.account.utils import get_next_redirect_url
 from allauth.account.views import login as allauth_login
 from allauth.mfa.adapter import DefaultMFAAdapter
+from allauth.core import context
 from allauth.mfa.models import Authenticator
 from cryptography.fernet import Fernet, MultiFernet
+from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
@@ -24,9 +33,13 @@ from django.urls import reverse
 from django.utils.crypto import salted_hmac
 
 from credentials.audit import client_address
+from members.links import remembered_invitation
 
 # allauth's limits are keyed by address: requests whose address cannot be told share this one.
 UNKNOWN_ADDRESS = "unknown"
+
+ALLAUTH_EMAIL_VERIFICATION_STAGE = "allauth.account.stages.EmailVerificationStage"
+EMAIL_VERIFICATION_STAGE = "cloudctl.accounts.EmailVerificationStage"
 
 # The views a staff member who has not passed TOTP in this session may still reach.
 SECOND_FACTOR_VIEWS = frozenset({
@@ -45,10 +58,27 @@ def passed_second_factor(request) -> bool:
     return any(record.get("method") == "mfa" for record in get_authentication_records(request, request.user))
 
 
+def signup_by_invitation_only() -> bool:
+    return settings.SIGNUP_MODE != "open"
+
+
 class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request):
-        # Accounts are made by staff (createsuperuser, the admin): nobody signs themselves up.
-        return False
+        return not signup_by_invitation_only() or remembered_invitation(request) is not None
+
+    def get_login_redirect_url(self, request):
+        """Without a `next`: staff to the dashboard (LOGIN_REDIRECT_URL), members to their teams."""
+        if request.user.is_staff:
+            return super().get_login_redirect_url(request)
+        return reverse("members:teams")
+
+    def get_signup_redirect_url(self, request):
+        # allauth's default is LOGIN_REDIRECT_URL, the dashboard, which a new member may not see.
+        return self.get_login_redirect_url(request)
+
+    def get_login_stages(self):
+        return [EMAIL_VERIFICATION_STAGE if path == ALLAUTH_EMAIL_VERIFICATION_STAGE else path
+                for path in super().get_login_stages()]
 
     def get_client_ip(self, request) -> str:
         """The address the sign-in limits count against: the proxy header only from a trusted proxy, as on the
@@ -56,6 +86,31 @@ class AccountAdapter(DefaultAccountAdapter):
         address for every guess). An address that cannot be told shares one bucket rather than escaping."""
         forwarded = request.headers.get(settings.CLIENT_IP_HEADER) if settings.CLIENT_IP_HEADER else None
         return client_address(request.META.get("REMOTE_ADDR"), forwarded) or UNKNOWN_ADDRESS
+
+
+class EmailVerificationStage(stages.EmailVerificationStage):
+    """allauth's mandatory verification, for accounts that signed themselves up (each has the `EmailAddress` its
+    sign-up made). An account made by an operator (createsuperuser, the admin) has none: nobody claimed an
+    address to prove, and it signs in as it did before members could sign up."""
+
+    def handle(self):
+        if not self.login.signup and not EmailAddress.objects.filter(user_id=self.login.user.pk).exists():
+            return None, True
+        return super().handle()
+
+
+class SignupForm(AllauthSignupForm):
+    """allauth's sign-up form; by invitation only, the address must be the one the invitation was sent to (or
+    one invitation would open an account for any address)."""
+
+    def clean_email(self):
+        email = super().clean_email()
+        if signup_by_invitation_only():
+            invitation = remembered_invitation(context.request)
+            if invitation is None or invitation.email.lower() != email.lower():
+                raise forms.ValidationError("Sign-up is by invitation only: use the address your invitation was "
+                                            "sent to.")
+        return email
 
 
 def mfa_secrets_cipher() -> MultiFernet:

@@ -8,6 +8,8 @@ from django.core import checks
 from .schedule import interval_problems
 
 LOCK_KINDS = {"ip", "key"}
+# CLOUDCTL_SIGNUP: anyone may sign up, or only someone who followed a pending invitation's link.
+SIGNUP_MODES = ("open", "invitation")
 
 
 @checks.register(checks.Tags.security)
@@ -51,3 +53,12 @@ def server_settings(app_configs, **kwargs):
 def periodic_intervals(app_configs, **kwargs):
     """The periodic tasks' intervals (cloudctl/schedule.py)."""
     return [checks.Error(f"{problem}.", id="cloudctl.E004") for problem in interval_problems()]
+
+
+@checks.register()
+def signup_mode(app_configs, **kwargs):
+    if settings.SIGNUP_MODE not in SIGNUP_MODES:
+        return [checks.Error(f"CLOUDCTL_SIGNUP {settings.SIGNUP_MODE!r} is not one of {', '.join(SIGNUP_MODES)}: "
+                             "'open' lets anyone sign up, 'invitation' only someone following an invitation link.",
+                             id="cloudctl.E005")]
+    return []

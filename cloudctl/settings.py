@@ -175,6 +175,8 @@ SESSION_COOKIE_AGE = env.int("CLOUDCTL_SESSION_SECONDS", default=8 * 3600)
 # Server-side sessions (revocable: logout deletes the row) whose table holds only a digest of each key.
 SESSION_ENGINE = "cloudctl.sessions"
 X_FRAME_OPTIONS = "DENY"
+# A refused CSRF check is JSON on the members' JSON endpoints, Django's page elsewhere.
+CSRF_FAILURE_VIEW = "cloudctl.errors.csrf_failure"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 if env.bool("CLOUDCTL_BEHIND_TLS_PROXY", default=HTTPS):
     # Fly's edge terminates TLS and forwards plain HTTP with this header.
@@ -248,8 +250,12 @@ PRIVATE_API_URL = env.str("CLOUDCTL_PRIVATE_API_URL", default="http://127.0.0.1:
 # Where browsers reach the control plane (sign-in, my teams, the single sign-on's authorize endpoint): its own
 # host, never one under CLOUDCTL_TEAMS_DOMAIN (its cookies are host-only there; see docs/sso.md).
 PUBLIC_URL = env.str("CLOUDCTL_PUBLIC_URL", default="http://localhost:8000").rstrip("/")
-# Who may make an account: anyone ("open") or only someone holding an invitation ("invitation").
+# Who may make an account: anyone ("open") or only someone holding an invitation ("invitation"); checked.
 SIGNUP_MODE = env.str("CLOUDCTL_SIGNUP", default="open")
+# Teams one account may create on the members' side (each is a machine, a volume and backups).
+MAX_TEAMS_PER_USER = env.int("CLOUDCTL_MAX_TEAMS_PER_USER", default=5)
+# Invitations (sends and resends) one account may mail per hour: the control plane mails any address typed.
+INVITATIONS_PER_HOUR = env.int("CLOUDCTL_INVITATIONS_PER_HOUR", default=50)
 # How long a team instance trusts an actor before asking the control plane again (docs/sso.md): removing a
 # member, changing a role, disabling a user or signing out takes effect on every instance within this.
 SSO_REVALIDATE_SECONDS = env.int("CLOUDCTL_SSO_REVALIDATE_SECONDS", default=60)
@@ -357,10 +363,19 @@ DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="cloudctl <nor
 # --- Sign-in (django-allauth; see cloudctl/accounts.py) ---------------------------------------------------
 # One login for everyone: the admin's login URL (where the dashboard sends people) hands over to this one.
 LOGIN_URL = "account_login"
+# Where a sign-in without `next` lands: staff on the dashboard, members on their teams (AccountAdapter).
 LOGIN_REDIRECT_URL = "dashboard:home"
 AUTHENTICATION_BACKENDS = ["allauth.account.auth_backends.AuthenticationBackend"]
 ACCOUNT_ADAPTER = "cloudctl.accounts.AccountAdapter"
-ACCOUNT_LOGIN_METHODS = {"username"}
+# Members sign in by email; staff (accounts made by operators) by username too.
+ACCOUNT_LOGIN_METHODS = {"email", "username"}
+# Sign-up asks for an email and a password only (allauth makes up the username); open or by invitation only
+# (SIGNUP_MODE, AccountAdapter.is_open_for_signup). Each address is proven by mail before its first sign-in.
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[cloudctl] "
+ACCOUNT_FORMS = {"signup": "cloudctl.accounts.SignupForm"}
 # No mail to addresses without an account (allauth would otherwise mail them that no account exists).
 ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 # Failed sign-ins per address and per account ("<count>/<window><s|m|h>/<ip|key>", allauth's syntax). Past

@@ -223,9 +223,12 @@ def test_non_staff_sign_in_but_are_refused_the_staff_pages(django_user_model):
     assert client.get("/admin/teams/team/", follow=True).status_code == 403
 
 
-def test_nobody_can_sign_up():
-    response = Client().post("/accounts/signup/", {"username": "intruder", "password1": "x" * 20,
-                                                    "password2": "x" * 20})
+def test_nobody_can_sign_up(settings):
+    # Sign-up by invitation only (CLOUDCTL_SIGNUP=invitation; tests/test_members.py has the open mode and the
+    # invitation's holder): nobody without an invitation gets an account.
+    settings.SIGNUP_MODE = "invitation"
+    response = Client().post("/accounts/signup/", {"username": "intruder", "email": "intruder@example.com",
+                                                    "password1": "x" * 20, "password2": "x" * 20})
     from django.contrib.auth import get_user_model
 
     assert not get_user_model().objects.filter(username="intruder").exists()

@@ -2,6 +2,7 @@
 on once, whoever runs it (fly.toml's release command, `manage.py dev`) and however often."""
 
 import io
+import os
 import shlex
 import tomllib
 from pathlib import Path
@@ -128,16 +129,20 @@ def test_the_embedded_stack_queues_the_schedule(settings, tmp_path, monkeypatch)
     settings.AUDIT_PRUNE_EVERY, settings.BACKUP_CHECK_EVERY, settings.RECONCILE_EVERY = 3600, 60, 0
     for name in [*FakeLocalS3(None).config.client_environ(), "CLOUDCTL_PRIVATE_API_URL"]:
         monkeypatch.delenv(name, raising=False)  # restored after the test: dev exports its own
+    monkeypatch.setenv("CLOUDCTL_PUBLIC_URL", "")  # so that monkeypatch removes what dev exports, afterwards
+    monkeypatch.delenv("CLOUDCTL_PUBLIC_URL")
     monkeypatch.setattr(dev, "LocalS3Server", FakeLocalS3)
     monkeypatch.setattr(dev.signal, "signal", lambda *args: None)
     monkeypatch.setattr(dev.Command, "_serve", not_serving)
     command = dev.Command(stdout=io.StringIO())
     with pytest.raises(NotServing):
-        command.handle(port=8000, router_port=8081)
+        command.handle(port=8123, router_port=8081)
     command._lock.close()
     assert {path for path, _ in waiting()} == {"backups.tasks.check_backups", "credentials.tasks.prune_audit_trail",
                                                "sso.tasks.prune_single_sign_on"}
     assert "prune_audit_trail: queued, every 3600 s" in command.stdout._out.getvalue()
+    # Invitation links and the instances' sign-in redirects come back to the port the control plane serves.
+    assert os.environ["CLOUDCTL_PUBLIC_URL"] == settings.PUBLIC_URL == "http://localhost:8123"
 
 
 def test_a_run_finishing_after_a_release_queued_the_next_does_not_double_the_chain(intervals):

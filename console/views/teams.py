@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from domains.selectors import certificate_status
 from instances.actions import action_for, permitted_actions
-from instances.models import Instance
+from instances.selectors import instance_status
 from instances.services import create_team_and_provision, request_action, rotate_token_and_restart
 from teams.models import Team, TeamEvent
 from teams.permissions import ADD_TEAM, ROTATE_TOKEN, authorize
@@ -82,19 +82,9 @@ def team_status(request, slug):
     team = Team.objects.select_related("instance").filter(slug=slug).first()
     if team is None:
         return JsonResponse({"error": "no such team"}, status=404)
-    instance: Instance | None = getattr(team, "instance", None)
     return JsonResponse({
-        "team": team.slug,
-        "state": instance.state if instance else "none",
-        "state_display": instance.get_state_display() if instance else "not provisioned",
-        "desired_state": instance.desired_state if instance else "",
-        "url": instance.url if instance else "",
-        "completed_steps": instance.completed_steps if instance else [],
-        "last_error": instance.last_error if instance else "",
-        "last_backup_at": instance.last_backup_at.isoformat() if instance and instance.last_backup_at else None,
+        **instance_status(team),
         "token_generation": team.token_generation,
-        "actions": [{"id": action.pk, "kind": action.kind, "status": action.status, "error": action.error,
-                     "done": action.is_done} for action in team.actions.all()[:5]],
         "timeline": [{"time": entry.time.isoformat(), "kind": entry.kind, "message": entry.message,
                       "is_error": entry.is_error, "actor": entry.actor} for entry in timeline(team, length=15)],
     }, headers={"Cache-Control": "no-store"})

@@ -90,9 +90,12 @@ class Command(BaseCommand):
         children: list[subprocess.Popen] = []
         try:
             embedded = {**config.client_environ(), "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
+                        # Where browsers come back to (invitation links, the instances' sign-in redirect).
+                        "CLOUDCTL_PUBLIC_URL": os.environ.get("CLOUDCTL_PUBLIC_URL", f"http://localhost:{port}"),
                         **self._routing_environ(router_port)}
             _write_embedded_env(embedded)
             os.environ.update(embedded)
+            settings.PUBLIC_URL = embedded["CLOUDCTL_PUBLIC_URL"].rstrip("/")
             self._apply_routing_settings()
             call_command("migrate", verbosity=0)
             call_command("collectstatic", verbosity=0, interactive=False)
@@ -179,8 +182,14 @@ class Command(BaseCommand):
             "\n                again, then scan the QR code with an authenticator app (or type the key shown) and"
             "\n                give a code; every later sign-in asks for one."
         ) if settings.STAFF_REQUIRE_2FA else ""
+        # Sign-up verification, invitations and password resets: files here unless EMAIL_URL names an SMTP server.
+        mail_dir = getattr(settings, "EMAIL_FILE_PATH", None)
+        mail = f"each message a file in {mail_dir}/" if mail_dir else "sent through EMAIL_URL"
         self.stdout.write(self.style.SUCCESS(f"""
 cloudctl is running on the embedded default (SQLite, local S3/STS, everything on 127.0.0.1).
+
+  Members:      {base}/   sign up at {base}/accounts/signup/ (CLOUDCTL_SIGNUP={settings.SIGNUP_MODE}); their teams at /teams/
+  Mail:         {mail}   (address verification, invitations, password resets)
 
   Dashboard:    {base}/dashboard/   user: admin   password: {password}   (admin: {base}/admin/){second_factor}
   Private API:  {base}/private/v1/credentials
