@@ -147,6 +147,7 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     alice_cookies = cookie_header(jar)
     names = control_plane_cookie_names(settings, jar)
     values = {cookie["value"] for cookie in jar if len(cookie["value"]) >= 16}
+    print(f"\nthe control plane's cookie names checked: {sorted(names)}")
 
     # 1. Nothing of the control plane reached the instance. The recorder saw what the browser sends the team's
     # own host (its actor cookie), so it would have seen a control-plane cookie too.
