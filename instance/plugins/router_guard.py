@@ -9,7 +9,8 @@ A request is passed to Datasette only when
 Anything else gets `403` with a short text: a client spoofing the header, another tenant's app replaying to this
 one (its router state is not ours), a request for another name. The platform's health check path
 (`CLOUDCTL_HEALTH_CHECK_PATH`, GET or HEAD) is the one exception: Fly's checks and the local backend reach the
-machine directly. The entrypoint loads this plugin only when `CLOUDCTL_ROUTING_SECRET` is set.
+machine directly. It guards only when `CLOUDCTL_ROUTING_SECRET` and `CLOUDCTL_HOSTNAME` are set (the entrypoint
+warns when they are not); the plugins directory is loaded on every instance for `team_auth.py`.
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ def guard(app, *, secret: str, hostname: str, health_path: str):
 
 @hookimpl
 def asgi_wrapper(datasette):
-    secret = os.environ["CLOUDCTL_ROUTING_SECRET"]
-    hostname = host_name(os.environ["CLOUDCTL_HOSTNAME"])
+    secret = os.environ.get("CLOUDCTL_ROUTING_SECRET", "").strip()
+    hostname = host_name(os.environ.get("CLOUDCTL_HOSTNAME", ""))
+    if not (secret and hostname):
+        return None  # not routed (the entrypoint's own tests): no wrapper
     health_path = os.environ.get("CLOUDCTL_HEALTH_CHECK_PATH", "/-/versions.json")
 
     def wrap(app):
