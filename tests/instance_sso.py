@@ -2,8 +2,9 @@
 credentials a test actor signs in with (minted with the instance's DATASETTE_SECRET, as Datasette signs them).
 
 `FakeSSO` answers `POST /private/v1/sso/token` from `codes` and `POST /private/v1/sso/actor` from `sessions` /
-`users` (each `(status, body)`), records every request, and can play an unreachable control plane. Any other POST
-is forwarded to `forward_to` (the real control plane's credential exchange, for the entrypoint's end-to-end tests).
+`users` (each `(status, body)`), records every request, and can play an unreachable control plane. Any other
+request is forwarded to `forward_to` (the real control plane: credentials, signals), for end-to-end tests whose
+instances point their CLOUDCTL_URL here; there, `team_token=None` accepts every team's token.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from itsdangerous import URLSafeSerializer
 
@@ -42,8 +44,17 @@ def api_token(secret: str, user_id: str) -> str:
     return "dstok_" + URLSafeSerializer(secret, "token").dumps({"a": user_id, "t": int(time.time())})
 
 
+def member_cookies(fake: "FakeSSO", data_dir, *, user_id: str = "tester", role: str = "owner") -> dict:
+    """Cookies of a browser signed in to the instance serving `data_dir` (its secret is on the volume, as the
+    entrypoint keeps it), whose grant the fake confirms with `role`."""
+    secret = (Path(data_dir) / ".cloudctl" / "datasette-secret").read_text().strip()
+    grant = f"grant-of-{user_id}"
+    fake.sessions[grant] = member(user_id, role)
+    return {"ds_actor": actor_cookie(secret, user_id=user_id, grant=grant)}
+
+
 class FakeSSO:
-    def __init__(self, *, team_token: str, forward_to: str | None = None):
+    def __init__(self, *, team_token: str | None, forward_to: str | None = None):
         self.team_token = team_token
         self.forward_to = forward_to
         self.codes: dict[str, tuple[int, dict]] = {}
@@ -59,7 +70,7 @@ class FakeSSO:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path not in (TOKEN_PATH, ACTOR_PATH) and fake.forward_to:
-                    return self.forward(body)
+                    return self.forward("POST", body)
                 fake.requests.append({"path": self.path, "authorization": self.headers.get("Authorization"),
                                       "body": json.loads(body or b"null")})
                 if fake.unreachable:
@@ -70,8 +81,11 @@ class FakeSSO:
                 status, answer = fake.answer(self.path, self.headers.get("Authorization"), fake.requests[-1]["body"])
                 self.reply(status, json.dumps(answer).encode(), {"Content-Type": "application/json"})
 
-            def forward(self, body):
-                request = urllib.request.Request(fake.forward_to.rstrip("/") + self.path, data=body, method="POST",
+            def do_GET(self):
+                self.forward("GET", None)
+
+            def forward(self, method, body):
+                request = urllib.request.Request(fake.forward_to.rstrip("/") + self.path, data=body, method=method,
                                                  headers={name: value for name, value in self.headers.items()
                                                           if name.lower() not in ("host", "content-length")})
                 try:
@@ -97,7 +111,8 @@ class FakeSSO:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def answer(self, path: str, authorization: str | None, body) -> tuple[int, dict]:
-        if authorization != f"Bearer {self.team_token}":
+        if not (authorization or "").startswith("Bearer ") or \
+                self.team_token is not None and authorization != f"Bearer {self.team_token}":
             return 401, {"error": "invalid_token"}
         if path == TOKEN_PATH:
             # Single use, as the control plane burns a code at its first redemption.
