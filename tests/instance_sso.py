@@ -44,19 +44,35 @@ def api_token(secret: str, user_id: str) -> str:
     return "dstok_" + URLSafeSerializer(secret, "token").dumps({"a": user_id, "t": int(time.time())})
 
 
+def volume_secret(data_dir) -> str:
+    """The instance's DATASETTE_SECRET, which the entrypoint keeps on its volume."""
+    return (Path(data_dir) / ".cloudctl" / "datasette-secret").read_text().strip()
+
+
 def member_cookies(fake: "FakeSSO", data_dir, *, user_id: str = "tester", role: str = "owner") -> dict:
-    """Cookies of a browser signed in to the instance serving `data_dir` (its secret is on the volume, as the
-    entrypoint keeps it), whose grant the fake confirms with `role`."""
-    secret = (Path(data_dir) / ".cloudctl" / "datasette-secret").read_text().strip()
+    """Cookies of a browser signed in to the instance serving `data_dir`, whose grant the fake confirms with
+    `role`."""
     grant = f"grant-of-{user_id}"
     fake.sessions[grant] = member(user_id, role)
-    return {"ds_actor": actor_cookie(secret, user_id=user_id, grant=grant)}
+    return {"ds_actor": actor_cookie(volume_secret(data_dir), user_id=user_id, grant=grant)}
+
+
+# Whom a FakeSSO(everyone=...) confirms: the fleet's end-to-end tests sign in as this owner of every team.
+TESTER = "tester"
+
+
+def as_tester(data_dir) -> dict[str, str]:
+    """The Cookie header of the tester signed in to the instance serving `data_dir` (any grant: see `everyone`)."""
+    return {"Cookie": f"ds_actor={actor_cookie(volume_secret(data_dir), user_id=TESTER, grant='grant-of-tester')}"}
 
 
 class FakeSSO:
-    def __init__(self, *, team_token: str | None, forward_to: str | None = None):
+    def __init__(self, *, team_token: str | None, forward_to: str | None = None,
+                 everyone: tuple[int, dict] | None = None):
         self.team_token = team_token
         self.forward_to = forward_to
+        # The answer for every grant and user not set in `sessions` / `users` (default: refused).
+        self.everyone = everyone
         self.codes: dict[str, tuple[int, dict]] = {}
         self.sessions: dict[str, tuple[int, dict]] = {}
         self.users: dict[str, tuple[int, dict]] = {}
@@ -118,8 +134,8 @@ class FakeSSO:
             # Single use, as the control plane burns a code at its first redemption.
             return self.codes.pop(body.get("code"), (400, {"error": "invalid_grant", "error_description": "unknown"}))
         if "session" in body:
-            return self.sessions.get(body["session"], refused("session_ended"))
-        return self.users.get(body.get("user"), refused())
+            return self.sessions.get(body["session"], self.everyone or refused("session_ended"))
+        return self.users.get(body.get("user"), self.everyone or refused())
 
     def revalidations(self, **body) -> int:
         return sum(1 for request in self.requests if request["path"] == ACTOR_PATH and request["body"] == body)

@@ -29,7 +29,7 @@ import pytest
 
 from cloudctl.local_s3 import REGION
 
-from .instance_sso import FakeSSO, member_cookies
+from .instance_sso import member_cookies
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = ROOT / "instance"
@@ -476,14 +476,6 @@ def instance_setup(s3_env, live_server, make_team, tmp_path):
            "live_server": live_server}
     for instance in started:
         instance.stop(timeout=15)
-
-
-@pytest.fixture
-def forwarding_sso(live_server):
-    """The control plane's sign-in API faked (tests/instance_sso.py), everything else forwarded to it: an instance
-    pointed here exchanges its token for real and re-validates the test's actor with the fake."""
-    with FakeSSO(team_token=None, forward_to=live_server.url) as fake:
-        yield fake
 
 
 def restored_copy(s3_config, team, name, out: Path) -> Path:

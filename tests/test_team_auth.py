@@ -37,7 +37,7 @@ HEALTH_PATH = "/-/versions.json"
 class Instance:
     """`datasette serve` with the instance's plugins, as entrypoint.py runs it, logging to a file."""
 
-    def __init__(self, tmp: Path, fake: FakeSSO, *, revalidate_seconds: int):
+    def __init__(self, tmp: Path, fake: FakeSSO, *, revalidate_seconds: int, **extra_env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"datasette-{self.port}.log"
@@ -56,6 +56,7 @@ class Instance:
             "CLOUDCTL_TOKEN": TEAM_TOKEN,
             "CLOUDCTL_SSO_REVALIDATE_SECONDS": str(revalidate_seconds),
             "CLOUDCTL_HEALTH_CHECK_PATH": HEALTH_PATH,
+            **extra_env,
         }
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -168,6 +169,21 @@ def test_anonymous_requests_get_nothing(instance, path):
 
 def test_the_health_check_path_is_open(instance):
     assert instance.get(HEALTH_PATH).status_code == 200
+
+
+def test_the_router_guard_refuses_before_the_sign_in_gate_looks(fake, tmp_path):
+    secret = "routing-secret-of-the-test-team"
+    instance = Instance(tmp_path, fake, revalidate_seconds=60, CLOUDCTL_ROUTING_SECRET=secret,
+                        CLOUDCTL_HOSTNAME="acme.teams.example.com")
+    try:
+        direct = instance.get("/data", headers={"Accept": "text/html"})
+        assert direct.status_code == 403 and "router" in direct.text and "set-cookie" not in direct.headers
+        routed = instance.get("/data", headers={"Accept": "text/html", "Host": "acme.teams.example.com",
+                                                "fly-replay-src": f"instance=x;state={secret}"})
+        assert routed.status_code == 302 and routed.headers["location"].startswith(AUTHORIZE_URL)
+        assert instance.get(HEALTH_PATH).status_code == 200
+    finally:
+        instance.stop()
 
 
 # --- the callback ---------------------------------------------------------------------------------------

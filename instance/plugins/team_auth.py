@@ -1,6 +1,7 @@
 """Single sign-on for the team's Datasette, and the team's roles as Datasette permissions (docs/sso.md §4).
 
-Loaded on every instance (`--plugins-dir`). Its ASGI gate is the outermost middleware (`trylast`): a request
+Loaded on every instance (`--plugins-dir`). Its ASGI gate is the outermost middleware (`trylast`) but for the
+router guard (router_guard.py, when routed), which it puts outside itself: a request
 reaches Datasette, or a customer plugin, only with an actor whose membership the control plane confirmed within
 the last `CLOUDCTL_SSO_REVALIDATE_SECONDS`. The platform's health check path and the sign-in callback are the
 only exceptions.
@@ -25,12 +26,14 @@ import dataclasses
 import hashlib
 import hmac
 import html
+import importlib.util
 import os
 import secrets
 import sys
 import time
 import urllib.parse
 import weakref
+from pathlib import Path
 
 import httpx
 from datasette import hookimpl
@@ -419,11 +422,24 @@ def team_auth(datasette) -> TeamAuth:
     return _team_auths[datasette]
 
 
+def router_guard():
+    """router_guard.py beside this file (a module of a plugins directory cannot be imported by its name)."""
+    spec = importlib.util.spec_from_file_location("cloudctl_router_guard", Path(__file__).with_name("router_guard.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @hookimpl(trylast=True)
 def asgi_wrapper(datasette):
     # trylast: wrappers apply in call order, so the last one called is the outermost; every other plugin's
-    # middleware (a customer's included) sees only requests the gate let through.
-    return team_auth(datasette).wrap
+    # middleware (a customer's included) sees only requests the gate let through. Outside the gate, the router
+    # guard, when routed: a request the router did not send is refused before anything else looks at it.
+    gate = team_auth(datasette).wrap
+    guard = router_guard().wrapper_from_environ(os.environ)
+    if guard is None:
+        return gate
+    return lambda app: guard(gate(app))
 
 
 @hookimpl
