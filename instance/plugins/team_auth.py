@@ -77,7 +77,8 @@ ROLE_ACTIONS = {"viewer": VIEWER_ACTIONS, "member": MEMBER_ACTIONS, "admin": ADM
 # health check's own request only (the gate sets it around that request, which runs in its task).
 HEALTH_CHECK_ACTIONS = frozenset({"view-instance"})
 serving_health_check = contextvars.ContextVar("serving_health_check", default=False)
-# Every action the roles decide: denied (deny beats Datasette's default allow) to an actor whose role lacks it.
+# Every action the roles decide: allowed to the roles that have it, denied to an actor without a current role (deny
+# beats Datasette's default allow of the viewer actions).
 GOVERNED_ACTIONS = ADMIN_ACTIONS
 
 
@@ -449,6 +450,10 @@ def permission_resources_sql(datasette, actor, action):
     if action in HEALTH_CHECK_ACTIONS and serving_health_check.get():
         return PermissionSQL.allow(reason="the platform's health check")
     role = team_auth(datasette).role(actor)
-    if role is not None and action in ROLE_ACTIONS[role]:
+    if role is None:
+        return PermissionSQL.deny(reason="no current role in the team")
+    if action in ROLE_ACTIONS[role]:
         return PermissionSQL.allow(reason=f"team role {role}")
-    return PermissionSQL.deny(reason=f"team role {role or 'none'} may not {action}")
+    # Not the role's: nothing else allows it (Datasette's defaults allow only viewer actions, datasette.yaml grants
+    # nothing), so it is denied without adding a rule to every check.
+    return None
