@@ -275,7 +275,7 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     answered: list[float] = []  # when each request sent throughout the deploy got its 200
     done = threading.Event()
 
-    headers = as_router(running_team)
+    headers = signed_in(instance_for(running_team))
 
     def probe():
         with httpx.Client(timeout=2) as client:
