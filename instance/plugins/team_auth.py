@@ -395,7 +395,8 @@ def wants_page(request: Request) -> bool:
     """A browser navigating: GET or HEAD, not a .json URL, not asking for JSON alone."""
     accept = request.headers.get("accept", "")
     asks_json_only = "application/json" in accept and "text/html" not in accept
-    return (request.method in ("GET", "HEAD") and not request.scope["path"].endswith(".json")
+    # scope.get: a websocket's scope has no method (it is refused, never redirected).
+    return (request.scope.get("method") in ("GET", "HEAD") and not request.scope["path"].endswith(".json")
             and not asks_json_only)
 
 
