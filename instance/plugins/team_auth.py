@@ -445,6 +445,15 @@ def asgi_wrapper(datasette):
 
 
 @hookimpl
+def startup(datasette):
+    # The client (its TLS context) is made before the first request, not during it: the first request after a
+    # restart or a wake already waits for a revalidation.
+    auth = team_auth(datasette)
+    if auth.settings is not None:
+        auth.client  # noqa: B018 (made for its side effect)
+
+
+@hookimpl
 def permission_resources_sql(datasette, actor, action):
     if action not in GOVERNED_ACTIONS:
         return None
