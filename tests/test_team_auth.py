@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from .instance_sso import ACTOR_PATH, TOKEN_PATH, FakeSSO, actor_cookie, api_token, member, refused
-from .test_instance import INSTANCE_DIR, INSTANCE_PYTHON, free_port, wait_for
+from .test_instance import INSTANCE_DIR, INSTANCE_PYTHON, entrypoint, free_port, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,7 +37,8 @@ HEALTH_PATH = "/-/versions.json"
 class Instance:
     """`datasette serve` with the instance's plugins, as entrypoint.py runs it, logging to a file."""
 
-    def __init__(self, tmp: Path, fake: FakeSSO, *, revalidate_seconds: int, **extra_env):
+    def __init__(self, tmp: Path, fake: FakeSSO, *, revalidate_seconds: int, plugins: Path = INSTANCE_DIR / "plugins",
+                 **extra_env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"datasette-{self.port}.log"
@@ -61,7 +62,7 @@ class Instance:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [str(INSTANCE_PYTHON), "-m", "datasette", "serve", str(database), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--plugins-dir", str(INSTANCE_DIR / "plugins")],
+                 "--port", str(self.port), "--plugins-dir", str(plugins)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.exited() or httpx.get(self.url + HEALTH_PATH).status_code == 200,
                  timeout=60, message=f"Datasette's health check at {self.url}")
@@ -182,6 +183,41 @@ def test_the_router_guard_refuses_before_the_sign_in_gate_looks(fake, tmp_path):
                                                 "fly-replay-src": f"instance=x;state={secret}"})
         assert routed.status_code == 302 and routed.headers["location"].startswith(AUTHORIZE_URL)
         assert instance.get(HEALTH_PATH).status_code == 200
+    finally:
+        instance.stop()
+
+
+RECORDER = """
+from datasette import hookimpl
+
+@hookimpl
+def asgi_wrapper(datasette):
+    def wrap(app):
+        async def recording(scope, receive, send):
+            if scope["type"] == "http":
+                with open({log!r}, "a") as log:
+                    log.write(scope["path"] + "\\n")
+            await app(scope, receive, send)
+        return recording
+    return wrap
+"""
+
+
+def test_a_team_plugin_sees_only_the_requests_of_members(fake, tmp_path):
+    """As the entrypoint loads a team's plugins (entrypoint.plugins_dir): the gate stays outside them."""
+    seen = tmp_path / "seen.log"
+    (tmp_path / "volume" / "plugins").mkdir(parents=True)
+    # Named so that, on ext4, Datasette's plugins-dir glob meets it before team_auth.py: it registers first, and only
+    # the gate's trylast keeps the gate outside it.
+    (tmp_path / "volume" / "plugins" / "first.py").write_text(RECORDER.format(log=str(seen)))
+    (tmp_path / "volume" / ".cloudctl").mkdir()
+    plugins = entrypoint.plugins_dir(tmp_path / "volume" / ".cloudctl", tmp_path / "volume")
+    instance = Instance(tmp_path, fake, revalidate_seconds=60, plugins=plugins)
+    try:
+        assert instance.get("/data/anonymous", headers={"Accept": "text/html"}).status_code == 302
+        assert instance.get("/data/items.json", headers={"Accept": "application/json"}).status_code == 401
+        assert instance.get("/data/items.json", cookies=signed_in(fake, "u-plugin", "viewer")).status_code == 200
+        assert [path for path in seen.read_text().splitlines() if path != HEALTH_PATH] == ["/data/items.json"]
     finally:
         instance.stop()
 
