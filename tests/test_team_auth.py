@@ -172,6 +172,17 @@ def test_the_health_check_path_is_open(instance):
     assert instance.get(HEALTH_PATH).status_code == 200
 
 
+def test_without_its_settings_the_instance_refuses_all_but_the_health_check(fake, tmp_path):
+    instance = Instance(tmp_path, fake, revalidate_seconds=60, CLOUDCTL_SSO_AUTHORIZE_URL="")
+    try:
+        assert instance.get(HEALTH_PATH).status_code == 200
+        page = instance.get("/data", headers={"Accept": "text/html"})
+        assert page.status_code == 503 and "not configured" in page.text
+        assert insert(instance, signed_in(fake, "u-unconfigured", "owner")).status_code == 503
+    finally:
+        instance.stop()
+
+
 def test_the_router_guard_refuses_before_the_sign_in_gate_looks(fake, tmp_path):
     secret = "routing-secret-of-the-test-team"
     instance = Instance(tmp_path, fake, revalidate_seconds=60, CLOUDCTL_ROUTING_SECRET=secret,

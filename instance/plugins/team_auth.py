@@ -98,7 +98,6 @@ class Settings:
     api_base: str
     token: str
     revalidate_seconds: float
-    health_path: str
 
     @classmethod
     def from_environ(cls, environ) -> "Settings | None":
@@ -127,7 +126,6 @@ class Settings:
             api_base=api_base,
             token=values["CLOUDCTL_TOKEN"],
             revalidate_seconds=min(revalidate, LONGEST_REVALIDATE_SECONDS),
-            health_path=environ.get("CLOUDCTL_HEALTH_CHECK_PATH", "") or "/-/versions.json",
         )
 
     @property
@@ -175,9 +173,11 @@ def standing_key(actor) -> tuple[str, str] | None:
 class TeamAuth:
     """The settings, the roles' cache and the control plane's client of one Datasette."""
 
-    def __init__(self, datasette, settings: Settings | None):
+    def __init__(self, datasette, settings: Settings | None, health_path: str):
         self.datasette = datasette
         self.settings = settings
+        # Open even when sign-in is not configured: it says whether the process serves, nothing more.
+        self.health_path = health_path
         self.standings: dict[tuple[str, str], Standing] = {}
         self.in_flight: dict[tuple[str, str], asyncio.Future] = {}
         self._client: httpx.AsyncClient | None = None
@@ -257,8 +257,7 @@ class TeamAuth:
         async def gate(scope, receive, send):
             if scope["type"] not in ("http", "websocket"):
                 return await app(scope, receive, send)
-            if (self.settings is not None and scope["type"] == "http"
-                    and scope["path"] == self.settings.health_path and scope["method"] in ("GET", "HEAD")):
+            if scope["type"] == "http" and scope["path"] == self.health_path and scope["method"] in ("GET", "HEAD"):
                 serving = serving_health_check.set(True)
                 try:
                     return await app(scope, receive, send)
@@ -420,7 +419,8 @@ _team_auths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def team_auth(datasette) -> TeamAuth:
     if datasette not in _team_auths:
-        _team_auths[datasette] = TeamAuth(datasette, Settings.from_environ(os.environ))
+        _team_auths[datasette] = TeamAuth(datasette, Settings.from_environ(os.environ),
+                                          os.environ.get("CLOUDCTL_HEALTH_CHECK_PATH", "") or "/-/versions.json")
     return _team_auths[datasette]
 
 
