@@ -133,6 +133,9 @@ class FakeSSO:
         if path == TOKEN_PATH:
             # Single use, as the control plane burns a code at its first redemption.
             return self.codes.pop(body.get("code"), (400, {"error": "invalid_grant", "error_description": "unknown"}))
+        if "user" in body and not str(body["user"]).isdigit():
+            # As the control plane (docs/sso.md §3): a user id is a string of digits.
+            return 400, {"error": "invalid_request", "error_description": "user: the actor's id, a string of digits"}
         if "session" in body:
             return self.sessions.get(body["session"], self.everyone or refused("session_ended"))
         return self.users.get(body.get("user"), self.everyone or refused())

@@ -378,22 +378,29 @@ def test_a_revoked_grant_is_refused_within_the_interval_and_its_cookie_cleared(i
 
 
 def test_the_api_token_of_a_removed_member_stops_working(instance, fake):
-    token = api_token(SECRET, "u-token")
+    token = api_token(SECRET, "7001")
     headers = {"Authorization": f"Bearer {token}"}
-    fake.users["u-token"] = member("u-token", "member")
+    fake.users["7001"] = member("7001", "member")
     assert insert(instance, headers=headers).status_code == 201
-    assert fake.revalidations(user="u-token") >= 1
-    fake.users["u-token"] = refused()
+    assert fake.revalidations(user="7001") >= 1
+    fake.users["7001"] = refused()
     wait_for(lambda: insert(instance, headers=headers).status_code == 403, timeout=30,
              message="the removed member's token to be refused")
     assert instance.get("/data/items.json", headers=headers).status_code == 403
 
 
+def test_an_api_token_of_no_user_of_the_control_plane_is_refused_not_an_outage(instance, fake):
+    """`datasette create-token root --secret ...` (whoever holds the secret): the control plane answers 400."""
+    headers = {"Authorization": f"Bearer {api_token(SECRET, 'root')}"}
+    response = instance.get("/data/items.json", headers=headers)
+    assert response.status_code == 403 and response.json()["error"] == "not_a_member"
+
+
 def test_a_forged_api_token_is_refused(instance, fake):
-    fake.users["u-forged-token"] = member("u-forged-token", "owner")
+    fake.users["7002"] = member("7002", "owner")
     headers = {"Authorization": f"Bearer {api_token('another-secret', 'u-forged-token')}"}
     assert insert(instance, headers=headers).status_code == 401
-    assert fake.revalidations(user="u-forged-token") == 0
+    assert fake.revalidations(user="7002") == 0
 
 
 def test_an_unreachable_control_plane_fails_closed(instance, fake):

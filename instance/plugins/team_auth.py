@@ -218,7 +218,9 @@ class TeamAuth:
     async def revalidate(self, key, actor_id: str) -> Standing:
         kind, value = key
         response = await self.post(ACTOR_PATH, {kind: value})
-        if response.status_code == 403:
+        # 403: no longer a member; 400: no grant or user the control plane could know (a token made with the
+        # secret for an id of no user): no access either way, not an outage.
+        if response.status_code in (400, 403):
             return self.remember(key, None, self.settings.revalidate_seconds)
         answer = _json(response)
         actor = answer.get("actor") if isinstance(answer, dict) else None
