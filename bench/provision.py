@@ -45,14 +45,15 @@ def main() -> None:
             started = time.perf_counter()
             team = create_team_and_provision(f"bench-{run}")
 
-            # The instance serves only its router's requests: asked as the router asks.
+            # The instance serves only its router's requests, to signed-in members: asked as the router asks, signed in.
             as_router = {"Host": team_hostname(team.slug),
                          "fly-replay-src": f"state={routing_secret(team.pk)}"}
 
             def serving():
                 # The URL is known once the instance process is started; a user could open it from then on.
                 url = Instance.objects.filter(team=team).values_list("url", flat=True).first()
-                return bool(url) and answers(url, as_router)
+                signed_in = stack.signed_in(team)
+                return bool(url and signed_in) and answers(url, {**as_router, **signed_in})
 
             poll(serving, f"team {team.slug}'s Datasette")
             to_http.append(time.perf_counter() - started)

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """The embedded router's cost: the same Datasette asked directly and through the router, in one run.
 
-One Datasette (the instance virtualenv's, with the router guard loaded, as a team's instance runs it) serves a
-small table. The router (`python -m router.server --mode embedded`, as `manage.py dev` runs it) routes
+One Datasette (the instance virtualenv's, with the instance's plugins loaded, as a team's instance runs it: the
+router guard, and the sign-in gate with a fake control plane confirming the bench's member, see
+bench/team_auth.py for the gate's own cost) serves a small table. The router (`python -m router.server --mode embedded`, as `manage.py dev` runs it) routes
 `bench.localhost` to it from a SQLite routing table. Direct requests carry the headers the router would set, so
-the guard's cost is on both sides. Alternating rounds:
+the guard's cost is on both sides; both carry the member's cookie. Alternating rounds:
 - latency: one client, one kept-alive connection, requests one after another: p50 of each path;
 - throughput: `--concurrency` clients for `--seconds` each: requests per second of each path.
 
@@ -117,8 +118,16 @@ def main() -> None:
     datasette_url = f"http://127.0.0.1:{datasette_port}/"
     Instance.objects.create(team=team, backend="instances.backends.local.LocalBackend", state=Instance.State.RUNNING,
                             url=datasette_url, resources={"port": datasette_port, "url": datasette_url})
+    from tests.instance_sso import FakeSSO, actor_cookie, member
+
+    fake = FakeSSO(team_token="bench-team-token", everyone=member("bench-user", "viewer")).__enter__()
     datasette_env = {"PATH": os.environ["PATH"], "CLOUDCTL_ROUTING_SECRET": secret,
-                     "CLOUDCTL_HOSTNAME": "bench.localhost"}
+                     "CLOUDCTL_HOSTNAME": "bench.localhost", "DATASETTE_SECRET": "bench-datasette-secret",
+                     "CLOUDCTL_TEAM_ID": str(team.pk), "CLOUDCTL_TEAM_URL": "http://bench.localhost/",
+                     "CLOUDCTL_SSO_AUTHORIZE_URL": "http://127.0.0.1:9/sso/authorize", "CLOUDCTL_URL": fake.url,
+                     "CLOUDCTL_TOKEN": "bench-team-token"}
+    signed_in = {"Cookie": "ds_actor=" + actor_cookie("bench-datasette-secret", user_id="bench-user",
+                                                     grant="bench-grant")}
     children = [
         subprocess.Popen([str(INSTANCE_BIN / "datasette"), "serve", str(database), "-h", "127.0.0.1",
                           "-p", str(datasette_port), "--plugins-dir", str(REPO / "instance" / "plugins")],
@@ -131,8 +140,8 @@ def main() -> None:
         wait_for_port(datasette_port)
         wait_for_port(router_port)
         direct = (f"{datasette_url.rstrip('/')}{PATH}",
-                  {"Host": "bench.localhost", "fly-replay-src": f"instance=bench;state={secret}"})
-        routed = (f"http://127.0.0.1:{router_port}{PATH}", {"Host": f"bench.localhost:{router_port}"})
+                  {"Host": "bench.localhost", "fly-replay-src": f"instance=bench;state={secret}", **signed_in})
+        routed = (f"http://127.0.0.1:{router_port}{PATH}", {"Host": f"bench.localhost:{router_port}", **signed_in})
         per_round = args.requests // ROUNDS
         taken = {"direct": [], "router": []}
         rates = {"direct": [], "router": []}
@@ -147,6 +156,7 @@ def main() -> None:
         for child in children:
             os.killpg(child.pid, signal.SIGTERM)
             child.wait()
+        fake.__exit__(None, None, None)
 
     p50 = {name: statistics.median(values) * 1000 for name, values in taken.items()}
     rate = {name: statistics.median(values) for name, values in rates.items()}

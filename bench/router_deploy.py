@@ -92,10 +92,14 @@ def main() -> None:
         from tests.routing import as_router
 
         team = create_team_and_provision("bench")
-        poll(lambda: answers(*stack.through_router("bench", PATH)), "the team through the router")
+        poll(lambda: stack.signed_in(team), "the team's instance")
+        url, headers = stack.through_router("bench", PATH)
+        routed = (url, {**headers, **stack.signed_in(team)})
+        poll(lambda: answers(*routed), "the team through the router")
         for round_number in range(1, args.rounds + 1):
-            probes = {"router": Probe(*stack.through_router("bench", PATH)),
-                      "direct": Probe(instance_for(team).url.rstrip("/") + PATH, as_router(team))}
+            probes = {"router": Probe(*routed),
+                      "direct": Probe(instance_for(team).url.rstrip("/") + PATH,
+                                      {**as_router(team), **stack.signed_in(team)})}
             for probe in probes.values():
                 probe.start()
             try:

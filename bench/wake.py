@@ -38,7 +38,9 @@ def main() -> None:
         from instances.services import create_team_and_provision
 
         team = create_team_and_provision("bench")
-        through_router = stack.through_router("bench")
+        poll(lambda: stack.signed_in(team), "the team's instance")
+        url, headers = stack.through_router("bench")
+        through_router = (url, {**headers, **stack.signed_in(team)})
         poll(lambda: answers(*through_router), "the team through the router")
         bare, wake = [], []
         for run in range(args.runs):

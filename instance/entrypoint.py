@@ -46,8 +46,13 @@ sys.path.insert(0, str(HERE))
 import credential_helper  # noqa: E402
 
 PROFILE = "cloudctl"
-# The Datasette plugin that serves only the team's router's requests.
-ROUTER_GUARD_DIR = HERE / "plugins"
+# The instance's Datasette plugins, loaded on every instance: team_auth.py (single sign-on, the roles as
+# permissions) and router_guard.py (only the router's requests, when CLOUDCTL_ROUTING_SECRET is set).
+PLUGINS_DIR = HERE / "plugins"
+# On the volume: the team's own Datasette plugins (instance/README.md, "Customer plugins").
+CUSTOMER_PLUGINS_DIR_NAME = "plugins"
+# What team_auth.py needs beside CLOUDCTL_URL and CLOUDCTL_TOKEN; without them it refuses every request.
+SSO_VARIABLES = ("CLOUDCTL_TEAM_ID", "CLOUDCTL_TEAM_URL", "CLOUDCTL_SSO_AUTHORIZE_URL")
 DEFAULT_DATABASE = "data.db"
 RUNTIME_DIR_NAME = ".cloudctl"
 DURATION = re.compile(r"^(\d+)([smh])$")
@@ -56,16 +61,6 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 SAFE_DATABASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.db$")
 # Keep max_age this far below the credentials' lifetime.
 MAX_AGE_MARGIN_SECONDS = 900
-# Without auth in front, whoever reaches the instance is "the team": these actions are granted to
-# every actor (anonymous included) so the team can upload CSVs and edit its tables. See README.md.
-TEAM_WRITE_ACTIONS = (
-    "upload-csvs",      # datasette-upload-csvs
-    "edit-schema",      # datasette-edit-schema
-    "create-table", "alter-table", "drop-table", "insert-row", "update-row", "delete-row",
-    "set-column-type", "create-view", "drop-view", "execute-write-sql",
-)
-
-
 USER_AGENT = "cloudctl-instance-entrypoint/1"
 
 
@@ -449,11 +444,42 @@ def datasette_config(config: Config, max_age: int | None, *, report_shutdown: bo
                               "shutdown_headers": {"Content-Type": "application/json"},
                               "shutdown_body": json.dumps(report)})
     # Litestream's bookkeeping tables (_litestream_seq, _litestream_lock) need no config: Datasette hides
-    # every table whose name starts with "_".
-    document = {"permissions": {action: True for action in TEAM_WRITE_ACTIONS}}
+    # every table whose name starts with "_". No permission is granted here: plugins/team_auth.py grants each
+    # signed-in member what the team's role allows, and nothing to anyone else.
+    document = {}
     if scale_to_zero:
         document["plugins"] = {"datasette-scale-to-zero": scale_to_zero}
     return document
+
+
+def plugins_dir(runtime: Path, data_dir: Path) -> Path:
+    """The one directory Datasette 1.0a41 loads plugins from (`--plugins-dir` takes a single path): ours, or, when
+    the volume has a `plugins/` directory, a fresh one in the runtime dir linking ours and then the team's. A
+    team plugin named like one of ours is skipped (it would replace it). Load order does not protect ours:
+    team_auth's gate makes itself the outermost middleware, and its denials win over any plugin's grants."""
+    customer = data_dir / CUSTOMER_PLUGINS_DIR_NAME
+    if not customer.is_dir():
+        return PLUGINS_DIR
+    combined = runtime / "plugins"
+    shutil.rmtree(combined, ignore_errors=True)
+    combined.mkdir(mode=0o700)
+    ours = sorted(PLUGINS_DIR.glob("*.py"))
+    for plugin in ours:
+        (combined / plugin.name).symlink_to(plugin)
+    taken = {plugin.name for plugin in ours}
+    for plugin in sorted(customer.glob("*.py")):
+        if plugin.name in taken:
+            log(f"ignoring the team's plugin {plugin}: it is named like one of the instance's own")
+            continue
+        (combined / plugin.name).symlink_to(plugin.resolve())
+        log(f"loading the team's plugin {plugin.name}")
+    return combined
+
+
+def datasette_command(config: Config, names: list[str], datasette_path: Path, plugins: Path) -> list[str]:
+    return [sys.executable, "-m", "datasette", "serve", *(str(config.data_dir / name) for name in names),
+            "--host", config.bind, "--port", str(config.port), "--config", str(datasette_path),
+            "--plugins-dir", str(plugins)]
 
 
 def write_private(path: Path, text: str) -> None:
@@ -674,17 +700,21 @@ def run(environ) -> None:
 
     serve = [sys.executable, str(Path(__file__).resolve()), "--serve-when-replicating",
              str(control_socket), str(len(names)), str(max(30.0, config.startup_timeout)), "--",
-             sys.executable, "-m", "datasette", "serve", *(str(data_dir / name) for name in names),
-             "--host", config.bind, "--port", str(config.port), "--config", str(datasette_path)]
-    if config.routed:
-        serve += ["--plugins-dir", str(ROUTER_GUARD_DIR)]
-    else:
+             *datasette_command(config, names, datasette_path, plugins_dir(runtime, data_dir))]
+    if not config.routed:
         log("WARNING: CLOUDCTL_ROUTING_SECRET or CLOUDCTL_HOSTNAME is not set: serving every request, not only "
             "the router's")
+    missing = [name for name in SSO_VARIABLES if not environ.get(name, "").strip()]
+    if missing:
+        log(f"WARNING: {', '.join(missing)} not set: single sign-on cannot work, every request but the health "
+            "check is refused")
     env_binary = shutil.which("env")
     if env_binary:
-        # Datasette needs neither the team token nor the AWS profile: keep them out of its environment.
-        serve = [env_binary, "-u", "CLOUDCTL_TOKEN", "-u", "AWS_CONFIG_FILE", "-u", "AWS_PROFILE", *serve]
+        # Datasette needs no AWS profile: keep it out of its environment. It keeps CLOUDCTL_TOKEN: team_auth.py
+        # redeems sign-in codes and re-validates members with it. That is acceptable because the instance, its
+        # plugins included, is the team's own and the token works only for this team: its backups' credentials
+        # and its own members' sign-ins, nothing of another team or of the control plane.
+        serve = [env_binary, "-u", "AWS_CONFIG_FILE", "-u", "AWS_PROFILE", *serve]
     litestream_env = dict(base_env, AWS_CONFIG_FILE=str(profile_path), AWS_PROFILE=PROFILE,
                           DATASETTE_SECRET=datasette_secret(runtime))
     if "shutdown_url" in signals:

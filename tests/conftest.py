@@ -6,6 +6,7 @@ from credentials.broker import sts_client
 from instances.services import create_team_and_provision
 from teams.permissions import ensure_groups
 
+from .instance_sso import TESTER, FakeSSO, member
 from .staff import PASSWORD, force_staff_login
 
 
@@ -129,3 +130,12 @@ def fly(settings, fake, clock, monkeypatch):
     get_backend.cache_clear()
     yield get_backend(backend_path)
     get_backend.cache_clear()
+
+
+@pytest.fixture
+def forwarding_sso(live_server):
+    """The control plane's sign-in API faked (tests/instance_sso.py), everything else forwarded to the live server:
+    instances pointed here exchange their token for real, and the fake confirms `TESTER` as an owner of every team
+    (tests sign in with `instance_sso.as_tester` or `member_cookies`)."""
+    with FakeSSO(team_token=None, forward_to=live_server.url, everyone=member(TESTER, "owner")) as fake:
+        yield fake

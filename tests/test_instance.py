@@ -29,6 +29,8 @@ import pytest
 
 from cloudctl.local_s3 import REGION
 
+from .instance_sso import member_cookies
+
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = ROOT / "instance"
 HELPER = INSTANCE_DIR / "credential_helper.py"
@@ -290,13 +292,37 @@ def test_aws_profile_runs_the_helper_with_the_same_interpreter():
         "[profile cloudctl]", f"credential_process = /usr/local/bin/python {INSTANCE_DIR / 'credential_helper.py'}"]
 
 
-def test_datasette_config_scale_to_zero_and_write_permissions():
+def test_datasette_config_scale_to_zero_and_no_permission_for_everyone():
     config = entrypoint_config(CLOUDCTL_MAX_AGE="11h", CLOUDCTL_IDLE_TIMEOUT="15m")
     document = entrypoint.datasette_config(config, config.max_age)
     assert document["plugins"]["datasette-scale-to-zero"] == {"max_age": "39600s", "duration": "900s"}
-    assert document["permissions"]["upload-csvs"] is True
+    # Writes are the team's roles' (plugins/team_auth.py), never granted to every actor.
+    assert "permissions" not in document
     never = entrypoint_config(CLOUDCTL_MAX_AGE="", CLOUDCTL_IDLE_TIMEOUT="")
     assert "plugins" not in entrypoint.datasette_config(never, never.max_age)
+
+
+def test_datasette_loads_the_instance_plugins_always_and_the_teams_after_them(tmp_path):
+    config = entrypoint_config(DATA_DIR=str(tmp_path / "data"))
+    runtime = tmp_path / "data" / ".cloudctl"
+    runtime.mkdir(parents=True)
+    assert entrypoint.plugins_dir(runtime, config.data_dir) == INSTANCE_DIR / "plugins"
+    command = entrypoint.datasette_command(config, ["data.db"], runtime / "datasette.yaml", INSTANCE_DIR / "plugins")
+    assert command[command.index("--plugins-dir") + 1] == str(INSTANCE_DIR / "plugins")
+
+    customer = config.data_dir / "plugins"
+    customer.mkdir()
+    (customer / "recorder.py").write_text("# the team's own\n")
+    (customer / "team_auth.py").write_text("# would replace the instance's gate\n")
+    combined = entrypoint.plugins_dir(runtime, config.data_dir)
+    assert combined == runtime / "plugins"
+    loaded = {path.name: path.resolve() for path in combined.glob("*.py")}
+    assert loaded == {"team_auth.py": INSTANCE_DIR / "plugins" / "team_auth.py",
+                      "router_guard.py": INSTANCE_DIR / "plugins" / "router_guard.py",
+                      "recorder.py": (customer / "recorder.py").resolve()}
+    (customer / "recorder.py").unlink()
+    assert {path.name for path in entrypoint.plugins_dir(runtime, config.data_dir).glob("*.py")} == {
+        "team_auth.py", "router_guard.py"}
 
 
 def test_control_socket_path_fits_a_unix_socket_address_and_is_stable(tmp_path):
@@ -351,7 +377,7 @@ def wipe_prefix(s3, bucket, prefix):
 class Instance:
     """entrypoint.py as a subprocess in its own process group, stopped like the local backend does."""
 
-    def __init__(self, *, url, token, data_dir: Path, s3_config, log_path: Path):
+    def __init__(self, *, url, token, team_id: int, data_dir: Path, s3_config, log_path: Path):
         self.port = free_port()
         self.data_dir = data_dir
         self.log_path = log_path
@@ -369,6 +395,10 @@ class Instance:
             "CLOUDCTL_MAX_AGE": "11h",
             "CLOUDCTL_IDLE_TIMEOUT": "",
             "CLOUDCTL_STARTUP_TIMEOUT": "60",
+            # Single sign-on (plugins/team_auth.py): the authorize URL is never followed by these tests.
+            "CLOUDCTL_TEAM_ID": str(team_id),
+            "CLOUDCTL_TEAM_URL": self.url,
+            "CLOUDCTL_SSO_AUTHORIZE_URL": "http://127.0.0.1:9/sso/authorize",
             # What a careless host might export: the instance must use none of it.
             "AWS_ACCESS_KEY_ID": "not-a-real-access-key-id",
             "AWS_SECRET_ACCESS_KEY": "wrong-secret",
@@ -396,7 +426,7 @@ class Instance:
         def answers():
             if self.process.poll() is not None:
                 pytest.fail(f"the instance exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            return httpx.get(self.url, timeout=2).status_code == 200
+            return httpx.get(self.url + "-/versions.json", timeout=2).status_code == 200  # the health check
 
         wait_for(answers, timeout=timeout, message=f"HTTP 200 from {self.url}")
         return self
@@ -435,13 +465,15 @@ def instance_setup(s3_env, live_server, make_team, tmp_path):
         wipe_prefix(admin, s3_env.bucket, each.storage_prefix)
     started = []
 
-    def make(data_dir=None, name="instance"):
-        instance = Instance(url=live_server.url, token=team_token(team), data_dir=data_dir or tmp_path / "data",
+    def make(data_dir=None, name="instance", control_plane=None):
+        instance = Instance(url=control_plane or live_server.url, token=team_token(team), team_id=team.pk,
+                            data_dir=data_dir or tmp_path / "data",
                             s3_config=s3_env, log_path=tmp_path / f"{name}-{len(started)}.log")
         started.append(instance)
         return instance
 
-    yield {"team": team, "other": other, "admin": admin, "s3": s3_env, "make": make, "tmp": tmp_path}
+    yield {"team": team, "other": other, "admin": admin, "s3": s3_env, "make": make, "tmp": tmp_path,
+           "live_server": live_server}
     for instance in started:
         instance.stop(timeout=15)
 
@@ -488,10 +520,10 @@ def insert_rows(path: Path, table: str, values):
 @needs_instance_venv
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_instance_serves_and_backs_up_only_under_its_team_prefix(instance_setup):
+def test_instance_serves_and_backs_up_only_under_its_team_prefix(instance_setup, forwarding_sso):
     setup = instance_setup
     team, other, admin, s3_config = setup["team"], setup["other"], setup["admin"], setup["s3"]
-    instance = setup["make"]().start().wait_ready()
+    instance = setup["make"](control_plane=forwarding_sso.url).start().wait_ready()
     data_db = instance.data_dir / "data.db"
     assert data_db.exists(), instance.log()
 
@@ -506,14 +538,16 @@ def test_instance_serves_and_backs_up_only_under_its_team_prefix(instance_setup)
     assert keys and all(key.startswith(f"{team.storage_prefix}data.db/") for key in keys), keys
     assert keys_under(admin, s3_config.bucket, other.storage_prefix) == []
 
-    # The team can upload a CSV without logging in (see instance/README.md: no per-user auth).
-    page = httpx.get(instance.url + "-/upload-csvs", timeout=10)
+    # A signed-in owner of the team uploads a CSV and edits the schema (plugins/team_auth.py).
+    cookies = member_cookies(forwarding_sso, instance.data_dir, role="owner")
+    page = httpx.get(instance.url + "-/upload-csvs", timeout=10, cookies=cookies)
     assert page.status_code == 200
     response = httpx.post(instance.url + "-/upload-csvs", timeout=10, data={"xhr": "1", "table": "people"},
-                          files={"csv": ("people.csv", b"name,age\nAda,36\nGrace,45\n", "text/csv")})
+                          files={"csv": ("people.csv", b"name,age\nAda,36\nGrace,45\n", "text/csv")},
+                          cookies=cookies)
     assert response.status_code == 200, response.text
     wait_for(lambda: count_rows(data_db, "people") == 2, timeout=30, message="the uploaded CSV's rows")
-    assert httpx.get(instance.url + "-/edit-schema/data/people", timeout=10).status_code == 200
+    assert httpx.get(instance.url + "-/edit-schema/data/people", timeout=10, cookies=cookies).status_code == 200
     wait_for(lambda: count_rows(restored_copy(s3_config, team, "data.db", setup["tmp"] / "check.db"), "people") == 2,
              timeout=60, interval=1, message="the uploaded CSV in the backup")
 
@@ -632,7 +666,7 @@ def test_idle_timeout_stops_the_instance_cleanly_after_a_final_sync(instance_set
 @needs_instance_venv
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
+def test_litestream_renews_its_credentials_through_the_helper(instance_setup, forwarding_sso):
     """Expiration reported 60 s ahead (the floor) makes the SDK run credential_process again."""
     from credentials.models import CredentialEvent
 
@@ -641,7 +675,7 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
     setup = instance_setup
     team = setup["team"]
     row = InstanceRow.objects.create(team=team, backend="x", state=InstanceRow.State.RUNNING)
-    instance = setup["make"]()
+    instance = setup["make"](control_plane=forwarding_sso.url)
     instance.env["CLOUDCTL_CREDENTIALS_EARLY_SECONDS"] = "43200"
     instance.start().wait_ready()
     row.refresh_from_db()
@@ -687,7 +721,8 @@ def test_litestream_renews_its_credentials_through_the_helper(instance_setup):
     wait_for(lambda: "invalid token" in instance.log(), timeout=30, interval=1,
              message="the refused renewal in the instance log")
     assert instance.process.poll() is None and instance.process.pid == pid
-    assert httpx.get(f"{instance.url}data/ticks.json?_shape=array", timeout=5).status_code == 200
+    cookies = member_cookies(forwarding_sso, instance.data_dir, role="viewer")
+    assert httpx.get(f"{instance.url}data/ticks.json?_shape=array", timeout=5, cookies=cookies).status_code == 200
 
 
 @pytest.mark.django_db

@@ -29,6 +29,7 @@ from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
 from teams.tokens import rotate_team_token, team_token
 
+from .instance_sso import as_tester
 from .routing import as_router
 from .test_instance import (
     LITESTREAM, REGION, admin_client, count_rows, needs_instance_venv, restored_copy, wait_for, wipe_prefix,
@@ -39,10 +40,11 @@ pytestmark = [needs_instance_venv, pytest.mark.slow, pytest.mark.django_db(trans
 
 
 @pytest.fixture
-def local(s3_env, live_server, settings, tmp_path):
-    """The local backend, its instances pointed at the live server and the local S3; all stopped at the end."""
+def local(s3_env, forwarding_sso, settings, tmp_path):
+    """The local backend, its instances pointed at the live server (through the fake of its sign-in API, which
+    confirms the tester: `signed_in`) and the local S3; all stopped at the end."""
     settings.MACHINE_BACKEND = "instances.backends.local.LocalBackend"
-    settings.PRIVATE_API_URL = live_server.url
+    settings.PRIVATE_API_URL = forwarding_sso.url
     settings.LOCAL_INSTANCES_DIR = tmp_path / "instances"
     settings.INSTANCE_S3_ENDPOINT = s3_env.endpoint_url
     settings.INSTANCE_S3_REGION = REGION
@@ -121,9 +123,14 @@ def team_processes(team_id: int) -> dict[int, int]:
     return found
 
 
+def signed_in(instance) -> dict[str, str]:
+    """The router's headers and the tester's sign-in (tests/instance_sso.py) for the instance."""
+    return {**as_router(instance.team), **as_tester(instance.resources["volume"])}
+
+
 def query(instance, sql: str):
     response = httpx.get(f"{instance.url}data/-/query.json", params={"sql": sql, "_shape": "array"}, timeout=10,
-                         headers=as_router(instance.team))
+                         headers=signed_in(instance))
     response.raise_for_status()
     return response.json()
 
@@ -138,7 +145,7 @@ def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(loc
     a, b = instance_for(team_a), instance_for(team_b)
     assert (a.state, b.state) == (Instance.State.RUNNING, Instance.State.RUNNING)
     for instance in (a, b):
-        assert httpx.get(instance.url, timeout=5, headers=as_router(instance.team)).status_code == 200
+        assert httpx.get(instance.url, timeout=5, headers=signed_in(instance)).status_code == 200
 
     database = Path(a.resources["volume"]) / "data.db"
     with sqlite3.connect(database, timeout=30) as db:
@@ -236,7 +243,7 @@ def test_a_worker_killed_mid_provisioning_is_finished_by_the_next_run(local, set
 
     instance = provision(team, actor="test")  # takes over the dead run's lease; adopts the running process
     assert instance.state == Instance.State.RUNNING
-    assert httpx.get(instance.url, timeout=5, headers=as_router(team)).status_code == 200
+    assert httpx.get(instance.url, timeout=5, headers=signed_in(instance)).status_code == 200
     assert_one_instance_and_no_orphan(local, team, settings)
 
 
@@ -273,7 +280,7 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     answered: list[float] = []  # when each request sent throughout the deploy got its 200
     done = threading.Event()
 
-    headers = as_router(running_team)
+    headers = signed_in(instance_for(running_team))
 
     def probe():
         with httpx.Client(timeout=2) as client:
@@ -342,7 +349,7 @@ def releases(local, settings, tmp_path):
 
 def answers(instance) -> bool:
     try:
-        return httpx.get(instance.url, timeout=10, headers=as_router(instance.team)).status_code == 200
+        return httpx.get(instance.url, timeout=10, headers=signed_in(instance)).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -542,7 +549,7 @@ def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged
     # The revoked team's Litestream kept pinging: each ping was refused and recorded.
     assert CredentialEvent.objects.filter(team=revoked, kind="refused", signal="backup", reason="revoked").exists()
     # Datasette still serves the killed team: only its backups stopped.
-    assert httpx.get(instance_for(killed).url, timeout=10, headers=as_router(killed)).status_code == 200
+    assert httpx.get(instance_for(killed).url, timeout=10, headers=signed_in(instance_for(killed))).status_code == 200
 
 
 def test_an_idle_instance_reports_its_scale_to_zero(local, settings):

@@ -39,6 +39,7 @@ from instances.provisioning import provision
 from teams.models import Team
 from teams.routing import HOSTNAME_VARIABLE, ROUTING_SECRET_VARIABLE, routing_secret
 
+from .instance_sso import TESTER, FakeSSO, as_tester, member
 from .routing import REPO, free_port, start_router
 
 sys.path.insert(0, str(REPO / "instance" / "plugins"))
@@ -269,13 +270,19 @@ def test_a_single_org_without_cross_network_replays_routes_nothing(settings, mon
         close(world)
 
 
-def start_datasette(world: FlyWorld, slug: str, tmp_path) -> tuple[subprocess.Popen, str]:
-    """The team's Machine as a real Datasette loading the guard plugin, configured as the Machine boots: the
-    routing secret from the app's secrets, the name from its env. Its one database names the team."""
+def start_datasette(world: FlyWorld, slug: str, tmp_path, sso: FakeSSO) -> tuple[subprocess.Popen, str]:
+    """The team's Machine as a real Datasette loading the instance's plugins, configured as the Machine boots: the
+    routing secret from the app's secrets, the name from its env; sign-in through `sso`, which confirms the tester
+    (`as_tester`). Its one database names the team."""
     resources = world.resources(slug)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
     env[ROUTING_SECRET_VARIABLE] = world.fake.apps[resources["app"]].secrets[ROUTING_SECRET_VARIABLE].value
     env[HOSTNAME_VARIABLE] = world.fake.machine(resources["machine"]).config["env"][HOSTNAME_VARIABLE]
+    (tmp_path / ".cloudctl").mkdir(exist_ok=True)
+    (tmp_path / ".cloudctl" / "datasette-secret").write_text(f"datasette-secret-of-{slug}")
+    env.update({"DATASETTE_SECRET": f"datasette-secret-of-{slug}", "CLOUDCTL_TEAM_ID": str(world.teams[slug].pk),
+                "CLOUDCTL_TEAM_URL": f"https://{env[HOSTNAME_VARIABLE]}/", "CLOUDCTL_URL": sso.url,
+                "CLOUDCTL_SSO_AUTHORIZE_URL": "https://cloudctl.example.com/sso/authorize", "CLOUDCTL_TOKEN": "t"})
     database = tmp_path / f"{slug}_marker.db"
     sqlite3.connect(database).close()
     port = free_port()
@@ -301,13 +308,14 @@ def start_datasette(world: FlyWorld, slug: str, tmp_path) -> tuple[subprocess.Po
 def test_a_real_datasette_behind_the_guard_serves_its_router_only(settings, monkeypatch, tmp_path):
     world = make_world("two-org", settings, monkeypatch, tmp_path)
     datasette = None
+    sso = FakeSSO(team_token="t", everyone=member(TESTER, "viewer")).__enter__()
     try:
         world.team("alpha")
         world.team("beta")
-        datasette, datasette_url = start_datasette(world, "alpha", tmp_path)
+        datasette, datasette_url = start_datasette(world, "alpha", tmp_path, sso)
         world.start_router()
 
-        page = world.get("alpha", "/-/databases.json")
+        page = world.get("alpha", "/-/databases.json", headers=as_tester(tmp_path))
         spoofed = world.get("alpha", "/-/databases.json", headers={
             "fly-replay-src": f"state={routing_secret(world.teams['alpha'].pk)}"})
         from_beta = world.get("beta")
@@ -325,6 +333,7 @@ def test_a_real_datasette_behind_the_guard_serves_its_router_only(settings, monk
     finally:
         if datasette is not None:
             stop_process_group(datasette)
+        sso.__exit__(None, None, None)
         close(world)
 
 

@@ -30,6 +30,7 @@ from teams.routing import routing_secret
 from instances.lifecycle import stop_instance
 from instances.services import request_provisioning
 
+from .instance_sso import as_tester
 from .routing import REPO, Upstream, as_router, free_port, start_router
 from .test_instance import needs_instance_venv, wait_for
 from .test_local_backend import control_plane_env, local  # noqa: F401 (the fixture)
@@ -54,8 +55,8 @@ class Stack:
     def get(self, slug: str, path: str = "/", **kwargs) -> httpx.Response:
         """As a browser at http://<slug>.localhost:<port>/ asks (curl and browsers resolve *.localhost to
         loopback; this connects to it directly)."""
-        return httpx.get(self.url(path), headers={"Host": self.host(slug)}, timeout=kwargs.pop("timeout", 120),
-                         **kwargs)
+        return httpx.get(self.url(path), headers={"Host": self.host(slug), **kwargs.pop("headers", {})},
+                         timeout=kwargs.pop("timeout", 120), **kwargs)
 
 
 def stack_env(settings, tmp_path, **overrides) -> dict:
@@ -96,10 +97,12 @@ def volume_data(team: Team, settings) -> Path:
     return Path(settings.LOCAL_INSTANCES_DIR) / f"team-{team.pk}" / "data"
 
 
-def queue_team(slug: str, settings, *, marker: bool = False, plugins: dict[str, str] | None = None) -> Team:
+def queue_team(slug: str, settings, *, marker: bool = False, plugins: dict[str, str] | None = None,
+               datasette_secret: str | None = None) -> Team:
     """A team whose provisioning is queued for the worker. With `marker`, its volume holds `<slug>_marker.db`, so an
     answer shows which team's Datasette gave it; `plugins` (file name -> source) are on its volume's `plugins/`
-    before it starts, as a customer leaves them."""
+    before it starts, as a customer leaves them; with `datasette_secret`, its instance signs cookies with it (so
+    that one sign-in of the tester works for several teams: a test about routing, not about signing in)."""
     team = Team.objects.create(slug=slug, name=slug, region=settings.REGIONS[0])
     data = volume_data(team, settings)
     if marker:
@@ -109,6 +112,10 @@ def queue_team(slug: str, settings, *, marker: bool = False, plugins: dict[str, 
     for name, source in (plugins or {}).items():
         (data / "plugins").mkdir(parents=True, exist_ok=True)
         (data / "plugins" / name).write_text(source)
+    if datasette_secret:
+        runtime = data / ".cloudctl"
+        runtime.mkdir(mode=0o700, parents=True)
+        (runtime / "datasette-secret").write_text(datasette_secret)
     request_provisioning(team, actor="test")
     return team
 
@@ -119,14 +126,19 @@ def wait_until_running(team: Team) -> Team:
     return team
 
 
-def running_team(slug: str, settings, *, marker: bool = False) -> Team:
+def running_team(slug: str, settings, *, marker: bool = False, datasette_secret: str | None = None) -> Team:
     """A team provisioned by the worker (see `queue_team`)."""
-    return wait_until_running(queue_team(slug, settings, marker=marker))
+    return wait_until_running(queue_team(slug, settings, marker=marker, datasette_secret=datasette_secret))
+
+
+def signed_in_tester(team) -> dict[str, str]:
+    """The Cookie header of the tester signed in to the team's instance (the `local` fixture's fake confirms it)."""
+    return as_tester(instance_for(team).resources["volume"])
 
 
 def test_a_team_is_served_at_its_name_and_its_instance_answers_only_its_router(routed, settings):
     team = running_team("alpha", settings)
-    through_router = routed.get("alpha", "/-/databases.json")
+    through_router = routed.get("alpha", "/-/databases.json", headers=signed_in_tester(team))
     assert through_router.status_code == 200
     assert [database["name"] for database in through_router.json()["databases"]] == ["data"]
     instance = instance_for(team)
@@ -135,7 +147,7 @@ def test_a_team_is_served_at_its_name_and_its_instance_answers_only_its_router(r
     health = httpx.get(instance.url + "-/versions.json", timeout=10)
     assert (direct.status_code, spoofed.status_code, health.status_code) == (403, 403, 200)
     assert "router" in direct.text and "data" not in direct.text
-    assert httpx.get(instance.url, timeout=10, headers=as_router(team)).status_code == 200
+    assert httpx.get(instance.url, timeout=10, headers={**as_router(team), **signed_in_tester(team)}).status_code == 200
     assert routed.get("nobody").status_code == 404
 
 
@@ -153,7 +165,10 @@ def raw_request(port: int, head: bytes) -> tuple[int, bytes]:
 
 
 def test_host_tricks_never_reach_another_team(routed, settings):
-    alpha, beta = running_team("alpha", settings, marker=True), running_team("beta", settings, marker=True)
+    shared = "one-datasette-secret-for-both-teams"
+    alpha = running_team("alpha", settings, marker=True, datasette_secret=shared)
+    beta = running_team("beta", settings, marker=True, datasette_secret=shared)
+    signed_in = "".join(f"{name}: {value}\r\n" for name, value in signed_in_tester(alpha).items()).encode()
     port = routed.port
     beta_state = f"state={routing_secret(beta.pk)}".encode()
     path = b"/-/databases.json"
@@ -188,7 +203,7 @@ def test_host_tricks_never_reach_another_team(routed, settings):
     served = {"alpha": 0, "beta": 0}
     wrong = []
     for template, allowed in corpus:
-        head = fill(template, path, port) + b"Connection: close\r\n\r\n"
+        head = fill(template, path, port) + signed_in + b"Connection: close\r\n\r\n"
         status, answer = raw_request(port, head)
         answered_by = {slug for slug in ("alpha", "beta") if f"{slug}_marker".encode() in answer}
         if status == 200 and len(answered_by) == 1:
@@ -226,7 +241,7 @@ def test_a_stopped_team_wakes_on_its_first_request(routed, settings, local):  # 
     stop_instance(team, actor="test")
     instance = instance_for(team)
     assert local.observe(instance) is ObservedState.STOPPED
-    answer = routed.get("alpha", "/-/databases.json")  # held while the worker starts it
+    answer = routed.get("alpha", "/-/databases.json", headers=signed_in_tester(team))  # held while the worker starts it
     assert answer.status_code == 200 and [db["name"] for db in answer.json()["databases"]] == ["data"]
     start = TeamAction.objects.get(team=team, kind=TeamAction.Kind.START)
     assert start.requested_by == "router"  # queued for the worker, which started it
@@ -249,7 +264,8 @@ def test_an_instance_that_scaled_to_zero_wakes_through_the_router(local, setting
                                                             backups_expected_since__isnull=True).first(),
                             timeout=60, message="the scale to zero")
         wait_for(lambda: local.observe(instance) is ObservedState.STOPPED, timeout=30, message="the instance to exit")
-        answer = httpx.get(f"http://127.0.0.1:{port}/-/databases.json", headers={"Host": f"alpha.localhost:{port}"},
+        answer = httpx.get(f"http://127.0.0.1:{port}/-/databases.json",
+                           headers={"Host": f"alpha.localhost:{port}", **signed_in_tester(team)},
                            timeout=START_TIMEOUT)
         assert answer.status_code == 200
         assert TeamAction.objects.filter(team=team, kind=TeamAction.Kind.START, requested_by="router").exists()
@@ -265,7 +281,7 @@ def test_no_request_fails_while_a_deploy_restarts_the_team(routed, settings, loc
     from deploys.services import start_deployment
 
     team = running_team("alpha", settings)
-    direct_url, direct_headers = instance_for(team).url, as_router(team)
+    direct_url, direct_headers = instance_for(team).url, {**as_router(team), **signed_in_tester(team)}
     outcomes = {"routed": [], "direct": []}
     done = threading.Event()
 
@@ -279,7 +295,7 @@ def test_no_request_fails_while_a_deploy_restarts_the_team(routed, settings, loc
                 time.sleep(0.01)
 
     probes = [threading.Thread(target=probe, args=("routed", routed.url("/-/databases.json"),
-                                                   {"Host": routed.host("alpha")})),
+                                                   {"Host": routed.host("alpha"), **signed_in_tester(team)})),
               threading.Thread(target=probe, args=("direct", direct_url + "-/databases.json", direct_headers))]
     for thread in probes:
         thread.start()

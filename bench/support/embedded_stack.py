@@ -1,6 +1,8 @@
 """The embedded stack as `manage.py dev` runs it, for the benches that need real teams: local S3/STS, the control
 plane's server (the private API), the task worker and the router, each its own process on 127.0.0.1, on a
-throwaway state directory and SQLite database. Not a bench: `make bench` runs the scripts directly in bench/."""
+throwaway state directory and SQLite database. The instances' private API is reached through a fake of its sign-in
+endpoints (tests/instance_sso.py, everything else forwarded), which confirms the benches' tester as an owner of
+every team: requests sign in with `signed_in(team)`. Not a bench: `make bench` runs the scripts directly in bench/."""
 
 import os
 import subprocess
@@ -19,6 +21,18 @@ class EmbeddedStack:
     router_port: int
     bucket: str  # the local S3's backup bucket
 
+    def signed_in(self, team) -> dict | None:
+        """The Cookie header of the tester signed in to the team's instance; None until its volume has its secret."""
+        from instances.models import Instance
+        from tests.instance_sso import as_tester
+
+        instance = Instance.objects.filter(team=team).first()
+        volume = instance and instance.resources.get("volume")
+        try:
+            return as_tester(volume) if volume else None
+        except FileNotFoundError:
+            return None
+
     def through_router(self, slug: str, path: str = "/") -> tuple[str, dict]:
         """The URL and headers of http://<slug>.localhost:<port><path> (connecting to loopback directly)."""
         return f"http://127.0.0.1:{self.router_port}{path}", {"Host": f"{slug}.localhost:{self.router_port}"}
@@ -29,17 +43,20 @@ def embedded_stack(name: str):
     """Django set up in this process on the stack's database (so the bench calls services directly), the
     stack's processes running; every instance and process stopped on the way out, whatever happened."""
     from cloudctl.local_s3 import LocalS3Server, free_port_set
+    from tests.instance_sso import TESTER, FakeSSO, member
 
     work = Path(tempfile.mkdtemp(prefix=f"cloudctl-bench-{name}-"))
     s3 = LocalS3Server(work / "s3", ports=free_port_set())
     config = s3.start()
     port, router_port = free_port(), free_port()
+    sso = FakeSSO(team_token=None, forward_to=f"http://127.0.0.1:{port}", everyone=member(TESTER, "owner"))
+    sso.__enter__()
     os.environ.pop("AWS_CA_BUNDLE", None)
     os.environ.update({
         **config.client_environ(),
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
         "CLOUDCTL_STATE_DIR": str(work / "state"),
-        "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
+        "CLOUDCTL_PRIVATE_API_URL": sso.url,
         "CLOUDCTL_LOG_LEVEL": "WARNING",
         "CLOUDCTL_URLCONF": "cloudctl.urls",
         "CLOUDCTL_TEAMS_DOMAIN": "localhost",
@@ -74,3 +91,4 @@ def embedded_stack(name: str):
             child.terminate()
             child.wait()
         s3.stop()
+        sso.__exit__(None, None, None)

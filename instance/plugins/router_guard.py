@@ -1,4 +1,6 @@
-"""A Datasette plugin (loaded with `--plugins-dir`): the instance serves only requests its own router sent.
+"""The instance serves only requests its own router sent: the outermost layer of its Datasette, put there by
+team_auth.py's `asgi_wrapper` (one hook, so that the order of the two never depends on the order plugins load in).
+No Datasette import, so the router's tests use `guard` directly.
 
 A request is passed to Datasette only when
 - its `fly-replay-src` header (exactly one) carries `state=<this team's routing secret>`: Fly's proxy copies the
@@ -9,18 +11,13 @@ A request is passed to Datasette only when
 Anything else gets `403` with a short text: a client spoofing the header, another tenant's app replaying to this
 one (its router state is not ours), a request for another name. The platform's health check path
 (`CLOUDCTL_HEALTH_CHECK_PATH`, GET or HEAD) is the one exception: Fly's checks and the local backend reach the
-machine directly. The entrypoint loads this plugin only when `CLOUDCTL_ROUTING_SECRET` is set.
+machine directly. It guards only when `CLOUDCTL_ROUTING_SECRET` and `CLOUDCTL_HOSTNAME` are set (the entrypoint
+warns when they are not).
 """
 
 from __future__ import annotations
 
 import hmac
-import os
-
-from pluggy import HookimplMarker
-
-# Datasette's own marker (datasette.hookimpl), made here so the guard imports without Datasette (its tests).
-hookimpl = HookimplMarker("datasette")
 
 FORBIDDEN = b"403: this instance answers only requests routed to it by its router\n"
 
@@ -73,11 +70,14 @@ def guard(app, *, secret: str, hostname: str, health_path: str):
     return guarded
 
 
-@hookimpl
-def asgi_wrapper(datasette):
-    secret = os.environ["CLOUDCTL_ROUTING_SECRET"]
-    hostname = host_name(os.environ["CLOUDCTL_HOSTNAME"])
-    health_path = os.environ.get("CLOUDCTL_HEALTH_CHECK_PATH", "/-/versions.json")
+def wrapper_from_environ(environ):
+    """The guard as an ASGI wrapper for this instance's settings; None when it is not routed (the entrypoint's
+    own tests), which the entrypoint warns about."""
+    secret = environ.get("CLOUDCTL_ROUTING_SECRET", "").strip()
+    hostname = host_name(environ.get("CLOUDCTL_HOSTNAME", ""))
+    if not (secret and hostname):
+        return None
+    health_path = environ.get("CLOUDCTL_HEALTH_CHECK_PATH", "/-/versions.json")
 
     def wrap(app):
         return guard(app, secret=secret, hostname=hostname, health_path=health_path)
