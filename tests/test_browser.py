@@ -15,11 +15,12 @@ from instances.models import Instance
 from teams.models import Team
 from teams.permissions import ensure_groups
 
+from .instance_sso import TESTER, actor_cookie, as_tester, volume_secret
 from .routing import as_router
 from .staff import totp_code, with_totp
 from .test_instance import admin_client, needs_instance_venv
 from .test_local_backend import local  # noqa: F401 (the fixture)
-from .test_router_stack import routed  # noqa: F401 (the fixture: the router and a worker)
+from .test_router_stack import queue_team, routed  # noqa: F401 (routed: the router and a worker)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -56,6 +57,13 @@ def log_in(page, base: str, username: str, next_path: str, *, totp: bool = False
         page.click("#content button[type=submit]")
 
 
+def sign_in_to_team(page, team, secret: str) -> None:
+    """The browser signed in to the team's instance (whose Datasette signs with `secret`) as the tester the `local`
+    fixture's fake of the sign-in API confirms: the single sign-on itself is tests/test_sso_browser.py's."""
+    page.context.add_cookies([{"name": "ds_actor", "url": team.subdomain_url,
+                               "value": actor_cookie(secret, user_id=TESTER, grant=f"grant-of-{TESTER}")}])
+
+
 def wait_for_state(page, state: str) -> None:
     page.wait_for_selector(f'#instance-state[data-state="{state}"]', timeout=START_TIMEOUT_MS)
 
@@ -81,6 +89,7 @@ def test_staff_create_watch_open_rotate_destroy(live_server, routed, browser, s3
     assert Instance.objects.get(team=team).last_backup_at is not None  # Litestream's heartbeat arrived
 
     datasette_url = page.get_attribute("#datasette-link", "href")
+    sign_in_to_team(page, team, volume_secret(Instance.objects.get(team=team).resources["volume"]))
     page.click("#datasette-link")
     page.wait_for_url(datasette_url)
     assert "data" in page.inner_text("body")  # Datasette lists the team's database
@@ -96,7 +105,8 @@ def test_staff_create_watch_open_rotate_destroy(live_server, routed, browser, s3
     assert page.inner_text("#token-generation") == "2"
     team.refresh_from_db()
     instance = Instance.objects.get(team=team)
-    assert httpx.get(instance.url, timeout=10, headers=as_router(team)).status_code == 200
+    signed_in = {**as_router(team), **as_tester(instance.resources["volume"])}
+    assert httpx.get(instance.url, timeout=10, headers=signed_in).status_code == 200
     # The restarted instance got its credentials with the new token.
     assert CredentialEvent.objects.filter(team=team, kind="issued", created_at__gte=rotated_at).exists()
     # No exchange was refused (a heartbeat the old instance sent between the rotation and its stop may be).
@@ -128,11 +138,11 @@ def test_a_team_opened_at_its_name_wakes_after_a_stop(routed, browser, settings)
     """http://<slug>.localhost:<port>/ in Chromium (which resolves *.localhost to loopback): the team's Datasette;
     stopped by an operator, a reload wakes it through the router and it answers."""
     from instances.lifecycle import stop_instance
-    from instances.services import request_provisioning
 
-    team = Team.objects.create(slug="e2e-wake", name="E2E Wake", region=settings.REGIONS[0])
-    request_provisioning(team, actor="test")
+    secret = "e2e-wake-datasette-secret"
+    team = queue_team("e2e-wake", settings, datasette_secret=secret)
     page = browser.new_page()
+    sign_in_to_team(page, team, secret)
     page.set_default_timeout(START_TIMEOUT_MS)
     url = f"http://e2e-wake.localhost:{routed.port}/"
     assert team.subdomain_url == url  # what the dashboard and the admin link

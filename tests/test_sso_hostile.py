@@ -22,6 +22,7 @@ from .sso_stack import (  # noqa: F401 (the fixtures: production_cookie_settings
     control_plane_leaks, forwarded_head, needs_chromium, new_page, production_cookie_settings, recorded_requests,
     sign_in, sso_browser, sso_stack, team_actor_email, tls_certificate, verified_user,
 )
+from .instance_sso import actor_cookie, api_token, volume_secret
 from .test_instance import needs_instance_venv
 from .test_local_backend import local  # noqa: F401 (the fixture)
 from .test_router_stack import queue_team, volume_data, wait_until_running
@@ -172,14 +173,20 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
         assert answer.status_code in (400, 401, 403, 429) and "AccessKeyId" not in answer.text, value
 
     # 3. A's actor and A's code at team B, through the router: refused. The same actor works at A (it is valid).
+    # So do what A forges with its own cookie secret (its volume's): an actor cookie, and a Datasette API token,
+    # each naming Bob, B's owner.
+    a_secret = volume_secret(volume_data(hostile, settings))
+    forged_actor = actor_cookie(a_secret, user_id=str(bob.pk), grant="any-grant", email=bob.email)
     for actor in actors:
         with stack.team("hostile", cookie=f"ds_actor={actor}") as team_a:
             assert "hostile_marker" in team_a.get("/").text
-        with stack.team("other", cookie=f"ds_actor={actor}") as team_b:
+    for cookie, headers in [*((f"ds_actor={actor}", {}) for actor in actors), (f"ds_actor={forged_actor}", {}),
+                            (None, {"Authorization": f"Bearer {api_token(a_secret, str(bob.pk))}"})]:
+        with stack.team("other", cookie=cookie) as team_b:
             for path in ("/", "/other_marker/marker.json", "/-/actor.json"):
-                answer = team_b.get(path)
-                assert answer.status_code in (302, 401, 403) and "other_marker" not in answer.text, path
-                assert "alice" not in answer.text, path
+                answer = team_b.get(path, headers=headers)
+                assert answer.status_code in (302, 401, 403) and "other_marker" not in answer.text, (path, cookie)
+                assert "alice" not in answer.text and "bob" not in answer.text, (path, cookie)
     callbacks = [entry for entry in records if entry["path"] == "/-/sso/callback"]
     assert callbacks, "the recorder saw the handoff's callback"
     for entry in callbacks:
