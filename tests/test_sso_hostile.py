@@ -9,6 +9,9 @@ teams share (the production topology: tests/sso_stack.py). Every attempt must fa
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import httpx
 import pytest
 from django.test import Client
@@ -260,6 +263,29 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
                   [stack.url("/api/teams/hostile/invitations"), known_csrf])
     assert not Invitation.objects.filter(email="attacker@example.com").exists()
     assert my_teams(page, stack) == {"hostile"}
+
+    # 7. A's page writes to B as a visitor who owns B: teams share a site, so the browser sends B's cookies along.
+    # The same write from B's own page goes in (the request is good); from A's, B refuses it (Sec-Fetch-Site).
+    Membership.objects.create(team=hostile, user=bob, role=Membership.Role.VIEWER)
+    owner_of_b = new_page(sso_browser)
+    sign_in(owner_of_b, stack, "bob")
+    insert_url = stack.team_url("other", "/other_marker/marker/-/insert")
+    for slug, row_id in (("other", 1), ("hostile", 2)):
+        owner_of_b.goto(stack.team_url(slug))
+        owner_of_b.wait_for_selector(f"text={slug}_marker")
+        owner_of_b.evaluate(INSERT_ROW, [insert_url, row_id])
+    assert team_rows(volume_data(other, settings) / "other_marker.db") == [(1,)]
+
+
+# A page's script: a row inserted through Datasette's JSON write API at `url` with the browser's cookies, as a
+# "simple" request (text/plain: no preflight, so it is sent wherever it goes).
+INSERT_ROW = """([url, rowId]) => fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
+    headers: {"Content-Type": "text/plain"}, body: JSON.stringify({row: {id: rowId}})}).then(() => true)"""
+
+
+def team_rows(database: Path) -> list[tuple]:
+    with sqlite3.connect(database) as connection:
+        return connection.execute("select id from marker order by id").fetchall()
 
 
 @needs_chromium
