@@ -50,6 +50,12 @@ def sign_up(page, stack, address: str) -> None:
     assert page.url.startswith(stack.url("/teams/")), page.url
 
 
+def read_with(stack, token: str):
+    """The stories through the router with a Datasette API token, as a program reads them (no cookie)."""
+    with stack.team("newsroom") as team:
+        return team.get("/data/stories.json?_shape=array", headers={"Authorization": f"Bearer {token}"})
+
+
 def insert_status(page) -> int:
     """A row inserted through Datasette's JSON write API from the team's own page (same origin, its cookies)."""
     return page.evaluate("""() => fetch("/data/stories/-/insert", {method: "POST",
@@ -111,6 +117,12 @@ def test_members_sign_up_share_a_team_and_lose_it(sso_stack, sso_browser, settin
     assert viewer.goto(stack.team_url("newsroom", "/-/upload-csvs")).status == 403
     owner.goto(stack.team_url("newsroom", "/data/stories.json?_shape=array"))
     assert [row["title"] for row in json.loads(owner.inner_text("body"))] == ["Alpha", "Beta", "Gamma"]
+    # The viewer's own Datasette API token (it names the user): it reads through the router, as the viewer.
+    viewer.goto(stack.team_url("newsroom", "/-/create-token"))
+    viewer.click("form.core [type=submit]")
+    token = viewer.get_attribute("input.copyable", "value")
+    assert token.startswith("dstok_")
+    assert [row["title"] for row in read_with(stack, token).json()] == ["Alpha", "Beta", "Gamma"]
 
     # The owner removes the viewer: within seconds the viewer's next request at the team is refused (sent to sign
     # in to the team, where the control plane refuses a non-member).
@@ -125,6 +137,10 @@ def test_members_sign_up_share_a_team_and_lose_it(sso_stack, sso_browser, settin
 
     wait_for(viewer_refused, timeout=REMOVAL_DEADLINE, interval=1, message="the removed viewer to be refused")
     assert "Gamma" not in viewer.content()
+    # Their API token too (the instance asks about the user as often).
+    wait_for(lambda: read_with(stack, token).status_code == 403, timeout=REMOVAL_DEADLINE, interval=1,
+             message="the removed viewer's API token to be refused")
+    assert "Gamma" not in read_with(stack, token).text
 
     # An anonymous visitor lands on the control plane's sign-in page.
     anonymous = new_page(sso_browser)
