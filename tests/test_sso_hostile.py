@@ -20,12 +20,12 @@ from members.models import Invitation
 from teams.models import Membership, Team
 from teams.tokens import team_token
 
+from .instance_sso import actor_cookie, api_token, volume_secret
 from .sso_stack import (  # noqa: F401 (the fixtures: production_cookie_settings, sso_browser, sso_stack...)
     PARENT_DOMAIN, RECORDER_PLUGIN, Pkce, authorize_query, callback_uri, control_plane_cookie_names,
     control_plane_leaks, forwarded_head, needs_chromium, new_page, production_cookie_settings, recorded_requests,
     sign_in, sso_browser, sso_stack, team_actor_email, tls_certificate, verified_user,
 )
-from .instance_sso import actor_cookie, api_token, volume_secret
 from .test_instance import needs_instance_venv
 from .test_local_backend import local  # noqa: F401 (the fixture)
 from .test_router_stack import queue_team, volume_data, wait_until_running
@@ -67,6 +67,17 @@ POST_FORM = """([action, fields]) => { const form = document.createElement("form
     for (const [name, value] of Object.entries(fields)) { const field = document.createElement("input");
         field.type = "hidden"; field.name = name; field.value = value; form.appendChild(field); }
     document.body.appendChild(form); form.submit(); }"""
+
+
+# A page's script: a row inserted through Datasette's JSON write API at `url` with the browser's cookies, as a
+# "simple" request (text/plain: no preflight, so it is sent wherever it goes).
+INSERT_ROW = """([url, rowId]) => fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
+    headers: {"Content-Type": "text/plain"}, body: JSON.stringify({row: {id: rowId}})}).then(() => true)"""
+
+
+def team_rows(database: Path) -> list[tuple]:
+    with sqlite3.connect(database) as connection:
+        return connection.execute("select id from marker order by id").fetchall()
 
 
 def signed_out(answer: httpx.Response) -> bool:
@@ -275,17 +286,6 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
         owner_of_b.wait_for_selector(f"text={slug}_marker")
         owner_of_b.evaluate(INSERT_ROW, [insert_url, row_id])
     assert team_rows(volume_data(other, settings) / "other_marker.db") == [(1,)]
-
-
-# A page's script: a row inserted through Datasette's JSON write API at `url` with the browser's cookies, as a
-# "simple" request (text/plain: no preflight, so it is sent wherever it goes).
-INSERT_ROW = """([url, rowId]) => fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
-    headers: {"Content-Type": "text/plain"}, body: JSON.stringify({row: {id: rowId}})}).then(() => true)"""
-
-
-def team_rows(database: Path) -> list[tuple]:
-    with sqlite3.connect(database) as connection:
-        return connection.execute("select id from marker order by id").fetchall()
 
 
 @needs_chromium
