@@ -39,8 +39,8 @@ from django.contrib.messages.storage.cookie import CookieStorage
 from teams.routing import team_url
 
 from .routing import free_port
-from .test_browser import CHROMIUM, CHROMIUM_FLAGS
-from .test_router_stack import Stack, router_stack
+from .test_browser import CHROMIUM, chromium
+from .test_router_stack import router_stack
 
 # The parent the control plane and the teams share, as cloudctl.example.com and *.teams.example.com do.
 PARENT_DOMAIN = "cloudctl.test"
@@ -164,12 +164,10 @@ class TlsFront:
 
 @dataclass
 class SsoStack:
-    """The control plane at `public_url`, the teams at `team_url(slug)`, both through TLS fronts; the router and
-    a worker as `routed` runs them; mail as files under `mail_dir`."""
+    """The control plane at `public_url`, the teams at `team_url(slug)`, both through TLS fronts (to the live
+    server, and to the router which runs with a worker as `routed` does); mail as files under `mail_dir`."""
 
     public_url: str
-    teams_port: int
-    routed: Stack
     mail_dir: Path
 
     def url(self, path: str) -> str:
@@ -235,9 +233,8 @@ def sso_stack(local, live_server, settings, tmp_path, tls_certificate,  # noqa: 
     settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     settings.EMAIL_FILE_PATH = tmp_path / "mail"
     try:
-        with router_stack(settings, tmp_path, port=router_port) as routed:
-            yield SsoStack(public_url=settings.PUBLIC_URL, teams_port=teams_front.port, routed=routed,
-                           mail_dir=settings.EMAIL_FILE_PATH)
+        with router_stack(settings, tmp_path, port=router_port):
+            yield SsoStack(public_url=settings.PUBLIC_URL, mail_dir=settings.EMAIL_FILE_PATH)
     finally:
         control_front.close()
         teams_front.close()
@@ -246,15 +243,9 @@ def sso_stack(local, live_server, settings, tmp_path, tls_certificate,  # noqa: 
 @pytest.fixture
 def sso_browser(monkeypatch):
     """Chromium resolving *.cloudctl.test to this machine and accepting the fronts' certificate."""
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM between steps, beside Playwright's loop
-    flags = [*CHROMIUM_FLAGS, f"--host-resolver-rules=MAP *.{PARENT_DOMAIN} 127.0.0.1, MAP {PARENT_DOMAIN} 127.0.0.1",
-             "--ignore-certificate-errors"]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
+    with chromium(monkeypatch, f"--host-resolver-rules=MAP *.{PARENT_DOMAIN} 127.0.0.1, MAP {PARENT_DOMAIN} 127.0.0.1",
+                  "--ignore-certificate-errors") as browser:
         yield browser
-        browser.close()
 
 
 def new_page(browser):

@@ -2,6 +2,7 @@
 live server, a real `db_worker` process, the embedded router and the local backend's real instances (Datasette +
 Litestream)."""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -34,16 +35,23 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def browser(monkeypatch):
+@contextmanager
+def chromium(monkeypatch, *flags: str):
+    """Debian's Chromium under Playwright, with `flags` beside the usual ones."""
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls between steps are still sync.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_FLAGS, *flags])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    with chromium(monkeypatch) as browser:
+        yield browser
 
 
 def log_in(page, base: str, username: str, next_path: str, *, totp: bool = False) -> None:
