@@ -29,7 +29,7 @@ from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
 from teams.tokens import rotate_team_token, team_token
 
-from .instance_sso import as_tester
+from .instance_sso import ACTOR_PATH, as_tester
 from .routing import as_router
 from .test_instance import (
     LITESTREAM, REGION, admin_client, count_rows, needs_instance_venv, restored_copy, wait_for, wipe_prefix,
@@ -264,7 +264,15 @@ def test_an_instance_killed_mid_provisioning_fails_with_its_reason_then_recovers
     assert_one_instance_and_no_orphan(local, team, settings)
 
 
-def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(local):
+def revalidation_round_trip(api_url: str, token: str) -> float:
+    """Seconds one re-validation of the tester takes, asked as an instance asks it (a new connection)."""
+    started = time.monotonic()
+    httpx.post(f"{api_url}{ACTOR_PATH}", json={"session": "grant-of-tester"},
+               headers={"Authorization": f"Bearer {token}"}, timeout=10).raise_for_status()
+    return time.monotonic() - started
+
+
+def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(local, forwarding_sso):
     import threading
     import time
 
@@ -310,7 +318,10 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     restart = (target.finished_at - target.started_at).total_seconds()
     longest_gap = max(later - earlier for earlier, later in zip(answered, answered[1:]))
     print(f"\nlongest gap in answers during the deploy: {longest_gap:.2f} s; the team's restart: {restart:.2f} s")
-    assert 0.2 < longest_gap <= restart + 0.05  # it did restart, and was down no longer than that
+    # The first request after the restart re-validates its member with the control plane (an empty cache): one
+    # round trip to the sign-in API, measured here as the instance makes it, is part of that request, not downtime.
+    revalidation = max(revalidation_round_trip(forwarding_sso.url, team_token(running_team)) for _ in range(3))
+    assert 0.2 < longest_gap <= restart + revalidation + 0.05  # it did restart, and was down no longer than that
     local.start(stopped)
     assert local.running_image(stopped) == "v2"  # the stopped team wakes up on the new version
 
