@@ -588,6 +588,29 @@ def test_a_wiped_volume_is_restored_with_every_committed_row(instance_setup):
 @needs_instance_venv
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_ends_cleanly_after_the_final_sync(instance_setup, stop_signal):
+    """SIGINT (Fly's default stop signal) as SIGTERM: sent to the process Fly signals, the entrypoint's, which has
+    exec'd into `litestream replicate`. Litestream passes it to Datasette; both end with exit 0 and every row
+    committed right before the stop in the backup (Litestream's final sync)."""
+    setup = instance_setup
+    instance = setup["make"]().start().wait_ready()
+    rows = [f"row {n}" for n in range(500)]
+    insert_rows(instance.data_dir / "data.db", "readings", rows)
+    os.kill(instance.process.pid, stop_signal)
+    try:
+        code = instance.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the instance did not stop on {stop_signal.name}:\n{instance.log()[-4000:]}")
+    assert code == 0, instance.log()[-4000:]
+    assert "litestream shut down" in instance.log()
+    copy = restored_copy(setup["s3"], setup["team"], "data.db", setup["tmp"] / "check.db")
+    assert count_rows(copy, "readings") == len(rows)
+
+
+@needs_instance_venv
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_an_existing_local_database_is_never_overwritten(instance_setup):
     setup = instance_setup
     data_dir = setup["tmp"] / "volume"
