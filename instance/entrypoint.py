@@ -8,7 +8,8 @@
 3. Write the Litestream config and an AWS profile whose `credential_process` is credential_helper.py,
    so Litestream renews its own credentials before they expire. No key is ever written to a file.
 4. Replace this process with `litestream replicate -exec "<datasette serve ...>"`: Litestream receives
-   SIGTERM/SIGINT directly, passes it to Datasette, waits for it, makes a final sync and exits; when
+   SIGTERM/SIGINT directly, passes it to Datasette, waits for it, makes a final sync and exits 0 (Datasette
+   ends by either signal's default action: see serve_when_replicating); when
    Datasette exits on its own (datasette-scale-to-zero: idle or max age), Litestream syncs and exits too.
 
 Everything is logged to stderr; no secret (token, keys, session token) is ever printed.
@@ -563,6 +564,13 @@ def serve_when_replicating(argv: list[str]) -> int:
     completed a replica sync, which also proves the credentials and the bucket work. After TIMEOUT it
     starts anyway, loudly: Litestream keeps retrying and catches up from the WAL.
     """
+    # SIGINT (Fly's default stop signal) must stop this process as SIGTERM does, by the signal's default action.
+    # Litestream 0.5.17 passes the signal on and waits: it makes its final sync only when the child was ended by
+    # a signal or exited 0; any other exit makes it return at once, without that sync, and exit 1. Python's own
+    # SIGINT handler raises KeyboardInterrupt, which Datasette's click runner turns into "Aborted!" and exit 1.
+    # With the default action, uvicorn still shuts Datasette down gracefully (it restores this handler, then
+    # raises the signal again), and a SIGINT during the first-sync wait ends this process the same way.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     separator = argv.index("--")
     control_socket, expected, timeout = argv[0], int(argv[1]), float(argv[2])
     command = argv[separator + 1:]
