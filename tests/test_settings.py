@@ -4,6 +4,8 @@ import sys
 
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 PRODUCTION_ENV = {
@@ -13,7 +15,15 @@ PRODUCTION_ENV = {
     "CLOUDCTL_TOKEN_KEYS": "production-token-key-1",
     "CLOUDCTL_BACKUP_BUCKET": "tenant-backups-prod",
     "CLOUDCTL_BACKUP_ROLE_ARN": "arn:aws:iam::123456789012:role/TeamBackupRole",
+    # What every machine of a fleet shares (fly.toml's secrets): without one, `check --deploy` fails (cloudctl.E006).
+    "DATABASE_URL": "postgres://cloudctl:pw@db.internal:5432/cloudctl",
+    "CLOUDCTL_ROUTER_KEY": "production-router-key-1",
+    "CLOUDCTL_METRICS_TOKEN": "production-metrics-token-1",
 }
+# Each of these falls back to a value of the machine's own when unset (a secret generated into its state dir, a
+# SQLite file there): machines of one deployment would disagree on it.
+FLEET_SHARED = ("DATABASE_URL", "DJANGO_SECRET_KEY", "CLOUDCTL_TOKEN_KEYS", "CLOUDCTL_ROUTER_KEY",
+                "CLOUDCTL_METRICS_TOKEN")
 
 
 def manage(*args, env):
@@ -29,6 +39,41 @@ def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
         **PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("missing", FLEET_SHARED)
+def test_check_deploy_fails_without_each_setting_a_fleet_shares(tmp_path, missing):
+    """Unset, a machine would use a value of its own: another machine's sessions, team tokens, routing secrets,
+    metrics scrapes (or its whole database) would not work on it. Empty counts as unset (the fallback is taken)."""
+    for unset in ({key: value for key, value in PRODUCTION_ENV.items() if key != missing},
+                  {**PRODUCTION_ENV, missing: ""}):
+        result = manage("check", "--deploy", env={**unset, "CLOUDCTL_STATE_DIR": str(tmp_path)})
+        output = result.stderr + result.stdout
+        assert result.returncode != 0, output
+        [line] = [line for line in output.splitlines() if "cloudctl.E006" in line]
+        assert missing in line
+        assert not [name for name in FLEET_SHARED if name != missing and name in line], line
+        assert "HINT" in output
+
+
+def test_check_deploy_names_every_missing_shared_setting_and_plain_check_none(tmp_path):
+    bare = {key: value for key, value in PRODUCTION_ENV.items() if key not in FLEET_SHARED}
+    deploy = manage("check", "--deploy", env={**bare, "CLOUDCTL_STATE_DIR": str(tmp_path)})
+    flagged = [line for line in (deploy.stderr + deploy.stdout).splitlines() if "cloudctl.E006" in line]
+    assert sorted(name for name in FLEET_SHARED if any(name in line for line in flagged)) == sorted(FLEET_SHARED)
+    # The embedded run on one machine generates them, as it always did: only a deployment must set them.
+    plain = manage("check", env={**bare, "CLOUDCTL_STATE_DIR": str(tmp_path)})
+    assert plain.returncode == 0 and "cloudctl.E006" not in plain.stderr + plain.stdout, plain.stderr
+
+
+def test_fly_toml_and_the_readme_list_every_setting_a_fleet_shares():
+    fly_toml = (REPO / "fly.toml").read_text()
+    secrets_comment = "\n".join(line for line in fly_toml.splitlines() if line.startswith("#"))
+    [readme] = [paragraph for paragraph in (REPO / "README.md").read_text().split("\n\n")
+                if "cloudctl.E006" in paragraph]
+    for name in FLEET_SHARED:
+        assert name in secrets_comment, name
+        assert f"`{name}`" in readme, name
 
 
 def test_embedded_defaults_are_flagged_by_check_deploy(tmp_path):
