@@ -1,6 +1,8 @@
 """Project settings checked at `manage.py check` (and every start; the release command's migrate runs them too),
 not at the first sign-in or the first slow client."""
 
+import os
+
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
@@ -62,3 +64,14 @@ def signup_mode(app_configs, **kwargs):
                              "'open' lets anyone sign up, 'invitation' only someone following an invitation link.",
                              id="cloudctl.E005")]
     return []
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def fleet_shared_settings(app_configs, **kwargs):
+    """Each setting a deployment's machines must share (settings.FLEET_SHARED_SETTINGS) is set in the environment.
+    The environment is read, not the settings: a generated fallback looks like any other value there."""
+    return [checks.Error(
+        f"{name} is not set (or empty): each machine falls back to a value of its own (a secret generated into its "
+        "state dir, a SQLite database there), so the machines of one deployment disagree on it.",
+        hint=f"Set {name} to the same value on every control-plane machine (fly secrets set; fly.toml lists them).",
+        id="cloudctl.E006") for name in settings.FLEET_SHARED_SETTINGS if not os.environ.get(name, "").strip()]

@@ -24,6 +24,14 @@ if EMBEDDED_ENV_FILE.exists():
     environ.Env.read_env(EMBEDDED_ENV_FILE)
 
 
+# What every machine of one deployment must share, set explicitly in the environment: unset (or empty), each falls
+# back to a value of the machine's own (a secret generated into its state dir, a SQLite file there), and the
+# machines of a fleet would disagree (sessions, team tokens, routing secrets, metrics scrapes, the database).
+# `manage.py check --deploy` fails without any of them (cloudctl/checks.py, cloudctl.E006).
+FLEET_SHARED_SETTINGS = ("DATABASE_URL", "DJANGO_SECRET_KEY", "CLOUDCTL_TOKEN_KEYS", "CLOUDCTL_ROUTER_KEY",
+                         "CLOUDCTL_METRICS_TOKEN")
+
+
 def _generated_secret(name: str) -> str:
     """A random secret created on first use and kept in the state dir (embedded mode only), 0600 in 0700."""
     private_directory(STATE_DIR)

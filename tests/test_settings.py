@@ -41,19 +41,30 @@ def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
     assert "no issues" in result.stdout
 
 
+def check_deploy_flags(env, tmp_path) -> list[str]:
+    """The cloudctl.E006 lines of a failed `check --deploy` (with a hint)."""
+    result = manage("check", "--deploy", env={**env, "CLOUDCTL_STATE_DIR": str(tmp_path)})
+    output = result.stderr + result.stdout
+    assert result.returncode != 0, output
+    assert "HINT" in output
+    return [line for line in output.splitlines() if "cloudctl.E006" in line]
+
+
 @pytest.mark.parametrize("missing", FLEET_SHARED)
 def test_check_deploy_fails_without_each_setting_a_fleet_shares(tmp_path, missing):
     """Unset, a machine would use a value of its own: another machine's sessions, team tokens, routing secrets,
-    metrics scrapes (or its whole database) would not work on it. Empty counts as unset (the fallback is taken)."""
-    for unset in ({key: value for key, value in PRODUCTION_ENV.items() if key != missing},
-                  {**PRODUCTION_ENV, missing: ""}):
-        result = manage("check", "--deploy", env={**unset, "CLOUDCTL_STATE_DIR": str(tmp_path)})
-        output = result.stderr + result.stdout
-        assert result.returncode != 0, output
-        [line] = [line for line in output.splitlines() if "cloudctl.E006" in line]
-        assert missing in line
-        assert not [name for name in FLEET_SHARED if name != missing and name in line], line
-        assert "HINT" in output
+    metrics scrapes (or its whole database) would not work on it."""
+    [line] = check_deploy_flags({key: value for key, value in PRODUCTION_ENV.items() if key != missing}, tmp_path)
+    assert missing in line
+    assert not [name for name in FLEET_SHARED if name != missing and name in line], line
+
+
+@pytest.mark.parametrize("empty", [name for name in FLEET_SHARED if name != "DATABASE_URL"])
+def test_an_empty_shared_secret_fails_check_deploy_as_a_missing_one(tmp_path, empty):
+    """The settings take an empty secret as unset and generate one per machine, so the check does too (an empty
+    DATABASE_URL does not start at all)."""
+    [line] = check_deploy_flags({**PRODUCTION_ENV, empty: ""}, tmp_path)
+    assert empty in line
 
 
 def test_check_deploy_names_every_missing_shared_setting_and_plain_check_none(tmp_path):
@@ -70,7 +81,7 @@ def test_fly_toml_and_the_readme_list_every_setting_a_fleet_shares():
     fly_toml = (REPO / "fly.toml").read_text()
     secrets_comment = "\n".join(line for line in fly_toml.splitlines() if line.startswith("#"))
     [readme] = [paragraph for paragraph in (REPO / "README.md").read_text().split("\n\n")
-                if "cloudctl.E006" in paragraph]
+                if paragraph.startswith("**Shared by every machine of a deployment**")]
     for name in FLEET_SHARED:
         assert name in secrets_comment, name
         assert f"`{name}`" in readme, name
