@@ -11,7 +11,7 @@
    302 to /sso/authorize -> 302 with a code to the instance's callback -> the instance redeems it on the private
    API and sets its cookie -> 302 to the page -> the page (200). Timed from the first request to the page's 200.
 
-    .venv/bin/python bench/sso.py [--rounds 50] [--requests 2000] [--concurrency 16] [--seconds 5]
+    .venv/bin/python bench/sso.py [--rounds 50] [--requests 2000] [--concurrency 16] [--seconds 2]
 
 Targets: per request at most 1.1 (p50 with the gate / without); round trip p50 at most 300 ms.
 Last line: `ratio: <per-request p50 with the gate / without>`.
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     if not (INSTANCE_BIN / "datasette").exists():
         sys.exit("the instance virtualenv is missing: run `make instance-venv`")
