@@ -443,7 +443,7 @@ from datasette.app import Datasette
 from datasette.plugins import pm
 from datasette.resources import TableResource
 
-datasette = Datasette([], plugins_dir=sys.argv[1], default_deny=True)
+datasette = Datasette([], plugins_dir=sys.argv[1], default_deny=sys.argv[2] == "default-deny")
 plugin = next(plugin for plugin in pm.get_plugins() if hasattr(plugin, "team_auth"))
 plugin.team_auth(datasette).remember(("session", "grant-of-u-cost"), "viewer", 60)
 queries = []
@@ -471,24 +471,30 @@ asyncio.run(main())
 """
 
 
-def test_a_permission_check_is_one_cached_statement_and_none_for_no_role(fake, tmp_path):
+@pytest.mark.parametrize("default_deny", [True, False])
+def test_a_permission_check_is_one_cached_statement_and_none_for_no_role(fake, default_deny):
     """Datasette asks the permission hooks several times a page, once more for the anonymous actor (is the page
     private?), and turns their rules into one query of its internal database per check. The roles' rules are the
     same text every time (SQLite's statement cache compiles them once; PermissionSQL.allow names a new parameter
-    per call, so every check was new text to compile), and under --default-deny an actor without a role adds no
-    rule (nothing allows it anyway)."""
+    per call, so every check was new text to compile), and under --default-deny (as the entrypoint serves) an actor
+    without a role adds no rule (nothing allows it anyway); without it, an explicit deny beats the default allow."""
     env = {"PATH": f"{INSTANCE_PYTHON.parent}:/usr/bin:/bin", "DATASETTE_SECRET": SECRET, "CLOUDCTL_TEAM_ID": TEAM_ID,
            "CLOUDCTL_TEAM_URL": "http://127.0.0.1:9/", "CLOUDCTL_SSO_AUTHORIZE_URL": AUTHORIZE_URL,
            "CLOUDCTL_URL": fake.url, "CLOUDCTL_TOKEN": TEAM_TOKEN}
-    result = subprocess.run([str(INSTANCE_PYTHON), "-c", PERMISSION_CHECKS, str(INSTANCE_DIR / "plugins")], env=env,
+    result = subprocess.run([str(INSTANCE_PYTHON), "-c", PERMISSION_CHECKS, str(INSTANCE_DIR / "plugins"),
+                             "default-deny" if default_deny else "default-allow"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     checks = json.loads(result.stdout.strip().splitlines()[-1])
-    # A viewer: allowed to view, not to insert (a rule only for what the role has); the same statement each time.
+    # A viewer may view, not insert (a rule only for what the role has); no role: nothing.
     assert checks["member"]["verdicts"] == [True, True, False]
-    assert len(checks["member"]["queries"]) == 2 and len(set(checks["member"]["queries"])) == 1
-    # No role: denied, and nothing of the plugin's in the query (Datasette's own rule for SQLite's statistics
-    # tables stays: the bare Datasette runs it too), whose text is then the same every time.
     assert checks["anonymous"]["verdicts"] == [False, False, False]
+    if not default_deny:
+        # The deny is what beats Datasette's default allow (whose own rule is new text at every check).
+        assert any("no current role" in query for query in checks["anonymous"]["queries"])
+        return
+    # The same statement each time; nothing of the plugin's for no role (Datasette's own rule for SQLite's
+    # statistics tables stays: the bare Datasette runs it too).
+    assert len(checks["member"]["queries"]) == 2 and len(set(checks["member"]["queries"])) == 1
     assert len(set(checks["anonymous"]["queries"])) == 1
-    assert not any("team_auth" in query or "no current role" in query for query in checks["anonymous"]["queries"])
+    assert not any("no current role" in query for query in checks["anonymous"]["queries"])
