@@ -130,7 +130,8 @@ def main() -> None:
                                                      grant="bench-grant")}
     children = [
         subprocess.Popen([str(INSTANCE_BIN / "datasette"), "serve", str(database), "-h", "127.0.0.1",
-                          "-p", str(datasette_port), "--plugins-dir", str(REPO / "instance" / "plugins")],
+                          "-p", str(datasette_port), "--plugins-dir", str(REPO / "instance" / "plugins"),
+                          "--default-deny"],
                          env=datasette_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True),
         subprocess.Popen([sys.executable, "-m", "router.server", "--bind", f"127.0.0.1:{router_port}",

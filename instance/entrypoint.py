@@ -478,9 +478,11 @@ def plugins_dir(runtime: Path, data_dir: Path) -> Path:
 
 
 def datasette_command(config: Config, names: list[str], datasette_path: Path, plugins: Path) -> list[str]:
+    """`--default-deny`: only the team's roles (plugins/team_auth.py) allow anything, and a check no rule names (an
+    actor without a role) is decided without a query."""
     return [sys.executable, "-m", "datasette", "serve", *(str(config.data_dir / name) for name in names),
             "--host", config.bind, "--port", str(config.port), "--config", str(datasette_path),
-            "--plugins-dir", str(plugins)]
+            "--plugins-dir", str(plugins), "--default-deny"]
 
 
 def write_private(path: Path, text: str) -> None:

@@ -309,6 +309,8 @@ def test_datasette_loads_the_instance_plugins_always_and_the_teams_after_them(tm
     assert entrypoint.plugins_dir(runtime, config.data_dir) == INSTANCE_DIR / "plugins"
     command = entrypoint.datasette_command(config, ["data.db"], runtime / "datasette.yaml", INSTANCE_DIR / "plugins")
     assert command[command.index("--plugins-dir") + 1] == str(INSTANCE_DIR / "plugins")
+    # Only the team's roles allow anything (plugins/team_auth.py): no default allow for its rules to outweigh.
+    assert "--default-deny" in command
 
     customer = config.data_dir / "plugins"
     customer.mkdir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import hashlib
+import json
 import sqlite3
 import subprocess
 import threading
@@ -62,7 +63,7 @@ class Instance:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [str(INSTANCE_PYTHON), "-m", "datasette", "serve", str(database), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--plugins-dir", str(plugins)],
+                 "--port", str(self.port), "--plugins-dir", str(plugins), "--default-deny"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.exited() or httpx.get(self.url + HEALTH_PATH).status_code == 200,
                  timeout=60, message=f"Datasette's health check at {self.url}")
@@ -434,3 +435,66 @@ def test_one_revalidation_per_grant_however_many_requests(fake, tmp_path):
     finally:
         fake.release = None
         instance.stop()
+
+
+PERMISSION_CHECKS = """
+import asyncio, json, sys
+from datasette.app import Datasette
+from datasette.plugins import pm
+from datasette.resources import TableResource
+
+datasette = Datasette([], plugins_dir=sys.argv[1], default_deny=sys.argv[2] == "default-deny")
+plugin = next(plugin for plugin in pm.get_plugins() if hasattr(plugin, "team_auth"))
+plugin.team_auth(datasette).remember(("session", "grant-of-u-cost"), "viewer", 60)
+queries = []
+internal = datasette.get_internal_database()
+execute = internal.execute
+
+async def counted(sql, *args, **kwargs):
+    queries.append(sql)
+    return await execute(sql, *args, **kwargs)
+
+internal.execute = counted
+
+async def checks(actor):
+    queries.clear()
+    verdicts = [await datasette.allowed(action=action, resource=TableResource("data", "items"), actor=actor)
+                for action in ("view-table", "view-table", "insert-row")]
+    return {"verdicts": verdicts, "queries": list(queries)}
+
+async def main():
+    await datasette.invoke_startup()
+    member = {"id": "u-cost", "email": "u-cost@example.com", "sso": "grant-of-u-cost"}
+    print(json.dumps({"member": await checks(member), "anonymous": await checks(None)}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("default_deny", [True, False])
+def test_a_permission_check_is_one_cached_statement_and_none_for_no_role(fake, default_deny):
+    """Datasette asks the permission hooks several times a page, once more for the anonymous actor (is the page
+    private?), and turns their rules into one query of its internal database per check. The roles' rules are the
+    same text every time (SQLite's statement cache compiles them once; PermissionSQL.allow names a new parameter
+    per call, so every check was new text to compile), and under --default-deny (as the entrypoint serves) an actor
+    without a role adds no rule (nothing allows it anyway); without it, an explicit deny beats the default allow."""
+    env = {"PATH": f"{INSTANCE_PYTHON.parent}:/usr/bin:/bin", "DATASETTE_SECRET": SECRET, "CLOUDCTL_TEAM_ID": TEAM_ID,
+           "CLOUDCTL_TEAM_URL": "http://127.0.0.1:9/", "CLOUDCTL_SSO_AUTHORIZE_URL": AUTHORIZE_URL,
+           "CLOUDCTL_URL": fake.url, "CLOUDCTL_TOKEN": TEAM_TOKEN}
+    result = subprocess.run([str(INSTANCE_PYTHON), "-c", PERMISSION_CHECKS, str(INSTANCE_DIR / "plugins"),
+                             "default-deny" if default_deny else "default-allow"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    checks = json.loads(result.stdout.strip().splitlines()[-1])
+    # A viewer may view, not insert (a rule only for what the role has); no role: nothing.
+    assert checks["member"]["verdicts"] == [True, True, False]
+    assert checks["anonymous"]["verdicts"] == [False, False, False]
+    if not default_deny:
+        # The deny is what beats Datasette's default allow (whose own rule is new text at every check).
+        assert any("no current role" in query for query in checks["anonymous"]["queries"])
+        return
+    # The same statement each time; nothing of the plugin's for no role (Datasette's own rule for SQLite's
+    # statistics tables stays: the bare Datasette runs it too).
+    assert len(checks["member"]["queries"]) == 2 and len(set(checks["member"]["queries"])) == 1
+    assert len(set(checks["anonymous"]["queries"])) == 1
+    assert not any("no current role" in query for query in checks["anonymous"]["queries"])

@@ -2,7 +2,9 @@
 plane's server (the private API), the task worker and the router, each its own process on 127.0.0.1, on a
 throwaway state directory and SQLite database. The instances' private API is reached through a fake of its sign-in
 endpoints (tests/instance_sso.py, everything else forwarded), which confirms the benches' tester as an owner of
-every team: requests sign in with `signed_in(team)`. Not a bench: `make bench` runs the scripts directly in bench/."""
+every team: requests sign in with `signed_in(team)`; or, with `real_sign_in`, the control plane itself, whose
+members sign in through its /sso/authorize (bench/sso.py). Not a bench: `make bench` runs the scripts directly in
+bench/."""
 
 import os
 import subprocess
@@ -20,6 +22,7 @@ class EmbeddedStack:
     work: Path
     router_port: int
     bucket: str  # the local S3's backup bucket
+    control_plane_url: str  # its public pages and its private API, one server as in `manage.py dev`
 
     def signed_in(self, team) -> dict | None:
         """The Cookie header of the tester signed in to the team's instance; None until its volume has its secret."""
@@ -39,7 +42,7 @@ class EmbeddedStack:
 
 
 @contextmanager
-def embedded_stack(name: str):
+def embedded_stack(name: str, *, real_sign_in: bool = False):
     """Django set up in this process on the stack's database (so the bench calls services directly), the
     stack's processes running; every instance and process stopped on the way out, whatever happened."""
     from cloudctl.local_s3 import LocalS3Server, free_port_set
@@ -49,14 +52,20 @@ def embedded_stack(name: str):
     s3 = LocalS3Server(work / "s3", ports=free_port_set())
     config = s3.start()
     port, router_port = free_port(), free_port()
-    sso = FakeSSO(team_token=None, forward_to=f"http://127.0.0.1:{port}", everyone=member(TESTER, "owner"))
-    sso.__enter__()
+    control_plane_url = f"http://127.0.0.1:{port}"
+    sso = None if real_sign_in else FakeSSO(team_token=None, forward_to=control_plane_url,
+                                            everyone=member(TESTER, "owner")).__enter__()
     os.environ.pop("AWS_CA_BUNDLE", None)
     os.environ.update({
         **config.client_environ(),
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
         "CLOUDCTL_STATE_DIR": str(work / "state"),
-        "CLOUDCTL_PRIVATE_API_URL": sso.url,
+        "CLOUDCTL_PRIVATE_API_URL": sso.url if sso else control_plane_url,
+        # As `manage.py dev` sets them: the instances' sign-in redirect, and their callback URLs
+        # (http://<slug>.localhost:<router port>/), name this stack's servers.
+        "CLOUDCTL_PUBLIC_URL": control_plane_url,
+        "CLOUDCTL_TEAMS_URL_SCHEME": "http",
+        "CLOUDCTL_TEAMS_URL_PORT": str(router_port),
         "CLOUDCTL_LOG_LEVEL": "WARNING",
         "CLOUDCTL_URLCONF": "cloudctl.urls",
         "CLOUDCTL_TEAMS_DOMAIN": "localhost",
@@ -76,8 +85,9 @@ def embedded_stack(name: str):
             [sys.executable, "-m", "router.server", "--bind", f"127.0.0.1:{router_port}", "--mode", "embedded"],
         ):
             children.append(subprocess.Popen(command, cwd=REPO, stdout=logs, stderr=logs))
-        poll(lambda: answers(f"http://127.0.0.1:{port}/accounts/login/"), "the control plane")
-        yield EmbeddedStack(work=work, router_port=router_port, bucket=config.bucket)
+        poll(lambda: answers(f"{control_plane_url}/accounts/login/"), "the control plane")
+        yield EmbeddedStack(work=work, router_port=router_port, bucket=config.bucket,
+                            control_plane_url=control_plane_url)
     finally:
         from django.apps import apps
 
@@ -91,4 +101,5 @@ def embedded_stack(name: str):
             child.terminate()
             child.wait()
         s3.stop()
-        sso.__exit__(None, None, None)
+        if sso:
+            sso.__exit__(None, None, None)

@@ -82,6 +82,17 @@ serving_health_check = contextvars.ContextVar("serving_health_check", default=Fa
 GOVERNED_ACTIONS = ADMIN_ACTIONS
 
 
+def global_rule(allow: bool, reason: str) -> PermissionSQL:
+    """A rule for every resource, made once. Not PermissionSQL.allow, whose every call names a new parameter: each
+    check's SQL would then be new text, compiled afresh by SQLite (and its parameter by `re`) on every check."""
+    return PermissionSQL(sql=f"SELECT NULL AS parent, NULL AS child, {int(allow)} AS allow, '{reason}' AS reason")
+
+
+HEALTH_CHECK_RULE = global_rule(True, "the platform health check")
+NO_ROLE_RULE = global_rule(False, "no current role in the team")
+ROLE_RULES = {role: global_rule(True, f"team role {role}") for role in ROLE_ACTIONS}
+
+
 def log(message: str) -> None:
     print(f"cloudctl-instance: sso: {message}", file=sys.stderr, flush=True)
 
@@ -460,12 +471,15 @@ def permission_resources_sql(datasette, actor, action):
     if action not in GOVERNED_ACTIONS:
         return None
     if action in HEALTH_CHECK_ACTIONS and serving_health_check.get():
-        return PermissionSQL.allow(reason="the platform's health check")
+        return HEALTH_CHECK_RULE
     role = team_auth(datasette).role(actor)
     if role is None:
-        return PermissionSQL.deny(reason="no current role in the team")
+        # Under --default-deny (as the entrypoint serves) nothing allows an action no rule names, and with no rule
+        # at all Datasette decides without a query: Datasette asks this for the anonymous actor on every page (is
+        # the resource private?). Without it, the deny is what beats Datasette's default allow of viewer actions.
+        return None if datasette.default_deny else NO_ROLE_RULE
     if action in ROLE_ACTIONS[role]:
-        return PermissionSQL.allow(reason=f"team role {role}")
-    # Not the role's: nothing else allows it (Datasette's defaults allow only viewer actions, datasette.yaml grants
-    # nothing), so it is denied without adding a rule to every check.
+        return ROLE_RULES[role]
+    # Not the role's: nothing else allows it (Datasette's defaults allow only viewer actions, and none under
+    # --default-deny; datasette.yaml grants nothing), so it is denied without adding a rule to every check.
     return None
