@@ -254,6 +254,9 @@ def test_signing_in_sets_the_actor_and_returns_to_the_saved_path(instance, fake)
     actor_cookie_header = next(value for value in callback.headers.get_list("set-cookie")
                                if value.startswith("ds_actor="))
     assert "domain" not in actor_cookie_header.lower()
+    # Script on the team's pages (a customer's plugin, an injected snippet) cannot read the sign-in; the instance's
+    # URL is http here, so no Secure (over https it is: test_the_actor_cookie_is_secure_over_https).
+    assert "httponly" in actor_cookie_header.lower() and "secure" not in actor_cookie_header.lower()
 
     fake.sessions["grant-signin"] = member("u-signin", "viewer")
     cookies = {"ds_actor": callback.cookies["ds_actor"]}
@@ -261,6 +264,22 @@ def test_signing_in_sets_the_actor_and_returns_to_the_saved_path(instance, fake)
     assert actor == {"id": "u-signin", "email": "u-signin@example.com", "sso": "grant-signin"}
     assert instance.get("/data/items.json", cookies=cookies).status_code == 200
     assert "code-signin-1" not in instance.log()
+
+
+def test_the_actor_cookie_is_secure_over_https(fake, tmp_path):
+    """A team served over https (as in production) never lets its sign-in travel over plain http."""
+    instance = Instance(tmp_path, fake, revalidate_seconds=60, CLOUDCTL_TEAM_URL="https://acme.teams.example/")
+    try:
+        parameters, state_cookie = start_sign_in(instance, "/data")
+        fake.codes["code-secure"] = (200, {**member("u-secure", "viewer")[1], "session": "grant-secure"})
+        callback = instance.get("/-/sso/callback", params={"code": "code-secure", "state": parameters["state"]},
+                                cookies={"cloudctl_sso": state_cookie})
+        assert callback.status_code == 302, callback.text
+        actor_cookie_header = next(value for value in callback.headers.get_list("set-cookie")
+                                   if value.startswith("ds_actor="))
+        assert "secure" in actor_cookie_header.lower() and "httponly" in actor_cookie_header.lower()
+    finally:
+        instance.stop()
 
 
 def test_a_callback_without_the_state_cookie_or_with_another_state_is_refused(instance, fake):

@@ -392,7 +392,12 @@ class TeamAuth:
             return refusal(request, 502, "The control plane's answer to this sign-in was not understood.")
         self.remember(("session", session), actor["role"], self.interval(body))
         response = Response.redirect(local_path(saved["next"]), headers={"Cache-Control": "no-store"})
-        self.datasette.set_actor_cookie(response, {"id": actor["id"], "email": actor["email"], "sso": session})
+        # Datasette's own cookie and signature (its `actor_from_request` reads it), but not through its
+        # set_actor_cookie, which sets neither HttpOnly nor Secure: script on the team's pages must not read the
+        # sign-in, and over https it never travels in clear. Host-only (no Domain), as every cookie here.
+        response.set_cookie("ds_actor", self.datasette.sign({"a": {"id": actor["id"], "email": actor["email"],
+                                                                   "sso": session}}, "actor"),
+                            httponly=True, samesite="lax", secure=self.settings.secure_cookies)
         return response
 
 
