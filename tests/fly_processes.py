@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from django.db import connection
+from .database import database_url
 
 REPO = Path(__file__).resolve().parent.parent
 ORG = "acme"
@@ -16,7 +16,7 @@ def manage_process(url: str, state_dir: Path, *args: str, text: bool = False) ->
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
     env.update({
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": database_url(),
         "CLOUDCTL_STATE_DIR": str(state_dir),
         "CLOUDCTL_TOKEN_KEYS": "test-signing-key-old,test-signing-key-current",
         "CLOUDCTL_MACHINE_BACKEND": "instances.backends.fly.FlyBackend",
