@@ -1,4 +1,5 @@
-"""A real `manage.py` process against a fake Fly API served by the test, sharing the test's database file."""
+"""Real control-plane processes (`manage.py` commands, the web server) against a fake Fly API served by the test,
+sharing the test's database (tests/database.py)."""
 
 import os
 import subprocess
@@ -12,7 +13,8 @@ ORG = "acme"
 IMAGE = "registry.fly.io/cloudctl-team:v1"
 
 
-def manage_process(url: str, state_dir: Path, *args: str, text: bool = False) -> subprocess.Popen:
+def control_plane_env(url: str, state_dir: Path, **extra: str) -> dict:
+    """A control-plane process's environment on the Fly backend, the fake at `url` standing in for Fly's API."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
     env.update({
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
@@ -25,6 +27,13 @@ def manage_process(url: str, state_dir: Path, *args: str, text: bool = False) ->
         "CLOUDCTL_FLY_ORG": ORG,
         "CLOUDCTL_FLY_VISIBILITY_GRACE": "3",
         "CLOUDCTL_INSTANCE_IMAGE": IMAGE,
+        **extra,
     })
-    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+    return env
+
+
+def manage_process(url: str, state_dir: Path, *args: str, text: bool = False, stdout=subprocess.PIPE,
+                   **extra_env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO,
+                            env=control_plane_env(url, state_dir, **extra_env), stdout=stdout,
                             stderr=subprocess.STDOUT, text=text)
