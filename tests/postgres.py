@@ -2,7 +2,7 @@
 
 Debian's server (`/usr/lib/postgresql/<version>/bin`, installed by `make test`), a fresh cluster under a temp dir,
 listening on 127.0.0.1 only, on a free port, with a random password. It is stopped when the session ends, whatever
-ends it: at exit (a failure, Ctrl-C), and by the kernel when the test process dies without running its exit hooks
+ends it: at exit (a failure, Ctrl-C, SIGTERM), and by the kernel when the test process dies without running its exit hooks
 (SIGKILL): the server is started with a parent-death signal.
 
 initdb and postgres refuse to run as root, so as root (CI) the cluster belongs to Debian's `postgres` user, under
@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,6 +90,9 @@ class Cluster:
 
     def start(self) -> str:
         atexit.register(self.stop)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            # Python's default for SIGTERM ends the process without its exit hooks.
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         self.initdb()
         self.port = free_port()
         log = open(self.directory / "server.log", "ab")
