@@ -17,7 +17,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import psycopg
+
+from tests.ports import free_port
 
 # A child of a session that already started the cluster gets its URL and starts none of its own.
 URL_VARIABLE = "CLOUDCTL_TEST_POSTGRES_URL"
@@ -52,12 +53,6 @@ def die_with_parent() -> None:
     """Runs in the server's process before exec: the kernel sends it SIGQUIT (immediate shutdown) when the test
     process dies, however it dies. Python runs this after switching to the server's user (which would clear it)."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Cluster:

@@ -31,7 +31,7 @@ from .fly_processes import ORG, REPO, control_plane_env, manage_process
 from .members import make_member
 from .staff import PASSWORD
 from .test_fly_backend import assert_one_of_each_per_team
-from .routing import free_port
+from .ports import free_port
 
 pytestmark = [
     pytest.mark.slow, pytest.mark.django_db(transaction=True),
