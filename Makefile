@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 INSTANCE_VENV := .venv-instance
 INSTANCE_INSTALLED := $(INSTANCE_VENV)/.installed
 
-.PHONY: dev test bench clean instance-venv chromium
+.PHONY: dev test bench clean instance-venv chromium postgresql
 
 # $(call venv,DIR,REQUIREMENTS): create or update a virtualenv, then mark it installed.
 define venv
@@ -34,10 +34,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	test -x /usr/bin/chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
-## Install, check the directions of imports between apps (.importlinter), and run the whole test suite.
-test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium
+## The suite's PostgreSQL run starts a throwaway cluster of its own with Debian's server (tests/postgres.py).
+postgresql:
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ($(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql)
+
+## Install, check the directions of imports between apps (.importlinter), and run the whole test suite twice at
+## once, on SQLite and on PostgreSQL (much of each run waits on subprocesses); the PostgreSQL run's output goes to
+## var/test-postgres.log, printed when both have ended. Fails if either fails.
+test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium postgresql
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	mkdir -p var
+	CLOUDCTL_TEST_DATABASE=postgres $(BIN)/python -m pytest -p no:cacheprovider >var/test-postgres.log 2>&1 & \
+	postgres=$$!; \
+	$(BIN)/python -m pytest; sqlite=$$?; \
+	wait $$postgres; postgres_status=$$?; \
+	echo "=== the suite on PostgreSQL (var/test-postgres.log) ==="; cat var/test-postgres.log; \
+	echo "make test: SQLite exit $$sqlite, PostgreSQL exit $$postgres_status"; \
+	test $$sqlite = 0 && test $$postgres_status = 0
 
 ## Run every benchmark in bench/ (each ends with a `ratio:` line; bench/support/ holds what they share).
 bench: $(INSTALLED) $(INSTANCE_INSTALLED)

@@ -232,6 +232,9 @@ SERVER_THREADS = env.int("CLOUDCTL_SERVER_THREADS", default=8)
 # --- Background work ---------------------------------------------------------------------------------
 # Django's Tasks API (the django-tasks backport on 5.2) with a database-backed queue: `manage.py db_worker`.
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# A task still running after this long is taken to be left by a worker on another machine that died, and is queued
+# again (instances/task_claims.py; one whose worker died on the same machine is queued again at once).
+TASK_CLAIM_TIMEOUT = env.int("CLOUDCTL_TASK_CLAIM_SECONDS", default=6 * 3600)
 # The periodic tasks' intervals in seconds (cloudctl/schedule.py; `manage.py schedule_periodic` queues each
 # once, each run queues the next); 0 turns one off. Reconcile's fleet pass compares every backend with the
 # database: off by default (fly.toml turns it on), since `manage.py dev` runs the same reconciler for its local

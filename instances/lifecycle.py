@@ -59,6 +59,9 @@ def run_action(action_id: int) -> TeamAction:
     """The worker's side of `services.request_action`: run it, recording running, then succeeded or failed with
     why. The timeline names whoever requested the action: the worker acts for them."""
     action = TeamAction.objects.select_related("team").get(pk=action_id)
+    if action.is_done:
+        # Its task ran again (its worker died after the action ended, before the task was marked done).
+        return action
     TeamAction.objects.filter(pk=action.pk).update(status=TeamAction.Status.RUNNING, started_at=timezone.now())
     try:
         action_for(action.kind).perform(action.team, actor=action.requested_by or "system")

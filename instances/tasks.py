@@ -13,6 +13,7 @@ from teams.models import Team
 from .lifecycle import run_action
 from .provisioning import ProvisioningBusy, provision
 from .reconcile import reconcile
+from .task_claims import requeue_abandoned_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,10 @@ def provision_team(team_id: int, actor: str = "task provision_team") -> str:
 
 @task()
 def reconcile_fleet(every_seconds: int = 0) -> int:
-    """Reconcile once; with `every_seconds`, enqueue the next run (a periodic task without a scheduler)."""
+    """Reconcile once, after queuing again the tasks dead workers left running (one on another machine is noticed
+    only here); with `every_seconds`, enqueue the next run (a periodic task without a scheduler)."""
     try:
+        requeue_abandoned_tasks()
         return len(reconcile(actor="task reconcile_fleet"))
     finally:
         if every_seconds:

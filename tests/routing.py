@@ -13,6 +13,8 @@ from pathlib import Path
 
 from teams.routing import routing_secret, team_hostname
 
+from .ports import free_port  # noqa: F401 (the router tests' port, here with the rest they need)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -21,12 +23,6 @@ def as_router(team) -> dict[str, str]:
     `fly-replay-src` from the replay's `state`)."""
     state = routing_secret(team.pk)
     return {"Host": team_hostname(team.slug), "fly-replay-src": f"instance=test;state={state}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_router(env: dict[str, str], port: int, *, mode: str = "embedded", timeout: float = 60) -> subprocess.Popen:

@@ -18,8 +18,19 @@ os.environ.update({
     "AWS_EC2_METADATA_DISABLED": "true",
     "CLOUDCTL_TOKEN_KEYS": "test-signing-key-old,test-signing-key-current",
 })
+# `make test` runs the suite twice: on SQLite (the default) and on a throwaway PostgreSQL cluster (tests/postgres.py).
+TEST_DATABASE = os.environ.get("CLOUDCTL_TEST_DATABASE", "sqlite")
+if TEST_DATABASE == "postgres":
+    from tests.postgres import cluster_url
+
+    os.environ["DATABASE_URL"] = cluster_url()
+elif TEST_DATABASE != "sqlite":
+    raise RuntimeError(f"CLOUDCTL_TEST_DATABASE is sqlite or postgres, not {TEST_DATABASE!r}")
 
 from cloudctl.settings import *  # noqa: E402,F403
+
+# Read once, above; the test's subprocesses are handed the test database explicitly (tests/database.py).
+os.environ.pop("DATABASE_URL", None)
 
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 
@@ -29,5 +40,6 @@ ROOT_URLCONF = "cloudctl.urls"
 # whitenoise warns about a missing static dir; production fills it with collectstatic.
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
-# A file, not memory: end-to-end tests run real subprocesses (worker, provisioning) against the test database.
-DATABASES["default"]["TEST"] = {"NAME": str(STATE_DIR / "test.sqlite3")}
+if TEST_DATABASE == "sqlite":
+    # A file, not memory: end-to-end tests run real subprocesses (worker, provisioning) against the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(STATE_DIR / "test.sqlite3")}

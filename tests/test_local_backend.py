@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from backups.services import check_backup_freshness
@@ -29,6 +28,7 @@ from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
 from teams.tokens import rotate_team_token, team_token
 
+from .database import database_url
 from .instance_sso import ACTOR_PATH, as_tester
 from .routing import as_router
 from .test_instance import (
@@ -196,7 +196,7 @@ def control_plane_env(settings, tmp_path) -> dict:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
     env.update({
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": database_url(),
         "CLOUDCTL_STATE_DIR": str(tmp_path / "state"),
         "CLOUDCTL_TOKEN_KEYS": ",".join(settings.TOKEN_KEYS),
         "CLOUDCTL_PRIVATE_API_URL": settings.PRIVATE_API_URL,

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 import uvicorn
-from django.db import connection
 
 from cloudctl.processes import stop_process_group
 from fakefly import FakeFly, Latencies
@@ -39,6 +38,7 @@ from instances.provisioning import provision
 from teams.models import Team
 from teams.routing import HOSTNAME_VARIABLE, ROUTING_SECRET_VARIABLE, routing_secret
 
+from .database import database_url
 from .instance_sso import TESTER, FakeSSO, as_tester, member
 from .routing import REPO, free_port, start_router
 
@@ -148,7 +148,7 @@ class FlyWorld:
         port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CLOUDCTL_"))}
         env.update({"DJANGO_SETTINGS_MODULE": "cloudctl.settings",
-                    "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+                    "DATABASE_URL": database_url(),
                     "CLOUDCTL_STATE_DIR": str(self.tmp_path / "state"),
                     "CLOUDCTL_TOKEN_KEYS": ",".join(self.settings.TOKEN_KEYS),
                     "CLOUDCTL_ROUTER_KEY": self.settings.ROUTER_KEY, "CLOUDCTL_TEAMS_DOMAIN": DOMAIN,

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from cloudctl.asgi import BufferedRequests, ThreadedWSGI, wsgi_environ
 from cloudctl.local_s3 import port_is_free
 from cloudctl.processes import stop_process_group
 from teams.tokens import team_token
+
+from .database import database_url
 
 REPO = Path(__file__).resolve().parent.parent
 PATH = "/private/v1/credentials"
@@ -163,7 +164,7 @@ def start_server(tmp_path, settings, **limits) -> tuple[subprocess.Popen, int]:
     env.update({
         "DJANGO_SETTINGS_MODULE": "cloudctl.settings",
         "CLOUDCTL_URLCONF": "cloudctl.urls_private",
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": database_url(),
         "CLOUDCTL_STATE_DIR": str(tmp_path / "state"),
         "CLOUDCTL_TOKEN_KEYS": ",".join(settings.TOKEN_KEYS),
         "CLOUDCTL_BACKUP_BUCKET": settings.BACKUP_BUCKET,
@@ -293,7 +294,7 @@ def test_the_embedded_stack_asks_for_every_page_and_the_private_api(monkeypatch)
     from cloudctl.management.commands.dev import Command
 
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "cloudctl.settings")
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{connection.settings_dict['NAME']}")
+    monkeypatch.setenv("DATABASE_URL", database_url())
     monkeypatch.delenv("CLOUDCTL_URLCONF", raising=False)
     port = free_port()
     process = Command()._serve(port)

@@ -349,7 +349,7 @@ def test_the_migration_redacts_rows_stored_before(make_team):
     try:
         with connection.cursor() as cursor:
             cursor.execute("INSERT INTO teams_teamevent (team_id, created_at, kind, message, is_error) "
-                           "VALUES (%s, %s, 'crashed', %s, 1)", [team.pk, timezone.now(), leak])
+                           "VALUES (%s, %s, 'crashed', %s, %s)", [team.pk, timezone.now(), leak, True])
         executor = MigrationExecutor(connection)
         executor.migrate([("teams", "0008_redact_instance_output")])
     finally:

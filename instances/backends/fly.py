@@ -9,6 +9,7 @@ sending) is therefore resolved by looking, never by creating twice.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -136,6 +137,20 @@ class HeldLease:
 
 def _expiry(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+NEVER = datetime.max.replace(tzinfo=timezone.utc)
+# How `FlyBackend.lease` describes its leases: the purpose, then the holder.
+LEASE_DESCRIPTION = "cloudctl {purpose} ({holder})"
+_LEASE_HOLDER = re.compile(r"cloudctl \S+ \((?P<holder>[^()\s]+)\)")
+
+
+def _unrecorded_lease(app: str, machine_id: str, lease) -> LeaseRecord | None:
+    """A lease Fly holds for one of our runs that the ledger never recorded (the run died between Fly's grant and the
+    ledger's write, or with the grant's answer in flight), named by its description; None for anyone else's."""
+    match = _LEASE_HOLDER.fullmatch(lease.description or "") if lease is not None else None
+    # Fly still holds it, so it has not expired by Fly's clock (ours may differ): only its holder tells.
+    return LeaseRecord(app, machine_id, lease.nonce, match["holder"], NEVER) if match else None
 
 
 class FlyBackend(MachineBackend):
@@ -360,7 +375,7 @@ class FlyBackend(MachineBackend):
         """A short lease (`lease_ttl`, 13 s as flyctl's) for one operation, recorded in the ledger with its nonce so
         `reconcile` can release it if we die. Yields a `HeldLease`: the operation refreshes it as it goes."""
         holder = self.ledger.new_holder()
-        description = f"cloudctl {purpose} ({holder})"
+        description = LEASE_DESCRIPTION.format(purpose=purpose, holder=holder)
         try:
             lease = self.client.acquire_lease(app, machine_id, self.lease_ttl, description)
         except FlyAPIError as error:
@@ -371,7 +386,7 @@ class FlyBackend(MachineBackend):
                 lease = held  # ours: a retried acquire whose first answer was lost
             else:
                 # Held by one of our own runs that died (a killed deploy)? Release it and go on.
-                abandoned = self.ledger.lookup(app, machine_id)
+                abandoned = self.ledger.lookup(app, machine_id) or _unrecorded_lease(app, machine_id, held)
                 if abandoned is None or not self.release_if_abandoned(abandoned):
                     raise
                 lease = self.client.acquire_lease(app, machine_id, self.lease_ttl, description)
