@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 INSTANCE_VENV := .venv-instance
 INSTANCE_INSTALLED := $(INSTANCE_VENV)/.installed
 
-.PHONY: dev test bench clean instance-venv chromium postgresql
+.PHONY: dev test bench clean instance-venv chromium postgresql podman images
 
 # $(call venv,DIR,REQUIREMENTS): create or update a virtualenv, then mark it installed.
 define venv
@@ -38,10 +38,21 @@ chromium:
 postgresql:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ($(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql)
 
+## podman (with runc and mmdebstrap: podman/build-images) builds and runs both images, as Chromium is installed.
+podman:
+	command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || \
+	($(SUDO) apt-get update && $(SUDO) apt-get install -y podman buildah runc mmdebstrap uidmap)
+
+## Build the control plane's image (localhost/cloudctl) and the teams' (localhost/cloudctl-instance).
+images: podman
+	podman/build-images
+
 ## Install, check the directions of imports between apps (.importlinter), and run the whole test suite twice at
 ## once, on SQLite and on PostgreSQL (much of each run waits on subprocesses); the PostgreSQL run's output goes to
 ## var/test-postgres.log, printed when both have ended. Fails if either fails.
-test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium postgresql
+# The image tests fail, not skip, when the images are missing.
+test: export CLOUDCTL_REQUIRE_IMAGES = 1
+test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium postgresql images
 	$(BIN)/lint-imports
 	mkdir -p var
 	CLOUDCTL_TEST_DATABASE=postgres $(BIN)/python -m pytest -p no:cacheprovider >var/test-postgres.log 2>&1 & \
