@@ -1,4 +1,5 @@
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
 
 from cloudctl.local_s3 import LocalS3Server, free_port_set
@@ -139,3 +140,22 @@ def forwarding_sso(live_server):
     (tests sign in with `instance_sso.as_tester` or `member_cookies`)."""
     with FakeSSO(team_token=None, forward_to=live_server.url, everyone=member(TESTER, "owner")) as fake:
         yield fake
+
+
+# What a test must use for the database to matter to it: without any of these, pytest-django refuses it the database.
+DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_setup", "live_server"})
+
+
+def uses_database(item: pytest.Item) -> bool:
+    return item.get_closest_marker("django_db") is not None or bool(DATABASE_FIXTURES & set(item.fixturenames))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL pass runs the tests that touch the database; the others would only repeat, on the same code and
+    the same processes, what the SQLite pass beside it runs (they are deselected there and reported so)."""
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return
+    kept = [item for item in items if uses_database(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not uses_database(item)])
+        items[:] = kept
