@@ -84,7 +84,7 @@ class Containers:
         podman("volume", "rm", "--force", name, check=False)
 
     def remove_all(self) -> None:
-        for name in self.containers:
-            podman("rm", "--force", "--ignore", "--time", "0", name, check=False)
-        for name in self.volumes:
-            self.remove_volume(name)
+        if self.containers:
+            podman("rm", "--force", "--ignore", "--time", "0", *self.containers, check=False)
+        if self.volumes:
+            podman("volume", "rm", "--force", *self.volumes, check=False)

@@ -13,7 +13,7 @@ What differs on this machine, and so is all that is overridden (README, "Buildin
 - every container shares the host's network (`--network host`), so the ports fly.toml fixes become free ones: the
   `--bind` port of `web` and `private`, the private API's in CLOUDCTL_PRIVATE_API_URL, the instance's PORT (bound
   to 127.0.0.1 with CLOUDCTL_BIND);
-- Fly's names for the private network are `--add-host` entries for 127.0.0.1: `fly-local-6pn` (what `private`
+- Fly's names on its private network (6PN, IPv6) are `--add-host` entries for ::1: `fly-local-6pn` (what `private`
   binds) and the private API's host (what the instance calls);
 - Fly's API is the fake (CLOUDCTL_FLY_API_URL), S3/STS the local SeaweedFS (AWS_ENDPOINT_URL, its bucket, role and
   keys), and the Machine's image, `registry.fly.io/...`, is the locally built instance image.
@@ -55,6 +55,9 @@ FLY = tomllib.loads((REPO / "fly.toml").read_text())
 START_TIMEOUT = 120
 # Where the containers reach the servers of this test (`--network host`).
 LOOPBACK = "127.0.0.1"
+# Fly's private network (6PN) is IPv6: its names (`fly-local-6pn`, `<process>.process.<app>.internal`) stand for the
+# IPv6 loopback here.
+PRIVATE_NETWORK = "::1"
 TEAM_SLUG = "acme"
 DATABASE = "data.db"
 
@@ -95,9 +98,9 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def listening(port: int) -> bool:
+def listening(host: str, port: int) -> bool:
     try:
-        socket.create_connection((LOOPBACK, port), timeout=1).close()
+        socket.create_connection((host, port), timeout=1).close()
         return True
     except OSError:
         return False
@@ -174,7 +177,7 @@ def control_plane(containers, database_url, fake_fly, local_s3, tmp_path_factory
         "CLOUDCTL_BACKUP_ROLE_ARN": s3_environ["CLOUDCTL_BACKUP_ROLE_ARN"],
     }
     env_file = write_env_file(tmp_path_factory.mktemp("control-plane") / "control-plane.env", env)
-    network = ("--network", "host", "--add-host", f"fly-local-6pn:{LOOPBACK}", "--env-file", str(env_file))
+    network = ("--network", "host", "--add-host", f"fly-local-6pn:{PRIVATE_NETWORK}", "--env-file", str(env_file))
 
     release = containers.run("release", CONTROL_PLANE_IMAGE, *shlex.split(FLY["deploy"]["release_command"]),
                              detach=False, timeout=300, options=("--rm", *network))
@@ -189,8 +192,9 @@ def control_plane(containers, database_url, fake_fly, local_s3, tmp_path_factory
         assert started.returncode == 0, started.stderr
     plane = ControlPlane(containers, env_file, database_url, web_port, private_api_url, fake,
                          release.stdout + release.stderr)
-    for role, port in (("web", web_port), ("private", private_port)):
-        wait_for(lambda: plane.alive(role) or listening(port), timeout=START_TIMEOUT, message=f"{role} to listen")
+    for role, address in (("web", (LOOPBACK, web_port)), ("private", (PRIVATE_NETWORK, private_port))):
+        wait_for(lambda: plane.alive(role) or listening(*address), timeout=START_TIMEOUT,
+                 message=f"{role} to listen on {address}")
     return plane
 
 
@@ -282,7 +286,7 @@ class FlyHost:
         private_api = urllib.parse.urlsplit(self.config["env"]["CLOUDCTL_URL"]).hostname
         stop = self.config["stop_config"]
         started = self.containers.run(role, INSTANCE_IMAGE, options=(
-            "--network", "host", "--add-host", f"{private_api}:{LOOPBACK}", "--env-file", str(env_file),
+            "--network", "host", "--add-host", f"{private_api}:{PRIVATE_NETWORK}", "--env-file", str(env_file),
             "--volume", f"{volume}:{self.data_dir}", "--stop-signal", stop_signal or stop["signal"],
             "--stop-timeout", str(int(stop["timeout"].removesuffix("s")))))
         assert started.returncode == 0, started.stderr
@@ -339,7 +343,7 @@ def test_the_control_plane_runs_as_fly_toml_says(control_plane):
     private = urllib.parse.urlsplit(control_plane.private_api_url)
     private_host = {"Host": private.netloc}
     credentials = "/private/v1/credentials"
-    refused = httpx.post(f"http://{LOOPBACK}:{private.port}{credentials}", headers=private_host, timeout=10)
+    refused = httpx.post(f"http://[{PRIVATE_NETWORK}]:{private.port}{credentials}", headers=private_host, timeout=10)
     assert refused.status_code == 401, refused.text
     assert httpx.post(web + credentials, headers=edge, timeout=10).status_code == 404
     for role in FLY["processes"]:
