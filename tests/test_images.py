@@ -48,10 +48,13 @@ from .test_instance import admin_client, keys_under, wait_for, wipe_prefix
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(TEST_DATABASE == "postgres",
-                       reason="runs a PostgreSQL of its own for the control-plane containers: once, in the SQLite pass"),
+                       reason="runs a PostgreSQL of its own for the control-plane containers: once, in the SQLite "
+                              "pass"),
 ]
 
 FLY = tomllib.loads((REPO / "fly.toml").read_text())
+# The router app: the same image, its own fly.toml.
+FLY_ROUTER = tomllib.loads((REPO / "fly.router.toml").read_text())
 START_TIMEOUT = 120
 # Where the containers reach the servers of this test (`--network host`).
 LOOPBACK = "127.0.0.1"
@@ -109,6 +112,7 @@ def listening(host: str, port: int) -> bool:
 @dataclass
 class ControlPlane:
     containers: Containers
+    env: dict[str, str]
     env_file: Path
     database_url: str
     web_port: int
@@ -190,7 +194,7 @@ def control_plane(containers, database_url, fake_fly, local_s3, tmp_path_factory
     for role, command in commands.items():
         started = containers.run(role, CONTROL_PLANE_IMAGE, *command, options=network)
         assert started.returncode == 0, started.stderr
-    plane = ControlPlane(containers, env_file, database_url, web_port, private_api_url, fake,
+    plane = ControlPlane(containers, env, env_file, database_url, web_port, private_api_url, fake,
                          release.stdout + release.stderr)
     for role, address in (("web", (LOOPBACK, web_port)), ("private", (PRIVATE_NETWORK, private_port))):
         wait_for(lambda: plane.alive(role) or listening(*address), timeout=START_TIMEOUT,
@@ -203,6 +207,7 @@ class ProvisionedTeam:
     id: int
     slug: str
     app: str
+    machine_id: str
     machine: dict  # the Machine's config, as Fly would run it
     secrets: dict[str, str]  # the app's secrets, which Fly hands the Machine as environment variables
 
@@ -221,14 +226,15 @@ def team(control_plane, local_s3):
             state, resources = connection.execute("SELECT state, resources FROM teams_instance WHERE team_id = %s",
                                                   (team_id,)).fetchone()
         if state == "failed":
-            pytest.fail(f"provisioning team {team_id} failed: {resources}\n{control_plane.containers.logs('worker')[-4000:]}")
+            worker_log = control_plane.containers.logs("worker")[-4000:]
+            pytest.fail(f"provisioning team {team_id} failed: {resources}\n{worker_log}")
         return resources if state == "running" else None
 
     resources = wait_for(running, timeout=START_TIMEOUT, message=f"team {team_id} to run on Fly (the fake)")
     fake = control_plane.fake
     machine = fake.machine(resources["machine"])
     app_secrets = {name: secret.value for name, secret in fake.apps[resources["app"]].secrets.items()}
-    return ProvisionedTeam(team_id, TEAM_SLUG, resources["app"], machine.config, app_secrets)
+    return ProvisionedTeam(team_id, TEAM_SLUG, resources["app"], machine.id, machine.config, app_secrets)
 
 
 @dataclass
@@ -318,9 +324,24 @@ def fly_host(containers, team, tmp_path_factory):
     return FlyHost(containers, team, tmp_path_factory.mktemp("fly-host"))
 
 
+@pytest.fixture(scope="module")
+def router_port(containers, control_plane, tmp_path_factory):
+    """The router app as fly.router.toml runs it, with the two secrets its header names (the control plane's)."""
+    port = free_port()
+    env = {**FLY_ROUTER["env"], **{name: control_plane.env[name] for name in ("DATABASE_URL", "CLOUDCTL_ROUTER_KEY")}}
+    env_file = write_env_file(tmp_path_factory.mktemp("router") / "router.env", env)
+    [command] = FLY_ROUTER["processes"].values()
+    started = containers.run("router", CONTROL_PLANE_IMAGE, *bound_to_port(command, port),
+                             options=("--network", "host", "--env-file", str(env_file)))
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: control_plane.alive("router") or listening(LOOPBACK, port), timeout=START_TIMEOUT,
+             message="the router to listen")
+    return port
+
+
 def insert_rows(instance: Instance, data_dir: str, table: str, count: int) -> None:
     instance.sql(data_dir, f"with db:\n"
-                           f"    db.execute('create table if not exists {table} (id integer primary key, value text)')\n"
+                           f"    db.execute('create table if not exists {table} (id integer primary key, value)')\n"
                            f"    db.executemany('insert into {table} (value) values (?)',"
                            f" [(f'row {{n}}',) for n in range({count})])")
 
@@ -374,6 +395,15 @@ def test_the_instance_backs_up_to_its_prefix_and_an_empty_volume_restores_it(fly
     s3 = admin_client(local_s3)
     assert any(key.startswith(f"team-{team.id}/{DATABASE}/") for key in keys_under(s3, local_s3.bucket,
                                                                                    f"team-{team.id}/"))
+    # A request as Fly's proxy delivers it after the router's replay (its `state` in `fly-replay-src`) reaches
+    # Datasette, which sends an anonymous browser to sign in; without the replay's state the instance refuses it.
+    page = f"http://{LOOPBACK}:{instance.port}/"
+    own_name = {"Host": team.machine["env"]["CLOUDCTL_HOSTNAME"], "Accept": "text/html"}
+    replayed = f"instance=router;state={team.secrets['CLOUDCTL_ROUTING_SECRET']}"
+    routed = httpx.get(page, headers={**own_name, "fly-replay-src": replayed})
+    assert routed.status_code == 302
+    assert routed.headers["location"].startswith(team.machine["env"]["CLOUDCTL_SSO_AUTHORIZE_URL"])
+    assert httpx.get(page, headers=own_name).status_code == 403
     insert_rows(instance, fly_host.data_dir, "notes", 100)
     assert fly_host.stop(instance) == 0, instance.log()[-4000:]
 
@@ -381,6 +411,21 @@ def test_the_instance_backs_up_to_its_prefix_and_an_empty_volume_restores_it(fly
     containers.remove("instance")
     containers.remove_volume(volume)
     assert fly_host.count_restored("restored", "notes") == 100
+
+
+def test_the_router_app_replays_a_team_to_its_machine(router_port, team):
+    """The router app (fly.router.toml, the same image) reads the routing table the control plane wrote and sends a
+    team's visitors to its Machine with the state the Machine's guard expects (both from CLOUDCTL_ROUTER_KEY)."""
+    router = f"http://{LOOPBACK}:{router_port}"
+    [service] = FLY_ROUTER["services"]
+    [check] = service["http_checks"]
+    # Fly's check reaches the Machine's own address: a name that is no team's.
+    health = httpx.request(check["method"], router + check["path"], headers={"Host": f"{LOOPBACK}:{router_port}"})
+    assert health.status_code == 200
+    replay = httpx.get(router + "/", headers={"Host": team.machine["env"]["CLOUDCTL_HOSTNAME"]}, timeout=10)
+    assert replay.headers["content-type"] == "application/vnd.fly.replay+json", replay.text
+    assert (replay.json()["app"], replay.json()["instance"]) == (team.app, team.machine_id)
+    assert replay.json()["state"] == team.secrets["CLOUDCTL_ROUTING_SECRET"]
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
