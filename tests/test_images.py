@@ -56,6 +56,9 @@ FLY = tomllib.loads((REPO / "fly.toml").read_text())
 # The router app: the same image, its own fly.toml.
 FLY_ROUTER = tomllib.loads((REPO / "fly.router.toml").read_text())
 START_TIMEOUT = 120
+# How Fly stops a Machine of an app that sets neither (fly.toml's kill_signal, kill_timeout): SIGINT, then SIGKILL
+# after 5 s.
+FLY_KILL_SIGNAL, FLY_KILL_TIMEOUT = "SIGINT", 5
 # Where the containers reach the servers of this test (`--network host`).
 LOOPBACK = "127.0.0.1"
 # Fly's private network (6PN) is IPv6: its names (`fly-local-6pn`, `<process>.process.<app>.internal`) stand for the
@@ -99,6 +102,12 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
     path.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
     path.chmod(0o600)
     return path
+
+
+def fly_stop(app: dict) -> tuple[str, ...]:
+    """`podman run` options that make `podman stop` stop a Machine of `app` (a parsed fly.toml) as Fly does."""
+    return ("--stop-signal", app.get("kill_signal", FLY_KILL_SIGNAL),
+            "--stop-timeout", str(app.get("kill_timeout", FLY_KILL_TIMEOUT)))
 
 
 def listening(host: str, port: int) -> bool:
@@ -192,7 +201,7 @@ def control_plane(containers, database_url, fake_fly, local_s3, tmp_path_factory
                 "worker": shlex.split(processes["worker"])}
     assert set(commands) == set(processes), "a process group of fly.toml that this test does not run"
     for role, command in commands.items():
-        started = containers.run(role, CONTROL_PLANE_IMAGE, *command, options=network)
+        started = containers.run(role, CONTROL_PLANE_IMAGE, *command, options=(*network, *fly_stop(FLY)))
         assert started.returncode == 0, started.stderr
     plane = ControlPlane(containers, env, env_file, database_url, web_port, private_api_url, fake,
                          release.stdout + release.stderr)
@@ -332,7 +341,7 @@ def router_port(containers, control_plane, tmp_path_factory):
     env_file = write_env_file(tmp_path_factory.mktemp("router") / "router.env", env)
     [command] = FLY_ROUTER["processes"].values()
     started = containers.run("router", CONTROL_PLANE_IMAGE, *bound_to_port(command, port),
-                             options=("--network", "host", "--env-file", str(env_file)))
+                             options=("--network", "host", "--env-file", str(env_file), *fly_stop(FLY_ROUTER)))
     assert started.returncode == 0, started.stderr
     wait_for(lambda: control_plane.alive("router") or listening(LOOPBACK, port), timeout=START_TIMEOUT,
              message="the router to listen")
@@ -439,3 +448,13 @@ def test_a_stop_ends_with_litestream_last_sync(fly_host, containers, stop_signal
     insert_rows(instance, fly_host.data_dir, table, 500)
     assert fly_host.stop(instance) == 0, instance.log()[-4000:]
     assert fly_host.count_restored(f"restored-{name}", table) == 500
+
+
+def test_every_process_ends_on_flys_stop_signal_in_time(control_plane, router_port, containers):
+    """Last (it stops them): web, private, worker and the router each end on Fly's stop signal with exit 0 within
+    the kill timeout, rather than being killed (a worker mid-task, requests cut)."""
+    roles = [*FLY["processes"], "router"]
+    for role in roles:
+        control_plane.alive(role)
+    podman("stop", *(containers.name(role) for role in roles), timeout=60)
+    assert {role: containers.state(role) for role in roles} == {role: ("exited", 0) for role in roles}
