@@ -355,6 +355,24 @@ def insert_rows(instance: Instance, data_dir: str, table: str, count: int) -> No
                            f" [(f'row {{n}}',) for n in range({count})])")
 
 
+def image_listing(image: str, directory: str) -> set[str]:
+    """The names in `directory` of `image`, as its user sees them."""
+    found = podman("run", "--rm", "--entrypoint", "find", image, directory, "-mindepth", "1", "-maxdepth", "1",
+                   "-printf", "%f\\n")
+    return set(found.stdout.split())
+
+
+def test_the_images_hold_only_what_production_runs(containers):
+    """No tests, fake Fly API, benchmarks or build tooling in the control plane's image, and nothing made while it
+    was built (a database, a secret) in its state dir: that would ship, the same, to every machine."""
+    app = image_listing(CONTROL_PLANE_IMAGE, "/app")
+    assert {"manage.py", "cloudctl", "router", "flyapi"} <= app
+    assert not app & {"tests", "fakefly", "bench", "docs", "podman", "instance", ".git", ".venv", ".venv-instance"}
+    assert image_listing(CONTROL_PLANE_IMAGE, "/app/var") == {"static"}
+    assert image_listing(INSTANCE_IMAGE, "/app") == {"requirements.txt", "entrypoint.py", "credential_helper.py",
+                                                     "plugins"}
+
+
 def test_the_control_plane_runs_as_fly_toml_says(control_plane):
     """The release ran the migrations and the schedule; web serves the operator pages (its health check) and not the
     private API, which `private` serves on the private address."""
