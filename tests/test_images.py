@@ -7,12 +7,13 @@ here), its [env] and the fleet's secrets of its header, against a PostgreSQL of 
 S3/STS and the fake Fly Machines API served from this test. A team is created with `manage.py create_team` in a
 container; the worker container provisions it on the fake. Then the test plays Fly: it runs the instance image
 (localhost/cloudctl-instance) as the Machine the fake holds says (its env, the app's secrets, a volume at its mount
-path, its stop signal and timeout).
+path, its stop signal and timeout). The router app (fly.router.toml, the same image) runs beside them. Every
+process container is stopped as Fly stops a Machine (fly.toml's kill_signal and kill_timeout, Fly's defaults).
 
 What differs on this machine, and so is all that is overridden (README, "Building and running the images"):
 - every container shares the host's network (`--network host`), so the ports fly.toml fixes become free ones: the
-  `--bind` port of `web` and `private`, the private API's in CLOUDCTL_PRIVATE_API_URL, the instance's PORT (bound
-  to 127.0.0.1 with CLOUDCTL_BIND);
+  `--bind` port of `web`, `private` and the router, the private API's in CLOUDCTL_PRIVATE_API_URL, the instance's
+  PORT (bound to 127.0.0.1 with CLOUDCTL_BIND);
 - Fly's names on its private network (6PN, IPv6) are `--add-host` entries for ::1: `fly-local-6pn` (what `private`
   binds) and the private API's host (what the instance calls);
 - Fly's API is the fake (CLOUDCTL_FLY_API_URL), S3/STS the local SeaweedFS (AWS_ENDPOINT_URL, its bucket, role and
