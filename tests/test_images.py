@@ -137,6 +137,10 @@ class ControlPlane:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
+    def query(self, sql: str, *params) -> list[tuple]:
+        with psycopg.connect(self.database_url) as connection:
+            return connection.execute(sql, params).fetchall()
+
     def alive(self, role: str) -> None:
         status, code = self.containers.state(role)
         if status != "running":
@@ -232,9 +236,8 @@ def team(control_plane, local_s3):
 
     def running():
         control_plane.alive("worker")
-        with psycopg.connect(control_plane.database_url) as connection:
-            state, resources = connection.execute("SELECT state, resources FROM teams_instance WHERE team_id = %s",
-                                                  (team_id,)).fetchone()
+        [(state, resources)] = control_plane.query("SELECT state, resources FROM teams_instance WHERE team_id = %s",
+                                                   team_id)
         if state == "failed":
             worker_log = control_plane.containers.logs("worker")[-4000:]
             pytest.fail(f"provisioning team {team_id} failed: {resources}\n{worker_log}")
@@ -412,12 +415,18 @@ def test_a_team_created_by_command_is_provisioned_on_fly(control_plane, team):
     assert "running" in status
 
 
-def test_the_instance_backs_up_to_its_prefix_and_an_empty_volume_restores_it(fly_host, team, local_s3, containers):
+def test_the_instance_backs_up_to_its_prefix_and_an_empty_volume_restores_it(control_plane, fly_host, team, local_s3,
+                                                                              containers):
     volume = containers.volume("volume")
     instance = fly_host.run("instance", volume)
     log = instance.log()
-    # Its credentials came from the private API container, for its own prefix.
+    # Its credentials came from the private API container (over the 6PN name), for its own prefix.
     assert f"got backup credentials for s3://{local_s3.bucket}/team-{team.id}/" in log
+    issued = control_plane.query("SELECT client_ip, user_agent FROM credentials_credentialevent"
+                                 " WHERE team_id = %s AND kind = 'issued'", team.id)
+    # The entrypoint's exchange, then Litestream's through the credential helper.
+    assert {(str(ip), agent) for ip, agent in issued} == {(PRIVATE_NETWORK, "cloudctl-instance-entrypoint/1"),
+                                                          (PRIVATE_NETWORK, "cloudctl-instance-credential-helper/1")}
     assert "first backup sync done" in log
     assert team.secrets["CLOUDCTL_TOKEN"] not in log
     s3 = admin_client(local_s3)
