@@ -19,8 +19,9 @@ COPY sso ./sso
 COPY members ./members
 COPY router ./router
 COPY flyapi ./flyapi
-# Static files are served by whitenoise; the throwaway key only exists for this build step.
-RUN DJANGO_SECRET_KEY=collectstatic-only CLOUDCTL_TOKEN_KEYS=collectstatic-only \
+# Static files are served by whitenoise. The throwaway keys and the in-memory database only exist for this build
+# step: without them the settings would make a secret and a SQLite file in the state dir, shipped in the image.
+RUN DJANGO_SECRET_KEY=collectstatic-only CLOUDCTL_TOKEN_KEYS=collectstatic-only DATABASE_URL=sqlite://:memory: \
     python manage.py collectstatic --noinput && rm -rf /app/var/secrets
 RUN useradd --system --home /app cloudctl && chown -R cloudctl /app/var
 USER cloudctl
