@@ -19,7 +19,7 @@ from teams.tokens import (
 )
 
 from . import ratelimit
-from .audit import Client, record_issuance, record_refusal
+from .audit import Client, record_issuance, record_read_only_issuance, record_refusal
 from .broker import UNAVAILABLE_MESSAGE, BrokerUnavailable, IssuedCredentials, assume_team_role
 from .formats import RENDERERS
 from .models import CredentialEvent
@@ -119,6 +119,19 @@ def exchange_token(token: str | None, response_format: str, client: Client, *, b
     if boot is not None and not hmac.compare_digest(boot.encode(), (recorded_boot or "").encode()):
         record_boot(team, boot, actor=INSTANCE_ACTOR)  # a new boot: a renewal of the recorded one writes nothing
     return Exchange(team=team, credentials=issued, boot=boot)
+
+
+def mint_read_only_credentials(team: Team, *, actor: str) -> IssuedCredentials:
+    """Credentials for the control plane itself to list and get under the team's prefix (its replica's
+    restorable window, restores, drills), never to write or delete there; audited like an exchange (key id, who
+    asked, never a secret), and withheld when they cannot be recorded. Raises BrokerUnavailable."""
+    issued = assume_team_role(team, read_only=True)
+    try:
+        record_read_only_issuance(team, issued, actor=actor)
+    except DatabaseError:
+        logger.exception("could not record a read-only issuance for team %s; credentials withheld", team.pk)
+        raise BrokerUnavailable(UNAVAILABLE_MESSAGE) from None
+    return issued
 
 
 def render_credentials(exchange: Exchange, response_format: str, absolute_url: Callable[[str], str]) -> dict:

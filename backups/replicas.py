@@ -1,0 +1,119 @@
+"""Reading a team's Litestream replica from the control plane, with read-only credentials for the team's prefix.
+
+The credentials come from the credentials app, which sits above this one: it plugs its minting in when it loads
+(`CredentialsConfig.ready`), as deploys plugs into `instances.rollouts`. Listing a replica is one ListObjectsV2
+page per thousand files, then a ranged GET of each file's 100-byte header (its last transaction's time and the
+database's size then), eight at a time.
+"""
+
+import re
+import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from teams.models import Team
+
+from .window import LTXFile, RestorableWindow, ltx_name_txids, restorable_window
+
+# What a database may be called on an instance (instance/entrypoint.py's SAFE_DATABASE_NAME), and its default.
+DATABASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.db")
+DEFAULT_DATABASE = "data.db"
+# The LTX header (superfly/ltx `Header.MarshalBinary`): magic, flags, page size, commit (pages), min and max
+# txid, timestamp (Unix milliseconds), big-endian.
+LTX_HEADER = struct.Struct(">4sIIIQQq")
+LTX_HEADER_BYTES = 100
+LTX_MAGIC = b"LTX1"
+HEADER_READERS = 8
+S3_TIMEOUT_SECONDS = 10
+
+
+class Credentials(Protocol):
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+
+
+class UnreadableReplica(Exception):
+    """The replica could not be read (credentials, storage, a damaged file); the message is safe to show."""
+
+
+def _not_plugged_in(team: Team, *, actor: str) -> Credentials:
+    raise UnreadableReplica("no read-only credentials: the credentials app is not installed")
+
+
+# Read-only credentials for the team's prefix (credentials.services.mint_read_only_credentials, plugged in), and
+# the exception it raises when STS cannot mint them (its message is safe to show).
+read_only_credentials: Callable[..., Credentials] = _not_plugged_in
+minting_failed: type[Exception] = UnreadableReplica
+
+
+def plug_in(*, mint_read_only: Callable[..., Credentials], failure: type[Exception]) -> None:
+    global read_only_credentials, minting_failed
+    read_only_credentials, minting_failed = mint_read_only, failure
+
+
+def replica_path(team: Team, database: str) -> str:
+    """Where an instance's Litestream replicates `database` (instance/entrypoint.py's `litestream_config`)."""
+    if not DATABASE_NAME.fullmatch(database):
+        raise ValueError(f"not a database name (letters, digits, _ . -, ending in .db): {database!r}")
+    return f"{team.storage_prefix}{database}"
+
+
+def _s3(credentials: Credentials):
+    """An S3 client on boto3's standard configuration (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION), with these keys."""
+    return boto3.session.Session().client(
+        "s3", aws_access_key_id=credentials.access_key_id, aws_secret_access_key=credentials.secret_access_key,
+        aws_session_token=credentials.session_token,
+        config=Config(connect_timeout=S3_TIMEOUT_SECONDS, read_timeout=S3_TIMEOUT_SECONDS,
+                      retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=HEADER_READERS))
+
+
+def _read_header(s3, bucket: str, key: str) -> tuple[datetime, int]:
+    """(time of the file's last transaction, database bytes after it) from the file's header."""
+    body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{LTX_HEADER_BYTES - 1}")["Body"].read()
+    if len(body) < LTX_HEADER.size:
+        raise UnreadableReplica(f"{key}: shorter than an LTX header")
+    magic, _flags, page_size, commit, _min, _max, milliseconds = LTX_HEADER.unpack_from(body)
+    if magic != LTX_MAGIC:
+        raise UnreadableReplica(f"{key}: not an LTX file")
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC), page_size * commit
+
+
+def list_ltx_files(s3, bucket: str, path: str) -> list[LTXFile]:
+    """Every LTX file of the replica at `path` (`<path>/ltx/<level>/<min>-<max>.ltx`), headers read."""
+    listed = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{path}/ltx/"):
+        for item in page.get("Contents", []):
+            level, _, name = item["Key"].removeprefix(f"{path}/ltx/").partition("/")
+            txids = ltx_name_txids(name)
+            if level.isdigit() and int(level) <= 9 and txids:
+                listed.append((int(level), *txids, item["Size"], item["Key"]))
+    with ThreadPoolExecutor(HEADER_READERS) as pool:
+        headers = list(pool.map(lambda entry: _read_header(s3, bucket, entry[-1]), listed))
+    return [LTXFile(level, min_txid, max_txid, size, created_at, database_bytes)
+            for (level, min_txid, max_txid, size, _key), (created_at, database_bytes) in zip(listed, headers)]
+
+
+def replica_window(team: Team, database: str, *, actor: str) -> RestorableWindow:
+    """The restorable window of the team's `database`, read with read-only credentials minted for `actor`.
+    Raises UnreadableReplica, and window.EmptyReplica when nothing was replicated."""
+    path = replica_path(team, database)
+    try:
+        s3 = _s3(read_only_credentials(team, actor=actor))
+    except minting_failed as error:
+        raise UnreadableReplica(f"no read-only credentials: {error}") from None
+    try:
+        files = list_ltx_files(s3, settings.BACKUP_BUCKET, path)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "unknown")
+        raise UnreadableReplica(f"reading s3://{settings.BACKUP_BUCKET}/{path}/ failed: {code}") from None
+    except BotoCoreError as error:
+        raise UnreadableReplica(f"reading s3://{settings.BACKUP_BUCKET}/{path}/ failed: {type(error).__name__}") from None
+    return restorable_window(files)
