@@ -183,8 +183,11 @@ def _nearest(window: RestorableWindow, txid: int) -> tuple[RestorePoint, ...]:
     return tuple(window.points[i] for i in (index - 1, index) if 0 <= i < len(window.points))
 
 
-def _planned(plan: tuple[LTXFile, ...]) -> RestorePlan:
-    return RestorePlan(RestorePoint(plan[-1].max_txid, plan[-1].created_at), plan)
+def _planned(window: RestorableWindow, plan: tuple[LTXFile, ...]) -> RestorePlan:
+    """The plan with its point as the window lists it: a snapshot's own time is when it was taken, later than its
+    last transaction's."""
+    txids = [point.txid for point in window.points]
+    return RestorePlan(window.points[bisect.bisect_left(txids, plan[-1].max_txid)], plan)
 
 
 def plan_for_txid(window: RestorableWindow, txid: int) -> RestorePlan:
@@ -192,7 +195,7 @@ def plan_for_txid(window: RestorableWindow, txid: int) -> RestorePlan:
     if txid not in {point.txid for point in window.points}:
         raise OutsideWindow(f"transaction {format_txid(txid)} is not a restorable point of this replica",
                             _nearest(window, txid))
-    return _planned(restore_plan(window.files, txid=txid))
+    return _planned(window, restore_plan(window.files, txid=txid))
 
 
 def plan_at_time(window: RestorableWindow, moment: datetime) -> RestorePlan:
@@ -203,8 +206,8 @@ def plan_at_time(window: RestorableWindow, moment: datetime) -> RestorePlan:
     plan = restore_plan(window.files, before=moment)
     if not plan:
         raise OutsideWindow(f"{moment.isoformat()} is not after the oldest restorable point", (window.oldest,))
-    return _planned(plan)
+    return _planned(window, plan)
 
 
 def latest_plan(window: RestorableWindow) -> RestorePlan:
-    return _planned(restore_plan(window.files))
+    return _planned(window, restore_plan(window.files))
