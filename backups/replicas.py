@@ -20,11 +20,13 @@ from django.conf import settings
 
 from teams.models import Team
 
-from .window import LTXFile, RestorableWindow, ltx_name_txids, restorable_window
+from .window import SNAPSHOT_LEVEL, LTXFile, RestorableWindow, ltx_name_txids, restorable_window
 
 # What a database may be called on an instance (instance/entrypoint.py's SAFE_DATABASE_NAME), and its default.
 DATABASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.db")
 DEFAULT_DATABASE = "data.db"
+# Litestream's S3 client writes level N's files under `<replica path>/<N as %04x>/` (s3/replica_client.go).
+LEVEL_DIRECTORY = re.compile(r"[0-9a-f]{4}")
 # The LTX header (superfly/ltx `Header.MarshalBinary`): magic, flags, page size, commit (pages), min and max
 # txid, timestamp (Unix milliseconds), big-endian.
 LTX_HEADER = struct.Struct(">4sIIIQQq")
@@ -87,14 +89,15 @@ def _read_header(s3, bucket: str, key: str) -> tuple[datetime, int]:
 
 
 def list_ltx_files(s3, bucket: str, path: str) -> list[LTXFile]:
-    """Every LTX file of the replica at `path` (`<path>/ltx/<level>/<min>-<max>.ltx`), headers read."""
+    """Every LTX file of the replica at `path` (on S3, `<path>/<level, 4 hex digits>/<min>-<max>.ltx`), headers
+    read. Anything else there (a 0.3 generation, a lock) is not Litestream 0.5's and is left out."""
     listed = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{path}/ltx/"):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{path}/"):
         for item in page.get("Contents", []):
-            level, _, name = item["Key"].removeprefix(f"{path}/ltx/").partition("/")
+            level, _, name = item["Key"].removeprefix(f"{path}/").partition("/")
             txids = ltx_name_txids(name)
-            if level.isdigit() and int(level) <= 9 and txids:
-                listed.append((int(level), *txids, item["Size"], item["Key"]))
+            if LEVEL_DIRECTORY.fullmatch(level) and int(level, 16) <= SNAPSHOT_LEVEL and txids:
+                listed.append((int(level, 16), *txids, item["Size"], item["Key"]))
     with ThreadPoolExecutor(HEADER_READERS) as pool:
         headers = list(pool.map(lambda entry: _read_header(s3, bucket, entry[-1]), listed))
     return [LTXFile(level, min_txid, max_txid, size, created_at, database_bytes)
