@@ -82,3 +82,14 @@ def test_minting_is_audited_without_secrets_and_never_counts_against_the_team(re
     assert issued.secret_access_key not in stored and issued.session_token not in stored
     # The team's own exchanges are limited by what it asked for, not by what the control plane read.
     assert ratelimit.team_with_recent_requests(team.pk).recent_requests == 0
+
+
+def test_the_timeline_shows_a_read_only_issuance_as_the_actor_s_not_as_a_refusal(make_team):
+    from console.selectors import timeline
+
+    team = make_team()
+    CredentialEvent.objects.create(kind=CredentialEvent.Kind.READ_ONLY, team=team, actor="manage.py restore",
+                                   access_key_id="ASIAEXAMPLE", session_name=f"cloudctl-team-{team.pk}-ro-00")
+    [entry] = timeline(team)
+    assert (entry.kind, entry.actor, entry.is_error) == ("credentials:read_only", "manage.py restore", False)
+    assert "ASIAEXAMPLE" in entry.message and "refused" not in entry.message
