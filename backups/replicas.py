@@ -77,15 +77,20 @@ def _s3(credentials: Credentials):
                       retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=HEADER_READERS))
 
 
-def _read_header(s3, bucket: str, key: str) -> tuple[datetime, int]:
-    """(time of the file's last transaction, database bytes after it) from the file's header."""
+def _read_header(s3, bucket: str, key: str, txids: tuple[int, int]) -> tuple[datetime, int]:
+    """(time of the file's last transaction, database bytes after it) from the file's header. The replica is the
+    team's to write: a header that is not an LTX one, names other txids than its file or no possible time is
+    refused, never guessed."""
     body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{LTX_HEADER_BYTES - 1}")["Body"].read()
     if len(body) < LTX_HEADER.size:
         raise UnreadableReplica(f"{key}: shorter than an LTX header")
-    magic, _flags, page_size, commit, _min, _max, milliseconds = LTX_HEADER.unpack_from(body)
-    if magic != LTX_MAGIC:
-        raise UnreadableReplica(f"{key}: not an LTX file")
-    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC), page_size * commit
+    magic, _flags, page_size, commit, min_txid, max_txid, milliseconds = LTX_HEADER.unpack_from(body)
+    if magic != LTX_MAGIC or (min_txid, max_txid) != txids:
+        raise UnreadableReplica(f"{key}: not the LTX file its name says")
+    try:
+        return datetime.fromtimestamp(milliseconds / 1000, tz=UTC), page_size * commit
+    except (OverflowError, OSError, ValueError):
+        raise UnreadableReplica(f"{key}: its header holds no possible time") from None
 
 
 def list_ltx_files(s3, bucket: str, path: str) -> list[LTXFile]:
@@ -99,7 +104,7 @@ def list_ltx_files(s3, bucket: str, path: str) -> list[LTXFile]:
             if LEVEL_DIRECTORY.fullmatch(level) and int(level, 16) <= SNAPSHOT_LEVEL and txids:
                 listed.append((int(level, 16), *txids, item["Size"], item["Key"]))
     with ThreadPoolExecutor(HEADER_READERS) as pool:
-        headers = list(pool.map(lambda entry: _read_header(s3, bucket, entry[-1]), listed))
+        headers = list(pool.map(lambda entry: _read_header(s3, bucket, entry[-1], entry[1:3]), listed))
     return [LTXFile(level, min_txid, max_txid, size, created_at, database_bytes)
             for (level, min_txid, max_txid, size, _key), (created_at, database_bytes) in zip(listed, headers)]
 

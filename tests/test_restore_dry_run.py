@@ -3,6 +3,7 @@ t1, t2 and t3 with a sync after each, the window read with the control plane's r
 dry run names checked against what Litestream itself restores (with those same read-only credentials)."""
 
 import json
+import struct
 import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -119,6 +120,24 @@ def test_restoring_is_not_built_and_changes_nothing(replicated):
     with pytest.raises(CommandError, match="not built yet"):
         call_command("restore", replicated["team"].slug, "--latest")
     assert CredentialEvent.objects.count() == audit_rows  # not even a read of the replica
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    (b"not an LTX file at all", "not the LTX file its name says"),
+    (struct.pack(">4sIIIQQq", b"LTX1", 0, 4096, 1, 7, 7, 0), "not the LTX file its name says"),  # other txids
+    (struct.pack(">4sIIIQQq", b"LTX1", 0, 4096, 1, 1, 1, 2**62), "no possible time"),
+])
+def test_a_damaged_replica_is_a_clear_error(s3_env, make_team, header, message):
+    """The team writes its own replica: whatever it put there is refused by name, never a traceback."""
+    team = make_team()
+    key = f"{team.storage_prefix}data.db/0000/{'1'.zfill(16)}-{'1'.zfill(16)}.ltx"
+    admin = admin_s3(s3_env)
+    admin.put_object(Bucket=s3_env.bucket, Key=key, Body=header.ljust(100, b"\0"))
+    try:
+        with pytest.raises(CommandError, match=message):
+            dry_run(team.slug, "--latest")
+    finally:
+        admin.delete_object(Bucket=s3_env.bucket, Key=key)
 
 
 def test_bad_requests_are_clear_errors(replicated, db):
