@@ -117,11 +117,11 @@ def replica_window(team: Team, database: str, *, actor: str) -> RestorableWindow
         s3 = _s3(read_only_credentials(team, actor=actor))
     except minting_failed as error:
         raise UnreadableReplica(f"no read-only credentials: {error}") from None
+    where = f"s3://{settings.BACKUP_BUCKET}/{path}/"
     try:
         files = list_ltx_files(s3, settings.BACKUP_BUCKET, path)
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "unknown")
-        raise UnreadableReplica(f"reading s3://{settings.BACKUP_BUCKET}/{path}/ failed: {code}") from None
+        raise UnreadableReplica(f"reading {where} failed: {error.response.get('Error', {}).get('Code')}") from None
     except BotoCoreError as error:
-        raise UnreadableReplica(f"reading s3://{settings.BACKUP_BUCKET}/{path}/ failed: {type(error).__name__}") from None
+        raise UnreadableReplica(f"reading {where} failed: {type(error).__name__}") from None
     return restorable_window(files)

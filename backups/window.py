@@ -1,11 +1,11 @@
 """The restorable window of one database's Litestream 0.5 replica: a pure function of the replica's LTX files.
 
-A replica is LTX files per level (on S3 `<replica>/<level as 4 hex digits>/<min txid>-<max txid>.ltx`): level 0
-one per sync batch (kept `l0-retention`, 5 minutes by default), levels 1-3 compactions of the level below (every
-30 s, 5 min, 1 h by default), level 9 snapshots (every 24 h, kept the fleet's retention). Every file's header carries the
+A replica is LTX files per level (on S3 `<replica>/<level as 4 hex digits>/<min txid>-<max txid>.ltx`): level 0 one
+per sync batch (kept `l0-retention`, 5 minutes by default), levels 1-3 compactions of the level below (every 30 s,
+5 min, 1 h by default), level 9 snapshots (every 24 h, kept the fleet's retention). Every file's header carries the
 time of its last transaction (compaction keeps the newest input's). Restore replays whole files: a point it can
-restore to is the end (max txid) of a file reached by a contiguous chain from the start or from a snapshot, so
-the granularity is one sync batch where level-0 files remain and coarser further back.
+restore to is the end (max txid) of a file reached by a contiguous chain from the start or from a snapshot, so the
+granularity is one sync batch where level-0 files remain and coarser further back.
 
 The rules follow Litestream's restore plan (`CalcRestorePlan`, v0.5.17): `-txid X` succeeds only when X is such an
 end; `-timestamp T` uses only files whose time is strictly before T and lands on the newest end they reach.
