@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from teams.models import Team
+from teams.permissions import Actor
 
 from .window import SNAPSHOT_LEVEL, LTXFile, RestorableWindow, ltx_name_txids, restorable_window
 
@@ -46,7 +47,7 @@ class UnreadableReplica(Exception):
     """The replica could not be read (credentials, storage, a damaged file); the message is safe to show."""
 
 
-def _not_plugged_in(team: Team, *, actor: str) -> Credentials:
+def _not_plugged_in(team: Team, *, actor: Actor) -> Credentials:
     raise UnreadableReplica("no read-only credentials: the credentials app is not installed")
 
 
@@ -109,7 +110,7 @@ def list_ltx_files(s3, bucket: str, path: str) -> list[LTXFile]:
             for (level, min_txid, max_txid, size, _key), (created_at, database_bytes) in zip(listed, headers)]
 
 
-def replica_window(team: Team, database: str, *, actor: str) -> RestorableWindow:
+def replica_window(team: Team, database: str, *, actor: Actor) -> RestorableWindow:
     """The restorable window of the team's `database`, read with read-only credentials minted for `actor`.
     Raises UnreadableReplica, and window.EmptyReplica when nothing was replicated."""
     path = replica_path(team, database)

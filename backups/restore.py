@@ -5,13 +5,14 @@ outside the restorable window. Restoring into a new volume is not built yet."""
 from datetime import datetime
 
 from teams.models import Team
+from teams.permissions import Actor
 
 from .replicas import replica_window
 from .window import RestorableWindow, RestorePlan, latest_plan, plan_at_time, plan_for_txid
 
 
 def plan_restore(team: Team, *, database: str, timestamp: datetime | None = None, txid: int | None = None,
-                 actor: str) -> tuple[RestorableWindow, RestorePlan]:
+                 actor: Actor) -> tuple[RestorableWindow, RestorePlan]:
     """The replica's window and what a restore to `timestamp`, `txid` or (neither) the latest point would
     restore. Changes nothing but the audit row of the read-only credentials it mints for `actor`. Raises
     window.OutsideWindow, window.EmptyReplica, replicas.UnreadableReplica, and ValueError for a bad name."""

@@ -114,6 +114,18 @@ def parse_txid(text: str) -> int:
     return txid
 
 
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 time with its zone (`2026-11-26T17:40:00Z`); ValueError otherwise: a time without a zone would
+    be a guess."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time (2026-11-26T17:40:00Z): {text!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone: add Z for UTC or an offset")
+    return moment
+
+
 def ltx_name_txids(name: str) -> tuple[int, int] | None:
     """(min, max) txid of an LTX file name, None for anything else."""
     match = LTX_NAME.fullmatch(name)

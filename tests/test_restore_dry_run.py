@@ -11,6 +11,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 
 from backups.replicas import replica_window
 from credentials.models import CredentialEvent
@@ -138,6 +139,29 @@ def test_a_damaged_replica_is_a_clear_error(s3_env, make_team, header, message):
             dry_run(team.slug, "--latest")
     finally:
         admin.delete_object(Bucket=s3_env.bucket, Key=key)
+
+
+def test_the_team_backups_page_shows_the_window_and_a_planned_point(replicated, staff_client):
+    team, t2 = replicated["team"], replicated["written_at"][1]
+    url = reverse("dashboard:team_backups", args=[team.slug])
+    assert url in staff_client.get(reverse("dashboard:team", args=[team.slug])).content.decode()
+    window = replica_window(team, "data.db", actor="test")
+    page = staff_client.get(url)
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert window.oldest.txid_hex in text and window.newest.txid_hex in text and 'id="levels"' in text
+    planned = staff_client.get(url, {"timestamp": t2.isoformat()})
+    [t1_point] = [point for point in window.points if replicated["written_at"][0] < point.time < t2]
+    assert planned.status_code == 200
+    assert f"txid <code>{t1_point.txid_hex}</code>" in planned.content.decode().split('id="plan"')[1]
+    # Minted as the staff user, on the team's timeline.
+    assert CredentialEvent.objects.filter(team=team, kind=CredentialEvent.Kind.READ_ONLY, actor="operator").exists()
+    refused = staff_client.get(url, {"timestamp": (t2 - timedelta(hours=1)).isoformat()})
+    assert refused.status_code == 400
+    assert f"Nearest restorable:\n    txid <code>{window.oldest.txid_hex}</code>" in refused.content.decode()
+    for bad in ({"timestamp": "soon"}, {"txid": "xyz"}, {"database": "../x.db"},
+                {"timestamp": t2.isoformat(), "txid": "1"}):
+        assert staff_client.get(url, bad).status_code == 400, bad
 
 
 def test_bad_requests_are_clear_errors(replicated, db):

@@ -1,26 +1,15 @@
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from backups.replicas import DEFAULT_DATABASE, UnreadableReplica
 from backups.restore import plan_restore
-from backups.window import EmptyReplica, OutsideWindow, RestorePoint, parse_txid
+from backups.window import EmptyReplica, OutsideWindow, RestorePoint, parse_moment, parse_txid
 from teams.services import get_team
 
 NOT_BUILT = ("restoring into a new volume is not built yet: nothing was changed. "
              "Add --dry-run to see what would be restored.")
-
-
-def moment(text: str) -> datetime:
-    """An ISO 8601 time with its zone (`2026-11-26T17:40:00Z`): a time without one would be a guess."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(f"--timestamp {text!r} is not an ISO 8601 time (2026-11-26T17:40:00Z)") from None
-    if parsed.tzinfo is None:
-        raise CommandError(f"--timestamp {text!r} has no time zone: add Z for UTC or an offset")
-    return parsed
 
 
 def describe(point: RestorePoint) -> str:
@@ -40,7 +29,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug")
         target = parser.add_mutually_exclusive_group(required=True)
-        target.add_argument("--timestamp", type=moment, help="ISO 8601 with a zone, e.g. 2026-11-26T17:40:00Z")
+        target.add_argument("--timestamp", help="ISO 8601 with a zone, e.g. 2026-11-26T17:40:00Z")
         target.add_argument("--txid", help="a transaction id in hex, as `litestream ltx` prints it")
         target.add_argument("--latest", action="store_true", help="the newest restorable point")
         parser.add_argument("--database", default=DEFAULT_DATABASE, help=f"default {DEFAULT_DATABASE}")
@@ -51,6 +40,7 @@ class Command(BaseCommand):
             raise CommandError(NOT_BUILT)
         try:
             team = get_team(slug)
+            timestamp = parse_moment(timestamp) if timestamp is not None else None
             txid = parse_txid(txid) if txid is not None else None
             window, plan = plan_restore(team, database=database, timestamp=timestamp, txid=txid,
                                         actor="manage.py restore")
