@@ -93,3 +93,13 @@ def test_the_timeline_shows_a_read_only_issuance_as_the_actor_s_not_as_a_refusal
     [entry] = timeline(team)
     assert (entry.kind, entry.actor, entry.is_error) == ("credentials:read_only", "manage.py restore", False)
     assert "ASIAEXAMPLE" in entry.message and "refused" not in entry.message
+
+
+def test_only_an_actor_who_sees_the_fleet_may_have_them_minted(make_team, django_user_model):
+    from django.core.exceptions import PermissionDenied
+
+    team = make_team()
+    outsider = django_user_model.objects.create_user("outsider", is_staff=True)
+    with pytest.raises(PermissionDenied):
+        mint_read_only_credentials(team, actor=outsider)
+    assert not CredentialEvent.objects.exists()
