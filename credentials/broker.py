@@ -26,6 +26,9 @@ from .policy import policy_document, team_read_only_session_policy, team_session
 logger = logging.getLogger(__name__)
 
 MAX_ROLE_SESSION_NAME = 64
+# The control plane's read-only sessions read a replica, or restore one, then are dropped: an hour, not the
+# instances' CLOUDCTL_CREDENTIALS_TTL.
+READ_ONLY_TTL_SECONDS = 3600
 UNAVAILABLE_MESSAGE = "credentials are temporarily unavailable"
 
 
@@ -121,7 +124,7 @@ def assume_team_role(team: Team, *, read_only: bool = False) -> IssuedCredential
     request = {
         "RoleArn": settings.BACKUP_ROLE_ARN,
         "RoleSessionName": session_name,
-        "DurationSeconds": settings.CREDENTIALS_TTL,
+        "DurationSeconds": READ_ONLY_TTL_SECONDS if read_only else settings.CREDENTIALS_TTL,
         "Policy": policy_document(session_policy(settings.BACKUP_BUCKET, team.pk)),
     }
     if settings.STS_TRACE:

@@ -2,11 +2,13 @@
 (SeaweedFS): they list and get the team's objects, cannot write or delete there, and cannot read another team's."""
 
 import uuid
+from datetime import timedelta
 
 import boto3
 import pytest
 from botocore.config import Config
 from django.db import connection
+from django.utils import timezone
 
 from cloudctl.local_s3 import REGION
 from credentials import ratelimit
@@ -76,6 +78,7 @@ def test_minting_is_audited_without_secrets_and_never_counts_against_the_team(re
     assert (event.kind, event.actor, event.access_key_id, event.session_name) == (
         CredentialEvent.Kind.READ_ONLY, "test restore", issued.access_key_id, issued.session_name)
     assert issued.session_name.startswith(f"cloudctl-team-{team.pk}-ro-")
+    assert issued.expiration <= timezone.now() + timedelta(hours=1)  # not the instances' 12 hours
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM credentials_credentialevent")
         stored = repr(cursor.fetchall())
