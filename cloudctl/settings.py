@@ -355,6 +355,9 @@ LOGGING = {
 BACKUP_STALE_AFTER = env.int("CLOUDCTL_BACKUP_STALE_AFTER", default=900)
 # How often each instance's Litestream pings its heartbeat URL (Litestream's minimum is 1m).
 INSTANCE_HEARTBEAT_INTERVAL = env.str("CLOUDCTL_HEARTBEAT_INTERVAL", default="1m")
+# How far back every team's replica reaches: Litestream's `snapshot.retention`, written into each instance's
+# Litestream config (a number and s, m or h: Litestream takes no days). Litestream's own default is 24h.
+BACKUP_RETENTION = env.str("CLOUDCTL_BACKUP_RETENTION", default="24h")
 # `GET /private/metrics` requires `Authorization: Bearer <this>` (Prometheus' `authorization` setting).
 METRICS_TOKEN = env.str("CLOUDCTL_METRICS_TOKEN", default="") or _generated_secret("metrics-token")
 DASHBOARD_PAGE_SIZE = env.int("CLOUDCTL_DASHBOARD_PAGE_SIZE", default=50)

@@ -77,6 +77,10 @@ def _credential_entry(event: CredentialEvent) -> TimelineEntry:
         return TimelineEntry(event.created_at, "credentials:issued",
                              f"credentials issued ({event.access_key_id}, {event.response_format}, "
                              f"from {event.client_ip or '?'})", False, AUDIT_ACTOR)
+    if event.kind == CredentialEvent.Kind.READ_ONLY:
+        return TimelineEntry(event.created_at, "credentials:read_only",
+                             f"read-only credentials minted to read the replica ({event.access_key_id})", False,
+                             event.actor)
     what = f"{event.signal} signal" if event.signal else "credentials"
     # A request that only named the team (an unverified token or signal URL) may come from anyone.
     unverified = ", unverified: it only claimed to be this team" if event.team_id is None else ""

@@ -9,6 +9,7 @@ urlpatterns = [
     path("create/", teams.team_create, name="team_create"),
     path("teams/<slug:slug>/", teams.team_detail, name="team"),
     path("teams/<slug:slug>/status.json", teams.team_status, name="team_status"),
+    path("teams/<slug:slug>/backups/", teams.team_backups, name="team_backups"),
     path("teams/<slug:slug>/actions/<str:kind>/", teams.team_action, name="team_action"),
     path("teams/<slug:slug>/rotate-token/", teams.team_rotate_token, name="team_rotate_token"),
     # The address destroy had before every action was posted to `team_action`.

@@ -22,6 +22,7 @@ logger = logging.getLogger("cloudctl.audit")
 
 USER_AGENT_LIMIT = 256
 FORMAT_LIMIT = 32
+ACTOR_LIMIT = 150
 
 
 def storable(text: str, limit: int) -> str:
@@ -88,6 +89,18 @@ def record_issuance(team: Team, client: Client, response_format: str, issued: Is
         "credentials issued team=%s key_id=%s expires=%s ip=%s format=%s",
         team.pk, issued.access_key_id, issued.expiration.isoformat(), client.ip, response_format,
     )
+    return event
+
+
+def record_read_only_issuance(team: Team, issued: IssuedCredentials, *, actor: str) -> CredentialEvent:
+    """The control plane minted read-only credentials for itself: who asked, the key id, never a secret."""
+    event = CredentialEvent(
+        kind=CredentialEvent.Kind.READ_ONLY, team=team, actor=storable(actor, ACTOR_LIMIT),
+        access_key_id=issued.access_key_id, session_name=issued.session_name, expiration=issued.expiration,
+    )
+    _insert(event)
+    logger.info("read-only credentials issued team=%s key_id=%s expires=%s actor=%s",
+                team.pk, issued.access_key_id, issued.expiration.isoformat(), event.actor)
     return event
 
 

@@ -21,11 +21,14 @@ from django.conf import settings
 
 from teams.models import Team
 
-from .policy import policy_document, team_session_policy
+from .policy import policy_document, team_read_only_session_policy, team_session_policy
 
 logger = logging.getLogger(__name__)
 
 MAX_ROLE_SESSION_NAME = 64
+# The control plane's read-only sessions read a replica, or restore one, then are dropped: an hour, not the
+# instances' CLOUDCTL_CREDENTIALS_TTL.
+READ_ONLY_TTL_SECONDS = 3600
 UNAVAILABLE_MESSAGE = "credentials are temporarily unavailable"
 
 
@@ -102,23 +105,27 @@ def sts_client():
 sts_client.cache_clear = _build_sts_client.cache_clear
 
 
-def role_session_name(team: Team) -> str:
-    """`cloudctl-team-<id>-<random>`: shows up in CloudTrail and in `aws:userid` for per-team revocation."""
-    name = f"cloudctl-team-{team.pk}-{secrets.token_hex(4)}"
+def role_session_name(team: Team, *, read_only: bool = False) -> str:
+    """`cloudctl-team-<id>-<random>` (`cloudctl-team-<id>-ro-<random>` for the control plane's read-only
+    sessions): shows up in CloudTrail and in `aws:userid` for per-team revocation."""
+    name = f"cloudctl-team-{team.pk}-{'ro-' if read_only else ''}{secrets.token_hex(4)}"
     assert len(name) <= MAX_ROLE_SESSION_NAME
     return name
 
 
-def assume_team_role(team: Team) -> IssuedCredentials:
+def assume_team_role(team: Team, *, read_only: bool = False) -> IssuedCredentials:
+    """Credentials confined to the team's prefix: the instance's read-write ones, or with `read_only` the
+    control plane's own for reading the team's replica (list and get only)."""
     if not settings.BACKUP_ROLE_ARN:
         logger.error("CLOUDCTL_BACKUP_ROLE_ARN is not set; cannot issue credentials")
         raise BrokerUnavailable("credentials are not configured")
-    session_name = role_session_name(team)
+    session_name = role_session_name(team, read_only=read_only)
+    session_policy = team_read_only_session_policy if read_only else team_session_policy
     request = {
         "RoleArn": settings.BACKUP_ROLE_ARN,
         "RoleSessionName": session_name,
-        "DurationSeconds": settings.CREDENTIALS_TTL,
-        "Policy": policy_document(team_session_policy(settings.BACKUP_BUCKET, team.pk)),
+        "DurationSeconds": READ_ONLY_TTL_SECONDS if read_only else settings.CREDENTIALS_TTL,
+        "Policy": policy_document(session_policy(settings.BACKUP_BUCKET, team.pk)),
     }
     if settings.STS_TRACE:
         request["SourceIdentity"] = f"cloudctl-team-{team.pk}"

@@ -16,6 +16,9 @@ class CredentialEvent(models.Model):
     class Kind(models.TextChoices):
         ISSUED = "issued", "Issued"
         REFUSED = "refused", "Refused"
+        # Read-only credentials the control plane minted for itself to read the team's replica (its restorable
+        # window, restores, drills): not the team's request, so never counted against its rate limit.
+        READ_ONLY = "readonly", "Issued read-only to the control plane"
 
     class Reason(models.TextChoices):
         MISSING_TOKEN = "missing_token", "No token"
@@ -52,6 +55,8 @@ class CredentialEvent(models.Model):
     signal = models.CharField(max_length=16, blank=True)
     # The team an unverified token or signal URL named (not a foreign key: it may name no team at all).
     claimed_team_id = models.PositiveBigIntegerField(null=True, blank=True)
+    # Who had the control plane mint read-only credentials (`READ_ONLY` rows): a staff user or a process.
+    actor = models.CharField(max_length=150, blank=True)
     # How many requests the row stands for: above 1 only on a throttled row (credentials.audit.THROTTLED).
     request_count = models.PositiveIntegerField(default=1)
 

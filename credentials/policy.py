@@ -21,6 +21,20 @@ def team_prefix(team_id: int) -> str:
 
 def team_session_policy(bucket: str, team_id: int) -> dict:
     """The smallest policy Litestream needs to replicate and restore under the team's prefix."""
+    # Replicate (PutObject, also covering multipart parts), restore (GetObject, HeadObject), retention and
+    # compaction (DeleteObject(s)), and cleanup of failed multipart uploads.
+    return _prefix_policy(bucket, team_id, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                            "s3:AbortMultipartUpload"])
+
+
+def team_read_only_session_policy(bucket: str, team_id: int) -> dict:
+    """What the control plane needs to read a team's replica (its restorable window, restore drills, restores):
+    list and get (HeadObject included) under the team's prefix; nothing that writes or deletes, so a bug or a
+    hostile replica's contents can never change the backup being read."""
+    return _prefix_policy(bucket, team_id, ["s3:GetObject"])
+
+
+def _prefix_policy(bucket: str, team_id: int, object_actions: list[str]) -> dict:
     if not BUCKET_NAME.fullmatch(bucket):
         raise ValueError(f"not an S3 bucket name: {bucket!r}")
     prefix = team_prefix(team_id)
@@ -39,11 +53,9 @@ def team_session_policy(bucket: str, team_id: int) -> dict:
                 "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
             },
             {
-                # Replicate (PutObject, also covering multipart parts), restore (GetObject, HeadObject),
-                # retention and compaction (DeleteObject(s)), and cleanup of failed multipart uploads.
                 "Sid": "TeamObjects",
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                "Action": object_actions,
                 "Resource": f"{bucket_arn}/{prefix}*",
             },
         ],

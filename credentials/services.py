@@ -13,13 +13,14 @@ from django.urls import reverse
 from backups.selectors import is_current_boot
 from backups.services import record_backup_heartbeat, record_boot, record_scale_to_zero
 from teams.models import Team
+from teams.permissions import VIEW_FLEET, Actor, authorize
 from teams.tokens import (
     BOOT_SHAPE, SHUTDOWN_SALT, SIGNAL_SALT, InvalidToken, TeamDisabled, check_claims, read_team_token, shutdown_value,
     signal_value, verify_team_token,
 )
 
 from . import ratelimit
-from .audit import Client, record_issuance, record_refusal
+from .audit import Client, record_issuance, record_read_only_issuance, record_refusal
 from .broker import UNAVAILABLE_MESSAGE, BrokerUnavailable, IssuedCredentials, assume_team_role
 from .formats import RENDERERS
 from .models import CredentialEvent
@@ -119,6 +120,21 @@ def exchange_token(token: str | None, response_format: str, client: Client, *, b
     if boot is not None and not hmac.compare_digest(boot.encode(), (recorded_boot or "").encode()):
         record_boot(team, boot, actor=INSTANCE_ACTOR)  # a new boot: a renewal of the recorded one writes nothing
     return Exchange(team=team, credentials=issued, boot=boot)
+
+
+def mint_read_only_credentials(team: Team, *, actor: Actor) -> IssuedCredentials:
+    """Credentials for the control plane itself to list and get under the team's prefix (its replica's
+    restorable window, restores, drills), never to write or delete there; audited like an exchange (key id, who
+    asked, never a secret), and withheld when they cannot be recorded. They never leave the control plane, so
+    seeing the fleet is enough to cause them. Raises BrokerUnavailable, PermissionDenied."""
+    requested_by = authorize(actor, VIEW_FLEET)
+    issued = assume_team_role(team, read_only=True)
+    try:
+        record_read_only_issuance(team, issued, actor=requested_by)
+    except DatabaseError:
+        logger.exception("could not record a read-only issuance for team %s; credentials withheld", team.pk)
+        raise BrokerUnavailable(UNAVAILABLE_MESSAGE) from None
+    return issued
 
 
 def render_credentials(exchange: Exchange, response_format: str, absolute_url: Callable[[str], str]) -> dict:

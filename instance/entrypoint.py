@@ -97,6 +97,9 @@ class Config:
     max_age: int | None
     idle_timeout: int | None
     startup_timeout: float
+    # Litestream's snapshot.retention (CLOUDCTL_BACKUP_RETENTION, the fleet's): how far back the replica reaches.
+    # Unset, Litestream's own default (24h).
+    backup_retention: str | None = None
     # Serve only requests the team's router sent (plugins/router_guard.py): its secret and name are set.
     routed: bool = False
 
@@ -127,6 +130,9 @@ class Config:
             assert startup_timeout > 0
         except (ValueError, AssertionError):
             raise StartupError("CLOUDCTL_STARTUP_TIMEOUT must be a positive number of seconds") from None
+        retention = environ.get("CLOUDCTL_BACKUP_RETENTION", "").strip() or None
+        if retention is not None:
+            parse_duration("CLOUDCTL_BACKUP_RETENTION", retention)
         return cls(
             url=url,
             token=token,
@@ -138,6 +144,7 @@ class Config:
             max_age=parse_duration("CLOUDCTL_MAX_AGE", environ.get("CLOUDCTL_MAX_AGE", "11h")),
             idle_timeout=parse_duration("CLOUDCTL_IDLE_TIMEOUT", environ.get("CLOUDCTL_IDLE_TIMEOUT", "")),
             startup_timeout=startup_timeout,
+            backup_retention=retention,
             routed=all(environ.get(name, "").strip() for name in ("CLOUDCTL_ROUTING_SECRET", "CLOUDCTL_HOSTNAME")),
         )
 
@@ -388,6 +395,9 @@ def litestream_config(config: Config, folder: Folder, names: list[str], control_
         "socket": {"enabled": True, "path": str(control_socket)},
         "dbs": dbs,
     }
+    if config.backup_retention:
+        # Snapshots older than this go, and with them every LTX file older than the oldest snapshot kept.
+        document["snapshot"] = {"retention": config.backup_retention}
     if signals and "heartbeat_url" in signals:
         # Litestream pings it only when every database synced within the interval: the control plane
         # records the team's last good backup and flags the team when the pings stop.

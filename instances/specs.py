@@ -52,6 +52,7 @@ def build_spec(instance: Instance) -> InstanceSpec:
         "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION,
         "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
         "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT,
+        "CLOUDCTL_BACKUP_RETENTION": settings.BACKUP_RETENTION,
         # The instance serves only requests its router sent, for this name (instance/router_guard.py).
         HOSTNAME_VARIABLE: team_hostname(instance.team.slug),
         HEALTH_CHECK_PATH_VARIABLE: HEALTH_CHECK_PATH,

@@ -275,6 +275,17 @@ def test_litestream_pings_the_heartbeat_url_when_given():
                                                                Path("/run/ls.sock"), {})
 
 
+def test_litestream_keeps_the_fleets_backup_retention():
+    folder = entrypoint.Folder.parse("s3://backups/team-42/")
+    config = entrypoint.litestream_config(entrypoint_config(CLOUDCTL_BACKUP_RETENTION="168h"), folder, ["data.db"],
+                                          Path("/run/ls.sock"))
+    assert config["snapshot"] == {"retention": "168h"}
+    # An instance started by a control plane that sends none keeps Litestream's own default.
+    assert "snapshot" not in entrypoint.litestream_config(entrypoint_config(), folder, ["data.db"], Path("/run/ls.sock"))
+    with pytest.raises(entrypoint.StartupError, match="CLOUDCTL_BACKUP_RETENTION"):
+        entrypoint_config(CLOUDCTL_BACKUP_RETENTION="7d")  # Litestream takes no days
+
+
 def test_scale_to_zero_reports_its_shutdown_through_an_environment_variable():
     config = entrypoint_config(CLOUDCTL_MAX_AGE="11h", CLOUDCTL_IDLE_TIMEOUT="15m")
     plugin = entrypoint.datasette_config(config, config.max_age, report_shutdown=True, started_at=1000.0)[

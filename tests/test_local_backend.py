@@ -19,6 +19,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from backups.restore import plan_restore
 from backups.services import check_backup_freshness
 from credentials.models import CredentialEvent
 from instances.backends import ObservedState
@@ -135,7 +136,7 @@ def query(instance, sql: str):
     return response.json()
 
 
-def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(local, s3_env, tmp_path):
+def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(local, s3_env, tmp_path, settings):
     admin = admin_client(s3_env)
     team_a, team_b = create_team_and_provision("alpha"), create_team_and_provision("beta")
     for team in (team_a, team_b):
@@ -153,6 +154,11 @@ def test_two_teams_back_up_to_their_own_prefix_and_a_lost_volume_is_restored(loc
         db.executemany("insert into notes (body) values (?)", [(f"note {n}",) for n in range(200)])
     wait_for(lambda: count_rows(restored_copy(s3_env, team_a, "data.db", tmp_path / "a.db"), "notes") == 200,
              timeout=60, interval=1, message="team A's rows in its backup")
+    # The fleet's retention is in the instance's Litestream config, and the control plane reads the replica.
+    config = (Path(a.resources["volume"]) / ".cloudctl" / "litestream.yml").read_text()
+    assert f"retention: {settings.BACKUP_RETENTION}" in config
+    latest = plan_restore(team_a, database="data.db", actor="test")[1]
+    assert latest.database_bytes > 0 and latest.point.time > timezone.now() - timedelta(minutes=5)
     keys_b = [item["Key"] for item in admin.list_objects_v2(
         Bucket=s3_env.bucket, Prefix=team_b.storage_prefix).get("Contents", [])]
     assert keys_b and all(key.startswith(f"{team_b.storage_prefix}data.db/") for key in keys_b)

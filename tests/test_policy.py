@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from credentials.policy import MAX_SESSION_POLICY_CHARS, policy_document, team_prefix, team_session_policy
+from credentials.policy import (
+    MAX_SESSION_POLICY_CHARS, policy_document, team_prefix, team_read_only_session_policy, team_session_policy,
+)
 
 
 def statement(policy, sid):
@@ -77,7 +79,39 @@ def test_oversized_policies_are_refused():
         policy_document(policy)
 
 
+@pytest.mark.parametrize("make_policy", [team_session_policy, team_read_only_session_policy])
 @pytest.mark.parametrize("bucket", ["", "Backups", "a", "bad/bucket", "b*"])
-def test_bucket_names_are_validated(bucket):
+def test_bucket_names_are_validated(bucket, make_policy):
     with pytest.raises(ValueError):
-        team_session_policy(bucket, 1)
+        make_policy(bucket, 1)
+
+
+def test_read_only_policy_grants_list_and_get_only():
+    policy = team_read_only_session_policy("backups", 42)
+    listing = statement(policy, "ListTeamPrefix")
+    assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", "arn:aws:s3:::backups")
+    objects = statement(policy, "TeamObjects")
+    assert objects["Action"] == ["s3:GetObject"]  # HeadObject is GetObject's; no Put, Delete or Abort
+    assert objects["Resource"] == "arn:aws:s3:::backups/team-42/*"
+    assert all(s["Effect"] == "Allow" for s in policy["Statement"])
+    assert len(policy["Statement"]) == 2
+    every_action = json.dumps(policy)
+    assert "Put" not in every_action and "Delete" not in every_action and "s3:*" not in every_action
+
+
+def test_read_only_policy_keeps_team_1_from_team_10():
+    policy = team_read_only_session_policy("backups", 1)
+    assert object_allowed(policy, "backups", "team-1/data.db/ltx/0/1.ltx")
+    assert not object_allowed(policy, "backups", "team-10/data.db/ltx/0/1.ltx")
+    assert listing_allowed(policy, "team-1/data.db/ltx/")
+    assert not listing_allowed(policy, "team-10/")
+    assert not listing_allowed(policy, "team-1")
+    assert not listing_allowed(policy, "")
+
+
+@given(team_id=st.integers(min_value=1, max_value=10**18),
+       bucket=st.from_regex(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", fullmatch=True))
+def test_read_only_policy_stays_under_the_session_policy_limit(team_id, bucket):
+    document = policy_document(team_read_only_session_policy(bucket, team_id))
+    assert len(document) <= MAX_SESSION_POLICY_CHARS
+    assert json.loads(document) == team_read_only_session_policy(bucket, team_id)

@@ -118,6 +118,14 @@ def test_bad_credentials_settings_fail_the_checks(tmp_path):
     assert "credentials.E001" in result.stderr and "credentials.E002" in result.stderr
 
 
+@pytest.mark.parametrize("retention", ["7d", "0h", "1h30m", ""])
+def test_a_backup_retention_litestream_would_refuse_fails_the_checks(tmp_path, retention):
+    result = manage("check", env={**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path),
+                                  "CLOUDCTL_BACKUP_RETENTION": retention})
+    assert result.returncode != 0
+    assert "backups.E001" in result.stderr
+
+
 def test_the_private_api_process_carries_no_sign_in_machinery(tmp_path):
     """allauth insists on its middleware wherever it is installed; the private API's slim stack leaves both out."""
     env = {**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path), "CLOUDCTL_URLCONF": "cloudctl.urls_private"}

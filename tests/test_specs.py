@@ -78,6 +78,7 @@ def test_the_spec_holds_the_instances_environment_and_its_token_as_a_secret(inst
         "CLOUDCTL_INSTANCE_VERSION": "registry.fly.io/cloudctl-team:v7",
         "CLOUDCTL_S3_REGION": settings.INSTANCE_S3_REGION, "CLOUDCTL_MAX_AGE": settings.INSTANCE_MAX_AGE,
         "CLOUDCTL_IDLE_TIMEOUT": settings.INSTANCE_IDLE_TIMEOUT, "CLOUDCTL_S3_ENDPOINT": "https://s3.internal",
+        "CLOUDCTL_BACKUP_RETENTION": settings.BACKUP_RETENTION,
         "CLOUDCTL_HOSTNAME": f"{instance.team.slug}.{settings.TEAMS_DOMAIN}",
         "CLOUDCTL_HEALTH_CHECK_PATH": "/-/versions.json",
         "CLOUDCTL_TEAM_URL": f"https://{instance.team.slug}.{settings.TEAMS_DOMAIN}/",
