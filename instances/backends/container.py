@@ -238,7 +238,7 @@ class ContainerBackend(MachineBackend):
         stopped one is made anew on `image` without starting. The image replaced is the container's own."""
         with self._team_lock(instance):
             container = self._inspect(instance)
-            current = container["Config"]["Labels"][IMAGE_LABEL] if container is not None else instance.image
+            current = self._image(container) or instance.image
             if current != image and before_change:
                 before_change(current)
             state = self._state(container)
@@ -265,7 +265,7 @@ class ContainerBackend(MachineBackend):
     def running_image(self, instance) -> str | None:
         """The image of the team's container (running, or the one it starts on); None when there is none."""
         container = self._inspect(instance)
-        return container["Config"]["Labels"][IMAGE_LABEL] if container is not None else None
+        return self._image(container)
 
     def log_tail(self, instance, lines: int = 15) -> str:
         logs = self._podman("logs", "--tail", str(lines), self.container_name(instance), check=False)
@@ -287,7 +287,7 @@ class ContainerBackend(MachineBackend):
                 return {}
             running = container["State"]["Running"]
             self._create(instance, instance.resources.get("port") or _free_port(self.publish_address),
-                         image=container["Config"]["Labels"][IMAGE_LABEL], start=running)
+                         image=self._image(container), start=running)
             resources = self._resources(self._inspect(instance))
         if running:
             instance.resources.update(resources)
@@ -356,8 +356,11 @@ class ContainerBackend(MachineBackend):
         return STATES.get(status, ObservedState.MISSING)
 
     def _observation(self, container: dict | None) -> Observation:
-        state = self._state(container)
-        return Observation(state, image=None if container is None else container["Config"]["Labels"][IMAGE_LABEL])
+        return Observation(self._state(container), image=self._image(container))
+
+    @staticmethod
+    def _image(container: dict | None) -> str | None:
+        return None if container is None else container["Config"]["Labels"].get(IMAGE_LABEL)
 
     def _resources(self, container: dict) -> dict:
         bindings = container["HostConfig"]["PortBindings"][f"{CONTAINER_PORT}/tcp"]
