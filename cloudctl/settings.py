@@ -285,7 +285,8 @@ INSTANCE_HEALTH_TIMEOUT = env.int("CLOUDCTL_INSTANCE_HEALTH_TIMEOUT", default=12
 
 # --- Containers (CLOUDCTL_MACHINE_BACKEND=instances.backends.container.ContainerBackend): podman on this host ----
 CONTAINER_PODMAN = env.str("CLOUDCTL_CONTAINER_PODMAN", default="podman")
-CONTAINER_CONTAINERS_CONF = env.str("CLOUDCTL_CONTAINER_CONTAINERS_CONF", default=str(BASE_DIR / "podman" / "containers.conf"))
+CONTAINER_CONTAINERS_CONF = env.str("CLOUDCTL_CONTAINER_CONTAINERS_CONF",
+                                    default=str(BASE_DIR / "podman" / "containers.conf"))
 # What a deployed image must start with when CLOUDCTL_ALLOWED_IMAGE_PREFIXES is unset (set CLOUDCTL_INSTANCE_IMAGE
 # to an image of it, e.g. localhost/cloudctl-instance:latest, which `make images` builds).
 CONTAINER_IMAGE_REPOSITORY = env.str("CLOUDCTL_CONTAINER_IMAGE_REPOSITORY", default="localhost/cloudctl-instance")

@@ -36,8 +36,8 @@ def _container_options() -> dict:
             "locks_dir": settings.STATE_DIR / "containers", "health_timeout": settings.INSTANCE_HEALTH_TIMEOUT}
 
 
-# The options of the backends cloudctl ships, read from the settings (CLOUDCTL_LOCAL_*, CLOUDCTL_FLY_*, CLOUDCTL_CONTAINER_*) each time
-# one is built; any other backend (a test's) is built without options.
+# The options of the backends cloudctl ships, read from the settings (CLOUDCTL_LOCAL_*, CLOUDCTL_FLY_*,
+# CLOUDCTL_CONTAINER_*) each time one is built; any other backend (a test's) is built without options.
 OPTIONS = {
     "instances.backends.local.LocalBackend": _local_options,
     "instances.backends.fly.FlyBackend": _fly_options,

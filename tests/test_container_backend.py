@@ -9,6 +9,7 @@ PostgreSQL-specific: the SQLite pass is enough for them.
 
 import json
 import secrets
+from pathlib import Path
 
 import httpx
 import pytest
@@ -99,6 +100,16 @@ def in_container(backend, instance, code: str) -> str:
     return result.stdout + result.stderr
 
 
+def host_command_lines() -> list[bytes]:
+    lines = []
+    for entry in Path("/proc").iterdir():
+        try:
+            lines.append((entry / "cmdline").read_bytes())
+        except OSError:
+            continue
+    return lines
+
+
 CONNECT = """
 import socket, sys
 for host, port in {targets!r}:
@@ -155,20 +166,24 @@ def test_a_team_container_reaches_only_the_control_plane(container, s3_env, forw
     host = inspected["HostConfig"]
     assert host["NetworkMode"].startswith("slirp4netns") and host["ReadonlyRootfs"]
     assert host["Memory"] == 512 * 1024 ** 2 and host["PidsLimit"] == 256 and host["NanoCpus"] == 10 ** 9
-    assert {"ALL"} <= set(host["CapDrop"]) or len(host["CapDrop"]) > 10
+    assert inspected["EffectiveCaps"] in ([], None) and not host["CapAdd"]  # --cap-drop ALL, nothing added back
     assert "no-new-privileges" in " ".join(host["SecurityOpt"])
     assert [binding["HostIp"] for binding in host["PortBindings"]["8080/tcp"]] == ["127.0.0.1"]
     assert inspected["Config"]["User"] == "65534:65534"
 
-    # The team's token goes in as a podman secret: never in a label, the command line podman recorded, or ps.
+    # The team's token goes in as a podman secret: never in a label, the command line podman recorded, or any
+    # command line of this host (what `ps` shows every user).
     token = team_token(team_a)
-    assert token not in str(inspected["Config"]["Labels"]) and token not in " ".join(inspected["Config"]["CreateCommand"])
+    assert token not in str(inspected["Config"]["Labels"])
+    assert token not in " ".join(inspected["Config"]["CreateCommand"])
+    assert not any(token.encode() in cmdline for cmdline in host_command_lines())
 
     # Nothing of the control plane's environment is in the container's.
     environment = in_container(container, a, "import os; print(repr(dict(os.environ)))")
     for name, value in CONTROL_PLANE_SECRETS.items():
         assert name not in environment and value not in environment
-    assert settings.SECRET_KEY not in environment and s3_env.client_environ()["AWS_SECRET_ACCESS_KEY"] not in environment
+    assert settings.SECRET_KEY not in environment
+    assert s3_env.client_environ()["AWS_SECRET_ACCESS_KEY"] not in environment
 
     # From A's container: the private API and S3 answer; B's published port, another of this host's loopback
     # services, and B's port on the container's own loopback do not.
@@ -231,3 +246,30 @@ def test_deploy_and_reconcile_work_unchanged_on_containers(container, images, ru
     assert ("orphan_app", f"{run_prefix}team-{team_id}") in [(finding.kind, finding.subject) for finding in findings]
     assert container.orphans(set()) == []
     assert podman("container", "exists", f"{run_prefix}team-{team_id}", check=False).returncode != 0
+
+
+def test_the_control_plane_urls_are_rewritten_for_the_container_and_only_their_ports_let_through(tmp_path):
+    """No podman needed: what the container is given, and its firewall, from a spec."""
+    from instances.backends.container import ContainerBackend
+    from instances.specs import InstanceSpec
+
+    backend = ContainerBackend(locks_dir=tmp_path)
+    spec = InstanceSpec(team_id=7, image="localhost/cloudctl-instance:v1", region="", guest={}, secrets={"T": "s"},
+                        env={"CLOUDCTL_URL": "http://127.0.0.1:8000", "CLOUDCTL_S3_ENDPOINT": "http://localhost:8333",
+                             "CLOUDCTL_TEAM_URL": "http://alpha.localhost:8080/"})
+    env, allowed = backend.container_environment(None, spec)
+    assert env["CLOUDCTL_URL"] == "http://10.0.2.2:8000" and env["CLOUDCTL_S3_ENDPOINT"] == "http://10.0.2.2:8333"
+    assert env["CLOUDCTL_TEAM_URL"] == "http://alpha.localhost:8080/"  # a browser's URL, not the container's
+    assert "T" not in env and allowed == [("10.0.2.2", 8000), ("10.0.2.2", 8333)]
+    rules = backend.egress_rules(allowed).splitlines()
+    accepted = [rule for rule in rules if rule.startswith("-A OUTPUT -d 10.0.2.2/32")]
+    assert accepted == ["-A OUTPUT -d 10.0.2.2/32 -p tcp --dport 8000 -j ACCEPT",
+                        "-A OUTPUT -d 10.0.2.2/32 -p tcp --dport 8333 -j ACCEPT"]
+    # Every other address of the host and of private networks is refused after them.
+    assert rules.index("-A OUTPUT -d 10.0.0.0/8 -j REJECT") > rules.index(accepted[-1])
+
+    env, allowed = backend.container_environment(None, InstanceSpec(
+        team_id=7, image="i", region="", guest={}, secrets={},
+        env={"CLOUDCTL_URL": "https://203.0.113.10", "CLOUDCTL_S3_ENDPOINT": "https://192.168.1.5:9000"}))
+    assert env["CLOUDCTL_URL"] == "https://203.0.113.10"  # not this host's: left as it is
+    assert ("192.168.1.5", 9000) in allowed  # a private S3 named by address is let through, before the refusals

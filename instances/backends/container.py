@@ -168,15 +168,19 @@ class ContainerBackend(MachineBackend):
         url = instance.resources["url"]
         probe = url.rstrip("/") + self.spec_for(instance).health_check_path
         deadline = time.monotonic() + self.health_timeout
+        next_look = 0.0
         while time.monotonic() < deadline:
-            container = self._inspect(instance)
-            if container is None or not container["State"]["Running"]:
-                raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
             try:
                 if httpx.get(probe, timeout=2).status_code == 200:
                     return {}
             except httpx.HTTPError:
                 pass
+            # Asking podman costs a process: whether the container still runs is looked at once a second.
+            if time.monotonic() >= next_look:
+                container = self._inspect(instance)
+                if container is None or not container["State"]["Running"]:
+                    raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
+                next_look = time.monotonic() + 1
             time.sleep(0.1)
         raise BackendError(f"no HTTP 200 from {url} within {self.health_timeout}s")
 
@@ -461,8 +465,8 @@ class ContainerBackend(MachineBackend):
         self._podman("init", name)
         namespace = self._podman("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", name).stdout.strip()
         try:
-            firewall = subprocess.run(["nsenter", f"--net={namespace}", "iptables-restore"], input=self.egress_rules(allowed),
-                                      capture_output=True, text=True, timeout=30)
+            firewall = subprocess.run(["nsenter", f"--net={namespace}", "iptables-restore"],
+                                      input=self.egress_rules(allowed), capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as error:
             firewall = subprocess.CompletedProcess([], 1, "", str(error))
         if firewall.returncode != 0:
