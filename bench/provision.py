@@ -49,7 +49,7 @@ def bare_container_start(prefix: str, run: int) -> float:
         poll(lambda: answers(f"http://127.0.0.1:{port}/"), "the bare Datasette container")
         return time.perf_counter() - started
     finally:
-        podman("rm", "--force", "--time", "0", name, check=False)
+        podman("rm", "--force", "--volumes", "--time", "0", name, check=False)
 
 
 def measure(backend: str, runs: int) -> None:

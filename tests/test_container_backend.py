@@ -19,7 +19,7 @@ from instances.machines import get_backend
 from instances.models import Instance
 from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
-from teams.tokens import team_token
+from teams.tokens import rotate_team_token, team_token
 
 from .images import INSTANCE_IMAGE, podman, require_image
 from .instance_sso import as_tester
@@ -45,7 +45,7 @@ def run_prefix():
                           ("secret", ["secret", "ls", "--format", "{{.Name}}"])):
         names = [name for name in podman(*listing, check=False).stdout.split() if name.startswith(prefix)]
         if names:
-            podman(kind, "rm", "--force", *names, check=False)
+            podman(kind, "rm", "--force", *(["--volumes"] if kind == "container" else []), *names, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +236,17 @@ def test_deploy_and_reconcile_work_unchanged_on_containers(container, images, ru
              message="the container made again")
     instance = instance_for(team)
     assert instance.state == Instance.State.RUNNING and container.running_image(instance) == second
+
+    # A token rotated without the restart that follows it: reconcile makes the container anew on the new token,
+    # which the instance exchanges (its health check passes only once it got credentials and serves).
+    old_token, new_token = team_token(team), rotate_team_token(team)
+    result = reconcile_instance(instance.pk, actor="test")
+    assert "secret_behind" in [finding.kind for finding in result.findings]
+    instance = instance_for(team)
+    assert container.secret_generation(instance) == team.token_generation
+    environment = in_container(container, instance, "import os; print(os.environ['CLOUDCTL_TOKEN'])")
+    assert new_token in environment and old_token not in environment
+    assert httpx.get(instance.url, headers=signed_in(container, instance), timeout=10).status_code == 200
 
     # A team gone from the database leaves an orphan the fleet pass reports and, with --prune, removes.
     team_id = team.pk

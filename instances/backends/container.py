@@ -381,10 +381,14 @@ class ContainerBackend(MachineBackend):
 
     def _remove_team(self, name: str) -> None:
         """The team's container, its secrets and its volume (its backups in S3 stay)."""
-        self._podman("rm", "--force", "--time", str(STOP_TIMEOUT_SECONDS), "--ignore", name,
-                     timeout=STOP_TIMEOUT_SECONDS + 30)
+        self._remove_container(name)
         self._remove_secrets(name)
         self._podman("volume", "rm", "--force", f"{name}-data", check=False)
+
+    def _remove_container(self, name: str) -> None:
+        """Stopped (with the time a stop gets) and removed, with any anonymous volume; none is fine."""
+        self._podman("rm", "--force", "--volumes", "--time", str(STOP_TIMEOUT_SECONDS), "--ignore", name,
+                     timeout=STOP_TIMEOUT_SECONDS + 30)
 
     def _remove_secrets(self, container_name: str) -> None:
         listed = self._podman("secret", "ls", "--format", "{{.Name}}")
@@ -432,8 +436,7 @@ class ContainerBackend(MachineBackend):
         its firewall in place before anything runs in it; started when `start`."""
         spec = self.spec_for(instance)
         name = self.container_name(instance)
-        self._podman("rm", "--force", "--time", str(STOP_TIMEOUT_SECONDS), "--ignore", name,
-                     timeout=STOP_TIMEOUT_SECONDS + 30)
+        self._remove_container(name)
         self._remove_secrets(name)
         env, allowed = self.container_environment(instance, spec)
         secret_options = []
@@ -470,6 +473,6 @@ class ContainerBackend(MachineBackend):
         except (OSError, subprocess.TimeoutExpired) as error:
             firewall = subprocess.CompletedProcess([], 1, "", str(error))
         if firewall.returncode != 0:
-            self._podman("rm", "--force", name, check=False)
+            self._podman("rm", "--force", "--volumes", name, check=False)
             raise BackendError(f"the container's firewall could not be set, not starting it: {firewall.stderr.strip()}")
         self._podman("start", name)
