@@ -284,3 +284,14 @@ def test_the_control_plane_urls_are_rewritten_for_the_container_and_only_their_p
         env={"CLOUDCTL_URL": "https://203.0.113.10", "CLOUDCTL_S3_ENDPOINT": "https://192.168.1.5:9000"}))
     assert env["CLOUDCTL_URL"] == "https://203.0.113.10"  # not this host's: left as it is
     assert ("192.168.1.5", 9000) in allowed  # a private S3 named by address is let through, before the refusals
+
+
+def test_a_deploy_accepts_only_the_instance_images_tags(settings, tmp_path):
+    from deploys.selectors import allowed_image_prefixes
+
+    settings.MACHINE_BACKEND, settings.ALLOWED_IMAGE_PREFIXES = CONTAINER, []
+    get_backend.cache_clear()
+    try:
+        assert allowed_image_prefixes() == ["localhost/cloudctl-instance:"]
+    finally:
+        get_backend.cache_clear()

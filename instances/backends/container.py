@@ -120,8 +120,9 @@ class ContainerBackend(MachineBackend):
         self.health_timeout = health_timeout
 
     def default_image_prefixes(self) -> list[str]:
-        # Any image run here gets a team's token: only the instance image's repository unless the settings say more.
-        return [self.image_repository]
+        # Any image run here gets a team's token: only the instance image's repository's tags unless the settings
+        # say more (with its `:`, so `...-instance-evil` is no match).
+        return [f"{self.image_repository}:"]
 
     # --- names ------------------------------------------------------------------------------------------
 
@@ -156,12 +157,13 @@ class ContainerBackend(MachineBackend):
         with self._team_lock(instance):
             container = self._inspect(instance)
             if container is not None and container["State"]["Running"]:
-                return self._resources(container)
+                bindings = container["HostConfig"]["PortBindings"][f"{CONTAINER_PORT}/tcp"]
+                return self._resources(container["Id"], int(bindings[0]["HostPort"]))
             port = instance.resources.get("port")
             if not port or not _port_is_free(self.publish_address, port):
                 port = _free_port(self.publish_address)
-            self._create(instance, port, image=self.spec_for(instance).image, start=True)
-            return self._resources(self._inspect(instance))
+            return self._create(instance, port, image=self.spec_for(instance).image, start=True,
+                                replacing=container is not None)
 
     def wait_healthy(self, instance) -> dict:
         """Its health check path answers 200: the one path an instance serves without its router's secret."""
@@ -256,8 +258,7 @@ class ContainerBackend(MachineBackend):
             if container is None:
                 return {}  # nothing to move: provisioning makes it on the instance's image
             port = instance.resources.get("port") or _free_port(self.publish_address)
-            self._create(instance, port, image=image, start=should_run)
-            resources = self._resources(self._inspect(instance))
+            resources = self._create(instance, port, image=image, start=should_run, replacing=True)
         if should_run:
             instance.resources.update(resources)
             self.wait_healthy(instance)
@@ -290,9 +291,8 @@ class ContainerBackend(MachineBackend):
             if container is None:
                 return {}
             running = container["State"]["Running"]
-            self._create(instance, instance.resources.get("port") or _free_port(self.publish_address),
-                         image=self._image(container), start=running)
-            resources = self._resources(self._inspect(instance))
+            resources = self._create(instance, instance.resources.get("port") or _free_port(self.publish_address),
+                                     image=self._image(container), start=running, replacing=True)
         if running:
             instance.resources.update(resources)
             self.wait_healthy(instance)
@@ -366,10 +366,8 @@ class ContainerBackend(MachineBackend):
     def _image(container: dict | None) -> str | None:
         return None if container is None else container["Config"]["Labels"].get(IMAGE_LABEL)
 
-    def _resources(self, container: dict) -> dict:
-        bindings = container["HostConfig"]["PortBindings"][f"{CONTAINER_PORT}/tcp"]
-        port = int(bindings[0]["HostPort"])
-        return {"container": container["Id"], "port": port, "url": f"http://{self.publish_address}:{port}/"}
+    def _resources(self, container_id: str, port: int) -> dict:
+        return {"container": container_id, "port": port, "url": f"http://{self.publish_address}:{port}/"}
 
     @contextmanager
     def _team_lock(self, instance):
@@ -431,12 +429,13 @@ class ContainerBackend(MachineBackend):
         rules += [f"-A OUTPUT -d {network} -j REJECT" for network in BLOCKED_NETWORKS]
         return "\n".join([*rules, "COMMIT", ""])
 
-    def _create(self, instance, port: int, *, image: str, start: bool) -> None:
-        """Make the team's container anew from its spec on `image` (the old one and its secrets removed first), with
-        its firewall in place before anything runs in it; started when `start`."""
+    def _create(self, instance, port: int, *, image: str, start: bool, replacing: bool) -> dict:
+        """Make the team's container anew from its spec on `image` (the one it is `replacing` and old secrets removed
+        first), with its firewall in place before anything runs in it; started when `start`. Returns its resources."""
         spec = self.spec_for(instance)
         name = self.container_name(instance)
-        self._remove_container(name)
+        if replacing:
+            self._remove_container(name)
         self._remove_secrets(name)
         env, allowed = self.container_environment(instance, spec)
         secret_options = []
@@ -447,7 +446,7 @@ class ContainerBackend(MachineBackend):
                          input=value)
             secret_options += ["--secret", f"{secret},type=env,target={variable}"]
         env_options = [option for variable, value in env.items() for option in ("--env", f"{variable}={value}")]
-        self._podman(
+        created = self._podman(
             "create", "--name", name,
             "--label", f"{TEAM_LABEL}={instance.team_id}", "--label", f"{PREFIX_LABEL}={self.name_prefix}",
             "--label", f"{GENERATION_LABEL}={instance.team.token_generation}",
@@ -460,6 +459,7 @@ class ContainerBackend(MachineBackend):
             *secret_options, *env_options, image)
         if start:
             self._start_behind_firewall(name, allowed)
+        return self._resources(created.stdout.strip(), port)
 
     def _start_behind_firewall(self, name: str, allowed: list[tuple[str, int]]) -> None:
         """`podman init` makes the network namespace without running anything in it; the firewall goes in; then
