@@ -2,7 +2,7 @@
 (provision, stop, start, update with read-back, observe, destroy, orphans), the deploy and reconcile code unchanged
 on it, and what isolates one team's container from another team and from the control plane.
 
-Every container, volume, secret and image made here carries this run's own name prefix and is removed at the end,
+Every container, volume and image made here carries this run's own name prefix and is removed at the end,
 failed or not. These tests touch the Django database as every backend test does (teams, instances), nothing
 PostgreSQL-specific: the SQLite pass is enough for them.
 """
@@ -41,8 +41,7 @@ def run_prefix():
     prefix = f"cloudctl-container-test-{secrets.token_hex(4)}-"
     yield prefix
     for kind, listing in (("container", ["ps", "--all", "--format", "{{.Names}}"]),
-                          ("volume", ["volume", "ls", "--format", "{{.Name}}"]),
-                          ("secret", ["secret", "ls", "--format", "{{.Name}}"])):
+                          ("volume", ["volume", "ls", "--format", "{{.Name}}"])):
         names = [name for name in podman(*listing, check=False).stdout.split() if name.startswith(prefix)]
         if names:
             podman(kind, "rm", "--force", *(["--volumes"] if kind == "container" else []), *names, check=False)
@@ -155,8 +154,6 @@ def test_provision_stop_start_update_and_destroy_a_team_container(container, ima
     container.destroy(instance)
     assert container.observe(instance) is ObservedState.MISSING and container.running_image(instance) is None
     assert podman("volume", "exists", container.volume_name(instance), check=False).returncode != 0
-    assert not [name for name in podman("secret", "ls", "--format", "{{.Name}}").stdout.split()
-                if name.startswith(container.container_name(instance))]
 
 
 def test_a_team_container_reaches_only_the_control_plane(container, s3_env, forwarding_sso, settings):
@@ -171,8 +168,8 @@ def test_a_team_container_reaches_only_the_control_plane(container, s3_env, forw
     assert [binding["HostIp"] for binding in host["PortBindings"]["8080/tcp"]] == ["127.0.0.1"]
     assert inspected["Config"]["User"] == "65534:65534"
 
-    # The team's token goes in as a podman secret: never in a label, the command line podman recorded, or any
-    # command line of this host (what `ps` shows every user).
+    # The team's token goes in through podman's own environment: never in a label, the command line podman
+    # recorded, or any command line of this host (what `ps` shows every user).
     token = team_token(team_a)
     assert token not in str(inspected["Config"]["Labels"])
     assert token not in " ".join(inspected["Config"]["CreateCommand"])

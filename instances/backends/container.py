@@ -6,8 +6,8 @@ observe, inspect and orphans read podman's own state), memory, CPU and process l
 system, every capability dropped, no new privileges, an unprivileged user, its own network namespace
 (slirp4netns: no bridge shared with other teams) and its port published on 127.0.0.1 only, for the router in front.
 
-The team's secrets (its token, its routing secret) go in as podman secrets (`type=env`): never on a command line,
-in a label or in the image. The instance reaches the control plane's private API and S3 (on one host they often
+The team's secrets (its token, its routing secret) go in through the environment of the `podman create` process
+(`--env NAME`, no value): never on a command line, in a label or in the image. The instance reaches the control plane's private API and S3 (on one host they often
 listen on 127.0.0.1) through slirp4netns's host loopback address, 10.0.2.2, and an egress firewall written into
 the container's network namespace between `podman init` and `podman start` (the tenant, without CAP_NET_ADMIN,
 cannot change it) lets it reach only those two ports of the host: not other teams' published ports, not the
@@ -27,6 +27,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .base import UNHEALTHY_STATES, BackendError, MachineBackend, ObservedState, Observation, Step
+from .local import free_port, port_is_free
 
 REPO = Path(__file__).resolve().parents[2]
 # The URLs of the spec the instance calls itself: the private API and the S3 endpoint. A loopback host in them is
@@ -47,6 +49,7 @@ NETWORK = "slirp4netns:allow_host_loopback=true,enable_ipv6=false"
 BLOCKED_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
                     "127.0.0.0/8", "0.0.0.0/8")
 CONTAINER_PORT = 8080  # the image's PORT
+PUBLISH_ADDRESS = "127.0.0.1"  # the only address a team's port is published on: the router's side, never the world
 DATA_DIR = "/data"  # the image's VOLUME
 TEAM_LABEL = "cloudctl.team"
 PREFIX_LABEL = "cloudctl.prefix"  # which backend's containers (its name prefix): observe and orphans look at these only
@@ -62,22 +65,6 @@ CLEAN_EXIT_CODES = (0, 143)
 STATES = {"running": ObservedState.RUNNING, "paused": ObservedState.RUNNING, "stopping": ObservedState.RUNNING,
           "created": ObservedState.STOPPED, "configured": ObservedState.STOPPED,
           "initialized": ObservedState.STOPPED, "stopped": ObservedState.STOPPED}
-
-
-def _free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
-
-
-def _port_is_free(address: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -98,16 +85,15 @@ class ContainerBackend(MachineBackend):
     `containers_conf`, the podman configuration it runs with (CONTAINERS_CONF; by default the repository's
     podman/containers.conf: runc, no default ulimits); `image_repository`, what a deployed image must start with
     unless the settings say otherwise; `memory`, `cpus`, `pids_limit`, each container's limits; `user`, who the
-    instance runs as inside the container; `name_prefix`, before every container, volume and secret name;
-    `locks_dir`, where the per-team lock files go; `publish_address`, where ports are published (the router's
-    side); `health_timeout`, how long a started instance may take to answer HTTP."""
+    instance runs as inside the container; `name_prefix`, before every container and volume name;
+    `locks_dir`, where the per-team lock files go; `health_timeout`, how long a started instance may take to answer HTTP."""
 
     runs_instances_here = True
 
     def __init__(self, *, podman: str = "podman", containers_conf: str | Path = REPO / "podman" / "containers.conf",
                  image_repository: str = "localhost/cloudctl-instance", memory: str = "512m", cpus: str = "1",
                  pids_limit: int = 256, user: str = "65534:65534", name_prefix: str = "cloudctl-",
-                 locks_dir: str | Path, publish_address: str = "127.0.0.1", health_timeout: float = 120,
+                 locks_dir: str | Path, health_timeout: float = 120,
                  spec_for=None):
         super().__init__(spec_for=spec_for)
         self.podman_command = podman
@@ -116,7 +102,6 @@ class ContainerBackend(MachineBackend):
         self.memory, self.cpus, self.pids_limit, self.user = memory, str(cpus), int(pids_limit), user
         self.name_prefix = name_prefix
         self.locks_dir = Path(locks_dir)
-        self.publish_address = publish_address
         self.health_timeout = health_timeout
 
     def default_image_prefixes(self) -> list[str]:
@@ -132,9 +117,6 @@ class ContainerBackend(MachineBackend):
     def volume_name(self, instance) -> str:
         return f"{self.container_name(instance)}-data"
 
-    def secret_name(self, instance, variable: str) -> str:
-        return f"{self.container_name(instance)}-{variable.lower().replace('_', '-')}"
-
     def provisioning_steps(self) -> list[Step]:
         return [Step("volume", self.ensure_volume), Step("machine", self.ensure_running),
                 Step("healthy", self.wait_healthy)]
@@ -143,12 +125,11 @@ class ContainerBackend(MachineBackend):
 
     def ensure_volume(self, instance) -> dict:
         name = self.volume_name(instance)
-        if self._podman("volume", "exists", name, check=False).returncode != 0:
-            created = self._podman("volume", "create", "--label", f"{TEAM_LABEL}={instance.team_id}",
-                                   "--label", f"{PREFIX_LABEL}={self.name_prefix}", name, check=False)
-            # Another run may have made it between our look and our create.
-            if created.returncode != 0 and self._podman("volume", "exists", name, check=False).returncode != 0:
-                raise BackendError(f"creating volume {name} failed: {created.stderr.strip()}")
+        created = self._podman("volume", "create", "--label", f"{TEAM_LABEL}={instance.team_id}",
+                               "--label", f"{PREFIX_LABEL}={self.name_prefix}", name, check=False)
+        # A create refused because the volume exists (an earlier run's, or another run's just now) is the step done.
+        if created.returncode != 0 and self._podman("volume", "exists", name, check=False).returncode != 0:
+            raise BackendError(f"creating volume {name} failed: {created.stderr.strip()}")
         return {"volume": name}
 
     def ensure_running(self, instance) -> dict:
@@ -160,8 +141,8 @@ class ContainerBackend(MachineBackend):
                 bindings = container["HostConfig"]["PortBindings"][f"{CONTAINER_PORT}/tcp"]
                 return self._resources(container["Id"], int(bindings[0]["HostPort"]))
             port = instance.resources.get("port")
-            if not port or not _port_is_free(self.publish_address, port):
-                port = _free_port(self.publish_address)
+            if not port or not port_is_free(port):
+                port = free_port()
             return self._create(instance, port, image=self.spec_for(instance).image, start=True,
                                 replacing=container is not None)
 
@@ -257,7 +238,7 @@ class ContainerBackend(MachineBackend):
                 return {}
             if container is None:
                 return {}  # nothing to move: provisioning makes it on the instance's image
-            port = instance.resources.get("port") or _free_port(self.publish_address)
+            port = instance.resources.get("port") or free_port()
             resources = self._create(instance, port, image=image, start=should_run, replacing=True)
         if should_run:
             instance.resources.update(resources)
@@ -291,7 +272,7 @@ class ContainerBackend(MachineBackend):
             if container is None:
                 return {}
             running = container["State"]["Running"]
-            resources = self._create(instance, instance.resources.get("port") or _free_port(self.publish_address),
+            resources = self._create(instance, instance.resources.get("port") or free_port(),
                                      image=self._image(container), start=running, replacing=True)
         if running:
             instance.resources.update(resources)
@@ -314,12 +295,13 @@ class ContainerBackend(MachineBackend):
 
     # --- internals --------------------------------------------------------------------------------------
 
-    def _podman(self, *args: str, check: bool = True, input: str | None = None,
+    def _podman(self, *args: str, check: bool = True, secrets: Mapping[str, str] | None = None,
                 timeout: float = 120) -> subprocess.CompletedProcess:
-        env = {**os.environ, "CONTAINERS_CONF": self.containers_conf}
+        """podman with `args`; `secrets` are put in its environment, for `--env NAME` to take them from there."""
+        env = {**os.environ, **(secrets or {}), "CONTAINERS_CONF": self.containers_conf}
         try:
             result = subprocess.run([self.podman_command, *args], env=env, capture_output=True, text=True,
-                                    input=input, timeout=timeout)
+                                    timeout=timeout)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise BackendError(f"podman {args[0]} failed: {error}") from None
         if check and result.returncode != 0:
@@ -367,7 +349,7 @@ class ContainerBackend(MachineBackend):
         return None if container is None else container["Config"]["Labels"].get(IMAGE_LABEL)
 
     def _resources(self, container_id: str, port: int) -> dict:
-        return {"container": container_id, "port": port, "url": f"http://{self.publish_address}:{port}/"}
+        return {"container": container_id, "port": port, "url": f"http://{PUBLISH_ADDRESS}:{port}/"}
 
     @contextmanager
     def _team_lock(self, instance):
@@ -378,21 +360,14 @@ class ContainerBackend(MachineBackend):
             yield
 
     def _remove_team(self, name: str) -> None:
-        """The team's container, its secrets and its volume (its backups in S3 stay)."""
+        """The team's container and its volume (its backups in S3 stay)."""
         self._remove_container(name)
-        self._remove_secrets(name)
         self._podman("volume", "rm", "--force", f"{name}-data", check=False)
 
     def _remove_container(self, name: str) -> None:
         """Stopped (with the time a stop gets) and removed, with any anonymous volume; none is fine."""
         self._podman("rm", "--force", "--volumes", "--time", str(STOP_TIMEOUT_SECONDS), "--ignore", name,
                      timeout=STOP_TIMEOUT_SECONDS + 30)
-
-    def _remove_secrets(self, container_name: str) -> None:
-        listed = self._podman("secret", "ls", "--format", "{{.Name}}")
-        mine = [name for name in listed.stdout.split() if name.startswith(f"{container_name}-")]
-        if mine:
-            self._podman("secret", "rm", *mine, check=False)
 
     def container_environment(self, instance, spec) -> tuple[dict[str, str], list[tuple[str, int]]]:
         """The spec's environment as the container sees it, and the (address, port) pairs of the host it must
@@ -430,33 +405,27 @@ class ContainerBackend(MachineBackend):
         return "\n".join([*rules, "COMMIT", ""])
 
     def _create(self, instance, port: int, *, image: str, start: bool, replacing: bool) -> dict:
-        """Make the team's container anew from its spec on `image` (the one it is `replacing` and old secrets removed
-        first), with its firewall in place before anything runs in it; started when `start`. Returns its resources."""
+        """Make the team's container anew from its spec on `image` (the one it is `replacing` removed first), with its
+        firewall in place before anything runs in it; started when `start`. Returns its resources."""
         spec = self.spec_for(instance)
         name = self.container_name(instance)
         if replacing:
             self._remove_container(name)
-        self._remove_secrets(name)
         env, allowed = self.container_environment(instance, spec)
-        secret_options = []
-        for variable, value in spec.secrets.items():
-            secret = self.secret_name(instance, variable)
-            # Through stdin: a secret never appears on a command line (`ps`) or in a label.
-            self._podman("secret", "create", "--label", f"{PREFIX_LABEL}={self.name_prefix}", secret, "-",
-                         input=value)
-            secret_options += ["--secret", f"{secret},type=env,target={variable}"]
+        # The secrets by name only: podman takes their values from its own environment, never from a command line.
+        secret_options = [option for variable in spec.secrets for option in ("--env", variable)]
         env_options = [option for variable, value in env.items() for option in ("--env", f"{variable}={value}")]
         created = self._podman(
             "create", "--name", name,
             "--label", f"{TEAM_LABEL}={instance.team_id}", "--label", f"{PREFIX_LABEL}={self.name_prefix}",
             "--label", f"{GENERATION_LABEL}={instance.team.token_generation}",
             "--label", f"{IMAGE_LABEL}={image}", "--label", f"{START_LABEL}={'yes' if start else 'no'}",
-            "--network", NETWORK, "--publish", f"{self.publish_address}:{port}:{CONTAINER_PORT}",
+            "--network", NETWORK, "--publish", f"{PUBLISH_ADDRESS}:{port}:{CONTAINER_PORT}",
             "--volume", f"{self.volume_name(instance)}:{DATA_DIR}:U", "--user", self.user,
             "--read-only", "--read-only-tmpfs", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--memory", self.memory, "--cpus", self.cpus, "--pids-limit", str(self.pids_limit),
             "--restart", "no", "--pull", "never", "--stop-timeout", str(STOP_TIMEOUT_SECONDS),
-            *secret_options, *env_options, image)
+            *secret_options, *env_options, image, secrets=spec.secrets)
         if start:
             self._start_behind_firewall(name, allowed)
         return self._resources(created.stdout.strip(), port)
