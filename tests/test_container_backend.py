@@ -14,14 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from instances.backends import ObservedState
+from instances.backends import BackendError, ObservedState
 from instances.machines import get_backend
 from instances.models import Instance
 from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
 from teams.tokens import rotate_team_token, team_token
 
-from .images import INSTANCE_IMAGE, podman, require_image
+from .images import INSTANCE_IMAGE, REPO, podman, require_image
 from .instance_sso import as_tester
 from .routing import as_router
 from .test_instance import REGION, wait_for
@@ -193,22 +193,32 @@ def test_a_team_container_reaches_only_the_control_plane(container, s3_env, forw
     for blocked in (f"10.0.2.2 {b_port}", "10.0.2.2 22", f"127.0.0.1 {b_port}", "169.254.169.254 80"):
         assert f"{blocked} refused" in printed, printed
 
-    # B's data is on B's volume only: A's container sees its own /data and no other volume of this host.
+    # B's data is on B's volume only: A's container sees its own /data and no other file of this host's (not B's
+    # volume, not the control plane's state directory with its secrets).
     with open(f"{volume_path(container, b)}/b-only.txt", "w") as secret_file:
         secret_file.write("team B's data")
-    b_volume = volume_path(container, b)
+    host_paths = [volume_path(container, b), "/var/lib/containers", str(settings.STATE_DIR), str(REPO / "var")]
     seen = in_container(container, a, f"""
 import os
 print(sorted(os.listdir('/data')))
-print(os.path.exists({b_volume!r}), os.path.exists('/var/lib/containers'))
+print([os.path.exists(path) for path in {host_paths!r}])
 """)
-    assert "b-only.txt" not in seen and "False False" in seen, seen
+    assert "b-only.txt" not in seen and "[False, False, False, False]" in seen, seen
     # Nor can it change its firewall (no capability at all, CAP_NET_ADMIN included), and its root is read-only.
     tried = in_container(container, a, """
 print([line.split()[1] for line in open("/proc/self/status") if line.startswith(("CapPrm", "CapEff"))])
 print([line.split()[3].split(',')[0] for line in open('/proc/mounts') if line.split()[1] == '/'])
 """)
     assert "['0000000000000000', '0000000000000000']" in tried and "['ro']" in tried, tried
+
+
+def test_a_container_whose_firewall_cannot_be_set_never_starts(container, monkeypatch):
+    monkeypatch.setattr(type(container), "egress_rules", lambda self, allowed: "*filter\n-A NO-SUCH-CHAIN\nCOMMIT\n")
+    team = create_team_and_provision("alpha")
+    with pytest.raises(BackendError, match="firewall could not be set"):
+        provision(team, actor="test")
+    instance = instance_for(team)
+    assert instance.state == Instance.State.FAILED and container.observe(instance) is ObservedState.MISSING
 
 
 def test_deploy_and_reconcile_work_unchanged_on_containers(container, images, run_prefix):
