@@ -33,7 +33,7 @@ def _container_options() -> dict:
             "image_repository": settings.CONTAINER_IMAGE_REPOSITORY, "memory": settings.CONTAINER_MEMORY,
             "cpus": settings.CONTAINER_CPUS, "pids_limit": settings.CONTAINER_PIDS_LIMIT,
             "user": settings.CONTAINER_USER, "name_prefix": settings.CONTAINER_NAME_PREFIX,
-            "locks_dir": settings.STATE_DIR / "containers", "health_timeout": settings.INSTANCE_HEALTH_TIMEOUT}
+            "state_dir": settings.STATE_DIR / "containers", "health_timeout": settings.INSTANCE_HEALTH_TIMEOUT}
 
 
 # The options of the backends cloudctl ships, read from the settings (CLOUDCTL_LOCAL_*, CLOUDCTL_FLY_*,

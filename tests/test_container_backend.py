@@ -213,7 +213,10 @@ print([line.split()[3].split(',')[0] for line in open('/proc/mounts') if line.sp
 
 
 def test_a_container_whose_firewall_cannot_be_set_never_starts(container, monkeypatch):
-    monkeypatch.setattr(type(container), "egress_rules", lambda self, allowed: "*filter\n-A NO-SUCH-CHAIN\nCOMMIT\n")
+    # An address iptables refuses: the hook cannot load the rules.
+    real = type(container).container_environment
+    monkeypatch.setattr(type(container), "container_environment",
+                        lambda self, instance, spec: (real(self, instance, spec)[0], [("10.0.2.999", 80)]))
     team = create_team_and_provision("alpha")
     with pytest.raises(BackendError, match="firewall could not be set"):
         provision(team, actor="test")
@@ -268,10 +271,11 @@ def test_deploy_and_reconcile_work_unchanged_on_containers(container, images, ru
 
 def test_the_control_plane_urls_are_rewritten_for_the_container_and_only_their_ports_let_through(tmp_path):
     """No podman needed: what the container is given, and its firewall, from a spec."""
+    from instances.backends import container_firewall as firewall
     from instances.backends.container import ContainerBackend
     from instances.specs import InstanceSpec
 
-    backend = ContainerBackend(locks_dir=tmp_path)
+    backend = ContainerBackend(state_dir=tmp_path)
     spec = InstanceSpec(team_id=7, image="localhost/cloudctl-instance:v1", region="", guest={}, secrets={"T": "s"},
                         env={"CLOUDCTL_URL": "http://127.0.0.1:8000", "CLOUDCTL_S3_ENDPOINT": "http://localhost:8333",
                              "CLOUDCTL_TEAM_URL": "http://alpha.localhost:8080/"})
@@ -279,7 +283,7 @@ def test_the_control_plane_urls_are_rewritten_for_the_container_and_only_their_p
     assert env["CLOUDCTL_URL"] == "http://10.0.2.2:8000" and env["CLOUDCTL_S3_ENDPOINT"] == "http://10.0.2.2:8333"
     assert env["CLOUDCTL_TEAM_URL"] == "http://alpha.localhost:8080/"  # a browser's URL, not the container's
     assert "T" not in env and allowed == [("10.0.2.2", 8000), ("10.0.2.2", 8333)]
-    rules = backend.egress_rules(allowed).splitlines()
+    rules = firewall.egress_rules(firewall.allowed_from(firewall.annotation(allowed))).splitlines()
     accepted = [rule for rule in rules if rule.startswith("-A OUTPUT -d 10.0.2.2/32")]
     assert accepted == ["-A OUTPUT -d 10.0.2.2/32 -p tcp --dport 8000 -j ACCEPT",
                         "-A OUTPUT -d 10.0.2.2/32 -p tcp --dport 8333 -j ACCEPT"]

@@ -24,8 +24,10 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from . import container_firewall as firewall
 from .base import UNHEALTHY_STATES, BackendError, MachineBackend, ObservedState, Observation, Step
 from .local import free_port, port_is_free
 
@@ -42,12 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 # the control plane's own machine, which the container reaches at slirp4netns's host address.
 CONTROL_PLANE_URL_VARIABLES = ("CLOUDCTL_URL", "CLOUDCTL_S3_ENDPOINT")
 HOST_LOOPBACK = "10.0.2.2"  # slirp4netns: the host's 127.0.0.1, seen from the container (allow_host_loopback)
-SLIRP_DNS = "10.0.2.3"
 NETWORK = "slirp4netns:allow_host_loopback=true,enable_ipv6=false"
-# What the egress firewall refuses beyond the ports the spec names: the host (through slirp4netns) and every
-# private, shared and link-local range (other hosts of the operator's network, cloud metadata services).
-BLOCKED_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
-                    "127.0.0.0/8", "0.0.0.0/8")
 CONTAINER_PORT = 8080  # the image's PORT
 PUBLISH_ADDRESS = "127.0.0.1"  # the only address a team's port is published on: the router's side, never the world
 DATA_DIR = "/data"  # the image's VOLUME
@@ -86,14 +84,14 @@ class ContainerBackend(MachineBackend):
     podman/containers.conf: runc, no default ulimits); `image_repository`, what a deployed image must start with
     unless the settings say otherwise; `memory`, `cpus`, `pids_limit`, each container's limits; `user`, who the
     instance runs as inside the container; `name_prefix`, before every container and volume name;
-    `locks_dir`, where the per-team lock files go; `health_timeout`, how long a started instance may take to answer HTTP."""
+    `state_dir`, where the per-team lock files and the firewall hook's configuration go; `health_timeout`, how long a started instance may take to answer HTTP."""
 
     runs_instances_here = True
 
     def __init__(self, *, podman: str = "podman", containers_conf: str | Path = REPO / "podman" / "containers.conf",
                  image_repository: str = "localhost/cloudctl-instance", memory: str = "512m", cpus: str = "1",
                  pids_limit: int = 256, user: str = "65534:65534", name_prefix: str = "cloudctl-",
-                 locks_dir: str | Path, health_timeout: float = 120,
+                 state_dir: str | Path, health_timeout: float = 120,
                  spec_for=None):
         super().__init__(spec_for=spec_for)
         self.podman_command = podman
@@ -101,7 +99,7 @@ class ContainerBackend(MachineBackend):
         self.image_repository = image_repository
         self.memory, self.cpus, self.pids_limit, self.user = memory, str(cpus), int(pids_limit), user
         self.name_prefix = name_prefix
-        self.locks_dir = Path(locks_dir)
+        self.state_dir = Path(state_dir)
         self.health_timeout = health_timeout
 
     def default_image_prefixes(self) -> list[str]:
@@ -300,14 +298,32 @@ class ContainerBackend(MachineBackend):
         """podman with `args`; `secrets` are put in its environment, for `--env NAME` to take them from there."""
         env = {**os.environ, **(secrets or {}), "CONTAINERS_CONF": self.containers_conf}
         try:
-            result = subprocess.run([self.podman_command, *args], env=env, capture_output=True, text=True,
-                                    timeout=timeout)
+            result = subprocess.run([self.podman_command, "--hooks-dir", str(self._hooks_dir()), *args], env=env,
+                                    capture_output=True, text=True, timeout=timeout)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise BackendError(f"podman {args[0]} failed: {error}") from None
         if check and result.returncode != 0:
             # podman's stderr names the object and the reason; no command of ours carries a secret in its arguments.
             raise BackendError(f"podman {' '.join(args[:2])} failed: {result.stderr.strip()}")
         return result
+
+    def _hooks_dir(self) -> Path:
+        """The OCI hooks podman runs for our containers: the egress firewall (`container_firewall.py`), at every
+        start of a container annotated with what it may reach, run by this interpreter."""
+        hooks = self.state_dir / "hooks.d"
+        config = json.dumps({
+            "version": "1.0.0", "stages": ["createRuntime"],
+            "hook": {"path": sys.executable, "args": [sys.executable, firewall.__file__],
+                     "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+            "when": {"annotations": {f"^{re.escape(firewall.ANNOTATION)}$": ".*"}},
+        }, indent=1)
+        path = hooks / "cloudctl-egress-firewall.json"
+        if not path.exists() or path.read_text() != config:
+            hooks.mkdir(parents=True, exist_ok=True)
+            staged = path.with_suffix(f".{os.getpid()}.tmp")  # not a .json: podman reads only those
+            staged.write_text(config)
+            staged.replace(path)
+        return hooks
 
     def _inspect(self, instance) -> dict | None:
         """The team's container as podman inspects it, or None when there is none (or one not ours by its labels)."""
@@ -354,8 +370,8 @@ class ContainerBackend(MachineBackend):
     @contextmanager
     def _team_lock(self, instance):
         """Orders the start decisions for one team across every process of this host."""
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.locks_dir / f"{self.container_name(instance)}.lock", "w") as lock:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / f"{self.container_name(instance)}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
@@ -392,18 +408,6 @@ class ContainerBackend(MachineBackend):
                 allowed.extend((address, port) for address in sorted(addresses))
         return env, allowed
 
-    def egress_rules(self, allowed: list[tuple[str, int]]) -> str:
-        """The container's firewall (iptables-restore): its own loopback, replies, DNS through slirp4netns, the
-        control plane's ports; nothing else of the host or of any private or link-local network."""
-        rules = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
-                 "-A OUTPUT -o lo -j ACCEPT",
-                 "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-                 f"-A OUTPUT -d {SLIRP_DNS}/32 -p udp --dport 53 -j ACCEPT",
-                 f"-A OUTPUT -d {SLIRP_DNS}/32 -p tcp --dport 53 -j ACCEPT"]
-        rules += [f"-A OUTPUT -d {address}/32 -p tcp --dport {port} -j ACCEPT" for address, port in allowed]
-        rules += [f"-A OUTPUT -d {network} -j REJECT" for network in BLOCKED_NETWORKS]
-        return "\n".join([*rules, "COMMIT", ""])
-
     def _create(self, instance, port: int, *, image: str, start: bool, replacing: bool) -> dict:
         """Make the team's container anew from its spec on `image` (the one it is `replacing` removed first), with its
         firewall in place before anything runs in it; started when `start`. Returns its resources."""
@@ -415,8 +419,10 @@ class ContainerBackend(MachineBackend):
         # The secrets by name only: podman takes their values from its own environment, never from a command line.
         secret_options = [option for variable in spec.secrets for option in ("--env", variable)]
         env_options = [option for variable, value in env.items() for option in ("--env", f"{variable}={value}")]
+        # Made and started in one: the firewall hook runs between the two, before anything runs in the container.
         created = self._podman(
-            "create", "--name", name,
+            "run" if start else "create", *(["--detach"] if start else []), "--name", name,
+            "--annotation", f"{firewall.ANNOTATION}={firewall.annotation(allowed)}",
             "--label", f"{TEAM_LABEL}={instance.team_id}", "--label", f"{PREFIX_LABEL}={self.name_prefix}",
             "--label", f"{GENERATION_LABEL}={instance.team.token_generation}",
             "--label", f"{IMAGE_LABEL}={image}", "--label", f"{START_LABEL}={'yes' if start else 'no'}",
@@ -425,23 +431,8 @@ class ContainerBackend(MachineBackend):
             "--read-only", "--read-only-tmpfs", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--memory", self.memory, "--cpus", self.cpus, "--pids-limit", str(self.pids_limit),
             "--restart", "no", "--pull", "never", "--stop-timeout", str(STOP_TIMEOUT_SECONDS),
-            *secret_options, *env_options, image, secrets=spec.secrets)
-        if start:
-            self._start_behind_firewall(name, allowed)
-        return self._resources(created.stdout.strip(), port)
-
-    def _start_behind_firewall(self, name: str, allowed: list[tuple[str, int]]) -> None:
-        """`podman init` makes the network namespace without running anything in it; the firewall goes in; then
-        the instance starts. A start by anything else (podman start) would skip the firewall: the container has no
-        restart policy, and every start of ours goes through here."""
-        self._podman("init", name)
-        namespace = self._podman("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", name).stdout.strip()
-        try:
-            firewall = subprocess.run(["nsenter", f"--net={namespace}", "iptables-restore"],
-                                      input=self.egress_rules(allowed), capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            firewall = subprocess.CompletedProcess([], 1, "", str(error))
-        if firewall.returncode != 0:
-            self._podman("rm", "--force", "--volumes", name, check=False)
-            raise BackendError(f"the container's firewall could not be set, not starting it: {firewall.stderr.strip()}")
-        self._podman("start", name)
+            *secret_options, *env_options, image, secrets=spec.secrets, check=False)
+        if created.returncode != 0:
+            self._remove_container(name)  # a run refused by its firewall hook leaves the container made, not started
+            raise BackendError(f"podman {'run' if start else 'create'} failed: {created.stderr.strip()}")
+        return self._resources(created.stdout.strip().splitlines()[-1], port)
