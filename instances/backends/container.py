@@ -8,14 +8,14 @@ system, every capability dropped, no new privileges, an unprivileged user, its o
 
 The team's secrets (its token, its routing secret) go in through the environment of the `podman create` process
 (`--env NAME`, no value): never on a command line, in a label or in the image. The instance reaches the control plane's private API and S3 (on one host they often
-listen on 127.0.0.1) through slirp4netns's host loopback address, 10.0.2.2, and an egress firewall written into
-the container's network namespace between `podman init` and `podman start` (the tenant, without CAP_NET_ADMIN,
-cannot change it) lets it reach only those two ports of the host: not other teams' published ports, not the
-host's other services, nor any private or link-local address.
+listen on 127.0.0.1) through slirp4netns's host loopback address, 10.0.2.2, and an egress firewall loaded into
+the container's network namespace by an OCI hook at every start, before anything runs in it (`container_firewall`;
+the tenant, without CAP_NET_ADMIN, cannot change it) lets it reach only those two ports of the host: not other
+teams' published ports, not the host's other services, nor any private or link-local address.
 
 Every start makes the container anew from the instance's spec (its current token, its image) on the same volume
-and port, so a restart after a token rotation runs with the new token. Requires rootful podman (the firewall is
-written with nsenter into the container's namespace).
+and port, so a restart after a token rotation runs with the new token. Requires rootful podman (the hook enters
+the container's namespace with nsenter).
 """
 
 from __future__ import annotations
