@@ -6,12 +6,13 @@ observe, inspect and orphans read podman's own state), memory, CPU and process l
 system, every capability dropped, no new privileges, an unprivileged user, its own network namespace
 (slirp4netns: no bridge shared with other teams) and its port published on 127.0.0.1 only, for the router in front.
 
-The team's secrets (its token, its routing secret) go in through the environment of the `podman create` process
-(`--env NAME`, no value): never on a command line, in a label or in the image. The instance reaches the control plane's private API and S3 (on one host they often
-listen on 127.0.0.1) through slirp4netns's host loopback address, 10.0.2.2, and an egress firewall loaded into
-the container's network namespace by an OCI hook at every start, before anything runs in it (`container_firewall`;
-the tenant, without CAP_NET_ADMIN, cannot change it) lets it reach only those two ports of the host: not other
-teams' published ports, not the host's other services, nor any private or link-local address.
+The team's secrets (its token, its routing secret) go in through the environment of the podman process (`--env
+NAME`, no value): never on a command line, in a label or in the image. The instance reaches the control plane's
+private API and S3 (on one host they often listen on 127.0.0.1) through slirp4netns's host loopback address,
+10.0.2.2, and an egress firewall loaded into the container's network namespace by an OCI hook at every start,
+before anything runs in it (`container_firewall`; the tenant, without CAP_NET_ADMIN, cannot change it) lets it
+reach only those two ports of the host: not other teams' published ports, not the host's other services, nor any
+private or link-local address.
 
 Every start makes the container anew from the instance's spec (its current token, its image) on the same volume
 and port, so a restart after a token rotation runs with the new token. Requires rootful podman (the hook enters
@@ -84,7 +85,8 @@ class ContainerBackend(MachineBackend):
     podman/containers.conf: runc, no default ulimits); `image_repository`, what a deployed image must start with
     unless the settings say otherwise; `memory`, `cpus`, `pids_limit`, each container's limits; `user`, who the
     instance runs as inside the container; `name_prefix`, before every container and volume name;
-    `state_dir`, where the per-team lock files and the firewall hook's configuration go; `health_timeout`, how long a started instance may take to answer HTTP."""
+    `state_dir`, where the per-team lock files and the firewall hook's configuration go; `health_timeout`, how long
+    a started instance may take to answer HTTP."""
 
     runs_instances_here = True
 
