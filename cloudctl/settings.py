@@ -283,6 +283,19 @@ LOCAL_INSTANCES_DIR = Path(env.str("CLOUDCTL_LOCAL_INSTANCES_DIR", default=str(S
 # How long a new instance may take to answer HTTP before provisioning counts as failed.
 INSTANCE_HEALTH_TIMEOUT = env.int("CLOUDCTL_INSTANCE_HEALTH_TIMEOUT", default=120)
 
+# --- Containers (CLOUDCTL_MACHINE_BACKEND=instances.backends.container.ContainerBackend): podman on this host ----
+CONTAINER_PODMAN = env.str("CLOUDCTL_CONTAINER_PODMAN", default="podman")
+CONTAINER_CONTAINERS_CONF = env.str("CLOUDCTL_CONTAINER_CONTAINERS_CONF",
+                                    default=str(BASE_DIR / "podman" / "containers.conf"))
+# What a deployed image must start with when CLOUDCTL_ALLOWED_IMAGE_PREFIXES is unset (set CLOUDCTL_INSTANCE_IMAGE
+# to an image of it, e.g. localhost/cloudctl-instance:latest, which `make images` builds).
+CONTAINER_IMAGE_REPOSITORY = env.str("CLOUDCTL_CONTAINER_IMAGE_REPOSITORY", default="localhost/cloudctl-instance")
+CONTAINER_MEMORY = env.str("CLOUDCTL_CONTAINER_MEMORY", default="512m")
+CONTAINER_CPUS = env.str("CLOUDCTL_CONTAINER_CPUS", default="1")
+CONTAINER_PIDS_LIMIT = env.int("CLOUDCTL_CONTAINER_PIDS_LIMIT", default=256)
+CONTAINER_USER = env.str("CLOUDCTL_CONTAINER_USER", default="65534:65534")
+CONTAINER_NAME_PREFIX = env.str("CLOUDCTL_CONTAINER_NAME_PREFIX", default="cloudctl-")
+
 # --- Fly Machines (CLOUDCTL_MACHINE_BACKEND=instances.backends.fly.FlyBackend) -------------------------------
 FLY_API_URL = env.str("CLOUDCTL_FLY_API_URL", default="https://api.machines.dev/v1")
 FLY_API_TOKEN = env.str("CLOUDCTL_FLY_API_TOKEN", default="")

@@ -28,11 +28,20 @@ def _fly_options() -> dict:
             "health_timeout": settings.FLY_HEALTH_TIMEOUT, "ledger": MachineLeaseLedger()}
 
 
-# The options of the backends cloudctl ships, read from the settings (CLOUDCTL_LOCAL_*, CLOUDCTL_FLY_*) each time
-# one is built; any other backend (a test's) is built without options.
+def _container_options() -> dict:
+    return {"podman": settings.CONTAINER_PODMAN, "containers_conf": settings.CONTAINER_CONTAINERS_CONF,
+            "image_repository": settings.CONTAINER_IMAGE_REPOSITORY, "memory": settings.CONTAINER_MEMORY,
+            "cpus": settings.CONTAINER_CPUS, "pids_limit": settings.CONTAINER_PIDS_LIMIT,
+            "user": settings.CONTAINER_USER, "name_prefix": settings.CONTAINER_NAME_PREFIX,
+            "state_dir": settings.STATE_DIR / "containers", "health_timeout": settings.INSTANCE_HEALTH_TIMEOUT}
+
+
+# The options of the backends cloudctl ships, read from the settings (CLOUDCTL_LOCAL_*, CLOUDCTL_FLY_*,
+# CLOUDCTL_CONTAINER_*) each time one is built; any other backend (a test's) is built without options.
 OPTIONS = {
     "instances.backends.local.LocalBackend": _local_options,
     "instances.backends.fly.FlyBackend": _fly_options,
+    "instances.backends.container.ContainerBackend": _container_options,
 }
 
 
@@ -55,7 +64,7 @@ def get_backend(path: str | None = None) -> MachineBackend:
 @receiver(setting_changed)
 def _rebuild_backends(*, setting: str, **kwargs) -> None:
     """A test that changes a setting gets backends built with it, as Django resets its storages."""
-    if setting == "MACHINE_BACKEND" or setting.startswith(("FLY_", "LOCAL_INSTANCE")) or setting in (
+    if setting == "MACHINE_BACKEND" or setting.startswith(("FLY_", "LOCAL_INSTANCE", "CONTAINER_")) or setting in (
             "INSTANCE_HEALTH_TIMEOUT", "TEAMS_DOMAIN"):
         get_backend.cache_clear()
 

@@ -21,9 +21,10 @@ def podman_env() -> dict:
     return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def podman(*args: str, check: bool = True, timeout: float = 120,
+           input: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["podman", *args], env=podman_env(), capture_output=True, text=True, check=check, timeout=timeout
+        ["podman", *args], env=podman_env(), capture_output=True, text=True, check=check, timeout=timeout, input=input
     )
 
 

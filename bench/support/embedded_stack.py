@@ -6,6 +6,7 @@ every team: requests sign in with `signed_in(team)`; or, with `real_sign_in`, th
 members sign in through its /sso/authorize (bench/sso.py). Not a bench: `make bench` runs the scripts directly in
 bench/."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.support.datasette import REPO, answers, free_port, poll
+
+
+@functools.cache
+def volume_directory(volume: str) -> str:
+    """Where a team's volume is on this host: the local backend's is a directory, the container backend's a podman
+    volume (by name)."""
+    if Path(volume).is_absolute():
+        return volume
+    from tests.images import podman
+
+    return podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip()
 
 
 @dataclass
@@ -32,7 +44,7 @@ class EmbeddedStack:
         instance = Instance.objects.filter(team=team).first()
         volume = instance and instance.resources.get("volume")
         try:
-            return as_tester(volume) if volume else None
+            return as_tester(volume_directory(volume)) if volume else None
         except FileNotFoundError:
             return None
 

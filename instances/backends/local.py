@@ -29,13 +29,13 @@ STOP_TIMEOUT_SECONDS = 20
 INHERITED_VARIABLES = ("LANG", "LC_ALL", "TZ")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         # As the instance's server binds: connections of the previous run left in TIME_WAIT must not make the
         # team's port, and so its URL, change on every restart.
@@ -117,8 +117,8 @@ class LocalBackend(MachineBackend):
             if pid is not None:
                 return {"pid": pid}
             port = instance.resources.get("port")
-            if not port or not _port_is_free(port):
-                port = _free_port()
+            if not port or not port_is_free(port):
+                port = free_port()
             process = self._spawn(instance, port)
             (self.team_dir(instance) / "instance.pid").write_text(str(process.pid))
             return {"pid": process.pid, "port": port, "url": f"http://127.0.0.1:{port}/"}
