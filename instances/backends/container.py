@@ -21,7 +21,6 @@ the container's namespace with nsenter).
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import os
@@ -31,15 +30,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from . import container_firewall as firewall
-from .base import UNHEALTHY_STATES, BackendError, MachineBackend, ObservedState, Observation, Step
-from .local import free_port, port_is_free
+from .base import BackendError, ObservedState, Observation
+from .host import HostBackend, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # The URLs of the spec the instance calls itself: the private API and the S3 endpoint. A loopback host in them is
@@ -79,7 +75,7 @@ def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
 
-class ContainerBackend(MachineBackend):
+class ContainerBackend(HostBackend):
     """Options (`instances.machines` passes them from the settings, CLOUDCTL_CONTAINER_*): `podman`, the command;
     `containers_conf`, the podman configuration it runs with (CONTAINERS_CONF; by default the repository's
     podman/containers.conf: runc, no default ulimits); `image_repository`, what a deployed image must start with
@@ -87,8 +83,6 @@ class ContainerBackend(MachineBackend):
     instance runs as inside the container; `name_prefix`, before every container and volume name;
     `state_dir`, where the per-team lock files and the firewall hook's configuration go; `health_timeout`, how long
     a started instance may take to answer HTTP."""
-
-    runs_instances_here = True
 
     def __init__(self, *, podman: str = "podman", containers_conf: str | Path = REPO / "podman" / "containers.conf",
                  image_repository: str = "localhost/cloudctl-instance", memory: str = "512m", cpus: str = "1",
@@ -117,10 +111,6 @@ class ContainerBackend(MachineBackend):
     def volume_name(self, instance) -> str:
         return f"{self.container_name(instance)}-data"
 
-    def provisioning_steps(self) -> list[Step]:
-        return [Step("volume", self.ensure_volume), Step("machine", self.ensure_running),
-                Step("healthy", self.wait_healthy)]
-
     # --- steps ------------------------------------------------------------------------------------------
 
     def ensure_volume(self, instance) -> dict:
@@ -135,37 +125,30 @@ class ContainerBackend(MachineBackend):
     def ensure_running(self, instance) -> dict:
         """Start the instance unless its container already runs; never two containers for one team (the name is
         the team's, and one lock per team on this host orders the starts)."""
-        with self._team_lock(instance):
+        with self.team_lock(instance):
             container = self._inspect(instance)
             if container is not None and container["State"]["Running"]:
                 bindings = container["HostConfig"]["PortBindings"][f"{CONTAINER_PORT}/tcp"]
                 return self._resources(container["Id"], int(bindings[0]["HostPort"]))
-            port = instance.resources.get("port")
-            if not port or not port_is_free(port):
-                port = free_port()
-            return self._create(instance, port, image=self.spec_for(instance).image, start=True,
+            return self._create(instance, self.team_port(instance), image=self.spec_for(instance).image, start=True,
                                 replacing=container is not None)
 
-    def wait_healthy(self, instance) -> dict:
-        """Its health check path answers 200: the one path an instance serves without its router's secret."""
-        url = instance.resources["url"]
-        probe = url.rstrip("/") + self.spec_for(instance).health_check_path
-        deadline = time.monotonic() + self.health_timeout
+    def exit_watch(self, instance):
         next_look = 0.0
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(probe, timeout=2).status_code == 200:
-                    return {}
-            except httpx.HTTPError:
-                pass
+
+        def exited() -> bool:
             # Asking podman costs a process: whether the container still runs is looked at once a second.
-            if time.monotonic() >= next_look:
-                container = self._inspect(instance)
-                if container is None or not container["State"]["Running"]:
-                    raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
-                next_look = time.monotonic() + 1
-            time.sleep(0.1)
-        raise BackendError(f"no HTTP 200 from {url} within {self.health_timeout}s")
+            nonlocal next_look
+            if time.monotonic() < next_look:
+                return False
+            next_look = time.monotonic() + 1
+            container = self._inspect(instance)
+            return container is None or not container["State"]["Running"]
+
+        return exited
+
+    def start_lock_path(self, instance) -> Path:
+        return self.state_dir / f"{self.container_name(instance)}.lock"
 
     # --- operations -------------------------------------------------------------------------------------
 
@@ -196,22 +179,6 @@ class ContainerBackend(MachineBackend):
             observations[instance.team_id] = Observation(state, image=entry["Labels"].get(IMAGE_LABEL))
         return observations
 
-    def health_problem(self, instance) -> str | None:
-        observed = self.observe(instance)
-        if observed is not ObservedState.RUNNING:
-            return UNHEALTHY_STATES.get(observed)
-        try:
-            self.wait_healthy(instance)
-        except BackendError as error:
-            return f"it runs but fails its health check: {error}"
-        return None
-
-    def start(self, instance) -> dict:
-        resources = self.ensure_running(instance)
-        instance.resources.update(resources)
-        self.wait_healthy(instance)
-        return resources
-
     def stop(self, instance) -> None:
         self._podman("stop", "--time", str(STOP_TIMEOUT_SECONDS), self.container_name(instance), check=False,
                      timeout=STOP_TIMEOUT_SECONDS + 30)
@@ -223,7 +190,7 @@ class ContainerBackend(MachineBackend):
         """A running instance is made anew on `image` and must answer its health check, as a crashed one (it should
         run: an earlier start or update failed) or one an interrupted update left created but not started; a
         stopped one is made anew on `image` without starting. The image replaced is the container's own."""
-        with self._team_lock(instance):
+        with self.team_lock(instance):
             container = self._inspect(instance)
             current = self._image(container) or instance.image
             if current != image and before_change:
@@ -267,7 +234,7 @@ class ContainerBackend(MachineBackend):
 
     def push_secret(self, instance) -> dict:
         """Make the container anew with the current token: started if it ran, else left stopped on it."""
-        with self._team_lock(instance):
+        with self.team_lock(instance):
             container = self._inspect(instance)
             if container is None:
                 return {}
@@ -368,14 +335,6 @@ class ContainerBackend(MachineBackend):
 
     def _resources(self, container_id: str, port: int) -> dict:
         return {"container": container_id, "port": port, "url": f"http://{PUBLISH_ADDRESS}:{port}/"}
-
-    @contextmanager
-    def _team_lock(self, instance):
-        """Orders the start decisions for one team across every process of this host."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / f"{self.container_name(instance)}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
 
     def _remove_team(self, name: str) -> None:
         """The team's container and its volume (its backups in S3 stay)."""

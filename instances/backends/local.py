@@ -8,19 +8,15 @@ environment (CLOUDCTL_TEAM_ID) let any later run find them again instead of star
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from .base import UNHEALTHY_STATES, BackendError, MachineBackend, ObservedState, Step
+from .base import BackendError, ObservedState
+from .host import HostBackend
 
 # The instance's program, in the repository beside the control plane (instance/).
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "instance" / "entrypoint.py"
@@ -29,22 +25,6 @@ STOP_TIMEOUT_SECONDS = 20
 INHERITED_VARIABLES = ("LANG", "LC_ALL", "TZ")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        # As the instance's server binds: connections of the previous run left in TIME_WAIT must not make the
-        # team's port, and so its URL, change on every restart.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -81,12 +61,10 @@ def _environment_variable(pid: int, name: str) -> str | None:
     return None
 
 
-class LocalBackend(MachineBackend):
+class LocalBackend(HostBackend):
     """Options (`get_backend` passes them from the settings): `instances_dir`, where each team's directory (its
     "volume", pid file and log) goes; `python`, the instance virtualenv's interpreter; `health_timeout`, how long a
     started instance may take to answer HTTP."""
-
-    runs_instances_here = True
 
     def __init__(self, *, instances_dir: str | Path, python: str | Path, health_timeout: float, spec_for=None):
         super().__init__(spec_for=spec_for)
@@ -99,10 +77,6 @@ class LocalBackend(MachineBackend):
     def team_dir(self, instance) -> Path:
         return self.instances_dir / f"team-{instance.team_id}"
 
-    def provisioning_steps(self) -> list[Step]:
-        return [Step("volume", self.ensure_volume), Step("machine", self.ensure_running),
-                Step("healthy", self.wait_healthy)]
-
     # --- steps ------------------------------------------------------------------------------------------
 
     def ensure_volume(self, instance) -> dict:
@@ -112,36 +86,29 @@ class LocalBackend(MachineBackend):
 
     def ensure_running(self, instance) -> dict:
         """Start the instance unless its process is already alive; never two processes for one team."""
-        with self._team_lock(instance):
+        with self.team_lock(instance):
             pid = self._live_pid(instance)
             if pid is not None:
                 return {"pid": pid}
-            port = instance.resources.get("port")
-            if not port or not port_is_free(port):
-                port = free_port()
+            port = self.team_port(instance)
             process = self._spawn(instance, port)
             (self.team_dir(instance) / "instance.pid").write_text(str(process.pid))
             return {"pid": process.pid, "port": port, "url": f"http://127.0.0.1:{port}/"}
 
-    def wait_healthy(self, instance) -> dict:
-        """Its health check path answers 200: the one path an instance serves without its router's secret."""
-        url = instance.resources["url"]
-        probe = url.rstrip("/") + self.spec_for(instance).health_check_path
-        deadline = time.monotonic() + self.health_timeout
+    def exit_watch(self, instance):
         seen_gone = 0
-        while time.monotonic() < deadline:
+
+        def exited() -> bool:
             # Dead means an exit code was recorded, or gone on two checks in a row: a single misread of /proc
             # right after the start once failed a healthy instance in `make dev`.
+            nonlocal seen_gone
             seen_gone = seen_gone + 1 if self._live_pid(instance) is None else 0
-            if seen_gone >= 2 or (self.team_dir(instance) / "exit-code").exists():
-                raise BackendError(f"the instance exited during start; last log lines:\n{self.log_tail(instance)}")
-            try:
-                if httpx.get(probe, timeout=2).status_code == 200:
-                    return {}
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise BackendError(f"no HTTP 200 from {url} within {self.health_timeout}s")
+            return seen_gone >= 2 or (self.team_dir(instance) / "exit-code").exists()
+
+        return exited
+
+    def start_lock_path(self, instance) -> Path:
+        return self.team_dir(instance) / "start.lock"
 
     # --- operations -------------------------------------------------------------------------------------
 
@@ -151,22 +118,6 @@ class LocalBackend(MachineBackend):
         if self._live_pid(instance) is not None:
             return ObservedState.RUNNING
         return ObservedState.CRASHED if self._crashed(instance) else ObservedState.STOPPED
-
-    def health_problem(self, instance) -> str | None:
-        observed = self.observe(instance)
-        if observed is not ObservedState.RUNNING:
-            return UNHEALTHY_STATES.get(observed)
-        try:
-            self.wait_healthy(instance)
-        except BackendError as error:
-            return f"it runs but fails its health check: {error}"
-        return None
-
-    def start(self, instance) -> dict:
-        resources = self.ensure_running(instance)
-        instance.resources.update(resources)
-        self.wait_healthy(instance)
-        return resources
 
     def stop(self, instance) -> None:
         """Stopped on purpose: it stays stopped, an update included (see `_restart_marker`)."""
@@ -235,14 +186,6 @@ class LocalBackend(MachineBackend):
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
     # --- internals --------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _team_lock(self, instance):
-        """Serializes start decisions for one team across every process on this machine."""
-        self.team_dir(instance).mkdir(parents=True, exist_ok=True)
-        with open(self.team_dir(instance) / "start.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
 
     def _restart_marker(self, instance) -> Path:
         """Present from an update's stop to the next start: an update killed in between (a killed deploy) left
