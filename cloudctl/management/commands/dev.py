@@ -89,7 +89,8 @@ class Command(BaseCommand):
         config = server.start()
         children: list[subprocess.Popen] = []
         try:
-            embedded = {**config.client_environ(), "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
+            embedded = {**config.client_environ(), **self._database_environ(),
+                        "CLOUDCTL_PRIVATE_API_URL": f"http://127.0.0.1:{port}",
                         # Where browsers come back to (invitation links, the instances' sign-in redirect).
                         "CLOUDCTL_PUBLIC_URL": os.environ.get("CLOUDCTL_PUBLIC_URL", f"http://localhost:{port}"),
                         **self._routing_environ(router_port)}
@@ -122,6 +123,23 @@ class Command(BaseCommand):
                     child.kill()
             server.stop()
             self.stdout.write("stopped.")
+
+    @staticmethod
+    def _database_environ() -> dict[str, str]:
+        """A DATABASE_URL given to `make dev` is kept with the stack's other settings (0600, var/embedded.env), so the
+        commands run in another terminal (`manage.py create_team`) reach the same database; it stays for the next
+        runs until another is given."""
+        url = os.environ.get("DATABASE_URL")
+        return {"DATABASE_URL": url} if url else {}
+
+    @staticmethod
+    def _database_description() -> str:
+        """Which database, never its password."""
+        database = settings.DATABASES["default"]
+        if database["ENGINE"] == "django.db.backends.sqlite3":
+            return f"SQLite {database['NAME']}"
+        vendor = "PostgreSQL" if database["ENGINE"] == "django.db.backends.postgresql" else database["ENGINE"]
+        return f"{vendor} {database['NAME']} on {database['HOST'] or 'localhost'}:{database['PORT'] or 'default port'}"
 
     def _ensure_admin(self) -> str:
         password = _admin_password()
@@ -186,7 +204,9 @@ class Command(BaseCommand):
         mail_dir = getattr(settings, "EMAIL_FILE_PATH", None)
         mail = f"each message a file in {mail_dir}/" if mail_dir else "sent through EMAIL_URL"
         self.stdout.write(self.style.SUCCESS(f"""
-cloudctl is running on the embedded default (SQLite, local S3/STS, everything on 127.0.0.1).
+cloudctl is running on this machine (local S3/STS, everything on 127.0.0.1).
+
+  Database:     {self._database_description()}
 
   Members:      {base}/   sign up at {base}/accounts/signup/ (CLOUDCTL_SIGNUP={settings.SIGNUP_MODE}); their teams at /teams/
   Mail:         {mail}   (address verification, invitations, password resets)
@@ -198,7 +218,7 @@ cloudctl is running on the embedded default (SQLite, local S3/STS, everything on
   Teams:        {settings.TEAMS_URL_SCHEME}://<slug>.{settings.TEAMS_DOMAIN}:{settings.TEAMS_URL_PORT}/   (the router; \
 idle instances scale to zero after {settings.INSTANCE_IDLE_TIMEOUT or 'never'} and wake on the next request)
 
-In another terminal (the same local S3 is used automatically):
+In another terminal (the same database and local S3 are used automatically):
   .venv/bin/python manage.py create_team acme     # its URL appears here within seconds
   .venv/bin/python manage.py check_isolation
 Ctrl-C stops everything.
