@@ -129,7 +129,7 @@ def settle(teams: list[Team]) -> None:
             or TeamAction.objects.exclude(status__in=[TeamAction.Status.SUCCEEDED,
                                                       TeamAction.Status.FAILED]).exists()
             or DBTaskResult.objects.filter(status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING]).exists()):
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 @pytest.fixture
