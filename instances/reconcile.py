@@ -4,8 +4,8 @@ database says it should be, repair what is safe, report the rest, and say when t
 `reconcile_instance` does one instance, as controller-runtime's `Reconcile` does one object and returns when to
 requeue it. The rules, for every backend alike: a team a live provisioning run or deployment holds is left to
 it; a machine gone is provisioned again, and so is a team whose provisioning failed on something passing (the
-platform unavailable, its Machine held by someone else); a crash is recorded and restarted through provisioning, until it
-crashes `CRASH_LOOP_LIMIT` times in `CRASH_LOOP_WINDOW` and is left failed; an instance that should run but
+platform unavailable, its Machine held by someone else); a crash is recorded and restarted through provisioning,
+until it crashes `CRASH_LOOP_LIMIT` times in `CRASH_LOOP_WINDOW` and is left failed; an instance that should run but
 stopped is restarted unless its platform starts it on demand; extra machines are destroyed, a wrong image is
 updated back, a secret behind the team's token is pushed. What a backend cannot do (see `MachineBackend`'s
 optional methods) is skipped. Repairs reuse provisioning and the backend's operations: a repair is what

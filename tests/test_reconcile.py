@@ -157,3 +157,14 @@ def test_a_team_whose_provisioning_failed_for_good_is_left_to_an_operator(fleet,
         provision(team, actor="test")
     assert reconcile(actor="test") == []
     assert instance_for(team).state == Instance.State.FAILED
+
+
+def test_a_new_team_whose_provisioning_failed_on_something_passing_is_provisioned_again(fleet, fly, fake, make_team):
+    """Fly unavailable for longer than the client retries, before the team had a Machine."""
+    team = make_team()
+    fake.inject("list_volumes", Unavailable(503), calls=range(1, 7))  # each of the client's 6 attempts at one call
+    with pytest.raises(BackendUnavailable, match="503"):
+        provision(team, actor="test")
+    assert kinds(reconcile(actor="test")) == [("provisioning_failed", REPAIRED)]
+    assert instance_for(team).state == Instance.State.RUNNING
+    assert_one_of_each_per_team(fake, [t.pk for t in [*fleet, team]])

@@ -58,6 +58,15 @@ def fly_errors(doing: str):
         raise failure(error, doing) from None
 
 
+def _step(name: str, run: Callable[..., dict]) -> Step:
+    """A provisioning step whose failed Fly calls, even one it makes without `fly_errors`, come out as `failure`:
+    provisioning tells a passing failure (BackendUnavailable, tried again by the reconciler) from a definite one."""
+    def run_step(instance) -> dict:
+        with fly_errors(f"provisioning step {name} failed"):
+            return run(instance)
+    return Step(name, run_step)
+
+
 def make_client(api_url: str, api_token: str) -> FlyClient:
     return FlyClient(api_url, api_token)
 
@@ -202,9 +211,9 @@ class FlyBackend(MachineBackend):
         return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
 
     def provisioning_steps(self) -> list[Step]:
-        return [Step("app", self.ensure_app), Step("secret", self.ensure_secret),
-                Step("volume", self.ensure_volume), Step("launch", self.ensure_launch_id),
-                Step("machine", self.ensure_machine), Step("started", self.ensure_started)]
+        return [_step("app", self.ensure_app), _step("secret", self.ensure_secret),
+                _step("volume", self.ensure_volume), _step("launch", self.ensure_launch_id),
+                _step("machine", self.ensure_machine), _step("started", self.ensure_started)]
 
     # --- steps ------------------------------------------------------------------------------------------
 
