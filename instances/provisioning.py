@@ -15,6 +15,7 @@ from teams import timeline
 from teams.models import Team
 
 from . import rollouts
+from .backends import BackendUnavailable
 from .machines import get_backend
 from .holders import claim_row, release_row
 from .models import Instance
@@ -54,7 +55,8 @@ def _save(instance: Instance, **fields) -> None:
 
 
 def provision(team: Team, *, actor: str) -> Instance:
-    """Walk every provisioning step; on failure the instance is FAILED with the reason, and re-running resumes.
+    """Walk every provisioning step; on failure the instance is FAILED with the reason, and re-running resumes (the
+    reconciler does for a failure marked `retryable`: the platform unavailable, a Machine someone else held).
     `actor` (a username or process name) is recorded on each timeline event."""
     instance = instance_for(team)
     owner = claim(instance)
@@ -80,7 +82,8 @@ def provision(team: Team, *, actor: str) -> Instance:
         reason = str(error) or type(error).__name__
         _save(instance, state=Instance.State.FAILED, last_error=reason)
         timeline.record(team, timeline.Kind.PROVISIONING_FAILED, reason, actor=actor, is_error=True,
-                        data={"completed_steps": instance.completed_steps})
+                        data={"completed_steps": instance.completed_steps,
+                              "retryable": isinstance(error, BackendUnavailable)})
         raise
     finally:
         release(instance, owner)

@@ -3,8 +3,9 @@ database says it should be, repair what is safe, report the rest, and say when t
 
 `reconcile_instance` does one instance, as controller-runtime's `Reconcile` does one object and returns when to
 requeue it. The rules, for every backend alike: a team a live provisioning run or deployment holds is left to
-it; a machine gone is provisioned again; a crash is recorded and restarted through provisioning, until it
-crashes `CRASH_LOOP_LIMIT` times in `CRASH_LOOP_WINDOW` and is left failed; an instance that should run but
+it; a machine gone is provisioned again, and so is a team whose provisioning failed on something passing (the
+platform unavailable, its Machine held by someone else); a crash is recorded and restarted through provisioning,
+until it crashes `CRASH_LOOP_LIMIT` times in `CRASH_LOOP_WINDOW` and is left failed; an instance that should run but
 stopped is restarted unless its platform starts it on demand; extra machines are destroyed, a wrong image is
 updated back, a secret behind the team's token is pushed. What a backend cannot do (see `MachineBackend`'s
 optional methods) is skipped. Repairs reuse provisioning and the backend's operations: a repair is what
@@ -52,8 +53,8 @@ Restart = Callable[..., object]
 
 @dataclass(frozen=True)
 class Finding:
-    # missing_machine, crashed, exited, crash_loop, wrong_image, secret_behind, duplicate_machine, stale_lease,
-    # orphan_app, provisioning
+    # missing_machine, provisioning_failed, crashed, exited, crash_loop, wrong_image, secret_behind, duplicate_machine,
+    # stale_lease, orphan_app, provisioning
     kind: str
     subject: str
     outcome: str
@@ -127,9 +128,20 @@ def _left_alone(instance: Instance) -> ReconcileResult | None:
             or Instance.objects.filter(pk=instance.pk, team_id__in=rollouts.team_ids_being_deployed()).exists()):
         result.requeue_after = REQUEUE_SOON
         return result
-    if "machine" not in instance.completed_steps:
+    if "machine" not in instance.completed_steps and not _failed_for_now(instance):
         return result  # never had a machine: provisioning's to make, when someone asks for it
     return None
+
+
+def _failed_for_now(instance: Instance) -> bool:
+    """Whether the instance is FAILED by a provisioning run that met something a retry clears (provisioning marks it
+    `retryable`), not by a crash loop or a definite error, and should run: nothing else would try it again."""
+    if instance.state != Instance.State.FAILED or instance.desired_state != Instance.State.RUNNING:
+        return False
+    last_failure = TeamEvent.objects.filter(  # the newest first
+        team_id=instance.team_id, kind__in=[timeline.Kind.PROVISIONING_FAILED, timeline.Kind.CRASH_LOOP]).first()
+    return (last_failure is not None and last_failure.kind == timeline.Kind.PROVISIONING_FAILED
+            and last_failure.data.get("retryable") is True)
 
 
 def _reconcile(instance: Instance, backend: MachineBackend, observation: Observation, *, actor: str, dry_run: bool,
@@ -137,7 +149,11 @@ def _reconcile(instance: Instance, backend: MachineBackend, observation: Observa
     team, state = instance.team, observation.state
     result = ReconcileResult(team.slug, observed=state)
     should_run = instance.state == instance.desired_state == Instance.State.RUNNING
-    if state is ObservedState.MISSING:
+    if _failed_for_now(instance):
+        _restart(instance, backend, result, Finding("provisioning_failed", team.slug, REPAIRED,
+                                                    f"failed on something passing ({instance.last_error})"),
+                 actor=actor, dry_run=dry_run, restart=restart)
+    elif state is ObservedState.MISSING:
         _restart(instance, backend, result, Finding("missing_machine", team.slug, REPAIRED, "machine gone"),
                  actor=actor, dry_run=dry_run, restart=restart)
     elif state is ObservedState.CRASHED and should_run:

@@ -35,10 +35,6 @@ from .ports import free_port
 
 pytestmark = [
     pytest.mark.slow, pytest.mark.django_db(transaction=True),
-    # Seen in 1 run of 6: a provisioning run queued again after its worker was killed read the Machine while Fly still
-    # held the dead run's lease (409 on a call that takes no lease), and the team was left failed: provisioning does
-    # not yet release or wait out a dead run's lease outside `FlyBackend.lease`. Remove once it does.
-    pytest.mark.xfail(strict=False, reason="a resumed provisioning can hit a killed run's Fly lease (409)"),
     pytest.mark.skipif("connection.vendor != 'postgresql'",
                        reason="the claims under test are row locks (SELECT ... FOR UPDATE SKIP LOCKED) that only "
                               "PostgreSQL takes; SQLite runs one writer at a time"),
@@ -133,7 +129,7 @@ def settle(teams: list[Team]) -> None:
             or TeamAction.objects.exclude(status__in=[TeamAction.Status.SUCCEEDED,
                                                       TeamAction.Status.FAILED]).exists()
             or DBTaskResult.objects.filter(status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING]).exists()):
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 @pytest.fixture

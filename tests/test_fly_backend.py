@@ -220,19 +220,83 @@ def test_a_lease_left_by_a_dead_run_is_released_and_the_update_goes_on(fly, fake
     assert not MachineLease.objects.exists()
 
 
-def test_a_lease_fly_granted_to_a_run_that_died_before_recording_it_is_released(fly, fake, make_team):
-    """Killed between Fly's grant and the ledger's write (or the grant's answer lost with the run): the lease is in
-    no ledger, but its description names its holder, which is gone (found by tests/test_claims_concurrency.py)."""
+def dead_holder() -> str:
+    """A holder id of ours (`holders.new_holder`'s form) naming a process of this host that has exited."""
     import socket
     import subprocess
 
-    instance = provision(make_team(), actor="test")
-    app, machine_id = instance.resources["app"], instance.resources["machine"]
     process = subprocess.Popen(["true"])
     process.wait()
-    fly.client.acquire_lease(app, machine_id, 600, f"cloudctl stop ({socket.gethostname()}:{process.pid}:0badf00d)")
+    return f"{socket.gethostname()}:{process.pid}:0badf00d"
+
+
+def test_a_lease_fly_granted_to_a_run_that_died_before_recording_it_is_released(fly, fake, make_team):
+    """Killed between Fly's grant and the ledger's write (or the grant's answer lost with the run): the lease is in
+    no ledger, but its description names its holder, which is gone (found by tests/test_claims_concurrency.py)."""
+    instance = provision(make_team(), actor="test")
+    app, machine_id = instance.resources["app"], instance.resources["machine"]
+    fly.client.acquire_lease(app, machine_id, 600, f"cloudctl stop ({dead_holder()})")
     fly.stop(instance)
     assert fake.machine(machine_id).state == "stopped"
+
+
+# Every purpose FlyBackend.lease is given: the description names the holder whatever the purpose's words.
+PURPOSES = ["stop", "start", "secret update", "update to registry.fly.io/cloudctl-team:v2"]
+
+
+@pytest.mark.parametrize("purpose", PURPOSES)
+def test_provisioning_resumed_after_its_run_died_under_a_lease_goes_on(fly, fake, make_team, purpose):
+    """A provisioning run killed while it brought the app's secret into the Machine it had just made (the machine
+    step not yet saved), holding a lease Fly granted it and no ledger recorded: the run queued again releases the
+    lease and finishes (found by tests/test_claims_concurrency.py, where the team was left failed)."""
+    from instances.backends.fly import LEASE_DESCRIPTION
+
+    team = make_team()
+    instance = provision(team, actor="test")
+    app, machine_id = instance.resources["app"], instance.resources["machine"]
+    del instance.resources["machine_secrets_version"]
+    instance.completed_steps = instance.completed_steps[:instance.completed_steps.index("machine")]
+    instance.state = Instance.State.PROVISIONING
+    instance.save()
+    fly.client.acquire_lease(app, machine_id, 600, LEASE_DESCRIPTION.format(purpose=purpose, holder=dead_holder()))
+    instance = provision(team, actor="test")
+    assert instance.state == Instance.State.RUNNING
+    assert instance.resources["machine_secrets_version"] == fake.apps[app].secrets_version
+    assert fake.machine(machine_id).lease is None
+
+
+def test_a_start_after_a_restart_killed_mid_stop_releases_the_stop_lease(fly, fake, make_team):
+    """The worker restarting the team was killed with the stop's lease held; an operator's start (provisioning,
+    whose start step changes the Machine too) releases it and starts the Machine."""
+    from instances.backends.fly import LEASE_DESCRIPTION
+    from instances.lifecycle import start_instance
+
+    team = make_team()
+    instance = provision(team, actor="test")
+    app, machine_id = instance.resources["app"], instance.resources["machine"]
+    lease = fly.client.acquire_lease(app, machine_id, 600, LEASE_DESCRIPTION.format(purpose="stop",
+                                                                                     holder=dead_holder()))
+    fly.client.stop(app, machine_id, nonce=lease.nonce)
+    fly.client.wait(app, machine_id, "stopped", version=fake.machine(machine_id).instance_id, timeout=60)
+    start_instance(team, actor="test")
+    assert instance_for(team).state == Instance.State.RUNNING
+    assert fake.machine(machine_id).state == "started"
+    assert fake.machine(machine_id).lease is None
+
+
+def test_a_lease_left_by_a_run_on_another_machine_is_waited_out(fly, fake, make_team, clock):
+    """Whether a holder on another host is alive cannot be told from here; dead, it no longer refreshes its lease,
+    which lapses within one TTL: the operation waits that long before it gives up."""
+    from instances.backends.fly import LEASE_DESCRIPTION
+
+    instance = provision(make_team(), actor="test")
+    app, machine_id = instance.resources["app"], instance.resources["machine"]
+    fly.client.acquire_lease(app, machine_id, fly.lease_ttl,
+                             LEASE_DESCRIPTION.format(purpose="stop", holder="elsewhere:4242:0badf00d"))
+    before = clock.now()
+    fly.stop(instance)
+    assert fake.machine(machine_id).state == "stopped"
+    assert clock.now() - before >= fly.lease_ttl - 1  # it did wait for the lapse, not take the Machine early
 
 
 def test_a_lease_named_for_a_live_run_of_ours_is_left_to_it(fly, fake, make_team):

@@ -8,6 +8,8 @@ from instances.models import Instance, MachineLease
 from instances.provisioning import instance_for, provision
 from instances.reconcile import PRUNED, REPAIRED, REPORTED, reconcile
 from teams.tokens import rotate_team_token
+from fakefly import Unavailable
+from instances.backends import BackendError, BackendUnavailable
 
 from .test_fly_backend import ORG, app_name, assert_one_of_each_per_team, fake, live  # noqa: F401
 
@@ -127,3 +129,42 @@ def test_periodic_reconcile_is_queued_and_reschedules_itself(fleet, fly, fake, c
     call_command("schedule_periodic")
     assert "already queued" in capsys.readouterr().out
     assert DBTaskResult.objects.filter(status="READY").count() == 1
+
+
+def test_a_team_whose_provisioning_failed_on_something_passing_is_provisioned_again(fleet, fly, fake):
+    """Its Machine taken (by a live run elsewhere) for longer than provisioning waits: nothing is wrong with the team,
+    and nothing else would try again, so the next pass provisions it."""
+    team = fleet[0]
+    instance = instance_for(team)
+    app, machine_id = instance.resources["app"], instance.resources["machine"]
+    fly.stop(instance)
+    taken = fly.client.acquire_lease(app, machine_id, 600, "a deploy on another machine")
+    with pytest.raises(BackendUnavailable, match="409"):
+        provision(team, actor="test")
+    assert instance_for(team).state == Instance.State.FAILED
+    fly.client.release_lease(app, machine_id, taken.nonce)
+    assert kinds(reconcile(actor="test")) == [("provisioning_failed", REPAIRED)]
+    assert instance_for(team).state == Instance.State.RUNNING
+    assert fake.machine(machine_id).state == "started"
+
+
+def test_a_team_whose_provisioning_failed_for_good_is_left_to_an_operator(fleet, fly, fake):
+    team = fleet[0]
+    instance = instance_for(team)
+    fly.stop(instance)
+    fake.inject("start_machine", Unavailable(400))
+    with pytest.raises(BackendError, match="400"):
+        provision(team, actor="test")
+    assert reconcile(actor="test") == []
+    assert instance_for(team).state == Instance.State.FAILED
+
+
+def test_a_new_team_whose_provisioning_failed_on_something_passing_is_provisioned_again(fleet, fly, fake, make_team):
+    """Fly unavailable for longer than the client retries, before the team had a Machine."""
+    team = make_team()
+    fake.inject("list_volumes", Unavailable(503), calls=range(1, 7))  # each of the client's 6 attempts at one call
+    with pytest.raises(BackendUnavailable, match="503"):
+        provision(team, actor="test")
+    assert kinds(reconcile(actor="test")) == [("provisioning_failed", REPAIRED)]
+    assert instance_for(team).state == Instance.State.RUNNING
+    assert_one_of_each_per_team(fake, [t.pk for t in [*fleet, team]])

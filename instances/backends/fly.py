@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from flyapi import FlyAPIError, FlyClient, Machine
+from flyapi import FlyAPIError, FlyClient, Lease, Machine
 
 from .base import (BackendError, BackendUnavailable, LeaseLedger, LeaseRecord, MachineBackend, Observation,
                    ObservedState, Step)
@@ -56,6 +56,15 @@ def fly_errors(doing: str):
         yield
     except FlyAPIError as error:
         raise failure(error, doing) from None
+
+
+def _step(name: str, run: Callable[..., dict]) -> Step:
+    """A provisioning step whose failed Fly calls, even one it makes without `fly_errors`, come out as `failure`:
+    provisioning tells a passing failure (BackendUnavailable, tried again by the reconciler) from a definite one."""
+    def run_step(instance) -> dict:
+        with fly_errors(f"provisioning step {name} failed"):
+            return run(instance)
+    return Step(name, run_step)
 
 
 def make_client(api_url: str, api_token: str) -> FlyClient:
@@ -140,9 +149,12 @@ def _expiry(timestamp: float) -> datetime:
 
 
 NEVER = datetime.max.replace(tzinfo=timezone.utc)
-# How `FlyBackend.lease` describes its leases: the purpose, then the holder.
+# How `FlyBackend.lease` describes its leases: the purpose (words: "secret update", "update to <image>"), then the
+# holder.
 LEASE_DESCRIPTION = "cloudctl {purpose} ({holder})"
-_LEASE_HOLDER = re.compile(r"cloudctl \S+ \((?P<holder>[^()\s]+)\)")
+_LEASE_HOLDER = re.compile(r"cloudctl .+ \((?P<holder>[^()\s]+)\)")
+# How often an operation looks again at a lease someone else holds while it waits for it (see `FlyBackend.lease`).
+LEASE_POLL_SECONDS = 1.0
 
 
 def _unrecorded_lease(app: str, machine_id: str, lease) -> LeaseRecord | None:
@@ -199,9 +211,9 @@ class FlyBackend(MachineBackend):
         return int(suffix) if name.startswith(prefix) and suffix.isdigit() else None
 
     def provisioning_steps(self) -> list[Step]:
-        return [Step("app", self.ensure_app), Step("secret", self.ensure_secret),
-                Step("volume", self.ensure_volume), Step("launch", self.ensure_launch_id),
-                Step("machine", self.ensure_machine), Step("started", self.ensure_started)]
+        return [_step("app", self.ensure_app), _step("secret", self.ensure_secret),
+                _step("volume", self.ensure_volume), _step("launch", self.ensure_launch_id),
+                _step("machine", self.ensure_machine), _step("started", self.ensure_started)]
 
     # --- steps ------------------------------------------------------------------------------------------
 
@@ -255,7 +267,8 @@ class FlyBackend(MachineBackend):
         app, launch_id = instance.resources["app"], instance.resources["launch_id"]
         with fly_errors(f"reading the machine of {app} failed"):
             machine = self._current_machine(instance)
-            if machine is not None:
+        if machine is not None:
+            with fly_errors(f"bringing the app's secrets into machine {machine.id} of {app} failed"):
                 return {"machine": machine.id, "machine_version": machine.instance_id,
                         **self._bring_in_secrets(instance, machine)}
         spec = self.spec_for(instance)
@@ -281,14 +294,19 @@ class FlyBackend(MachineBackend):
         raise BackendError(f"could not create the machine of {app} after 3 attempts")
 
     def ensure_started(self, instance) -> dict:
+        """A stopped Machine is started under a lease, as every change to it is: a lease a dead run left on it (a
+        restart killed mid-stop) is then released or waited out (`lease`) rather than failing the start with 409."""
         app, machine_id = instance.resources["app"], instance.resources["machine"]
         machine = self._visible_machine(app, machine_id)
         if machine is None:
             raise BackendError(f"machine {machine_id} of {app} is gone")
         with fly_errors(f"starting machine {machine_id} of {app} failed"):
             if machine.state in ("stopped", "suspended"):
-                self.client.start(app, machine_id)
-            self.client.wait(app, machine_id, "started", timeout=self.start_timeout)
+                with self.lease(app, machine_id, "start") as held:
+                    self.client.start(app, machine_id, nonce=held.nonce)
+                    held.wait("started", timeout=self.start_timeout)
+            else:
+                self.client.wait(app, machine_id, "started", timeout=self.start_timeout)
         return {"url": f"https://{instance.team.slug}.{self.teams_domain}/"}
 
     # --- operations -------------------------------------------------------------------------------------
@@ -376,20 +394,7 @@ class FlyBackend(MachineBackend):
         `reconcile` can release it if we die. Yields a `HeldLease`: the operation refreshes it as it goes."""
         holder = self.ledger.new_holder()
         description = LEASE_DESCRIPTION.format(purpose=purpose, holder=holder)
-        try:
-            lease = self.client.acquire_lease(app, machine_id, self.lease_ttl, description)
-        except FlyAPIError as error:
-            if not error.lease_held:
-                raise
-            held = self.client.get_lease(app, machine_id)
-            if held is not None and held.description == description:
-                lease = held  # ours: a retried acquire whose first answer was lost
-            else:
-                # Held by one of our own runs that died (a killed deploy)? Release it and go on.
-                abandoned = self.ledger.lookup(app, machine_id) or _unrecorded_lease(app, machine_id, held)
-                if abandoned is None or not self.release_if_abandoned(abandoned):
-                    raise
-                lease = self.client.acquire_lease(app, machine_id, self.lease_ttl, description)
+        lease = self._acquire(app, machine_id, description)
         self.ledger.record(LeaseRecord(app, machine_id, lease.nonce, holder, _expiry(lease.expires_at)))
         try:
             yield HeldLease(self.client, app, machine_id, lease.nonce, description, ttl=self.lease_ttl,
@@ -400,6 +405,29 @@ class FlyBackend(MachineBackend):
             except FlyAPIError as error:
                 logger.warning("releasing the lease on %s/%s failed: %s", app, machine_id, error)
             self.ledger.forget(app, machine_id, lease.nonce)
+
+    def _acquire(self, app: str, machine_id: str, description: str) -> Lease:
+        """Fly's lease for `description`. One held by a run of ours that died (a killed worker) is released at once;
+        one held by anyone else is waited out for one `lease_ttl`: a holder that died where we cannot tell (on
+        another machine) no longer refreshes its lease, which lapses within that time, and a live operation is
+        usually done by then. Raises the 409 if the Machine is still taken after that."""
+        deadline = self.client.clock() + self.lease_ttl
+        while True:
+            try:
+                return self.client.acquire_lease(app, machine_id, self.lease_ttl, description)
+            except FlyAPIError as error:
+                if not error.lease_held:
+                    raise
+                conflict = error
+            held = self.client.get_lease(app, machine_id)
+            if held is not None and held.description == description:
+                return held  # ours: a retried acquire whose first answer was lost
+            abandoned = self.ledger.lookup(app, machine_id) or _unrecorded_lease(app, machine_id, held)
+            if abandoned is not None and self.release_if_abandoned(abandoned):
+                continue
+            if self.client.clock() >= deadline:
+                raise conflict
+            self.client.sleep(min(LEASE_POLL_SECONDS, deadline - self.client.clock()))
 
     def release_if_abandoned(self, lease: LeaseRecord) -> bool:
         """Release a lease we recorded if its holder died or it expired; False if its holder still runs."""
