@@ -47,6 +47,11 @@ podman:
 images: podman
 	podman/build-images
 
+## Each pass spreads its test files over processes (pytest-xdist, a file's tests stay together in one): most of the
+## suite waits on subprocesses, so more processes than cores shorten it. `make test SQLITE_WORKERS=` runs it in one.
+SQLITE_WORKERS ?= -n 3 --dist loadfile
+POSTGRES_WORKERS ?= -n 2 --dist loadfile
+
 ## Install, check the directions of imports between apps (.importlinter), and run the whole test suite twice at
 ## once, on SQLite and on PostgreSQL (much of each run waits on subprocesses); the PostgreSQL run's output goes to
 ## var/test-postgres.log, printed when both have ended. Fails if either fails.
@@ -55,9 +60,9 @@ test: export CLOUDCTL_REQUIRE_IMAGES = 1
 test: $(INSTALLED) $(INSTANCE_INSTALLED) chromium postgresql images
 	$(BIN)/lint-imports
 	mkdir -p var
-	CLOUDCTL_TEST_DATABASE=postgres $(BIN)/python -m pytest -p no:cacheprovider >var/test-postgres.log 2>&1 & \
+	CLOUDCTL_TEST_DATABASE=postgres $(BIN)/python -m pytest -p no:cacheprovider $(POSTGRES_WORKERS) >var/test-postgres.log 2>&1 & \
 	postgres=$$!; \
-	$(BIN)/python -m pytest; sqlite=$$?; \
+	$(BIN)/python -m pytest $(SQLITE_WORKERS); sqlite=$$?; \
 	wait $$postgres; postgres_status=$$?; \
 	echo "=== the suite on PostgreSQL (var/test-postgres.log) ==="; cat var/test-postgres.log; \
 	echo "make test: SQLite exit $$sqlite, PostgreSQL exit $$postgres_status"; \
