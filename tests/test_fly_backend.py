@@ -284,6 +284,22 @@ def test_a_start_after_a_restart_killed_mid_stop_releases_the_stop_lease(fly, fa
     assert fake.machine(machine_id).lease is None
 
 
+def test_a_stop_after_a_restart_killed_mid_stop_waits_until_the_machine_stopped(fly, fake, make_team):
+    """The worker restarting the team was killed right after asking Fly to stop the Machine: the next stop finds it
+    `stopping`, and returns only once it is stopped (else the start that follows waits for a `started` that a
+    stopping Machine never reaches)."""
+    from instances.backends.fly import LEASE_DESCRIPTION
+
+    instance = provision(make_team(), actor="test")
+    app, machine_id = instance.resources["app"], instance.resources["machine"]
+    lease = fly.client.acquire_lease(app, machine_id, 600, LEASE_DESCRIPTION.format(purpose="stop",
+                                                                                     holder=dead_holder()))
+    fly.client.stop(app, machine_id, nonce=lease.nonce)
+    assert fake.machine(machine_id).state == "stopping"
+    fly.stop(instance)
+    assert fake.machine(machine_id).state == "stopped"
+
+
 def test_a_lease_left_by_a_run_on_another_machine_is_waited_out(fly, fake, make_team, clock):
     """Whether a holder on another host is alive cannot be told from here; dead, it no longer refreshes its lease,
     which lapses within one TTL: the operation waits that long before it gives up."""

@@ -340,6 +340,9 @@ class FlyBackend(MachineBackend):
             machine = self.client.get_machine(app, machine_id)
             if machine.state == "started":
                 self.client.stop(app, machine_id, nonce=held.nonce)
+            # One already `stopping` (a run killed after asking for the stop) is waited for too: the start that
+            # follows a stop waits for `started`, which a stopping Machine never reaches.
+            if machine.state in ("started", "stopping"):
                 held.wait("stopped", version=machine.instance_id, timeout=self.start_timeout)
 
     def destroy(self, instance) -> None:
