@@ -31,3 +31,15 @@ def backup_stale_annotation(now: datetime | None = None, *, prefix: str = "") ->
 def is_current_boot(team: Team, boot: str | None) -> bool:
     current = Instance.objects.filter(team=team).values_list("boot_id", flat=True).first()
     return bool(boot and current) and hmac.compare_digest(boot.encode(), current.encode())
+
+
+def backup_is_healthy(team: Team, now: datetime | None = None) -> bool:
+    """A backup is healthy only if its heartbeat is fresh (Litestream pings it only when every database synced
+    without error, so a sync error stops it) AND the team's last restore drill passed. The one definition the
+    console, the metrics and the alerts share."""
+    from .models import RestoreDrill
+
+    if Instance.objects.filter(stale_backups_q(now), team=team).exists():
+        return False
+    last = RestoreDrill.objects.filter(team=team).order_by("-started_at").first()
+    return last is not None and last.passed
