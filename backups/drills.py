@@ -39,12 +39,17 @@ def find_litestream() -> str:
     return str(beside) if beside.exists() else (shutil.which("litestream") or "litestream")
 
 
+def control_plane_s3_endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL", "")
+
+
 def litestream_config(team: Team, database: str, target: Path) -> str:
-    """Where the team's replica is, for Litestream, without any key (instance/entrypoint.py's replica)."""
+    """Where the team's replica is, for Litestream, without any key: the S3 endpoint and region the control plane
+    reads replicas at (boto3's AWS_ENDPOINT_URL and AWS_DEFAULT_REGION, as `replicas.py`)."""
     replica = {"type": "s3", "bucket": settings.BACKUP_BUCKET, "path": replica_path(team, database),
-               "region": settings.INSTANCE_S3_REGION}
-    if settings.INSTANCE_S3_ENDPOINT:
-        replica |= {"endpoint": settings.INSTANCE_S3_ENDPOINT, "force-path-style": True}
+               "region": os.environ.get("AWS_DEFAULT_REGION") or settings.INSTANCE_S3_REGION}
+    if endpoint := control_plane_s3_endpoint():
+        replica |= {"endpoint": endpoint, "force-path-style": True}
     return json.dumps({"dbs": [{"path": str(target), "replica": replica}]})  # YAML reads JSON
 
 
@@ -53,7 +58,7 @@ def litestream_environment(credentials) -> dict:
     process (AWS_CA_BUNDLE breaks Litestream on http:// endpoints; Go reads SSL_CERT_FILE for https ones)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "LITESTREAM_"))}
     bundle = os.environ.get("AWS_CA_BUNDLE")
-    if bundle and not settings.INSTANCE_S3_ENDPOINT.startswith("http://") and "SSL_CERT_FILE" not in env:
+    if bundle and not control_plane_s3_endpoint().startswith("http://") and "SSL_CERT_FILE" not in env:
         env["SSL_CERT_FILE"] = bundle
     return env | {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                   "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": credentials.access_key_id,
