@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -29,7 +29,10 @@ from teams.models import Team
 from teams.permissions import Actor
 
 from .models import RestoreDrill
-from .replicas import DEFAULT_DATABASE, minting_failed, read_only_credentials, replica_path
+from .replicas import (
+    DEFAULT_DATABASE, UnreadableReplica, minted_read_only_credentials, replica_path, window_with_credentials,
+)
+from .window import EmptyReplica
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +93,14 @@ class DrillFailed(Exception):
     """The drill failed; the message is safe to show (no key, no path outside the scratch directory)."""
 
 
-def restore_latest(team: Team, database: str, scratch: Path, env: dict) -> tuple[dict, Path]:
-    """Litestream's restore of the latest point into `scratch`, integrity-checked in full: its JSON summary and
-    the restored file. Raises DrillFailed, and subprocess.TimeoutExpired after DRILL_TIMEOUT."""
+def restore_point(team: Team, database: str, txid_hex: str, scratch: Path, env: dict) -> tuple[dict, Path]:
+    """Litestream's restore of transaction `txid_hex` into `scratch`, integrity-checked in full: its JSON summary
+    and the restored file. Raises DrillFailed, and subprocess.TimeoutExpired after DRILL_TIMEOUT."""
     config, target, output = scratch / "litestream.yml", scratch / database, scratch / f"restored-{database}"
     config.write_text(litestream_config(team, database, target))
     result = subprocess.run(
         [find_litestream(), "restore", "-config", str(config), "-no-expand-env", "-integrity-check", "full",
-         "-json", "-o", str(output), str(target)],
+         "-txid", txid_hex, "-json", "-o", str(output), str(target)],
         env=env, capture_output=True, text=True, timeout=settings.DRILL_TIMEOUT, stdin=subprocess.DEVNULL,
         cwd=scratch)
     if result.returncode != 0 or not output.exists():
@@ -109,16 +112,6 @@ def restore_latest(team: Team, database: str, scratch: Path, env: dict) -> tuple
         raise DrillFailed("litestream restore printed no JSON summary") from None
 
 
-def _point_time(summary: dict) -> datetime | None:
-    for key in ("timestamp", "time", "restored_at"):
-        if isinstance(summary.get(key), str):
-            try:
-                return datetime.fromisoformat(summary[key].replace("Z", "+00:00")).astimezone(UTC)
-            except ValueError:
-                return None
-    return None
-
-
 def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) -> RestoreDrill:
     """Restore the team's latest backup of `database` in a scratch directory, check it in full, fingerprint it
     and record the drill. A failed drill after a passing one (or none) alerts once: the episode's first."""
@@ -126,18 +119,19 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
     drill = RestoreDrill(team=team, database=database, started_at=started, actor=str(actor))
     scratch = Path(tempfile.mkdtemp(prefix=f"drill-{team.pk}-"))
     try:
-        try:
-            credentials = read_only_credentials(team, actor=actor)
-        except minting_failed as error:
-            raise DrillFailed(f"no read-only credentials: {error}") from None
-        summary, restored = restore_latest(team, database, scratch, litestream_environment(credentials))
+        credentials = minted_read_only_credentials(team, actor=actor)
+        # The newest point first, so that the drill restores exactly the point it records (and its time).
+        newest = window_with_credentials(team, database, credentials).newest
+        summary, restored = restore_point(team, database, newest.txid_hex, scratch,
+                                          litestream_environment(credentials))
+        if int(summary.get("txid", "0"), 16) != newest.txid:
+            raise DrillFailed(f"litestream restored txid {summary.get('txid')!r}, not {newest.txid_hex}")
         drill.fingerprint = database_fingerprint(restored)
-        drill.restored_txid = str(summary.get("txid", ""))[:16]
-        drill.restored_point_at = _point_time(summary)
+        drill.restored_txid, drill.restored_point_at = newest.txid_hex, newest.time
         drill.status = RestoreDrill.Status.SUCCEEDED
     except subprocess.TimeoutExpired:
         drill.status, drill.message = RestoreDrill.Status.TIMED_OUT, f"no restore within {settings.DRILL_TIMEOUT}s"
-    except (DrillFailed, sqlite3.Error) as error:
+    except (DrillFailed, UnreadableReplica, EmptyReplica, sqlite3.Error, ValueError) as error:
         drill.status, drill.message = RestoreDrill.Status.FAILED, str(error)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

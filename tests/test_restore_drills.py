@@ -111,3 +111,11 @@ def test_the_command_reports_and_fails_clearly(two_teams):
                           ((team.slug, "--due"), "name a team or --due")]:
         with pytest.raises(CommandError, match=message):
             call_command("drill", *args, stdout=StringIO())
+
+
+def test_the_drill_records_the_restored_points_time_and_lag(two_teams):
+    (team, _other), _admin = two_teams
+    drill = drill_team(team, actor="test")
+    newest = replica_window(team, "data.db", actor="test").newest
+    assert drill.restored_point_at is not None
+    assert abs((drill.restored_point_at - newest.time).total_seconds()) < 1
