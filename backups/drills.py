@@ -35,6 +35,7 @@ from .replicas import (
 from .window import EmptyReplica
 
 logger = logging.getLogger(__name__)
+FINGERPRINT_BATCH = 1000
 
 
 def find_litestream() -> str:
@@ -81,9 +82,12 @@ def database_fingerprint(path: Path) -> dict:
             quoted = '"' + table.replace('"', '""') + '"'
             digest.update(f"table {table}\n".encode())
             counts[table] = 0
-            for row in connection.execute(f"SELECT * FROM {quoted} ORDER BY rowid"):
-                digest.update(repr(row).encode() + b"\n")
-                counts[table] += 1
+            rows = connection.execute(f"SELECT * FROM {quoted} ORDER BY rowid")
+            # Hashed a fixed number of rows at a time: the same rows give the same hash, at a fraction of the
+            # cost of one update per row.
+            while batch := rows.fetchmany(FINGERPRINT_BATCH):
+                digest.update(repr(batch).encode())
+                counts[table] += len(batch)
         return {"tables": counts, "sha256": digest.hexdigest()}
     finally:
         connection.close()
