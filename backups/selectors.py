@@ -41,8 +41,12 @@ def backup_is_healthy(team: Team, now: datetime | None = None) -> bool:
     console, the metrics and the alerts share."""
     if Instance.objects.filter(stale_backups_q(now), team=team).exists():
         return False
-    last = RestoreDrill.objects.filter(team=team).order_by("-started_at").first()
+    last = last_drill(team)
     return last is not None and last.passed
+
+
+def last_drill(team: Team) -> RestoreDrill | None:
+    return RestoreDrill.objects.filter(team=team).order_by("-started_at").first()
 
 
 def last_drills() -> list[RestoreDrill]:

@@ -73,3 +73,21 @@ def test_a_run_with_no_seconds_left_drills_nothing(make_team, settings, monkeypa
     running(make_team(), heartbeat_ago=timedelta(seconds=1))
     monkeypatch.setattr(drills, "drill_team", lambda team, *, actor: record_drill(team, ago=timedelta(0)))
     assert drill_due_teams(actor="test") == []
+
+
+def test_the_team_page_shows_the_last_verified_restore_and_health(make_team, staff_client, settings):
+    from django.urls import reverse
+
+    settings.BACKUP_STALE_AFTER = 900
+    team = make_team()
+    running(team, heartbeat_ago=timedelta(seconds=5))
+    url = reverse("dashboard:team", args=[team.slug])
+    page = staff_client.get(url).content.decode()
+    assert "never drilled" in page and 'id="backup-health" class="error"' in page
+    drill = record_drill(team, ago=timedelta(minutes=3))
+    RestoreDrill.objects.filter(pk=drill.pk).update(restored_txid="00000000000000a1", lag_seconds=7.0)
+    page = staff_client.get(url).content.decode()
+    assert "succeeded, txid <code>00000000000000a1</code>, took 1.0 s, lag 7 s" in page
+    assert 'id="backup-health" class="ok"' in page
+    record_drill(team, ago=timedelta(minutes=1), status=RestoreDrill.Status.TIMED_OUT)
+    assert 'id="backup-health" class="error"' in staff_client.get(url).content.decode()
