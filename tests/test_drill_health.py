@@ -91,3 +91,16 @@ def test_the_team_page_shows_the_last_verified_restore_and_health(make_team, sta
     assert 'id="backup-health" class="ok"' in page
     record_drill(team, ago=timedelta(minutes=1), status=RestoreDrill.Status.TIMED_OUT)
     assert 'id="backup-health" class="error"' in staff_client.get(url).content.decode()
+
+
+def test_the_fleet_home_shows_coverage_and_failures(make_team, staff_client):
+    from django.urls import reverse
+
+    drilled, failing, undrilled = (make_team() for _ in range(3))
+    for team in (drilled, failing, undrilled):
+        running(team, heartbeat_ago=timedelta(seconds=5))
+    record_drill(drilled, ago=timedelta(hours=1))
+    record_drill(failing, ago=timedelta(hours=1), status=RestoreDrill.Status.FAILED)
+    page = staff_client.get(reverse("dashboard:home")).content.decode()
+    assert ('<strong>2/3</strong> running teams drilled this period, <strong>1</strong> last drills failed'
+            in page)
