@@ -9,7 +9,6 @@ run, so every team is drilled at least once a period, spread over it, and drills
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import sqlite3
@@ -25,6 +24,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from instances.models import Instance
+from teams import timeline
 from teams.models import Team
 from teams.permissions import Actor
 
@@ -34,7 +34,6 @@ from .replicas import (
 )
 from .window import EmptyReplica
 
-logger = logging.getLogger(__name__)
 FINGERPRINT_BATCH = 1000
 
 
@@ -147,7 +146,12 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
     if not drill.passed:
         drill.alerted = previous is None or previous.passed
         if drill.alerted:
-            logger.error("ALERT: restore drill of team %s failed: %s", team.slug, drill.message or drill.status)
+            timeline.record(team, timeline.Kind.RESTORE_DRILL_FAILED,
+                            f"ALERT: restore drill {drill.status}: {drill.message or 'no detail'}",
+                            actor=str(actor), is_error=True)
+    elif previous is not None and not previous.passed:
+        timeline.record(team, timeline.Kind.RESTORE_DRILL_PASSED,
+                        f"restore drill passed again (txid {drill.restored_txid})", actor=str(actor))
     drill.save()
     return drill
 

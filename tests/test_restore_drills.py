@@ -2,7 +2,6 @@
 passes with the restored database's fingerprint; deleting or corrupting one replica object fails that team's
 next drill (and alerts once per episode) while another team's keeps passing."""
 
-import json
 import tempfile
 from io import StringIO
 from pathlib import Path
@@ -12,9 +11,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from backups import drills
-from backups.drills import drill_team, due_teams
+from backups.drills import drill_team
 from backups.models import RestoreDrill
 from backups.replicas import replica_window
+from teams.models import TeamEvent
 
 from .test_litestream import (
     admin_s3, create_wal_database, credentials_from_endpoint, delete_prefix, litestream, litestream_env,
@@ -96,10 +96,12 @@ def test_a_damaged_replica_fails_that_teams_drill_only(two_teams, s3_env, damage
         admin.put_object(Bucket=s3_env.bucket, Key=key, Body=bytes(body))
     failed = drill_team(team, actor="test")
     assert failed.status == RestoreDrill.Status.FAILED and not failed.passed
-    assert failed.alerted and "ALERT: restore drill of team" in caplog.text
+    assert failed.alerted and "ALERT: restore drill failed" in caplog.text
     again = drill_team(team, actor="test")
     assert not again.passed and not again.alerted  # once per episode
     assert drill_team(other, actor="test").passed
+    alerts = TeamEvent.objects.filter(kind=TeamEvent.Kind.RESTORE_DRILL_FAILED, is_error=True)
+    assert [event.team for event in alerts] == [team]
 
 
 def test_the_command_reports_and_fails_clearly(two_teams):
