@@ -113,11 +113,21 @@ def list_ltx_files(s3, bucket: str, path: str) -> list[LTXFile]:
 def replica_window(team: Team, database: str, *, actor: Actor) -> RestorableWindow:
     """The restorable window of the team's `database`, read with read-only credentials minted for `actor`.
     Raises UnreadableReplica, and window.EmptyReplica when nothing was replicated."""
-    path = replica_path(team, database)
+    return window_with_credentials(team, database, minted_read_only_credentials(team, actor=actor))
+
+
+def minted_read_only_credentials(team: Team, *, actor: Actor) -> Credentials:
+    """Read-only credentials for the team's prefix, minted for `actor`; raises UnreadableReplica."""
     try:
-        s3 = _s3(read_only_credentials(team, actor=actor))
+        return read_only_credentials(team, actor=actor)
     except minting_failed as error:
         raise UnreadableReplica(f"no read-only credentials: {error}") from None
+
+
+def window_with_credentials(team: Team, database: str, credentials: Credentials) -> RestorableWindow:
+    """The restorable window of the team's `database`, read with these credentials (see `replica_window`)."""
+    path = replica_path(team, database)
+    s3 = _s3(credentials)
     where = f"s3://{settings.BACKUP_BUCKET}/{path}/"
     try:
         files = list_ltx_files(s3, settings.BACKUP_BUCKET, path)

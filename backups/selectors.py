@@ -5,11 +5,13 @@ import hmac
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from instances.models import Instance
 from teams.models import Team
+
+from .models import RestoreDrill
 
 
 def stale_after() -> timedelta:
@@ -31,3 +33,30 @@ def backup_stale_annotation(now: datetime | None = None, *, prefix: str = "") ->
 def is_current_boot(team: Team, boot: str | None) -> bool:
     current = Instance.objects.filter(team=team).values_list("boot_id", flat=True).first()
     return bool(boot and current) and hmac.compare_digest(boot.encode(), current.encode())
+
+
+def backup_is_healthy(team: Team, now: datetime | None = None) -> bool:
+    """A backup is healthy only if its heartbeat is fresh (Litestream pings it only when every database synced
+    without error, so a sync error stops it) AND the team's last restore drill passed. The one definition the
+    console, the metrics and the alerts share."""
+    if Instance.objects.filter(stale_backups_q(now), team=team).exists():
+        return False
+    last = last_drill(team)
+    return last is not None and last.passed
+
+
+def last_drill(team: Team) -> RestoreDrill | None:
+    return RestoreDrill.objects.filter(team=team).order_by("-started_at").first()
+
+
+def last_drills() -> list[RestoreDrill]:
+    """Each team's last restore drill (one query), team loaded."""
+    latest = RestoreDrill.objects.filter(team=OuterRef("team")).order_by("-started_at").values("pk")[:1]
+    return list(RestoreDrill.objects.filter(pk=Subquery(latest)).select_related("team").order_by("team__slug"))
+
+
+def drill_coverage(now: datetime | None = None) -> tuple[int, int]:
+    """(running teams drilled within CLOUDCTL_DRILL_PERIOD, running teams)."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.DRILL_PERIOD)
+    running = Team.objects.filter(instance__state=Instance.State.RUNNING)
+    return running.filter(restore_drills__started_at__gte=cutoff).distinct().count(), running.count()

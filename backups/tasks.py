@@ -15,3 +15,15 @@ def check_backups(every_seconds: int = 0) -> int:
     finally:
         if every_seconds:
             enqueue_again(check_backups, every_seconds)
+
+
+@task()
+def drill_restores(every_seconds: int = 0) -> int:
+    """Restore drills for the teams that are due, within the run's budget; with `every_seconds`, run again."""
+    from .drills import drill_due_teams
+
+    try:
+        return len(drill_due_teams(actor="task drill_restores"))
+    finally:
+        if every_seconds:
+            enqueue_again(drill_restores, every_seconds)

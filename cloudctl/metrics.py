@@ -16,6 +16,7 @@ from django_tasks_db.models import DBTaskResult
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from backups.selectors import drill_coverage, last_drills
 from console.selectors import fleet_summary
 from credentials.retention import credential_event_totals
 
@@ -54,7 +55,32 @@ def task_queue() -> Iterable[Metric]:
     return [family]
 
 
-COLLECTORS: list[Callable[[], Iterable[Metric]]] = [fleet, credential_events, task_queue]
+def restore_drills() -> Iterable[Metric]:
+    drilled, running = drill_coverage()
+    coverage = GaugeMetricFamily("cloudctl_restore_drill_coverage",
+                                 "Running teams drilled within CLOUDCTL_DRILL_PERIOD, and running teams.",
+                                 labels=["teams"])
+    coverage.add_metric(["drilled"], drilled)
+    coverage.add_metric(["running"], running)
+    passed = GaugeMetricFamily("cloudctl_restore_drill_passed", "1 if the team's last restore drill passed.",
+                               labels=["team"])
+    started = GaugeMetricFamily("cloudctl_restore_drill_timestamp_seconds", "When the team's last drill started.",
+                                labels=["team"])
+    duration = GaugeMetricFamily("cloudctl_restore_drill_duration_seconds", "How long the last drill took.",
+                                 labels=["team"])
+    lag = GaugeMetricFamily("cloudctl_restore_drill_lag_seconds", "How far the last drill's restored point was "
+                            "behind the team's last backup heartbeat.", labels=["team"])
+    for drill in last_drills():
+        slug = drill.team.slug
+        passed.add_metric([slug], int(drill.passed))
+        started.add_metric([slug], drill.started_at.timestamp())
+        duration.add_metric([slug], drill.duration_seconds)
+        if drill.lag_seconds is not None:
+            lag.add_metric([slug], drill.lag_seconds)
+    return [coverage, passed, started, duration, lag]
+
+
+COLLECTORS: list[Callable[[], Iterable[Metric]]] = [fleet, credential_events, task_queue, restore_drills]
 
 
 class _FleetCollector:

@@ -242,6 +242,13 @@ TASK_CLAIM_TIMEOUT = env.int("CLOUDCTL_TASK_CLAIM_SECONDS", default=6 * 3600)
 RECONCILE_EVERY = env.int("CLOUDCTL_RECONCILE_EVERY", default=0)
 BACKUP_CHECK_EVERY = env.int("CLOUDCTL_BACKUP_CHECK_EVERY", default=60)
 AUDIT_PRUNE_EVERY = env.int("CLOUDCTL_AUDIT_PRUNE_EVERY", default=3600)
+# Restore drills (backups/drills.py): the periodic run, how often each team is drilled at least, how many drills
+# and seconds one run may spend (so drills never starve other work), and one drill's timeout.
+DRILL_EVERY = env.int("CLOUDCTL_DRILL_EVERY", default=600)
+DRILL_PERIOD = env.int("CLOUDCTL_DRILL_PERIOD", default=7 * 24 * 3600)
+DRILL_BUDGET_DRILLS = env.int("CLOUDCTL_DRILL_BUDGET_DRILLS", default=10)
+DRILL_BUDGET_SECONDS = env.int("CLOUDCTL_DRILL_BUDGET_SECONDS", default=120)
+DRILL_TIMEOUT = env.int("CLOUDCTL_DRILL_TIMEOUT", default=300)
 # The teams' wildcard certificate asked of Fly again (domains/), so the dashboard's status (expiry, validation
 # errors) is at most this old: off unless the instances run on Fly (fly.toml turns it on; nothing to certify locally).
 CERTIFICATE_CHECK_EVERY = env.int("CLOUDCTL_CERTIFICATE_CHECK_EVERY", default=0)

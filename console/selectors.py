@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import Count, Q, QuerySet
 
-from backups.selectors import backup_stale_annotation, stale_backups_q
+from backups.selectors import backup_stale_annotation, drill_coverage, last_drills, stale_backups_q
 from credentials.models import CredentialEvent
 from instances.models import Instance
 from teams.models import Team, TeamEvent
@@ -46,16 +46,22 @@ class FleetSummary:
     teams_by_status: dict[str, int]
     instances_by_state: dict[str, int]
     stale_backups: int
+    # Restore drills: running teams drilled within CLOUDCTL_DRILL_PERIOD, running teams, teams whose last failed.
+    drilled_teams: int
+    running_teams: int
+    failed_drills: int
 
 
 def fleet_summary(now: datetime | None = None) -> FleetSummary:
     by_status = dict(Team.objects.order_by().values_list("status").annotate(n=Count("pk")))
     by_state = dict(Instance.objects.order_by().values_list("state").annotate(n=Count("pk")))
     stale = Instance.objects.filter(stale_backups_q(now)).count()
+    drilled, running = drill_coverage(now)
     return FleetSummary(
         teams_by_status={status: by_status.get(status, 0) for status in Team.Status.values},
         instances_by_state={state: by_state.get(state, 0) for state in Instance.State.values},
-        stale_backups=stale,
+        stale_backups=stale, drilled_teams=drilled, running_teams=running,
+        failed_drills=sum(not drill.passed for drill in last_drills()),
     )
 
 

@@ -106,6 +106,9 @@ class TeamEvent(models.Model):
         BACKUP_RESUMED = "backup_resumed", "Backups resumed"
         BACKUP_WATCH_RESUMED = "backup_watch_resumed", "Backup watch resumed"
         SCALED_TO_ZERO = "scaled_to_zero", "Scaled to zero"
+        # Restore drills (backups/drills.py): the first failure of an episode, and the pass that ends it.
+        RESTORE_DRILL_FAILED = "restore_drill_failed", "Restore drill failed"
+        RESTORE_DRILL_PASSED = "restore_drill_passed", "Restore drill passed again"
         # Deploys (deploys/runner.py).
         DEPLOYED = "deployed", "Deployed"
         DEPLOY_FAILED = "deploy_failed", "Deploy failed"

@@ -59,3 +59,24 @@ def test_fleet_gauges(client, settings, make_team):
     assert samples[("cloudctl_credential_events_total",
                     (("kind", "refused"), ("reason", "wrong_team"), ("signal", "backup")))] == 1
     assert samples[("cloudctl_task_queue_depth", (("queue", "default"), ("status", "ready")))] == 2
+
+
+def test_restore_drill_gauges(client, settings, make_team):
+    from backups.models import RestoreDrill
+
+    passing, failing, undrilled = (make_team() for _ in range(3))
+    for team in (passing, failing, undrilled):
+        Instance.objects.create(team=team, backend="x", state="running")
+    for team, status in [(passing, "succeeded"), (failing, "failed")]:
+        RestoreDrill.objects.create(team=team, database="data.db", started_at=timezone.now() - timedelta(days=8),
+                                    duration_seconds=9.0, status="succeeded", actor="test")
+        RestoreDrill.objects.create(team=team, database="data.db", started_at=timezone.now(), duration_seconds=2.5,
+                                    status=status, lag_seconds=4.0, actor="test")
+    samples = scrape(client, settings)
+    assert samples[("cloudctl_restore_drill_coverage", (("teams", "drilled"),))] == 2
+    assert samples[("cloudctl_restore_drill_coverage", (("teams", "running"),))] == 3
+    assert samples[("cloudctl_restore_drill_passed", (("team", passing.slug),))] == 1
+    assert samples[("cloudctl_restore_drill_passed", (("team", failing.slug),))] == 0
+    assert samples[("cloudctl_restore_drill_duration_seconds", (("team", passing.slug),))] == 2.5
+    assert samples[("cloudctl_restore_drill_lag_seconds", (("team", failing.slug),))] == 4.0
+    assert ("cloudctl_restore_drill_passed", (("team", undrilled.slug),)) not in samples

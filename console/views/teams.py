@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from backups.replicas import UnreadableReplica
 from backups.restore import plan_restore
+from backups.selectors import backup_is_healthy, last_drill
 from backups.window import EmptyReplica, OutsideWindow
 from domains.selectors import certificate_status
 from instances.actions import action_for, permitted_actions
@@ -75,6 +76,7 @@ def team_detail(request, slug):
         "title": f"{team.name} ({team.slug})", "team": team, "instance": getattr(team, "instance", None),
         "timeline": timeline(team), "actions": team.actions.all()[:10],
         "offered_actions": permitted_actions(request.user), "confirm_form": ConfirmForm(team=team),
+        "last_drill": last_drill(team), "backup_healthy": backup_is_healthy(team),
     })
 
 

@@ -1,0 +1,174 @@
+"""Restore drills (issue 16): a team's latest backup restored in a scratch directory on the worker with read-only
+credentials for the team's prefix, integrity-checked in full by Litestream, and fingerprinted.
+
+Litestream gets the credentials in its environment only (never in its config or arguments; its config holds the
+replica's place alone), and the scratch directory is always removed. Which teams are due: each team's next drill
+is its last plus `DRILL_PERIOD`, oldest first, at most `DRILL_BUDGET_DRILLS` drills or `DRILL_BUDGET_SECONDS` per
+run, so every team is drilled at least once a period, spread over it, and drills never starve other work.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import F, Max, Q
+from django.utils import timezone
+
+from instances.models import Instance
+from teams import timeline
+from teams.models import Team
+from teams.permissions import Actor
+
+from .models import RestoreDrill
+from .replicas import (
+    DEFAULT_DATABASE, UnreadableReplica, minted_read_only_credentials, replica_path, window_with_credentials,
+)
+from .window import EmptyReplica
+
+FINGERPRINT_BATCH = 1000
+
+
+def find_litestream() -> str:
+    beside = Path(sys.executable).parent / "litestream"
+    return str(beside) if beside.exists() else (shutil.which("litestream") or "litestream")
+
+
+def control_plane_s3_endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL", "")
+
+
+def litestream_config(team: Team, database: str, target: Path) -> str:
+    """Where the team's replica is, for Litestream, without any key: the S3 endpoint and region the control plane
+    reads replicas at (boto3's AWS_ENDPOINT_URL and AWS_DEFAULT_REGION, as `replicas.py`)."""
+    replica = {"type": "s3", "bucket": settings.BACKUP_BUCKET, "path": replica_path(team, database),
+               "region": os.environ.get("AWS_DEFAULT_REGION") or settings.INSTANCE_S3_REGION}
+    if endpoint := control_plane_s3_endpoint():
+        replica |= {"endpoint": endpoint, "force-path-style": True}
+    return json.dumps({"dbs": [{"path": str(target), "replica": replica}]})  # YAML reads JSON
+
+
+def litestream_environment(credentials) -> dict:
+    """The read-only credentials and nothing that could stand in for them: no AWS_* or LITESTREAM_* of this
+    process (AWS_CA_BUNDLE breaks Litestream on http:// endpoints; Go reads SSL_CERT_FILE for https ones)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "LITESTREAM_"))}
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    if bundle and not control_plane_s3_endpoint().startswith("http://") and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = bundle
+    return env | {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                  "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": credentials.access_key_id,
+                  "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,
+                  "AWS_SESSION_TOKEN": credentials.session_token}
+
+
+def database_fingerprint(path: Path) -> dict:
+    """Tables, their row counts and a SHA-256 over every row of every table in primary-key order."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = [name for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND name NOT LIKE '_litestream_%' ORDER BY name")]
+        digest, counts = hashlib.sha256(), {}
+        for table in tables:
+            quoted = '"' + table.replace('"', '""') + '"'
+            digest.update(f"table {table}\n".encode())
+            counts[table] = 0
+            rows = connection.execute(f"SELECT * FROM {quoted} ORDER BY rowid")
+            # Hashed a fixed number of rows at a time: the same rows give the same hash, at a fraction of the
+            # cost of one update per row.
+            while batch := rows.fetchmany(FINGERPRINT_BATCH):
+                digest.update(repr(batch).encode())
+                counts[table] += len(batch)
+        return {"tables": counts, "sha256": digest.hexdigest()}
+    finally:
+        connection.close()
+
+
+class DrillFailed(Exception):
+    """The drill failed; the message is safe to show (no key, no path outside the scratch directory)."""
+
+
+def restore_point(team: Team, database: str, txid_hex: str, scratch: Path, env: dict) -> tuple[dict, Path]:
+    """Litestream's restore of transaction `txid_hex` into `scratch`, integrity-checked in full: its JSON summary
+    and the restored file. Raises DrillFailed, and subprocess.TimeoutExpired after DRILL_TIMEOUT."""
+    config, target, output = scratch / "litestream.yml", scratch / database, scratch / f"restored-{database}"
+    config.write_text(litestream_config(team, database, target))
+    result = subprocess.run(
+        [find_litestream(), "restore", "-config", str(config), "-no-expand-env", "-integrity-check", "full",
+         "-txid", txid_hex, "-json", "-o", str(output), str(target)],
+        env=env, capture_output=True, text=True, timeout=settings.DRILL_TIMEOUT, stdin=subprocess.DEVNULL,
+        cwd=scratch)
+    if result.returncode != 0 or not output.exists():
+        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DrillFailed(f"litestream restore failed (exit {result.returncode}): {last_line[-300:]}")
+    try:
+        return json.loads(result.stdout[result.stdout.index("{"):]), output
+    except ValueError:
+        raise DrillFailed("litestream restore printed no JSON summary") from None
+
+
+def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) -> RestoreDrill:
+    """Restore the team's latest backup of `database` in a scratch directory, check it in full, fingerprint it
+    and record the drill. A failed drill after a passing one (or none) alerts once: the episode's first."""
+    started, clock = timezone.now(), time.monotonic()
+    drill = RestoreDrill(team=team, database=database, started_at=started, actor=str(actor))
+    scratch = Path(tempfile.mkdtemp(prefix=f"drill-{team.pk}-"))
+    try:
+        credentials = minted_read_only_credentials(team, actor=actor)
+        # The newest point first, so that the drill restores exactly the point it records (and its time).
+        newest = window_with_credentials(team, database, credentials).newest
+        summary, restored = restore_point(team, database, newest.txid_hex, scratch,
+                                          litestream_environment(credentials))
+        if int(summary.get("txid", "0"), 16) != newest.txid:
+            raise DrillFailed(f"litestream restored txid {summary.get('txid')!r}, not {newest.txid_hex}")
+        drill.fingerprint = database_fingerprint(restored)
+        drill.restored_txid, drill.restored_point_at = newest.txid_hex, newest.time
+        drill.status = RestoreDrill.Status.SUCCEEDED
+    except subprocess.TimeoutExpired:
+        drill.status, drill.message = RestoreDrill.Status.TIMED_OUT, f"no restore within {settings.DRILL_TIMEOUT}s"
+    except (DrillFailed, UnreadableReplica, EmptyReplica, sqlite3.Error, ValueError) as error:
+        drill.status, drill.message = RestoreDrill.Status.FAILED, str(error)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    drill.duration_seconds = time.monotonic() - clock
+    last_heartbeat = Instance.objects.filter(team=team).values_list("last_backup_at", flat=True).first()
+    if drill.restored_point_at and last_heartbeat:
+        drill.lag_seconds = max(0.0, (last_heartbeat - drill.restored_point_at).total_seconds())
+    previous = RestoreDrill.objects.filter(team=team).order_by("-started_at").first()
+    if not drill.passed:
+        drill.alerted = previous is None or previous.passed
+        if drill.alerted:
+            timeline.record(team, timeline.Kind.RESTORE_DRILL_FAILED,
+                            f"ALERT: restore drill {drill.status}: {drill.message or 'no detail'}",
+                            actor=str(actor), is_error=True)
+    elif previous is not None and not previous.passed:
+        timeline.record(team, timeline.Kind.RESTORE_DRILL_PASSED,
+                        f"restore drill passed again (txid {drill.restored_txid})", actor=str(actor))
+    drill.save()
+    return drill
+
+
+def due_teams(now: datetime | None = None) -> list[Team]:
+    """Teams with a running instance whose last drill is older than DRILL_PERIOD (or none), longest due first."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.DRILL_PERIOD)
+    teams = Team.objects.filter(instance__state=Instance.State.RUNNING).annotate(
+        last_drill=Max("restore_drills__started_at")).filter(Q(last_drill__isnull=True) | Q(last_drill__lt=cutoff))
+    return list(teams.order_by(F("last_drill").asc(nulls_first=True), "pk"))
+
+
+def drill_due_teams(*, actor: Actor) -> list[RestoreDrill]:
+    """Drill due teams within the run's budget of drills and seconds."""
+    deadline, drills = time.monotonic() + settings.DRILL_BUDGET_SECONDS, []
+    for team in due_teams()[:settings.DRILL_BUDGET_DRILLS]:
+        if time.monotonic() >= deadline:
+            break
+        drills.append(drill_team(team, actor=actor))
+    return drills
