@@ -1,12 +1,16 @@
 """Point-in-time restore of a team's database (issue 16). What exists so far is the plan: which point of the
 replica a request names (a time, a transaction, the latest), refused with the nearest valid points when it lies
-outside the restorable window. Restoring into a new volume is not built yet."""
+outside the restorable window, and the persisted request (models.Restore) that the steps after it will advance.
+Restoring into a new volume, the preview and the swap are not built yet."""
 
 from datetime import datetime
 
-from teams.models import Team
-from teams.permissions import Actor
+from django.db import transaction
 
+from teams.models import Team
+from teams.permissions import Actor, authorize
+
+from .models import Restore
 from .replicas import replica_window
 from .window import RestorableWindow, RestorePlan, latest_plan, plan_at_time, plan_for_txid
 
@@ -24,3 +28,34 @@ def plan_restore(team: Team, *, database: str, timestamp: datetime | None = None
     if timestamp is not None:
         return window, plan_at_time(window, timestamp)
     return window, latest_plan(window)
+
+
+RESTORE_PERMISSION = "backups.restore_database"
+
+
+class RestoreRefused(Exception):
+    """The restore cannot move from its state as asked; the message is safe to show."""
+
+
+def request_restore(team: Team, *, database: str, timestamp: datetime | None = None, txid: int | None = None,
+                    actor: Actor) -> Restore:
+    """Plan a restore (as `plan_restore`, with its exceptions) and record it, in state requested, pinned to the
+    point the plan chose, so that a later step restores exactly that point whatever the replica gains meanwhile."""
+    who = authorize(actor, RESTORE_PERMISSION)
+    _, plan = plan_restore(team, database=database, timestamp=timestamp, txid=txid, actor=actor)
+    return Restore.objects.create(team=team, database=database, target_txid=plan.point.txid,
+                                  target_time=plan.point.time, requested_by=who)
+
+
+def cancel_restore(restore: Restore, *, actor: Actor) -> Restore:
+    """Cancel a restore not swapped in (idempotent: cancelling a cancelled restore changes nothing)."""
+    authorize(actor, RESTORE_PERMISSION)
+    with transaction.atomic():
+        restore = Restore.objects.select_for_update().get(pk=restore.pk)
+        if restore.state == Restore.State.CANCELLED:
+            return restore
+        if restore.state in (Restore.State.SWAPPED, Restore.State.SWAPPED_BACK):
+            raise RestoreRefused(f"{restore} is {restore.get_state_display().lower()}: it cannot be cancelled")
+        restore.state = Restore.State.CANCELLED
+        restore.save(update_fields=["state", "updated_at"])
+    return restore
