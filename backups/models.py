@@ -1,6 +1,6 @@
 """A point-in-time restore of one team database, persisted as a state machine so every step can be resumed after
-a crash (issue 16). Only the first state, the request with its plan, is built: the volume, the restore into it,
-the preview and the swap are not, and `backups.restore` says so instead of pretending."""
+a crash (issue 16). Built so far: the request with its plan and the new volume (local backend); the restore into
+it, the preview and the swap are not, and `backups.restore` says so instead of pretending."""
 
 from django.db import models
 
@@ -24,6 +24,8 @@ class Restore(models.Model):
     # The point the plan chose when requested (window.RestorePoint), in Litestream's terms for `restore -txid`.
     target_txid = models.BigIntegerField()
     target_time = models.DateTimeField()
+    # Where the backend put the new volume (its create_restore_volume), once created.
+    volume = models.CharField(max_length=500, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.REQUESTED)
     requested_by = models.CharField(max_length=150)
     requested_at = models.DateTimeField(auto_now_add=True)

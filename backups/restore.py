@@ -1,12 +1,15 @@
 """Point-in-time restore of a team's database (issue 16). What exists so far is the plan: which point of the
 replica a request names (a time, a transaction, the latest), refused with the nearest valid points when it lies
 outside the restorable window, and the persisted request (models.Restore) that the steps after it will advance.
-Restoring into a new volume, the preview and the swap are not built yet."""
+Built so far: the request and the new volume (`advance_restore`); restoring into it, the preview and the swap are
+not built yet and `advance_restore` says so."""
 
 from datetime import datetime
 
 from django.db import transaction
 
+from instances.machines import get_backend
+from instances.models import Instance
 from teams.models import Team
 from teams.permissions import Actor, authorize
 
@@ -59,3 +62,31 @@ def cancel_restore(restore: Restore, *, actor: Actor) -> Restore:
         restore.state = Restore.State.CANCELLED
         restore.save(update_fields=["state", "updated_at"])
     return restore
+
+
+def advance_restore(restore: Restore, *, actor: Actor) -> Restore:
+    """Take the restore one step on from its persisted state; each step is idempotent, so a run after a crash
+    finishes what the crashed one started. Raises RestoreRefused for what cannot be done (a team without an
+    instance, a backend without restores, a step not built yet)."""
+    authorize(actor, RESTORE_PERMISSION)
+    with transaction.atomic():
+        restore = Restore.objects.select_for_update().get(pk=restore.pk)
+        if restore.state == Restore.State.REQUESTED:
+            _create_volume(restore)
+        elif restore.state not in Restore.FINISHED:
+            raise RestoreRefused(f"{restore}: {restore.get_state_display().lower()}; restoring into the new volume, "
+                                 "the preview and the swap are not built yet")
+    return restore
+
+
+def _create_volume(restore: Restore) -> None:
+    try:
+        instance = restore.team.instance
+    except Instance.DoesNotExist:
+        raise RestoreRefused(f"team {restore.team.slug} has no instance to restore into") from None
+    try:
+        resources = get_backend(instance.backend).create_restore_volume(instance, restore.pk)
+    except NotImplementedError as error:
+        raise RestoreRefused(str(error)) from None
+    restore.volume, restore.state = resources["volume"], Restore.State.VOLUME_CREATED
+    restore.save(update_fields=["volume", "state", "updated_at"])

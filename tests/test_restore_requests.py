@@ -1,15 +1,18 @@
 """The persisted restore request (backups.models.Restore): pinned to the point the plan chose on the real replica,
 refused (and not recorded) outside the window or without the permission; cancelling is idempotent and refused once
-swapped in."""
+swapped in; the first step creates the new volume (local backend) and the steps not built say so."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
 
 from backups.models import Restore
-from backups.restore import RestoreRefused, cancel_restore, plan_restore, request_restore
+from backups.restore import RestoreRefused, advance_restore, cancel_restore, plan_restore, request_restore
 from backups.window import OutsideWindow
+from instances.machines import get_backend
+from instances.models import Instance
 
 from .test_restore_dry_run import replicated  # noqa: F401  (the fixture: rows at t1, t2, t3 on the local S3)
 
@@ -56,3 +59,39 @@ def test_cancelling_is_idempotent_and_refused_once_swapped(make_team):
         cancel_restore(swapped, actor="test")
     swapped.refresh_from_db()
     assert swapped.state == Restore.State.SWAPPED
+
+
+@pytest.fixture
+def requested(make_team, settings, tmp_path):
+    """A restore requested for a team whose instance is on the local backend (nothing started)."""
+    settings.LOCAL_INSTANCES_DIR = str(tmp_path / "instances")
+    team = make_team()
+    Instance.objects.create(team=team, backend="instances.backends.local.LocalBackend")
+    return Restore.objects.create(team=team, database="data.db", target_txid=3, target_time=datetime.now(UTC),
+                                  requested_by="test")
+
+
+def test_the_first_step_creates_a_new_volume_apart_from_the_live_one(requested, tmp_path):
+    restore = advance_restore(requested, actor="test")
+    expected = tmp_path / "instances" / f"team-{restore.team_id}" / "restores" / str(restore.pk) / "data"
+    assert (restore.state, Path(restore.volume)) == (Restore.State.VOLUME_CREATED, expected)
+    assert expected.is_dir() and not any(expected.iterdir())
+    # Creating it again (a run after a crash between the backend's call and the save) is harmless.
+    instance = restore.team.instance
+    assert get_backend(instance.backend).create_restore_volume(instance, restore.pk) == {"volume": str(expected)}
+    # What comes next says it is not built rather than pretending.
+    with pytest.raises(RestoreRefused, match="not built yet"):
+        advance_restore(restore, actor="test")
+    restore.refresh_from_db()
+    assert restore.state == Restore.State.VOLUME_CREATED
+
+
+def test_a_backend_without_restores_or_a_team_without_an_instance_is_refused(requested):
+    Instance.objects.filter(team=requested.team).update(backend="instances.backends.fly.FlyBackend")
+    with pytest.raises(RestoreRefused, match="not supported on the FlyBackend backend"):
+        advance_restore(requested, actor="test")
+    Instance.objects.filter(team=requested.team).delete()
+    with pytest.raises(RestoreRefused, match="has no instance"):
+        advance_restore(requested, actor="test")
+    requested.refresh_from_db()
+    assert (requested.state, requested.volume) == (Restore.State.REQUESTED, "")

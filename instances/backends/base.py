@@ -229,6 +229,11 @@ class MachineBackend(abc.ABC):
         """Delete one of `orphans`."""
         raise NotImplementedError
 
+    def create_restore_volume(self, instance: Instance, restore_id: int) -> dict:
+        """Create (idempotently) an empty volume for the team, apart from its live one and named by `restore_id`,
+        that a point-in-time restore is written into; returns {"volume": where it is}."""
+        raise NotImplementedError(f"point-in-time restore is not supported on the {type(self).__name__} backend yet")
+
     def public_addresses(self) -> dict[str, list[str]]:
         """The public addresses of the teams' resources, by resource (Fly: the IPs of a team app). A team is
         reached only through the router: every address listed here is a way around it."""

@@ -110,6 +110,11 @@ class LocalBackend(MachineBackend):
         data.mkdir(parents=True, exist_ok=True)
         return {"volume": str(data)}
 
+    def create_restore_volume(self, instance, restore_id: int) -> dict:
+        data = self.team_dir(instance) / "restores" / str(restore_id) / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        return {"volume": str(data)}
+
     def ensure_running(self, instance) -> dict:
         """Start the instance unless its process is already alive; never two processes for one team."""
         with self._team_lock(instance):
