@@ -6,16 +6,20 @@ not built yet and `advance_restore` says so."""
 
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 
+from instances.backends import BackendError
+from instances.backends.base import RestoreSource
 from instances.machines import get_backend
 from instances.models import Instance
 from teams.models import Team
 from teams.permissions import Actor, authorize
 
 from .models import Restore
-from .replicas import replica_window
-from .window import RestorableWindow, RestorePlan, latest_plan, plan_at_time, plan_for_txid
+from . import replicas
+from .replicas import replica_path, replica_window
+from .window import RestorableWindow, RestorePlan, format_txid, latest_plan, plan_at_time, plan_for_txid
 
 
 def plan_restore(team: Team, *, database: str, timestamp: datetime | None = None, txid: int | None = None,
@@ -73,20 +77,48 @@ def advance_restore(restore: Restore, *, actor: Actor) -> Restore:
         restore = Restore.objects.select_for_update().get(pk=restore.pk)
         if restore.state == Restore.State.REQUESTED:
             _create_volume(restore)
+        elif restore.state == Restore.State.VOLUME_CREATED:
+            _restore_into_volume(restore, actor=actor)
         elif restore.state not in Restore.FINISHED:
-            raise RestoreRefused(f"{restore}: {restore.get_state_display().lower()}; restoring into the new volume, "
-                                 "the preview and the swap are not built yet")
+            raise RestoreRefused(f"{restore}: {restore.get_state_display().lower()}; the preview and the swap "
+                                 "are not built yet")
     return restore
 
 
-def _create_volume(restore: Restore) -> None:
+def _instance(restore: Restore) -> Instance:
     try:
-        instance = restore.team.instance
+        return restore.team.instance
     except Instance.DoesNotExist:
         raise RestoreRefused(f"team {restore.team.slug} has no instance to restore into") from None
+
+
+def _create_volume(restore: Restore) -> None:
+    instance = _instance(restore)
     try:
         resources = get_backend(instance.backend).create_restore_volume(instance, restore.pk)
     except NotImplementedError as error:
         raise RestoreRefused(str(error)) from None
     restore.volume, restore.state = resources["volume"], Restore.State.VOLUME_CREATED
     restore.save(update_fields=["volume", "state", "updated_at"])
+
+
+def _restore_into_volume(restore: Restore, *, actor: Actor) -> None:
+    """Litestream restores the pinned txid into the new volume with read-only credentials minted for `actor`."""
+    instance = _instance(restore)
+    try:
+        credentials = replicas.read_only_credentials(restore.team, actor=actor)
+    except replicas.minting_failed as error:
+        raise RestoreRefused(f"{restore}: {error}") from None
+    source = RestoreSource(
+        bucket=settings.BACKUP_BUCKET, path=replica_path(restore.team, restore.database),
+        region=settings.INSTANCE_S3_REGION, endpoint=settings.INSTANCE_S3_ENDPOINT,
+        txid_hex=format_txid(restore.target_txid), access_key_id=credentials.access_key_id,
+        secret_access_key=credentials.secret_access_key, session_token=credentials.session_token)
+    try:
+        get_backend(instance.backend).restore_into_volume(instance, restore.pk, restore.database, source)
+    except NotImplementedError as error:
+        raise RestoreRefused(str(error)) from None
+    except BackendError as error:
+        raise RestoreRefused(f"{restore}: {error}") from None
+    restore.state = Restore.State.RESTORED
+    restore.save(update_fields=["state", "updated_at"])

@@ -1,6 +1,7 @@
 """The persisted restore request (backups.models.Restore): pinned to the point the plan chose on the real replica,
 refused (and not recorded) outside the window or without the permission; cancelling is idempotent and refused once
-swapped in; the first step creates the new volume (local backend) and the steps not built say so."""
+swapped in; the steps create the new volume and restore exactly the pinned point into it with the real Litestream
+(local backend), and the steps not built say so."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from backups.window import OutsideWindow
 from instances.machines import get_backend
 from instances.models import Instance
 
+from .test_litestream import REGION, all_rows
 from .test_restore_dry_run import replicated  # noqa: F401  (the fixture: rows at t1, t2, t3 on the local S3)
 
 
@@ -79,11 +81,6 @@ def test_the_first_step_creates_a_new_volume_apart_from_the_live_one(requested, 
     # Creating it again (a run after a crash between the backend's call and the save) is harmless.
     instance = restore.team.instance
     assert get_backend(instance.backend).create_restore_volume(instance, restore.pk) == {"volume": str(expected)}
-    # What comes next says it is not built rather than pretending.
-    with pytest.raises(RestoreRefused, match="not built yet"):
-        advance_restore(restore, actor="test")
-    restore.refresh_from_db()
-    assert restore.state == Restore.State.VOLUME_CREATED
 
 
 def test_a_backend_without_restores_or_a_team_without_an_instance_is_refused(requested):
@@ -95,3 +92,26 @@ def test_a_backend_without_restores_or_a_team_without_an_instance_is_refused(req
         advance_restore(requested, actor="test")
     requested.refresh_from_db()
     assert (requested.state, requested.volume) == (Restore.State.REQUESTED, "")
+
+
+def test_a_restore_between_t1_and_t2_writes_exactly_t1s_rows_into_the_new_volume(replicated, s3_env, settings,  # noqa: F811
+                                                                                 tmp_path):
+    settings.LOCAL_INSTANCES_DIR = str(tmp_path / "instances")
+    settings.INSTANCE_S3_ENDPOINT, settings.INSTANCE_S3_REGION = s3_env.endpoint_url, REGION
+    team, (t1, t2, _) = replicated["team"], replicated["written_at"]
+    Instance.objects.create(team=team, backend="instances.backends.local.LocalBackend")
+    restore = request_restore(team, database="data.db", timestamp=t1 + (t2 - t1) / 2, actor="test")
+    restore = advance_restore(advance_restore(restore, actor="test"), actor="test")
+    assert restore.state == Restore.State.RESTORED
+    restored = Path(restore.volume) / "data.db"
+    assert all_rows(restored) == [(n, f"note {n} " + "x" * (n % 97)) for n in range(1, 11)]
+    assert not list(Path(restore.volume).parent.glob("*.partial"))
+    # A rerun (a crash after Litestream finished, before the save) leaves the checked database as it is.
+    instance = team.instance
+    before = restored.stat().st_mtime_ns
+    get_backend(instance.backend).restore_into_volume(instance, restore.pk, "data.db", None)
+    assert restored.stat().st_mtime_ns == before
+    # The live volume is untouched, and what comes next says it is not built rather than pretending.
+    assert not (tmp_path / "instances" / f"team-{team.pk}" / "data" / "data.db").exists()
+    with pytest.raises(RestoreRefused, match="not built yet"):
+        advance_restore(restore, actor="test")
