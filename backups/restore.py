@@ -47,8 +47,11 @@ class RestoreRefused(Exception):
 def request_restore(team: Team, *, database: str, timestamp: datetime | None = None, txid: int | None = None,
                     actor: Actor) -> Restore:
     """Plan a restore (as `plan_restore`, with its exceptions) and record it, in state requested, pinned to the
-    point the plan chose, so that a later step restores exactly that point whatever the replica gains meanwhile."""
+    point the plan chose, so that a later step restores exactly that point whatever the replica gains meanwhile.
+    RestoreRefused for a team without an instance."""
     who = authorize(actor, RESTORE_PERMISSION)
+    if not Instance.objects.filter(team=team).exists():
+        raise RestoreRefused(f"team {team.slug} has no instance to restore into")
     _, plan = plan_restore(team, database=database, timestamp=timestamp, txid=txid, actor=actor)
     return Restore.objects.create(team=team, database=database, target_txid=plan.point.txid,
                                   target_time=plan.point.time, requested_by=who)

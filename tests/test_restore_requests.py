@@ -22,6 +22,9 @@ from .test_restore_dry_run import replicated  # noqa: F401  (the fixture: rows a
 def test_a_request_is_pinned_to_the_planned_point(replicated):  # noqa: F811
     team, (t1, t2, _) = replicated["team"], replicated["written_at"]
     between = t1 + (t2 - t1) / 2
+    with pytest.raises(RestoreRefused, match="has no instance"):
+        request_restore(team, database="data.db", timestamp=between, actor="test")
+    Instance.objects.create(team=team, backend="instances.backends.local.LocalBackend")
     _, plan = plan_restore(team, database="data.db", timestamp=between, actor="test")
     restore = request_restore(team, database="data.db", timestamp=between, actor="test")
     restore.refresh_from_db()
