@@ -118,3 +118,12 @@ def test_a_restore_between_t1_and_t2_writes_exactly_t1s_rows_into_the_new_volume
     assert not (tmp_path / "instances" / f"team-{team.pk}" / "data" / "data.db").exists()
     with pytest.raises(RestoreRefused, match="not built yet"):
         advance_restore(restore, actor="test")
+    # Litestream's failure (a txid the replica never had) is refused with its reason; nothing lands in a volume.
+    unknown = Restore.objects.create(team=team, database="data.db", target_txid=restore.target_txid + 10**6,
+                                     target_time=t2, requested_by="test")
+    unknown = advance_restore(unknown, actor="test")
+    with pytest.raises(RestoreRefused, match="litestream restore of data.db failed: "):
+        advance_restore(unknown, actor="test")
+    unknown.refresh_from_db()
+    assert unknown.state == Restore.State.VOLUME_CREATED
+    assert not any(Path(unknown.volume).iterdir())
