@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from instances.backends import BackendError
 from instances.backends.base import RestoreSource
@@ -76,16 +77,21 @@ def advance_restore(restore: Restore, *, actor: Actor) -> Restore:
     finishes what the crashed one started. Raises RestoreRefused for what cannot be done (a team without an
     instance, a backend without restores, a step not built yet)."""
     authorize(actor, RESTORE_PERMISSION)
-    with transaction.atomic():
-        restore = Restore.objects.select_for_update().get(pk=restore.pk)
-        if restore.state == Restore.State.REQUESTED:
-            _create_volume(restore)
-        elif restore.state == Restore.State.VOLUME_CREATED:
-            _restore_into_volume(restore, actor=actor)
-        elif restore.state not in Restore.FINISHED:
-            raise RestoreRefused(f"{restore}: {restore.get_state_display().lower()}; the preview and the swap "
-                                 "are not built yet")
-    return restore
+    restore = Restore.objects.get(pk=restore.pk)
+    before = restore.state
+    # The step runs outside any transaction (a restore may take long and must not hold the database's write
+    # lock, SQLite's especially); its outcome is saved only if no other run moved the restore meanwhile.
+    if before == Restore.State.REQUESTED:
+        _create_volume(restore)
+    elif before == Restore.State.VOLUME_CREATED:
+        _restore_into_volume(restore, actor=actor)
+    elif before not in Restore.FINISHED:
+        raise RestoreRefused(f"{restore}: {restore.get_state_display().lower()}; the preview and the swap "
+                             "are not built yet")
+    if restore.state != before:
+        Restore.objects.filter(pk=restore.pk, state=before).update(
+            state=restore.state, volume=restore.volume, updated_at=timezone.now())
+    return Restore.objects.get(pk=restore.pk)
 
 
 def _instance(restore: Restore) -> Instance:
@@ -102,7 +108,6 @@ def _create_volume(restore: Restore) -> None:
     except NotImplementedError as error:
         raise RestoreRefused(str(error)) from None
     restore.volume, restore.state = resources["volume"], Restore.State.VOLUME_CREATED
-    restore.save(update_fields=["volume", "state", "updated_at"])
 
 
 def _restore_into_volume(restore: Restore, *, actor: Actor) -> None:
@@ -124,4 +129,3 @@ def _restore_into_volume(restore: Restore, *, actor: Actor) -> None:
     except BackendError as error:
         raise RestoreRefused(f"{restore}: {error}") from None
     restore.state = Restore.State.RESTORED
-    restore.save(update_fields=["state", "updated_at"])
