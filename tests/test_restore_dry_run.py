@@ -7,18 +7,21 @@ import struct
 import time
 from datetime import UTC, datetime, timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
+from backups.models import Restore
 from backups.replicas import replica_window
 from credentials.models import CredentialEvent
 from credentials.services import mint_read_only_credentials
+from instances.models import Instance
 
 from .test_litestream import (
-    admin_s3, all_rows, create_wal_database, credentials_from_endpoint, delete_prefix, insert_rows, integrity,
+    REGION, admin_s3, all_rows, create_wal_database, credentials_from_endpoint, delete_prefix, insert_rows, integrity,
     litestream, litestream_env, write_config,
 )
 
@@ -116,11 +119,25 @@ def test_points_outside_the_window_are_refused_with_the_nearest(replicated):
         dry_run(slug, "--txid", format(window.newest.txid + 1, "x"))
 
 
-def test_restoring_is_not_built_and_changes_nothing(replicated):
+def test_restoring_a_team_without_an_instance_is_refused_and_changes_nothing(replicated):
     audit_rows = CredentialEvent.objects.count()
-    with pytest.raises(CommandError, match="not built yet"):
+    with pytest.raises(CommandError, match="has no instance"):
         call_command("restore", replicated["team"].slug, "--latest")
     assert CredentialEvent.objects.count() == audit_rows  # not even a read of the replica
+    assert not Restore.objects.exists()
+
+
+def test_restoring_writes_a_new_volume_and_says_what_is_not_built(replicated, s3_env, settings):
+    settings.LOCAL_INSTANCES_DIR = str(replicated["tmp"] / "instances")
+    settings.INSTANCE_S3_ENDPOINT, settings.INSTANCE_S3_REGION = s3_env.endpoint_url, REGION
+    Instance.objects.create(team=replicated["team"], backend="instances.backends.local.LocalBackend")
+    output = StringIO()
+    call_command("restore", replicated["team"].slug, "--latest", stdout=output)
+    [restore] = Restore.objects.all()
+    assert restore.state == Restore.State.RESTORED
+    assert len(all_rows(Path(restore.volume) / "data.db")) == 30
+    assert ": requested (restore id" in output.getvalue() and ": new volume created" in output.getvalue()
+    assert "The preview and the swap are not built yet." in output.getvalue()
 
 
 @pytest.mark.parametrize(("header", "message"), [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -104,6 +104,21 @@ class Step:
 
     name: str
     run: Callable[["Instance"], dict]
+
+
+@dataclass(frozen=True)
+class RestoreSource:
+    """What a point-in-time restore reads: a team's replica (Litestream's S3 settings), the transaction to stop at
+    (hex, as `-txid` takes it) and read-only credentials for the team's prefix, never stored."""
+
+    bucket: str
+    path: str
+    region: str
+    endpoint: str  # "" for AWS itself
+    txid_hex: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
 
 
 class MachineBackend(abc.ABC):
@@ -228,6 +243,17 @@ class MachineBackend(abc.ABC):
     def delete_orphan(self, name: str) -> None:
         """Delete one of `orphans`."""
         raise NotImplementedError
+
+    def create_restore_volume(self, instance: Instance, restore_id: int) -> dict:
+        """Create (idempotently) an empty volume for the team, apart from its live one and named by `restore_id`,
+        that a point-in-time restore is written into; returns {"volume": where it is}."""
+        raise NotImplementedError(f"point-in-time restore is not supported on the {type(self).__name__} backend yet")
+
+    def restore_into_volume(self, instance: Instance, restore_id: int, database: str, source: RestoreSource) -> dict:
+        """Write `database` restored from `source` into the restore's volume with Litestream's full integrity check,
+        all or nothing (a rerun after a crash finishes the job, a finished one is left as it is); returns
+        {"database": where it is}. BackendError when Litestream fails (its last line, safe to show)."""
+        raise NotImplementedError(f"point-in-time restore is not supported on the {type(self).__name__} backend yet")
 
     def public_addresses(self) -> dict[str, list[str]]:
         """The public addresses of the teams' resources, by resource (Fly: the IPs of a team app). A team is

@@ -8,6 +8,7 @@ environment (CLOUDCTL_TEAM_ID) let any later run find them again instead of star
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .base import BackendError, ObservedState
+from .base import BackendError, ObservedState, RestoreSource
 from .host import HostBackend
 
 # The instance's program, in the repository beside the control plane (instance/).
@@ -24,7 +25,8 @@ STOP_TIMEOUT_SECONDS = 20
 # The only variables of the control plane's environment an instance gets (see instance_environment()).
 INHERITED_VARIABLES = ("LANG", "LC_ALL", "TZ")
 
-
+# A restore downloads the whole chain of LTX files: generous, but never a hung step forever.
+RESTORE_TIMEOUT_SECONDS = 3600
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -83,6 +85,38 @@ class LocalBackend(HostBackend):
         data = self.team_dir(instance) / "data"
         data.mkdir(parents=True, exist_ok=True)
         return {"volume": str(data)}
+
+    def create_restore_volume(self, instance, restore_id: int) -> dict:
+        data = self.team_dir(instance) / "restores" / str(restore_id) / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        return {"volume": str(data)}
+
+    def restore_into_volume(self, instance, restore_id: int, database: str, source: RestoreSource) -> dict:
+        volume = Path(self.create_restore_volume(instance, restore_id)["volume"])
+        restored = volume / database
+        if restored.exists():  # renamed into place only once restored and checked
+            return {"database": str(restored)}
+        partial = volume.parent / f"{database}.partial"
+        replica = {"type": "s3", "bucket": source.bucket, "path": source.path, "region": source.region}
+        if source.endpoint:
+            replica.update({"endpoint": source.endpoint, "force-path-style": True})
+        config = volume.parent / "litestream.yml"
+        config.write_text(json.dumps({"dbs": [{"path": str(restored), "replica": replica}]}))  # YAML reads JSON
+        # Only these credentials: no config file, profile or metadata service may stand in for them.
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(volume.parent), "AWS_CONFIG_FILE": "/dev/null",
+               "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true",
+               "AWS_ACCESS_KEY_ID": source.access_key_id, "AWS_SECRET_ACCESS_KEY": source.secret_access_key,
+               "AWS_SESSION_TOKEN": source.session_token}
+        result = subprocess.run(
+            [str(self.python.parent / "litestream"), "restore", "-config", str(config), "-no-expand-env",
+             "-o", str(partial), "-force", "-txid", source.txid_hex, "-integrity-check", "full", "-json",
+             str(restored)],
+            env=env, capture_output=True, text=True, timeout=RESTORE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BackendError(f"litestream restore of {database} failed: {last_line}")
+        os.replace(partial, restored)
+        return {"database": str(restored)}
 
     def ensure_running(self, instance) -> dict:
         """Start the instance unless its process is already alive; never two processes for one team."""

@@ -4,12 +4,13 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from backups.replicas import DEFAULT_DATABASE, UnreadableReplica
-from backups.restore import plan_restore
+from backups.models import Restore
+from backups.restore import RestoreRefused, advance_restore, plan_restore, request_restore
 from backups.window import EmptyReplica, OutsideWindow, RestorePoint, parse_moment, parse_txid
 from teams.services import get_team
 
-NOT_BUILT = ("restoring into a new volume is not built yet: nothing was changed. "
-             "Add --dry-run to see what would be restored.")
+# The steps built so far (backups.restore.advance_restore): the preview and the swap are not.
+BUILT_STEPS = (Restore.State.REQUESTED, Restore.State.VOLUME_CREATED)
 
 
 def describe(point: RestorePoint) -> str:
@@ -21,8 +22,8 @@ def every(step: timedelta | None) -> str:
 
 
 class Command(BaseCommand):
-    help = ("Restore a team's database to a point in time into a new volume (not built yet: only --dry-run "
-            "works). --dry-run reads the replica with read-only credentials, prints its restorable window and what "
+    help = ("Restore a team's database to a point in time into a new volume (the preview and the swap are not "
+            "built yet). --dry-run reads the replica with read-only credentials, prints its restorable window and what "
             "would be restored (txid, time, size) and changes nothing; a point outside the window is refused "
             "with the nearest valid points.")
 
@@ -36,14 +37,16 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="print what would be restored; change nothing")
 
     def handle(self, slug, *, timestamp, txid, latest, database, dry_run, **options):
-        if not dry_run:
-            raise CommandError(NOT_BUILT)
         try:
             team = get_team(slug)
             timestamp = parse_moment(timestamp) if timestamp is not None else None
             txid = parse_txid(txid) if txid is not None else None
+            if not dry_run:
+                return self.restore(team, database=database, timestamp=timestamp, txid=txid)
             window, plan = plan_restore(team, database=database, timestamp=timestamp, txid=txid,
                                         actor="manage.py restore")
+        except RestoreRefused as error:
+            raise CommandError(str(error)) from None
         except ValidationError as error:
             raise CommandError(error.messages[0]) from None
         except (ValueError, UnreadableReplica, EmptyReplica) as error:
@@ -60,3 +63,12 @@ class Command(BaseCommand):
         self.stdout.write(f"would restore: {describe(plan.point)}, database {plan.database_bytes} bytes, "
                           f"from {len(plan.files)} LTX files ({plan.download_bytes} bytes to download)")
         self.stdout.write("dry run: nothing was changed")
+
+    def restore(self, team, **target) -> None:
+        restore = request_restore(team, **target, actor="manage.py restore")
+        self.stdout.write(f"{restore}: requested (restore id {restore.pk})")
+        while restore.state in BUILT_STEPS:
+            restore = advance_restore(restore, actor="manage.py restore")
+            self.stdout.write(f"{restore}: {restore.get_state_display().lower()}")
+        self.stdout.write(f"restored into the new volume {restore.volume}; the live volume is unchanged. "
+                          "The preview and the swap are not built yet.")
