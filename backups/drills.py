@@ -8,7 +8,6 @@ run, so every team is drilled at least once a period, spread over it, and drills
 """
 
 import hashlib
-import json
 import os
 import shutil
 import sqlite3
@@ -23,6 +22,8 @@ from django.conf import settings
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
+from instances.backends.base import BackendError, RestoreSource
+from instances.backends.replica_restore import restore_replica
 from instances.models import Instance
 from teams import timeline
 from teams.models import Team
@@ -42,31 +43,14 @@ def find_litestream() -> str:
     return str(beside) if beside.exists() else (shutil.which("litestream") or "litestream")
 
 
-def control_plane_s3_endpoint() -> str:
-    return os.environ.get("AWS_ENDPOINT_URL", "")
-
-
-def litestream_config(team: Team, database: str, target: Path) -> str:
-    """Where the team's replica is, for Litestream, without any key: the S3 endpoint and region the control plane
-    reads replicas at (boto3's AWS_ENDPOINT_URL and AWS_DEFAULT_REGION, as `replicas.py`)."""
-    replica = {"type": "s3", "bucket": settings.BACKUP_BUCKET, "path": replica_path(team, database),
-               "region": os.environ.get("AWS_DEFAULT_REGION") or settings.INSTANCE_S3_REGION}
-    if endpoint := control_plane_s3_endpoint():
-        replica |= {"endpoint": endpoint, "force-path-style": True}
-    return json.dumps({"dbs": [{"path": str(target), "replica": replica}]})  # YAML reads JSON
-
-
-def litestream_environment(credentials) -> dict:
-    """The read-only credentials and nothing that could stand in for them: no AWS_* or LITESTREAM_* of this
-    process (AWS_CA_BUNDLE breaks Litestream on http:// endpoints; Go reads SSL_CERT_FILE for https ones)."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "LITESTREAM_"))}
-    bundle = os.environ.get("AWS_CA_BUNDLE")
-    if bundle and not control_plane_s3_endpoint().startswith("http://") and "SSL_CERT_FILE" not in env:
-        env["SSL_CERT_FILE"] = bundle
-    return env | {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                  "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": credentials.access_key_id,
-                  "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,
-                  "AWS_SESSION_TOKEN": credentials.session_token}
+def replica_source(team: Team, database: str, txid_hex: str, credentials) -> RestoreSource:
+    """The team's replica of `database` as this process reads replicas (boto3's AWS_ENDPOINT_URL and
+    AWS_DEFAULT_REGION, as `replicas.py`), up to `txid_hex`, with read-only `credentials`."""
+    return RestoreSource(
+        bucket=settings.BACKUP_BUCKET, path=replica_path(team, database),
+        region=os.environ.get("AWS_DEFAULT_REGION") or settings.INSTANCE_S3_REGION,
+        endpoint=os.environ.get("AWS_ENDPOINT_URL", ""), txid_hex=txid_hex, access_key_id=credentials.access_key_id,
+        secret_access_key=credentials.secret_access_key, session_token=credentials.session_token)
 
 
 def database_fingerprint(path: Path) -> dict:
@@ -96,25 +80,6 @@ class DrillFailed(Exception):
     """The drill failed; the message is safe to show (no key, no path outside the scratch directory)."""
 
 
-def restore_point(team: Team, database: str, txid_hex: str, scratch: Path, env: dict) -> tuple[dict, Path]:
-    """Litestream's restore of transaction `txid_hex` into `scratch`, integrity-checked in full: its JSON summary
-    and the restored file. Raises DrillFailed, and subprocess.TimeoutExpired after DRILL_TIMEOUT."""
-    config, target, output = scratch / "litestream.yml", scratch / database, scratch / f"restored-{database}"
-    config.write_text(litestream_config(team, database, target))
-    result = subprocess.run(
-        [find_litestream(), "restore", "-config", str(config), "-no-expand-env", "-integrity-check", "full",
-         "-txid", txid_hex, "-json", "-o", str(output), str(target)],
-        env=env, capture_output=True, text=True, timeout=settings.DRILL_TIMEOUT, stdin=subprocess.DEVNULL,
-        cwd=scratch)
-    if result.returncode != 0 or not output.exists():
-        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DrillFailed(f"litestream restore failed (exit {result.returncode}): {last_line[-300:]}")
-    try:
-        return json.loads(result.stdout[result.stdout.index("{"):]), output
-    except ValueError:
-        raise DrillFailed("litestream restore printed no JSON summary") from None
-
-
 def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) -> RestoreDrill:
     """Restore the team's latest backup of `database` in a scratch directory, check it in full, fingerprint it
     and record the drill. A failed drill after a passing one (or none) alerts once: the episode's first."""
@@ -125,8 +90,12 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
         credentials = minted_read_only_credentials(team, actor=actor)
         # The newest point first, so that the drill restores exactly the point it records (and its time).
         newest = window_with_credentials(team, database, credentials).newest
-        summary, restored = restore_point(team, database, newest.txid_hex, scratch,
-                                          litestream_environment(credentials))
+        restored = scratch / f"restored-{database}"
+        try:
+            summary = restore_replica(find_litestream(), replica_source(team, database, newest.txid_hex, credentials),
+                                      database, restored, work_dir=scratch, timeout=settings.DRILL_TIMEOUT)
+        except BackendError as error:
+            raise DrillFailed(str(error)) from None
         if int(summary.get("txid", "0"), 16) != newest.txid:
             raise DrillFailed(f"litestream restored txid {summary.get('txid')!r}, not {newest.txid_hex}")
         drill.fingerprint = database_fingerprint(restored)

@@ -60,6 +60,7 @@ def run(work: Path) -> None:
 
     from backups import drills
     from backups.replicas import minted_read_only_credentials
+    from instances.backends.replica_restore import restore_config, restore_environment
     from teams.services import create_team
 
     call_command("migrate", verbosity=0)
@@ -74,14 +75,16 @@ def run(work: Path) -> None:
                                ((secrets.token_hex(500),) for _ in range(ROWS)))
     connection.close()
     litestream_config = work / "live" / "litestream.yml"
-    litestream_config.write_text(drills.litestream_config(team, "data.db", database))
+    credentials = minted_read_only_credentials(team, actor="bench")
+    source = drills.replica_source(team, "data.db", "", credentials)
+    litestream_config.write_text(restore_config(source, database))
     admin_env = {**os.environ, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
     replicated = subprocess.run([drills.find_litestream(), "replicate", "-once", "-config", str(litestream_config)],
                                 env=admin_env, capture_output=True, text=True)
     assert replicated.returncode == 0, replicated.stderr
     print(f"replica: {ROWS} rows, {database.stat().st_size / 1e6:.1f} MB; {ROUNDS} rounds", flush=True)
 
-    bare_env = drills.litestream_environment(minted_read_only_credentials(team, actor="bench"))
+    bare_env = restore_environment(source)
     bare_times, drill_times = [], []
     for round_number in range(ROUNDS):
         output = work / f"bare-{round_number}.db"

@@ -8,7 +8,6 @@ environment (CLOUDCTL_TEAM_ID) let any later run find them again instead of star
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from .base import BackendError, ObservedState, RestoreSource
 from .host import HostBackend
+from .replica_restore import restore_replica
 
 # The instance's program, in the repository beside the control plane (instance/).
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "instance" / "entrypoint.py"
@@ -97,24 +97,8 @@ class LocalBackend(HostBackend):
         if restored.exists():  # renamed into place only once restored and checked
             return {"database": str(restored)}
         partial = volume.parent / f"{database}.partial"
-        replica = {"type": "s3", "bucket": source.bucket, "path": source.path, "region": source.region}
-        if source.endpoint:
-            replica.update({"endpoint": source.endpoint, "force-path-style": True})
-        config = volume.parent / "litestream.yml"
-        config.write_text(json.dumps({"dbs": [{"path": str(restored), "replica": replica}]}))  # YAML reads JSON
-        # Only these credentials: no config file, profile or metadata service may stand in for them.
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(volume.parent), "AWS_CONFIG_FILE": "/dev/null",
-               "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true",
-               "AWS_ACCESS_KEY_ID": source.access_key_id, "AWS_SECRET_ACCESS_KEY": source.secret_access_key,
-               "AWS_SESSION_TOKEN": source.session_token}
-        result = subprocess.run(
-            [str(self.python.parent / "litestream"), "restore", "-config", str(config), "-no-expand-env",
-             "-o", str(partial), "-force", "-txid", source.txid_hex, "-integrity-check", "full", "-json",
-             str(restored)],
-            env=env, capture_output=True, text=True, timeout=RESTORE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BackendError(f"litestream restore of {database} failed: {last_line}")
+        restore_replica(str(self.python.parent / "litestream"), source, database, partial, work_dir=volume.parent,
+                        timeout=RESTORE_TIMEOUT_SECONDS)
         os.replace(partial, restored)
         return {"database": str(restored)}
 
