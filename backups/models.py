@@ -1,7 +1,7 @@
 """What backups prove and what is done with them: restore drills, each a restore of a team's latest backup in a
 scratch directory of the worker, integrity checked in full and fingerprinted (`drills.py`); and point-in-time
 restores of one team database into a new volume, persisted as a state machine so every step can be resumed after a
-crash (`restore.py`; the preview and the swap are not built yet, and `advance_restore` says so)."""
+crash (`restore.py`)."""
 
 from django.db import models
 
@@ -43,16 +43,28 @@ class RestoreDrill(models.Model):
 
 
 class Restore(models.Model):
+    """One point-in-time restore of a team database, advanced step by step by `restore.advance_restore`:
+    requested → volume created → restored (integrity-checked) → preview running, where it waits for a person;
+    confirmed, it is swapping → swapped in (the previous volume kept CLOUDCTL_RESTORE_KEEP_DAYS); swapped back
+    on request (swapping back → swapped back). Cancelled or failed before the swap, its volume is deleted."""
+
     class State(models.TextChoices):
         REQUESTED = "requested", "Requested"
         VOLUME_CREATED = "volume_created", "New volume created"
         RESTORED = "restored", "Restored and integrity-checked"
-        PREVIEW_RUNNING = "preview_running", "Preview running"
+        PREVIEW_RUNNING = "preview_running", "Preview running: waiting for confirmation"
+        SWAPPING = "swapping", "Swapping in"
         SWAPPED = "swapped", "Swapped in"
+        SWAPPING_BACK = "swapping_back", "Swapping back"
         SWAPPED_BACK = "swapped_back", "Swapped back"
         CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
 
-    FINISHED = (State.SWAPPED_BACK, State.CANCELLED)
+    # Where a run has nothing to do until a person acts (confirm, swap back) or ever again.
+    WAITING = (State.PREVIEW_RUNNING, State.SWAPPED)
+    FINISHED = (State.SWAPPED_BACK, State.CANCELLED, State.FAILED)
+    # Before the swap: what cancel may stop and a failure ends.
+    BEFORE_SWAP = (State.REQUESTED, State.VOLUME_CREATED, State.RESTORED, State.PREVIEW_RUNNING)
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="restores")
     database = models.CharField(max_length=210)
@@ -61,10 +73,22 @@ class Restore(models.Model):
     target_time = models.DateTimeField()
     # Where the backend put the new volume (its create_restore_volume), once created.
     volume = models.CharField(max_length=500, blank=True)
+    # The preview's private base URL (reached by the control plane only, with the preview secret).
+    preview_url = models.CharField(max_length=500, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.REQUESTED)
+    # Why the last step failed (a failed restore, or a swap being retried); safe to show.
+    message = models.TextField(blank=True)
     requested_by = models.CharField(max_length=150)
     requested_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    swapped_at = models.DateTimeField(null=True, blank=True)
+    swapped_back_at = models.DateTimeField(null=True, blank=True)
+    # When what the restore kept apart from the live volume was deleted (after the keep period, or at once for
+    # a cancelled or failed restore); a swap back is impossible from then on.
+    volumes_deleted_at = models.DateTimeField(null=True, blank=True)
+    # One run at a time advances a restore (instances.holders).
+    claimed_by = models.CharField(max_length=100, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at", "-id"]

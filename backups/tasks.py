@@ -27,3 +27,26 @@ def drill_restores(every_seconds: int = 0) -> int:
     finally:
         if every_seconds:
             enqueue_again(drill_restores, every_seconds)
+
+
+@task()
+def run_restore_task(restore_id: int, actor: str) -> str:
+    """Advance a restore until it waits for a person or ends (backups.restore.run_restore), acting for whoever
+    asked: the restore's timeline names them."""
+    from .models import Restore
+    from .restore import run_restore
+
+    return run_restore(Restore.objects.get(pk=restore_id), actor=actor).state
+
+
+@task()
+def tend_restores(every_seconds: int = 0) -> int:
+    """Resume the restores a crash interrupted and delete what outlived its keep period; with `every_seconds`,
+    run again after that long."""
+    from .restore import tend_restores as tend
+
+    try:
+        return len(tend(actor="task tend_restores"))
+    finally:
+        if every_seconds:
+            enqueue_again(tend_restores, every_seconds)

@@ -14,7 +14,7 @@ from django_tasks.base import Task, TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
 from credentials.tasks import prune_audit_trail
-from backups.tasks import check_backups, drill_restores
+from backups.tasks import check_backups, drill_restores, tend_restores
 from domains.tasks import check_certificate_status
 from instances.tasks import reconcile_fleet, schedule_periodic
 from sso.tasks import prune_single_sign_on
@@ -35,6 +35,7 @@ SCHEDULE = (
     PeriodicTask(reconcile_fleet, "RECONCILE_EVERY", minimum=60),
     PeriodicTask(check_backups, "BACKUP_CHECK_EVERY", minimum=30),
     PeriodicTask(drill_restores, "DRILL_EVERY", minimum=60),
+    PeriodicTask(tend_restores, "RESTORE_TEND_EVERY", minimum=60),
     PeriodicTask(prune_audit_trail, "AUDIT_PRUNE_EVERY", minimum=60),
     # Its own audit trail, expired codes and old grants: on the same interval as the private API's audit trail.
     PeriodicTask(prune_single_sign_on, "AUDIT_PRUNE_EVERY", minimum=60),

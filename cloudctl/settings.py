@@ -249,6 +249,11 @@ DRILL_PERIOD = env.int("CLOUDCTL_DRILL_PERIOD", default=7 * 24 * 3600)
 DRILL_BUDGET_DRILLS = env.int("CLOUDCTL_DRILL_BUDGET_DRILLS", default=10)
 DRILL_BUDGET_SECONDS = env.int("CLOUDCTL_DRILL_BUDGET_SECONDS", default=120)
 DRILL_TIMEOUT = env.int("CLOUDCTL_DRILL_TIMEOUT", default=300)
+# Point-in-time restores (backups/restore.py): how long the volume a swap replaced (or, after a swap back, the
+# restored one) is kept before it is deleted, and how often restores are tended (a step a crash interrupted is
+# resumed, what outlived its keep period is deleted).
+RESTORE_KEEP_DAYS = env.int("CLOUDCTL_RESTORE_KEEP_DAYS", default=7)
+RESTORE_TEND_EVERY = env.int("CLOUDCTL_RESTORE_TEND_EVERY", default=300)
 # The teams' wildcard certificate asked of Fly again (domains/), so the dashboard's status (expiry, validation
 # errors) is at most this old: off unless the instances run on Fly (fly.toml turns it on; nothing to certify locally).
 CERTIFICATE_CHECK_EVERY = env.int("CLOUDCTL_CERTIFICATE_CHECK_EVERY", default=0)

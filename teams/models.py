@@ -109,6 +109,13 @@ class TeamEvent(models.Model):
         # Restore drills (backups/drills.py): the first failure of an episode, and the pass that ends it.
         RESTORE_DRILL_FAILED = "restore_drill_failed", "Restore drill failed"
         RESTORE_DRILL_PASSED = "restore_drill_passed", "Restore drill passed again"
+        # Point-in-time restores (backups/restore.py).
+        RESTORE_REQUESTED = "restore:requested", "Restore requested"
+        RESTORE_PREVIEW = "restore:preview", "Restore preview running"
+        RESTORE_SWAPPED = "restore:swapped", "Restore swapped in"
+        RESTORE_SWAPPED_BACK = "restore:swapped_back", "Restore swapped back"
+        RESTORE_CANCELLED = "restore:cancelled", "Restore cancelled"
+        RESTORE_FAILED = "restore:failed", "Restore failed"
         # Deploys (deploys/runner.py).
         DEPLOYED = "deployed", "Deployed"
         DEPLOY_FAILED = "deploy_failed", "Deploy failed"

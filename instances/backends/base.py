@@ -255,6 +255,36 @@ class MachineBackend(abc.ABC):
         {"database": where it is}. BackendError when Litestream fails (its last line, safe to show)."""
         raise NotImplementedError(f"point-in-time restore is not supported on the {type(self).__name__} backend yet")
 
+    def start_preview(self, instance: Instance, restore_id: int, preview_secret: str) -> dict:
+        """Start (idempotently) a preview of the restore's volume: Datasette serving its databases read-only, with
+        no credentials, no Litestream and none of the team's plugins, reachable only on the platform's private
+        network, answering only requests that carry `preview_secret` (header `X-Cloudctl-Preview`). Returns
+        {"url": its private base URL}. BackendError when it does not start."""
+        raise NotImplementedError(f"a restore preview is not supported on the {type(self).__name__} backend yet")
+
+    def stop_preview(self, instance: Instance, restore_id: int) -> None:
+        """Stop the restore's preview if it runs (idempotent)."""
+        raise NotImplementedError(f"a restore preview is not supported on the {type(self).__name__} backend yet")
+
+    def swap_in_restore(self, instance: Instance, restore_id: int) -> dict:
+        """Make the restore's volume the instance's live one, idempotently: stop the preview and the live instance
+        (its Litestream's last sync), keep the live volume as the restore's previous one, and start the instance
+        on the restored volume (databases missing from it are restored by the instance from their replicas, as
+        on any new volume), healthy. Returns resources to save. A stopped instance is started: the swap is
+        checked by serving."""
+        raise NotImplementedError(f"swapping a restore in is not supported on the {type(self).__name__} backend yet")
+
+    def swap_back_restore(self, instance: Instance, restore_id: int) -> dict:
+        """Undo `swap_in_restore`, idempotently: stop the instance, keep the volume it ran on since the swap as
+        the restore's replaced one, and start it again on the previous volume, healthy. Returns resources to
+        save."""
+        raise NotImplementedError(f"swapping a restore back is not supported on the {type(self).__name__} backend yet")
+
+    def delete_restore_volumes(self, instance: Instance, restore_id: int) -> None:
+        """Delete what the restore keeps apart from the live volume (its unused restored volume, or the previous
+        or replaced one), idempotently; the live volume is never touched."""
+        raise NotImplementedError(f"point-in-time restore is not supported on the {type(self).__name__} backend yet")
+
     def public_addresses(self) -> dict[str, list[str]]:
         """The public addresses of the teams' resources, by resource (Fly: the IPs of a team app). A team is
         reached only through the router: every address listed here is a way around it."""
