@@ -229,7 +229,8 @@ def _delete_volumes(restore: Restore) -> None:
         except NotImplementedError:
             pass  # a backend without restores made nothing to delete
         except BackendError as error:
-            Restore.objects.filter(pk=restore.pk).update(message=f"deleting its volumes will be retried: {error}")
+            if restore.state != Restore.State.FAILED:  # a failure's own reason stays the one shown
+                Restore.objects.filter(pk=restore.pk).update(message=f"deleting its volumes will be retried: {error}")
             return
     Restore.objects.filter(pk=restore.pk).update(volumes_deleted_at=timezone.now(), preview_url="")
 

@@ -1,16 +1,17 @@
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from backups.replicas import DEFAULT_DATABASE, UnreadableReplica
 from backups.models import Restore
-from backups.restore import RestoreRefused, advance_restore, plan_restore, request_restore
+from backups.restore import RestoreRefused, plan_restore, run_restore
+from backups.restore_requests import cancel_restore, confirm_swap, request_restore, request_swap_back
 from backups.window import EmptyReplica, OutsideWindow, RestorePoint, parse_moment, parse_txid
 from teams.services import get_team
 
-# The steps built so far (backups.restore.advance_restore): the preview and the swap are not.
-BUILT_STEPS = (Restore.State.REQUESTED, Restore.State.VOLUME_CREATED)
+ACTOR = "manage.py restore"
 
 
 def describe(point: RestorePoint) -> str:
@@ -22,10 +23,12 @@ def every(step: timedelta | None) -> str:
 
 
 class Command(BaseCommand):
-    help = ("Restore a team's database to a point in time into a new volume (the preview and the swap are not "
-            "built yet). --dry-run reads the replica with read-only credentials, prints its restorable window and what "
-            "would be restored (txid, time, size) and changes nothing; a point outside the window is refused "
-            "with the nearest valid points.")
+    help = ("Restore a team's database to a point in time into a new volume, integrity-checked, and start a preview "
+            "of it; then --swap ID makes it live (the replaced volume is kept CLOUDCTL_RESTORE_KEEP_DAYS), --swap-back "
+            "ID puts the replaced volume back, --cancel ID drops a restore not swapped in. --dry-run reads the "
+            "replica with read-only credentials, prints its restorable window and what would be restored (txid, "
+            "time, size) and changes nothing; a point outside the window is refused with the nearest valid points. "
+            "Each step runs here, in the foreground (the worker's queued run finds it done).")
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
@@ -33,12 +36,20 @@ class Command(BaseCommand):
         target.add_argument("--timestamp", help="ISO 8601 with a zone, e.g. 2026-11-26T17:40:00Z")
         target.add_argument("--txid", help="a transaction id in hex, as `litestream ltx` prints it")
         target.add_argument("--latest", action="store_true", help="the newest restorable point")
+        target.add_argument("--swap", type=int, metavar="ID", help="swap restore ID's previewed volume in")
+        target.add_argument("--swap-back", type=int, metavar="ID", help="put back the volume restore ID replaced")
+        target.add_argument("--cancel", type=int, metavar="ID", help="cancel restore ID (not swapped in)")
         parser.add_argument("--database", default=DEFAULT_DATABASE, help=f"default {DEFAULT_DATABASE}")
         parser.add_argument("--dry-run", action="store_true", help="print what would be restored; change nothing")
 
-    def handle(self, slug, *, timestamp, txid, latest, database, dry_run, **options):
+    def handle(self, slug, *, timestamp, txid, latest, database, dry_run, swap, swap_back, cancel, **options):
         try:
             team = get_team(slug)
+            for restore_id, change in ((swap, confirm_swap), (swap_back, request_swap_back), (cancel, cancel_restore)):
+                if restore_id is not None:
+                    if dry_run:
+                        raise CommandError("--dry-run applies to a new restore only")
+                    return self.change(team, restore_id, change)
             timestamp = parse_moment(timestamp) if timestamp is not None else None
             txid = parse_txid(txid) if txid is not None else None
             if not dry_run:
@@ -65,10 +76,26 @@ class Command(BaseCommand):
         self.stdout.write("dry run: nothing was changed")
 
     def restore(self, team, **target) -> None:
-        restore = request_restore(team, **target, actor="manage.py restore")
+        restore = request_restore(team, **target, actor=ACTOR)
         self.stdout.write(f"{restore}: requested (restore id {restore.pk})")
-        while restore.state in BUILT_STEPS:
-            restore = advance_restore(restore, actor="manage.py restore")
-            self.stdout.write(f"{restore}: {restore.get_state_display().lower()}")
-        self.stdout.write(f"restored into the new volume {restore.volume}; the live volume is unchanged. "
-                          "The preview and the swap are not built yet.")
+        self.report(run_restore(restore, actor=ACTOR))
+
+    def change(self, team, restore_id: int, change) -> None:
+        restore = Restore.objects.filter(team=team, pk=restore_id).first()
+        if restore is None:
+            raise CommandError(f"team {team.slug} has no restore {restore_id}")
+        self.report(run_restore(change(restore, actor=ACTOR), actor=ACTOR))
+
+    def report(self, restore: Restore) -> None:
+        self.stdout.write(f"{restore}: {restore.get_state_display().lower()}")
+        if restore.message:
+            self.stdout.write(restore.message)
+        if restore.state == Restore.State.PREVIEW_RUNNING:
+            self.stdout.write(f"restored into the new volume {restore.volume}; the live volume is unchanged. "
+                              f"Look at the preview (the console's backups page), then: "
+                              f"manage.py restore {restore.team.slug} --swap {restore.pk}")
+        elif restore.state == Restore.State.SWAPPED:
+            self.stdout.write(f"swapped in; the replaced volume is kept {settings.RESTORE_KEEP_DAYS} days: "
+                              f"manage.py restore {restore.team.slug} --swap-back {restore.pk} undoes it")
+        elif restore.state == Restore.State.FAILED:
+            raise CommandError(f"{restore} failed")
