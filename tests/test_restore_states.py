@@ -263,3 +263,13 @@ def test_the_command_swaps_and_swaps_back_by_id(requested, backend, capsys):
     assert "swapped back" in capsys.readouterr().out
     with pytest.raises(Exception, match=f"has no restore {restore.pk + 100}"):
         call_command("restore", restore.team.slug, "--cancel", str(restore.pk + 100))
+
+
+def test_the_worker_runs_what_a_request_queued(transactional_db, requested, backend):
+    restore = run_restore(requested, actor="test")
+    DBTaskResult.objects.all().delete()  # the team's provisioning, queued when it was made
+    confirm_swap(restore, actor="alice")
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--max-tasks", "1", verbosity=0)
+    restore.refresh_from_db()
+    assert restore.state == Restore.State.SWAPPED
+    assert DBTaskResult.objects.get(task_path="backups.tasks.run_restore_task").return_value == "swapped"

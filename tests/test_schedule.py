@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 FLY_TOML = Path(django_settings.BASE_DIR) / "fly.toml"
 EVERY = {"RECONCILE_EVERY": 300, "BACKUP_CHECK_EVERY": 60, "AUDIT_PRUNE_EVERY": 3600, "CERTIFICATE_CHECK_EVERY": 3600,
-         "DRILL_EVERY": 600}
+         "DRILL_EVERY": 600, "RESTORE_TEND_EVERY": 300}
 
 
 def schedule_periodic() -> str:
@@ -140,7 +140,8 @@ def test_the_embedded_stack_queues_the_schedule(settings, tmp_path, monkeypatch)
         command.handle(port=8123, router_port=8081)
     command._lock.close()
     assert {path for path, _ in waiting()} == {"backups.tasks.check_backups", "credentials.tasks.prune_audit_trail",
-                                               "sso.tasks.prune_single_sign_on", "backups.tasks.drill_restores"}
+                                               "sso.tasks.prune_single_sign_on", "backups.tasks.drill_restores",
+                                               "backups.tasks.tend_restores"}
     assert "prune_audit_trail: queued, every 3600 s" in command.stdout._out.getvalue()
     # Invitation links and the instances' sign-in redirects come back to the port the control plane serves.
     assert os.environ["CLOUDCTL_PUBLIC_URL"] == settings.PUBLIC_URL == "http://localhost:8123"
