@@ -15,19 +15,17 @@ from django.views.decorators.http import require_GET, require_POST
 from backups.drill_requests import request_drill
 from backups.forms import RestorePointForm, RestoreRequestForm
 from backups.models import Restore
+from backups.pages import CHANGE_DONE, RESTORE_REFUSALS, show_refusal
 from backups.preview import PreviewUnavailable, preview_tables
-from backups.replicas import UnreadableReplica
-from backups.restore import RestoreRefused, plan_restore
+from backups.restore import plan_restore
 from backups.restore_requests import cancel_restore, confirm_swap, request_restore, request_swap_back
 from backups.selectors import offered_restore_changes, team_restore, team_restores
-from backups.window import EmptyReplica, OutsideWindow
 from teams.models import Team
 from teams.permissions import RESTORE_DATABASE, RUN_DRILL
 
 from .pages import dashboard_view, render_page, team_or_404
 
 RESTORE_CHANGES = {"confirm_swap": confirm_swap, "swap_back": request_swap_back, "cancel": cancel_restore}
-CHANGED = {"confirm_swap": "its swap is queued", "swap_back": "its swap back is queued", "cancel": "cancelled"}
 
 
 @dashboard_view()
@@ -45,8 +43,8 @@ def team_backups(request, slug):
         context["window"], context["plan"] = plan_restore(
             team, database=point["database"], timestamp=point.get("timestamp"), txid=point.get("txid"),
             actor=request.user)
-    except (OutsideWindow, EmptyReplica, UnreadableReplica) as error:
-        status = _refused(context, error, empty_status=200)  # nothing to restore yet is a fact, not an error
+    except RESTORE_REFUSALS as refusal:
+        status = show_refusal(context, refusal, empty_status=200)  # nothing to restore yet is a fact, not an error
     return _backups_page(request, team, context, status=status)
 
 
@@ -62,9 +60,9 @@ def team_restore_request(request, slug):
     try:
         restore = request_restore(team, database=point["database"], timestamp=point["timestamp"], txid=point["txid"],
                                   actor=request.user)
-    except (OutsideWindow, EmptyReplica, UnreadableReplica, RestoreRefused) as error:
+    except RESTORE_REFUSALS as refusal:
         context = {"request_form": form, "database": point["database"]}
-        return _backups_page(request, team, context, status=_refused(context, error, empty_status=409))
+        return _backups_page(request, team, context, status=show_refusal(context, refusal, empty_status=409))
     messages.success(request, f"Restore {restore.pk} to txid {restore.target_txid:016x} "
                               f"({restore.target_time:%Y-%m-%d %H:%M:%S} UTC) requested: its new volume is being made.")
     return redirect("dashboard:team_backups", slug=team.slug)
@@ -78,9 +76,10 @@ def team_restore_change(request, slug, pk, change):
     restore = _restore_or_404(team, pk)
     try:
         RESTORE_CHANGES[change](restore, actor=request.user)
-    except RestoreRefused as refused:
-        return _backups_page(request, team, {"refusal": str(refused)}, status=409)
-    messages.success(request, f"Restore {restore.pk}: {CHANGED[change]}.")
+    except RESTORE_REFUSALS as refusal:
+        context = {}
+        return _backups_page(request, team, context, status=show_refusal(context, refusal, empty_status=409))
+    messages.success(request, f"Restore {restore.pk}: {CHANGE_DONE[change]}.")
     return redirect("dashboard:team_backups", slug=team.slug)
 
 
@@ -116,21 +115,6 @@ def _backups_page(request, team: Team, context: dict, *, status: int = 200):
         "title": f"Backups of {team.slug}", "team": team, "form": RestorePointForm(),
         "request_form": RestoreRequestForm(), "restores": team_restores(team),
         "may_restore": request.user.has_perm(RESTORE_DATABASE), **context}, status=status)
-
-
-def _refused(context: dict, error: Exception, *, empty_status: int) -> int:
-    """Put what refused a plan or a request into the page's context; the status it answers with."""
-    if isinstance(error, OutsideWindow):
-        context.update(refusal=str(error), nearest=error.nearest)
-        return 400
-    if isinstance(error, EmptyReplica):
-        context["empty"] = str(error)
-        return empty_status
-    if isinstance(error, UnreadableReplica):
-        context["unreadable"] = str(error)
-        return 503
-    context["refusal"] = str(error)
-    return 409
 
 
 def _restore_or_404(team: Team, pk: int) -> Restore:
