@@ -11,7 +11,7 @@ urlpatterns = [
     path("teams/<slug:slug>/status.json", teams.team_status, name="team_status"),
     path("teams/<slug:slug>/backups/", backups.team_backups, name="team_backups"),
     path("teams/<slug:slug>/restores/", backups.team_restore_request, name="team_restore_request"),
-    path("teams/<slug:slug>/restores/<int:pk>/", backups.team_restore, name="team_restore"),
+    path("teams/<slug:slug>/restores/<int:pk>/", backups.restore_detail, name="team_restore"),
     path("teams/<slug:slug>/restores/<int:pk>/confirm-swap/", backups.team_restore_change,
          {"change": "confirm_swap"}, name="restore_confirm_swap"),
     path("teams/<slug:slug>/restores/<int:pk>/swap-back/", backups.team_restore_change, {"change": "swap_back"},

@@ -10,9 +10,9 @@ from datetime import datetime
 
 from django.core.exceptions import PermissionDenied
 
+from backups import preview as restore_preview
 from backups import restore_requests
 from backups.models import Restore
-from backups.preview import PreviewTable, preview_tables
 from backups.restore import plan_restore
 from backups.selectors import team_restore, team_restores
 from backups.window import RestorableWindow, RestorePlan
@@ -43,11 +43,11 @@ def restore_of(team: Team, restore_id: int, *, actor) -> Restore:
     return restore
 
 
-def preview(restore: Restore, *, actor) -> list[PreviewTable]:
+def preview(restore: Restore, *, actor) -> list[restore_preview.PreviewTable]:
     """The restore's preview: its tables, counts and first rows (`backups.preview.preview_tables`, which raises
     PreviewUnavailable)."""
     _restorer(restore.team, actor)
-    return preview_tables(restore)
+    return restore_preview.preview_tables(restore)
 
 
 def request_restore(team: Team, *, database: str, timestamp: datetime | None = None, txid: int | None = None,

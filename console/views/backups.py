@@ -12,11 +12,11 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
+from backups import preview
 from backups.drill_requests import request_drill
 from backups.forms import RestorePointForm, RestoreRequestForm
 from backups.models import Restore
 from backups.pages import CHANGE_DONE, RESTORE_REFUSALS, show_refusal
-from backups.preview import PreviewUnavailable, preview_tables
 from backups.restore import plan_restore
 from backups.restore_requests import cancel_restore, confirm_swap, request_restore, request_swap_back
 from backups.selectors import offered_restore_changes, team_restore, team_restores
@@ -85,15 +85,15 @@ def team_restore_change(request, slug, pk, change):
 
 @dashboard_view(RESTORE_DATABASE)
 @require_GET
-def team_restore(request, slug, pk):
+def restore_detail(request, slug, pk):
     """One restore: where it is, and while its preview runs, the preview's tables, counts and first rows."""
     team = team_or_404(slug)
     restore = _restore_or_404(team, pk)
     context, status = {"title": f"Restore {restore.pk} of {team.slug}", "team": team, "restore": restore,
                        "restores": [(restore, offered_restore_changes(restore))]}, 200
     try:
-        context["tables"] = preview_tables(restore)
-    except PreviewUnavailable as unavailable:
+        context["tables"] = preview.preview_tables(restore)
+    except preview.PreviewUnavailable as unavailable:
         context["unavailable"] = str(unavailable)
         # Only a preview that should be running and does not answer is an error of the platform.
         status = 503 if restore.state == Restore.State.PREVIEW_RUNNING else 200
