@@ -55,9 +55,19 @@ def preview_tables(restore: Restore, *, rows: int = SHOWN_ROWS) -> list[PreviewT
                 raise PreviewUnavailable(f"the preview's answer for table {name!r} has no rows")
             columns = [str(column) for column in table.get("columns") or []]
             shown.append(PreviewTable(
-                name=name, count=int(table.get("count") or 0), columns=columns,
+                name=name, count=_count(table), columns=columns,
                 rows=[[str(row.get(column, "")) for column in columns] for row in found[:rows] if isinstance(row, dict)]))
         return shown
+
+
+def _count(table: dict) -> int:
+    """The table's row count as Datasette lists it (a number; none for a table it did not count)."""
+    count = table.get("count") or 0
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    if isinstance(count, str) and count.isdecimal():
+        return int(count)
+    raise PreviewUnavailable(f"the preview's count for table {table['name']!r} is not a number")
 
 
 def _json(client: httpx.Client, url: str):
