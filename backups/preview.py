@@ -53,7 +53,10 @@ def preview_tables(restore: Restore, *, rows: int = SHOWN_ROWS) -> list[PreviewT
             found = page.get("rows") if isinstance(page, dict) else None
             if not isinstance(found, list):
                 raise PreviewUnavailable(f"the preview's answer for table {name!r} has no rows")
-            columns = [str(column) for column in table.get("columns") or []]
+            columns = table.get("columns") or []
+            if not isinstance(columns, list):
+                raise PreviewUnavailable(f"the preview's columns of table {name!r} are not a list")
+            columns = [str(column) for column in columns]
             shown.append(PreviewTable(
                 name=name, count=_count(table), columns=columns,
                 rows=[[str(row.get(column, "")) for column in columns] for row in found[:rows] if isinstance(row, dict)]))

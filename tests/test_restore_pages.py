@@ -393,13 +393,19 @@ def hostile_preview():
     server.server_close()
 
 
-@pytest.mark.parametrize("count", ["lots", [1], {"n": 1}])
-def test_a_preview_answering_a_count_that_is_not_a_number_is_unavailable_not_a_500(staff_client, make_team,
-                                                                                   hostile_preview, count):
+@pytest.mark.parametrize("field, value, problem", [
+    ("count", "lots", "count for table &#x27;notes&#x27; is not a number"),
+    ("count", [1], "count for table &#x27;notes&#x27; is not a number"),
+    ("count", {"n": 1}, "count for table &#x27;notes&#x27; is not a number"),
+    ("columns", 5, "columns of table &#x27;notes&#x27; are not a list"),
+    ("columns", "id", "columns of table &#x27;notes&#x27; are not a list"),
+])
+def test_a_preview_answering_a_listing_of_the_wrong_shape_is_unavailable_not_a_500(staff_client, make_team,
+                                                                                  hostile_preview, field, value,
+                                                                                  problem):
     team = make_team("acme")
     restore = make_restore(team, Restore.State.PREVIEW_RUNNING, preview_url=hostile_preview["url"])
-    hostile_preview["listing"] = {"tables": [{"name": "notes", "columns": ["id"], "count": count}]}
+    hostile_preview["listing"] = {"tables": [{"name": "notes", "columns": ["id"], "count": 1, field: value}]}
     page = staff_client.get(console_url(team, "team_restore", restore.pk))
     assert page.status_code == 503
-    assert "No preview to show: the preview&#x27;s count for table &#x27;notes&#x27; is not a number" in (
-        page.content.decode())
+    assert f"No preview to show: the preview&#x27;s {problem}" in page.content.decode()
