@@ -5,13 +5,10 @@ of a large replica would hold for minutes."""
 from teams.models import Team
 from teams.permissions import RUN_DRILL, Actor, authorize
 
-from .replicas import DATABASE_NAME, DEFAULT_DATABASE
+from .replicas import DEFAULT_DATABASE
 from .tasks import drill_team_task
 
 
-def request_drill(team: Team, *, database: str = DEFAULT_DATABASE, actor: Actor) -> None:
-    """Queue a drill of the team's latest backup of `database`, run as (and recorded for) `actor`."""
-    who = authorize(actor, RUN_DRILL)
-    if not DATABASE_NAME.fullmatch(database):
-        raise ValueError(f"not a database name: {database!r}")
-    drill_team_task.enqueue(team.pk, who, database)
+def request_drill(team: Team, *, actor: Actor) -> None:
+    """Queue a drill of the team's latest backup of its database, run as (and recorded for) `actor`."""
+    drill_team_task.enqueue(team.pk, authorize(actor, RUN_DRILL), DEFAULT_DATABASE)
