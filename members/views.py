@@ -2,7 +2,7 @@
 membership: 404), calls one service or selector and renders. A refusal re-renders the team page with its
 reason and status (403, 409, 400: members/errors.py)."""
 
-from functools import wraps
+from functools import partial, wraps
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -16,10 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from backups.forms import RestorePointForm, RestoreRequestForm
-from backups.models import Restore
-from backups.pages import CHANGE_DONE, RESTORE_REFUSALS, show_refusal
-from backups.preview import PreviewUnavailable
-from backups.selectors import offered_restore_changes
+from backups.pages import CHANGE_DONE, RESTORE_REFUSALS, preview_context, show_refusal, window_context
 
 from . import restores, selectors, services
 from .errors import REFUSALS, NotAMember, messages_of, status_for
@@ -198,17 +195,7 @@ def _backups_page(request, team, context, *, status=200):
 def backups(request, team):
     """The restorable window of one of the team's databases, read from its replica now, what a restore to a given
     point would restore, and the team's restores."""
-    form = RestorePointForm(request.GET or None)
-    if request.GET and not form.is_valid():
-        return _backups_page(request, team, {"form": form}, status=400)
-    point = form.cleaned_data if form.is_bound else {"database": form.fields["database"].initial}
-    context, status = {"form": form, "database": point["database"]}, 200
-    try:
-        context["window"], context["plan"] = restores.restorable_window(
-            team, database=point["database"], timestamp=point.get("timestamp"), txid=point.get("txid"),
-            actor=request.user)
-    except RESTORE_REFUSALS as refusal:
-        status = show_refusal(context, refusal, empty_status=200)
+    context, status = window_context(request.GET, partial(restores.restorable_window, team, actor=request.user))
     return _backups_page(request, team, context, status=status)
 
 
@@ -235,13 +222,8 @@ def restore_request(request, team):
 def restore(request, team, restore_id):
     """One restore and, while its preview runs, the preview's tables, counts and first rows."""
     found = restores.restore_of(team, restore_id, actor=request.user)
-    context, status = {"title": f"Restore {found.pk} of {team.slug}", "team": team, "restore": found,
-                       "restores": [(found, offered_restore_changes(found))]}, 200
-    try:
-        context["tables"] = restores.preview(found, actor=request.user)
-    except PreviewUnavailable as unavailable:
-        context["unavailable"] = str(unavailable)
-        status = 503 if found.state == Restore.State.PREVIEW_RUNNING else 200
+    context, status = preview_context(found, partial(restores.preview, found, actor=request.user))
+    context.update(title=f"Restore {found.pk} of {team.slug}", team=team)
     return render(request, "members/restore.html", context, status=status)
 
 

@@ -7,6 +7,8 @@ recorded and queued by `backups.restore_requests` and `backups.drill_requests`, 
 restore or seeing its preview (the team's rows) needs `backups.restore_database`; queuing a drill
 `backups.run_drill` (teams.permissions)."""
 
+from functools import partial
+
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect
@@ -16,10 +18,10 @@ from backups import preview
 from backups.drill_requests import request_drill
 from backups.forms import RestorePointForm, RestoreRequestForm
 from backups.models import Restore
-from backups.pages import CHANGE_DONE, RESTORE_REFUSALS, show_refusal
+from backups.pages import CHANGE_DONE, RESTORE_REFUSALS, preview_context, show_refusal, window_context
 from backups.restore import plan_restore
 from backups.restore_requests import cancel_restore, confirm_swap, request_restore, request_swap_back
-from backups.selectors import offered_restore_changes, team_restore, team_restores
+from backups.selectors import team_restore, team_restores
 from teams.models import Team
 from teams.permissions import RESTORE_DATABASE, RUN_DRILL
 
@@ -34,17 +36,7 @@ def team_backups(request, slug):
     """The restorable window of one of the team's databases, read from its replica now (read-only credentials
     minted as the staff user), what a restore to a given point would restore, and the team's restores."""
     team = team_or_404(slug)
-    form = RestorePointForm(request.GET or None)
-    if request.GET and not form.is_valid():
-        return _backups_page(request, team, {"form": form}, status=400)
-    point = form.cleaned_data if form.is_bound else {"database": form.fields["database"].initial}
-    context, status = {"form": form, "database": point["database"]}, 200
-    try:
-        context["window"], context["plan"] = plan_restore(
-            team, database=point["database"], timestamp=point.get("timestamp"), txid=point.get("txid"),
-            actor=request.user)
-    except RESTORE_REFUSALS as refusal:
-        status = show_refusal(context, refusal, empty_status=200)  # nothing to restore yet is a fact, not an error
+    context, status = window_context(request.GET, partial(plan_restore, team, actor=request.user))
     return _backups_page(request, team, context, status=status)
 
 
@@ -89,14 +81,8 @@ def restore_detail(request, slug, pk):
     """One restore: where it is, and while its preview runs, the preview's tables, counts and first rows."""
     team = team_or_404(slug)
     restore = _restore_or_404(team, pk)
-    context, status = {"title": f"Restore {restore.pk} of {team.slug}", "team": team, "restore": restore,
-                       "restores": [(restore, offered_restore_changes(restore))]}, 200
-    try:
-        context["tables"] = preview.preview_tables(restore)
-    except preview.PreviewUnavailable as unavailable:
-        context["unavailable"] = str(unavailable)
-        # Only a preview that should be running and does not answer is an error of the platform.
-        status = 503 if restore.state == Restore.State.PREVIEW_RUNNING else 200
+    context, status = preview_context(restore, partial(preview.preview_tables, restore))
+    context.update(title=f"Restore {restore.pk} of {team.slug}", team=team)
     return render_page(request, "dashboard/team_restore.html", context, status=status)
 
 
