@@ -36,6 +36,7 @@ class RestoreDrill(models.Model):
     class Meta:
         ordering = ["-started_at"]
         indexes = [models.Index(fields=["team", "-started_at"])]
+        permissions = [("run_drill", "Can run a team's restore drill now")]
 
     @property
     def passed(self) -> bool:

@@ -53,11 +53,24 @@ def preview_tables(restore: Restore, *, rows: int = SHOWN_ROWS) -> list[PreviewT
             found = page.get("rows") if isinstance(page, dict) else None
             if not isinstance(found, list):
                 raise PreviewUnavailable(f"the preview's answer for table {name!r} has no rows")
-            columns = [str(column) for column in table.get("columns") or []]
+            columns = table.get("columns") or []
+            if not isinstance(columns, list):
+                raise PreviewUnavailable(f"the preview's columns of table {name!r} are not a list")
+            columns = [str(column) for column in columns]
             shown.append(PreviewTable(
-                name=name, count=int(table.get("count") or 0), columns=columns,
+                name=name, count=_count(table), columns=columns,
                 rows=[[str(row.get(column, "")) for column in columns] for row in found[:rows] if isinstance(row, dict)]))
         return shown
+
+
+def _count(table: dict) -> int:
+    """The table's row count as Datasette lists it (a number; none for a table it did not count)."""
+    count = table.get("count") or 0
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    if isinstance(count, str) and count.isdecimal():
+        return int(count)
+    raise PreviewUnavailable(f"the preview's count for table {table['name']!r} is not a number")
 
 
 def _json(client: httpx.Client, url: str):

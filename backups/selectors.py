@@ -11,7 +11,7 @@ from django.utils import timezone
 from instances.models import Instance
 from teams.models import Team
 
-from .models import RestoreDrill
+from .models import Restore, RestoreDrill
 
 
 def stale_after() -> timedelta:
@@ -60,3 +60,33 @@ def drill_coverage(now: datetime | None = None) -> tuple[int, int]:
     cutoff = (now or timezone.now()) - timedelta(seconds=settings.DRILL_PERIOD)
     running = Team.objects.filter(instance__state=Instance.State.RUNNING)
     return running.filter(restore_drills__started_at__gte=cutoff).distinct().count(), running.count()
+
+
+# The largest id a database's bigint holds: a larger one (from a URL) names no restore rather than overflowing
+# the query.
+MAX_ID = 2**63 - 1
+
+
+def team_restores(team: Team) -> list[tuple[Restore, list[str]]]:
+    """The team's restores, newest first, each with the changes its state allows (`offered_restore_changes`)."""
+    return [(restore, offered_restore_changes(restore)) for restore in Restore.objects.filter(team=team)]
+
+
+def team_restore(team: Team, restore_id: int) -> Restore | None:
+    """The team's restore `restore_id`, or None: another team's restore is none of this team's."""
+    if not 0 < restore_id <= MAX_ID:
+        return None
+    return Restore.objects.select_related("team").filter(team=team, pk=restore_id).first()
+
+
+def offered_restore_changes(restore: Restore) -> list[str]:
+    """What a person may ask of the restore in its state, as `backups.restore_requests` names it
+    (confirm_swap, request_swap_back, cancel_restore); the request still refuses what changed meanwhile (a later
+    swap, another restore in progress)."""
+    if restore.state == Restore.State.PREVIEW_RUNNING:
+        return ["confirm_swap", "cancel"]
+    if restore.state in Restore.BEFORE_SWAP:
+        return ["cancel"]
+    if restore.state == Restore.State.SWAPPED and restore.volumes_deleted_at is None:
+        return ["swap_back"]
+    return []

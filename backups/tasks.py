@@ -50,3 +50,16 @@ def tend_restores(every_seconds: int = 0) -> int:
     finally:
         if every_seconds:
             enqueue_again(tend_restores, every_seconds)
+
+
+@task()
+def drill_team_task(team_id: int, actor: str, database: str) -> str:
+    """One team's restore drill, asked for now (backups.drill_requests.request_drill), for whoever asked."""
+    from teams.models import Team
+
+    from .drills import drill_team
+
+    team = Team.objects.filter(pk=team_id).first()
+    if team is None:  # deleted since it was queued
+        return "no such team"
+    return drill_team(team, actor=actor, database=database).status

@@ -1,8 +1,6 @@
 from django import forms
 from django.conf import settings
 
-from backups.replicas import DATABASE_NAME, DEFAULT_DATABASE
-from backups.window import parse_moment, parse_txid
 from instances.models import Instance
 from teams.models import SLUG_PATTERN, Team
 from teams.routing import team_url
@@ -78,38 +76,3 @@ class DeploymentForm(forms.Form):
 
 class RedeployForm(forms.Form):
     image = forms.CharField(max_length=300)
-
-
-class RestorePointForm(forms.Form):
-    """The team's backups page (GET): which database's window to read, and optionally a point to plan a restore
-    to, by time or by transaction (not both)."""
-
-    database = forms.CharField(max_length=204, initial=DEFAULT_DATABASE, required=False)
-    timestamp = forms.CharField(required=False, max_length=64, label="Time (ISO 8601 with a zone)",
-                                widget=forms.TextInput(attrs={"placeholder": "2026-11-26T17:40:00Z"}))
-    txid = forms.CharField(required=False, max_length=18, label="or transaction (hex)")
-
-    def clean_database(self):
-        name = self.cleaned_data["database"] or DEFAULT_DATABASE
-        if not DATABASE_NAME.fullmatch(name):  # the whole name: a RegexField only searches
-            raise forms.ValidationError("A database name: letters, digits, _ . -, ending in .db.")
-        return name
-
-    def clean_timestamp(self):
-        return self._parsed("timestamp", parse_moment)
-
-    def clean_txid(self):
-        return self._parsed("txid", parse_txid)
-
-    def _parsed(self, name, parse):
-        text = self.cleaned_data[name]
-        try:
-            return parse(text) if text else None
-        except ValueError as error:
-            raise forms.ValidationError(str(error)) from None
-
-    def clean(self):
-        cleaned = super().clean()
-        if cleaned.get("timestamp") and cleaned.get("txid"):
-            raise forms.ValidationError("Name a time or a transaction, not both.")
-        return cleaned

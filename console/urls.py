@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import deployments, teams
+from .views import backups, deployments, teams
 
 app_name = "dashboard"
 urlpatterns = [
@@ -9,7 +9,16 @@ urlpatterns = [
     path("create/", teams.team_create, name="team_create"),
     path("teams/<slug:slug>/", teams.team_detail, name="team"),
     path("teams/<slug:slug>/status.json", teams.team_status, name="team_status"),
-    path("teams/<slug:slug>/backups/", teams.team_backups, name="team_backups"),
+    path("teams/<slug:slug>/backups/", backups.team_backups, name="team_backups"),
+    path("teams/<slug:slug>/restores/", backups.team_restore_request, name="team_restore_request"),
+    path("teams/<slug:slug>/restores/<int:pk>/", backups.restore_detail, name="team_restore"),
+    path("teams/<slug:slug>/restores/<int:pk>/confirm-swap/", backups.team_restore_change,
+         {"change": "confirm_swap"}, name="restore_confirm_swap"),
+    path("teams/<slug:slug>/restores/<int:pk>/swap-back/", backups.team_restore_change, {"change": "swap_back"},
+         name="restore_swap_back"),
+    path("teams/<slug:slug>/restores/<int:pk>/cancel/", backups.team_restore_change, {"change": "cancel"},
+         name="restore_cancel"),
+    path("teams/<slug:slug>/drill/", backups.team_drill, name="team_drill"),
     path("teams/<slug:slug>/actions/<str:kind>/", teams.team_action, name="team_action"),
     path("teams/<slug:slug>/rotate-token/", teams.team_rotate_token, name="team_rotate_token"),
     # The address destroy had before every action was posted to `team_action`.

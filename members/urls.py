@@ -19,4 +19,13 @@ urlpatterns = [
     path("teams/<slug:slug>/members/<int:user_id>/remove/", views.remove_member, name="remove_member"),
     path("teams/<slug:slug>/transfer/", views.transfer_ownership, name="transfer_ownership"),
     path("teams/<slug:slug>/leave/", views.leave, name="leave"),
+    path("teams/<slug:slug>/backups/", views.backups, name="team_backups"),
+    path("teams/<slug:slug>/restores/", views.restore_request, name="team_restore_request"),
+    path("teams/<slug:slug>/restores/<int:restore_id>/", views.restore, name="team_restore"),
+    path("teams/<slug:slug>/restores/<int:restore_id>/confirm-swap/", views.restore_change,
+         {"change": "confirm_swap"}, name="restore_confirm_swap"),
+    path("teams/<slug:slug>/restores/<int:restore_id>/swap-back/", views.restore_change, {"change": "swap_back"},
+         name="restore_swap_back"),
+    path("teams/<slug:slug>/restores/<int:restore_id>/cancel/", views.restore_change, {"change": "cancel"},
+         name="restore_cancel"),
 ]

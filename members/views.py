@@ -2,7 +2,7 @@
 membership: 404), calls one service or selector and renders. A refusal re-renders the team page with its
 reason and status (403, 409, 400: members/errors.py)."""
 
-from functools import wraps
+from functools import partial, wraps
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -15,7 +15,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import selectors, services
+from backups.forms import RestorePointForm, RestoreRequestForm
+from backups.pages import CHANGE_DONE, RESTORE_REFUSALS, preview_context, show_refusal, window_context
+
+from . import restores, selectors, services
 from .errors import REFUSALS, NotAMember, messages_of, status_for
 from .forms import InviteForm, RoleForm, TeamForm, TransferForm
 from .links import remember_invitation
@@ -160,6 +163,84 @@ def remove_member(request, membership, user_id):
 def leave(request, membership):
     services.leave_team(membership.team, actor=request.user)
     return f"You left {membership.team.slug}."
+
+
+def restorer_view(view):
+    """A page or POST about the team's restores (owners and admins: members/restores.py checks): the user's
+    membership first (404 without); a refusal of their role re-renders the team page with its reason (403)."""
+
+    @login_required
+    @wraps(view)
+    def guarded(request, slug, **kwargs):
+        membership = _membership_or_404(request.user, slug)
+        try:
+            return view(request, membership.team, **kwargs)
+        except REFUSALS as error:
+            if isinstance(error, NotAMember):
+                raise Http404("not found") from None
+            return _team_page(request, slug, errors=messages_of(error), status=status_for(error))
+
+    return guarded
+
+
+def _backups_page(request, team, context, *, status=200):
+    return render(request, "members/backups.html", {
+        "title": f"Backups of {team.slug}", "team": team, "form": RestorePointForm(),
+        "request_form": RestoreRequestForm(), "restores": restores.restores_of(team, actor=request.user),
+        **context}, status=status)
+
+
+@restorer_view
+@require_GET
+def backups(request, team):
+    """The restorable window of one of the team's databases, read from its replica now, what a restore to a given
+    point would restore, and the team's restores."""
+    context, status = window_context(request.GET, partial(restores.restorable_window, team, actor=request.user))
+    return _backups_page(request, team, context, status=status)
+
+
+@restorer_view
+@require_POST
+def restore_request(request, team):
+    form = RestoreRequestForm(request.POST)
+    if not form.is_valid():
+        return _backups_page(request, team, {"request_form": form}, status=400)
+    point = form.cleaned_data
+    try:
+        restore = restores.request_restore(team, database=point["database"], timestamp=point["timestamp"],
+                                           txid=point["txid"], actor=request.user)
+    except RESTORE_REFUSALS as refusal:
+        context = {"request_form": form, "database": point["database"]}
+        return _backups_page(request, team, context, status=show_refusal(context, refusal, empty_status=409))
+    messages.success(request, f"Restore {restore.pk} to {restore.target_time:%Y-%m-%d %H:%M:%S} UTC requested: "
+                              "its preview will show here once it is ready.")
+    return redirect("members:team_backups", slug=team.slug)
+
+
+@restorer_view
+@require_GET
+def restore(request, team, restore_id):
+    """One restore and, while its preview runs, the preview's tables, counts and first rows."""
+    found = restores.restore_of(team, restore_id, actor=request.user)
+    context, status = preview_context(found, partial(restores.preview, found, actor=request.user))
+    context.update(title=f"Restore {found.pk} of {team.slug}", team=team)
+    return render(request, "members/restore.html", context, status=status)
+
+
+RESTORE_CHANGES = {"confirm_swap": restores.confirm_swap, "swap_back": restores.swap_back, "cancel": restores.cancel}
+
+
+@restorer_view
+@require_POST
+def restore_change(request, team, restore_id, change):
+    found = restores.restore_of(team, restore_id, actor=request.user)
+    try:
+        RESTORE_CHANGES[change](found, actor=request.user)
+    except RESTORE_REFUSALS as refusal:
+        context = {}
+        return _backups_page(request, team, context, status=show_refusal(context, refusal, empty_status=409))
+    messages.success(request, f"Restore {found.pk}: {CHANGE_DONE[change]}.")
+    return redirect("members:team_backups", slug=team.slug)
 
 
 @require_http_methods(["GET", "POST"])

@@ -19,16 +19,22 @@ ROTATE_TOKEN = "teams.rotate_token"
 DESTROY_INSTANCE = "teams.destroy_instance"
 DEPLOY_IMAGE = "teams.deploy_image"  # start, resume and redeploy: the image then runs with each team's token
 VIEW_AUDIT = "credentials.view_credentialevent"
+# Restore a team's database to a point in time (request, confirm the swap, swap back, cancel) and see its preview,
+# which shows the team's rows: backups.restore (RESTORE_PERMISSION) checks it.
+RESTORE_DATABASE = "backups.restore_database"
+# Queue a restore drill now: it reads the team's replica in the worker (read-only) and shows nobody its rows.
+RUN_DRILL = "backups.run_drill"
 
 _VIEWER = [VIEW_FLEET, VIEW_AUDIT]
-_OPERATOR = [*_VIEWER, ADD_TEAM, CHANGE_TEAM, OPERATE_INSTANCE, ROTATE_TOKEN]
+_OPERATOR = [*_VIEWER, ADD_TEAM, CHANGE_TEAM, OPERATE_INSTANCE, ROTATE_TOKEN, RUN_DRILL]
 # The groups shipped with cloudctl, each with exactly these permissions (README, "The operator dashboard").
-# Changing a set takes a new migration that calls `ensure_groups` again.
+# Changing a set takes a new migration that calls `ensure_groups` again with the sets as they then are (a copy:
+# a migration must keep doing what it did when GROUPS changes later, on a fresh database too).
 GROUPS = {
     "Fleet viewer": _VIEWER,
     "Fleet operator": _OPERATOR,
     "Fleet deployer": [*_VIEWER, DEPLOY_IMAGE],
-    "Fleet administrator": [*_OPERATOR, DESTROY_INSTANCE, DEPLOY_IMAGE],
+    "Fleet administrator": [*_OPERATOR, DESTROY_INSTANCE, DEPLOY_IMAGE, RESTORE_DATABASE],
 }
 
 # Who acts: a signed-in user, whose permissions are checked, or the name of a process started from a shell
@@ -45,12 +51,13 @@ def authorize(actor: Actor, permission: str) -> str:
     return actor.get_username()
 
 
-def ensure_groups(apps=installed_apps) -> None:
-    """Give each group of `GROUPS` exactly its permissions, creating it if needed (`apps`: a migration's
-    historical apps, or the installed ones). The permissions must exist already."""
+def ensure_groups(apps=installed_apps, groups: dict[str, list[str]] | None = None) -> None:
+    """Give each group of `groups` (default `GROUPS`) exactly its permissions, creating it if needed (`apps`: a
+    migration's historical apps, or the installed ones; a migration passes its own copy of the sets). The
+    permissions must exist already."""
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    for name, permissions in GROUPS.items():
+    for name, permissions in (GROUPS if groups is None else groups).items():
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.set([
             Permission.objects.get(content_type__app_label=app_label, codename=codename)

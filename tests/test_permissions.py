@@ -6,7 +6,10 @@ import re
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import URLPattern, get_resolver
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
+from backups.models import Restore
 from console import urls as dashboard_urls
 from deploys.models import Deployment
 from instances.models import TeamAction
@@ -104,17 +107,24 @@ def test_an_image_outside_the_allowed_prefixes_is_refused_by_the_service(setting
 
 # The groups' sets, as README documents them (the specification; teams.permissions.GROUPS implements it).
 VIEW, ADD, OPERATE, ROTATE, DESTROY, DEPLOY = "view", "add team", "operate", "rotate token", "destroy", "deploy"
+RESTORE, DRILL = "restore", "drill"
 GROUP_CAN = {
     "Fleet viewer": {VIEW},
-    "Fleet operator": {VIEW, ADD, OPERATE, ROTATE},
+    "Fleet operator": {VIEW, ADD, OPERATE, ROTATE, DRILL},
     "Fleet deployer": {VIEW, DEPLOY},
-    "Fleet administrator": {VIEW, ADD, OPERATE, ROTATE, DESTROY, DEPLOY},
+    "Fleet administrator": {VIEW, ADD, OPERATE, ROTATE, DESTROY, DEPLOY, RESTORE, DRILL},
 }
+
+
+def a_restore(team: Team) -> Restore:
+    return Restore.objects.create(team=team, database="data.db", target_txid=3, target_time=timezone.now(),
+                                  requested_by="test")
 
 
 def every_request(team: Team, deployment: Deployment) -> list[tuple[str, str, dict, str]]:
     """(method, URL, data, what it needs) for every page, JSON endpoint and action of the dashboard."""
     team_url = f"/dashboard/teams/{team.slug}/"
+    restore = Restore.objects.filter(team=team).first() or a_restore(team)
     return [
         *(("get", url, {}, VIEW) for url in (
             "/dashboard/", "/dashboard/teams/", team_url, f"{team_url}status.json", "/dashboard/deployments/",
@@ -127,6 +137,11 @@ def every_request(team: Team, deployment: Deployment) -> list[tuple[str, str, di
         ("post", f"/dashboard/deployments/{deployment.pk}/resume/", {}, DEPLOY),
         ("post", f"{team_url}redeploy/", {"image": "v3"}, DEPLOY),
         ("post", "/dashboard/deployments/", {"image": "v2", "canary": 0, "concurrency": 1, "max_failures": 0}, DEPLOY),
+        ("get", f"{team_url}restores/{restore.pk}/", {}, RESTORE),  # the preview: the team's rows
+        ("post", f"{team_url}restores/", {"latest": "on"}, RESTORE),
+        *(("post", f"{team_url}restores/{restore.pk}/{change}/", {}, RESTORE)
+          for change in ("confirm-swap", "swap-back", "cancel")),
+        ("post", f"{team_url}drill/", {}, DRILL),
     ]
 
 
@@ -168,6 +183,9 @@ def test_each_group_can_do_exactly_its_set(client, member, make_team, group):
     if ROTATE not in GROUP_CAN[group]:
         assert verify_team_token(old_token) == team
     assert (Deployment.objects.count() == 2) == (DEPLOY in GROUP_CAN[group])  # the redeploy's
+    assert (Restore.objects.get().state == Restore.State.CANCELLED) == (RESTORE in GROUP_CAN[group])
+    drills = DBTaskResult.objects.filter(task_path="backups.tasks.drill_team_task")
+    assert drills.exists() == (DRILL in GROUP_CAN[group])
 
 
 @pytest.mark.parametrize("group", GROUP_CAN)
@@ -179,6 +197,8 @@ def test_a_group_is_shown_only_the_buttons_it_may_use(client, member, make_team,
     team_page = client.get(f"/dashboard/teams/{team.slug}/").content.decode()
     deployments_page = client.get("/dashboard/deployments/").content.decode()
     deployment_page = client.get(f"/dashboard/deployments/{deployment.pk}/").content.decode()
+    restore = a_restore(team)
+    backups_page = client.get(f"/dashboard/teams/{team.slug}/backups/").content.decode()
     shown = {
         OPERATE: [f'id="action-{kind}"' in team_page for kind in ("provision", "start", "stop", "restart")],
         ROTATE: ['id="action-rotate-token"' in team_page],
@@ -186,6 +206,8 @@ def test_a_group_is_shown_only_the_buttons_it_may_use(client, member, make_team,
         DEPLOY: ['id="action-redeploy"' in team_page, 'id="deployment-form"' in deployments_page,
                  'id="deployment-resume"' in deployment_page],
         ADD: ['href="/dashboard/create/"' in page for page in (team_page, deployments_page, deployment_page)],
+        RESTORE: ['id="restore-request-form"' in backups_page, f'id="restore-{restore.pk}-cancel"' in backups_page],
+        DRILL: ['id="action-drill"' in team_page],
     }
     for what, flags in shown.items():
         assert flags == [what in can] * len(flags), (group, what, flags)
@@ -364,9 +386,10 @@ def test_the_groups_migration_works_on_a_fresh_database_and_on_one_migrated_befo
     assert granted == {
         "Fleet viewer": {"teams.view_team", "credentials.view_credentialevent"},
         "Fleet operator": {"teams.view_team", "credentials.view_credentialevent", "teams.add_team",
-                           "teams.change_team", "teams.operate_instance", "teams.rotate_token"},
+                           "teams.change_team", "teams.operate_instance", "teams.rotate_token", "backups.run_drill"},
         "Fleet deployer": {"teams.view_team", "credentials.view_credentialevent", "teams.deploy_image"},
         "Fleet administrator": {"teams.view_team", "credentials.view_credentialevent", "teams.add_team",
                                 "teams.change_team", "teams.operate_instance", "teams.rotate_token",
-                                "teams.destroy_instance", "teams.deploy_image"},
+                                "teams.destroy_instance", "teams.deploy_image", "backups.run_drill",
+                                "backups.restore_database"},
     }

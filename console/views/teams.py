@@ -13,10 +13,7 @@ from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from backups.replicas import UnreadableReplica
-from backups.restore import plan_restore
 from backups.selectors import backup_is_healthy, last_drill
-from backups.window import EmptyReplica, OutsideWindow
 from domains.selectors import certificate_status
 from instances.actions import action_for, permitted_actions
 from instances.selectors import instance_status
@@ -24,7 +21,7 @@ from instances.services import create_team_and_provision, request_action, rotate
 from teams.models import Team, TeamEvent
 from teams.permissions import ADD_TEAM, ROTATE_TOKEN, authorize
 
-from ..forms import ConfirmForm, RestorePointForm, TeamCreateForm, TeamFilterForm
+from ..forms import ConfirmForm, TeamCreateForm, TeamFilterForm
 from ..selectors import fleet_summary, images_in_use, team_list, timeline
 from .pages import dashboard_view, render_page, team_or_404
 
@@ -78,34 +75,6 @@ def team_detail(request, slug):
         "offered_actions": permitted_actions(request.user), "confirm_form": ConfirmForm(team=team),
         "last_drill": last_drill(team), "backup_healthy": backup_is_healthy(team),
     })
-
-
-@dashboard_view()
-@require_GET
-def team_backups(request, slug):
-    """The restorable window of one of the team's databases, read from its replica now (read-only credentials
-    minted as the staff user), and what a restore to a given point would restore. Changes nothing."""
-    team = team_or_404(slug)
-    form = RestorePointForm(request.GET or None)
-    context = {"title": f"Backups of {team.slug}", "team": team, "form": form}
-    if request.GET and not form.is_valid():
-        return render_page(request, "dashboard/team_backups.html", context, status=400)
-    point = form.cleaned_data if form.is_bound else {"database": form.fields["database"].initial}
-    status = 200
-    try:
-        context["window"], context["plan"] = plan_restore(
-            team, database=point["database"], timestamp=point.get("timestamp"), txid=point.get("txid"),
-            actor=request.user)
-    except OutsideWindow as refused:
-        context.update(refusal=str(refused), nearest=refused.nearest)
-        status = 400
-    except EmptyReplica as empty:
-        context["empty"] = str(empty)
-    except UnreadableReplica as unreadable:
-        context["unreadable"] = str(unreadable)
-        status = 503
-    return render_page(request, "dashboard/team_backups.html", {**context, "database": point["database"]},
-                       status=status)
 
 
 @dashboard_view(json=True)

@@ -4,7 +4,18 @@ from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from teams.permissions import GROUPS, ensure_groups
+from teams.permissions import ensure_groups
+
+# The groups as this migration made them: later sets (backups' permissions, whose tables come later on a fresh
+# database) are given by the migrations that changed them (backups/migrations/0004).
+_VIEWER = ["teams.view_team", "credentials.view_credentialevent"]
+_OPERATOR = [*_VIEWER, "teams.add_team", "teams.change_team", "teams.operate_instance", "teams.rotate_token"]
+GROUPS = {
+    "Fleet viewer": _VIEWER,
+    "Fleet operator": _OPERATOR,
+    "Fleet deployer": [*_VIEWER, "teams.deploy_image"],
+    "Fleet administrator": [*_OPERATOR, "teams.destroy_instance", "teams.deploy_image"],
+}
 
 
 def create_groups(apps, schema_editor):
@@ -13,7 +24,7 @@ def create_groups(apps, schema_editor):
     for label in ("teams", "credentials"):
         create_permissions(global_apps.get_app_config(label), apps=apps, verbosity=0,
                            using=schema_editor.connection.alias)
-    ensure_groups(apps)
+    ensure_groups(apps, GROUPS)
 
 
 def remove_groups(apps, schema_editor):
