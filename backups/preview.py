@@ -5,6 +5,7 @@ The preview runs the team's restored data, so it is treated as hostile like any 
 timeout, only the JSON shapes read here (anything else is "unavailable"), every value rendered as text by the
 pages that show it."""
 
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -15,6 +16,8 @@ from .restore import preview_secret
 
 PREVIEW_HEADER = "X-Cloudctl-Preview"
 TIMEOUT_SECONDS = 5
+# A page waits at most this long for all of a preview's answers, however many tables it lists.
+BUDGET_SECONDS = 10
 MAX_ANSWER_BYTES = 2_000_000
 MAX_TABLES = 50
 SHOWN_ROWS = 20
@@ -45,7 +48,10 @@ def preview_tables(restore: Restore, *, rows: int = SHOWN_ROWS) -> list[PreviewT
         if not isinstance(tables, list):
             raise PreviewUnavailable("the preview's answer lists no tables")
         shown = []
+        deadline = time.monotonic() + BUDGET_SECONDS
         for table in tables[:MAX_TABLES]:
+            if time.monotonic() > deadline:
+                raise PreviewUnavailable(f"the preview answered too slowly (over {BUDGET_SECONDS} s)")
             if not isinstance(table, dict) or not isinstance(table.get("name"), str) or table.get("hidden"):
                 continue
             name = table["name"]

@@ -25,14 +25,14 @@ from instances.models import Instance
 from instances.provisioning import ProvisioningBusy, claim, release
 from teams import timeline
 from teams.models import Team
-from teams.permissions import Actor, authorize
+from teams.permissions import RESTORE_DATABASE, Actor, authorize
 
 from . import replicas
 from .models import Restore
 from .replicas import replica_path, replica_window
 from .window import RestorableWindow, RestorePlan, format_txid, latest_plan, plan_at_time, plan_for_txid
 
-RESTORE_PERMISSION = "backups.restore_database"
+RESTORE_PERMISSION = RESTORE_DATABASE
 # A step restores a whole replica at worst (the local backend allows it an hour): a run's claim outlasts it.
 CLAIM = timedelta(minutes=70)
 # Restores that are neither waiting for a person nor ended: a team has at most one.

@@ -20,7 +20,7 @@ DESTROY_INSTANCE = "teams.destroy_instance"
 DEPLOY_IMAGE = "teams.deploy_image"  # start, resume and redeploy: the image then runs with each team's token
 VIEW_AUDIT = "credentials.view_credentialevent"
 # Restore a team's database to a point in time (request, confirm the swap, swap back, cancel) and see its preview,
-# which shows the team's rows: backups.restore (RESTORE_PERMISSION) checks it.
+# which shows the team's rows: backups.restore checks it (its RESTORE_PERMISSION is this).
 RESTORE_DATABASE = "backups.restore_database"
 # Queue a restore drill now: it reads the team's replica in the worker (read-only) and shows nobody its rows.
 RUN_DRILL = "backups.run_drill"

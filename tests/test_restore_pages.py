@@ -197,6 +197,10 @@ def test_drill_now_is_queued_for_the_worker_with_run_drill(client, django_user_m
         return
     assert response.status_code == 302 and queued(DRILL_TASK) == [[team.pk, "someone", "data.db"]]
     assert client.get(response.url).status_code == 200
+    # A second click while the first waits for the worker adds nothing.
+    again = client.post(console_url(team, "team_drill"), follow=True)
+    assert "already waiting for the worker" in again.content.decode()
+    assert queued(DRILL_TASK) == [[team.pk, "someone", "data.db"]]
     # The worker runs it as the staff user who asked.
     from backups.tasks import drill_team_task
 
@@ -370,12 +374,15 @@ def hostile_preview():
     """A preview on 127.0.0.1 that answers the listing with `answer["listing"]` and every table with no rows."""
     import json
     import threading
+    import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     answer = {}
 
     class Preview(BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.path.count("/") > 1:
+                time.sleep(answer.get("table_delay", 0))
             body = json.dumps(answer["listing"] if self.path.count("/") == 1 else {"rows": []}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -409,3 +416,14 @@ def test_a_preview_answering_a_listing_of_the_wrong_shape_is_unavailable_not_a_5
     page = staff_client.get(console_url(team, "team_restore", restore.pk))
     assert page.status_code == 503
     assert f"No preview to show: the preview&#x27;s {problem}" in page.content.decode()
+
+
+def test_a_slow_preview_holds_the_page_for_its_budget_only(staff_client, make_team, hostile_preview, monkeypatch):
+    monkeypatch.setattr("backups.preview.BUDGET_SECONDS", 0.5)
+    team = make_team("acme")
+    restore = make_restore(team, Restore.State.PREVIEW_RUNNING, preview_url=hostile_preview["url"])
+    hostile_preview["listing"] = {"tables": [{"name": f"t{n}", "columns": ["id"], "count": 1} for n in range(50)]}
+    hostile_preview["table_delay"] = 0.2
+    page = staff_client.get(console_url(team, "team_restore", restore.pk))
+    assert page.status_code == 503
+    assert "the preview answered too slowly (over 0.5 s)" in page.content.decode()

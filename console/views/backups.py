@@ -91,8 +91,10 @@ def restore_detail(request, slug, pk):
 def team_drill(request, slug):
     """Queue a restore drill of the team's latest backup now; its result shows on the team's page once run."""
     team = team_or_404(slug)
-    request_drill(team, actor=request.user)
-    messages.info(request, "Restore drill queued: its result shows here once the worker has run it.")
+    if request_drill(team, actor=request.user):
+        messages.info(request, "Restore drill queued: its result shows here once the worker has run it.")
+    else:
+        messages.info(request, "A restore drill of this team is already waiting for the worker.")
     return redirect("dashboard:team", slug=team.slug)
 
 
