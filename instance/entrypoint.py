@@ -641,8 +641,41 @@ def isolate_aws_environment(config: Config) -> None:
         os.environ["AWS_CA_BUNDLE"] = bundle
 
 
+# A restore preview's only plugin (preview_guard.py): the team's plugins and ours for members do not run there.
+PREVIEW_PLUGINS_DIR = HERE / "preview_plugins"
+PREVIEW_SECRET_VARIABLE = "CLOUDCTL_PREVIEW_SECRET"
+
+
+def run_preview(environ) -> None:
+    """A restore's preview (CLOUDCTL_PREVIEW_SECRET set): Datasette serving the volume's databases immutable
+    (read-only, never written, so nothing is replicated), with no token, no credentials, no Litestream and none of
+    the team's plugins, answering only requests that carry the secret (preview_guard.py)."""
+    data_dir = Path(environ.get("DATA_DIR", "") or "/data")
+    try:
+        port = int(environ.get("PORT", "8080"))
+        assert 0 < port < 65536
+    except (ValueError, AssertionError):
+        raise StartupError(f"PORT={environ.get('PORT')!r} is not a TCP port") from None
+    names = sorted(local_databases(data_dir)) if data_dir.is_dir() else []
+    if not names:
+        raise StartupError(f"nothing to preview: no database in {data_dir}")
+    bind = environ.get("CLOUDCTL_BIND", "").strip() or "0.0.0.0"
+    # CLOUDCTL_PREVIEW_OF: how the local backend finds its preview process again.
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "CLOUDCTL_PREVIEW_OF", PREVIEW_SECRET_VARIABLE)
+    env = {name: environ[name] for name in keep if name in environ}
+    command = [sys.executable, "-m", "datasette", "serve", *(arg for name in names for arg in ("-i", str(data_dir / name))),
+               "--host", bind, "--port", str(port), "--plugins-dir", str(PREVIEW_PLUGINS_DIR),
+               "--setting", "allow_download", "off"]
+    log(f"previewing {', '.join(names)} read-only on http://{bind}:{port}/ (the control plane's requests only)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
+
+
 def run(environ) -> None:
     environ = dict(environ)
+    if environ.get(PREVIEW_SECRET_VARIABLE):
+        return run_preview(environ)
     config = Config.from_env(environ)
     isolate_aws_environment(config)
     data_dir = config.data_dir
