@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 
+import httpx
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
 from backups.models import Restore
+from backups.preview import PREVIEW_HEADER
+from backups.restore import preview_secret
 from backups.replicas import replica_window
 from credentials.models import CredentialEvent
 from credentials.services import mint_read_only_credentials
@@ -127,17 +130,27 @@ def test_restoring_a_team_without_an_instance_is_refused_and_changes_nothing(rep
     assert not Restore.objects.exists()
 
 
-def test_restoring_writes_a_new_volume_and_says_what_is_not_built(replicated, s3_env, settings):
+def test_restoring_writes_a_new_volume_starts_its_preview_and_cancelling_removes_both(replicated, s3_env, settings):
     settings.LOCAL_INSTANCES_DIR = str(replicated["tmp"] / "instances")
     settings.INSTANCE_S3_ENDPOINT, settings.INSTANCE_S3_REGION = s3_env.endpoint_url, REGION
     Instance.objects.create(team=replicated["team"], backend="instances.backends.local.LocalBackend")
     output = StringIO()
     call_command("restore", replicated["team"].slug, "--latest", stdout=output)
     [restore] = Restore.objects.all()
-    assert restore.state == Restore.State.RESTORED
-    assert len(all_rows(Path(restore.volume) / "data.db")) == 30
-    assert ": requested (restore id" in output.getvalue() and ": new volume created" in output.getvalue()
-    assert "The preview and the swap are not built yet." in output.getvalue()
+    assert restore.state == Restore.State.PREVIEW_RUNNING, restore.message
+    volume = Path(restore.volume)
+    assert len(all_rows(volume / "data.db")) == 30
+    assert ": requested (restore id" in output.getvalue()
+    assert f"manage.py restore {restore.team.slug} --swap {restore.pk}" in output.getvalue()
+    preview = httpx.get(f"{restore.preview_url}-/versions.json", headers={PREVIEW_HEADER: preview_secret(restore)},
+                        timeout=5)
+    assert preview.status_code == 200
+    call_command("restore", replicated["team"].slug, "--cancel", str(restore.pk), stdout=output)
+    restore.refresh_from_db()
+    assert restore.state == Restore.State.CANCELLED and restore.volumes_deleted_at is not None
+    assert not volume.exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(preview.url, timeout=5)
 
 
 @pytest.mark.parametrize(("header", "message"), [

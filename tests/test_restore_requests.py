@@ -10,7 +10,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 
 from backups.models import Restore
-from backups.restore import RestoreRefused, advance_restore, cancel_restore, plan_restore, request_restore
+from backups.restore import RestoreRefused, advance_restore, plan_restore
+from backups.restore_requests import cancel_restore, request_restore
 from backups.window import OutsideWindow
 from instances.machines import get_backend
 from instances.models import Instance
@@ -31,6 +32,7 @@ def test_a_request_is_pinned_to_the_planned_point(replicated):  # noqa: F811
     assert (restore.state, restore.target_txid, restore.target_time) == (
         Restore.State.REQUESTED, plan.point.txid, plan.point.time)
     assert restore.requested_by == "test"
+    cancel_restore(restore, actor="test")  # one restore in progress per team
     with pytest.raises(OutsideWindow):
         request_restore(team, database="data.db", timestamp=t1 - timedelta(hours=1), actor="test")
     assert list(Restore.objects.filter(team=team)) == [restore]
@@ -86,15 +88,17 @@ def test_the_first_step_creates_a_new_volume_apart_from_the_live_one(requested, 
     assert get_backend(instance.backend).create_restore_volume(instance, restore.pk) == {"volume": str(expected)}
 
 
-def test_a_backend_without_restores_or_a_team_without_an_instance_is_refused(requested):
-    Instance.objects.filter(team=requested.team).update(backend="instances.backends.fly.FlyBackend")
-    with pytest.raises(RestoreRefused, match="not supported on the FlyBackend backend"):
-        advance_restore(requested, actor="test")
-    Instance.objects.filter(team=requested.team).delete()
-    with pytest.raises(RestoreRefused, match="has no instance"):
-        advance_restore(requested, actor="test")
-    requested.refresh_from_db()
-    assert (requested.state, requested.volume) == (Restore.State.REQUESTED, "")
+def test_a_backend_without_restores_or_a_team_without_an_instance_fails_the_restore(requested, make_team):
+    Instance.objects.filter(team=requested.team).update(backend="instances.backends.container.ContainerBackend")
+    restore = advance_restore(requested, actor="test")
+    assert restore.state == Restore.State.FAILED
+    assert "not supported on the ContainerBackend backend" in restore.message
+    assert restore.volume == ""
+    homeless = Restore.objects.create(team=make_team(), database="data.db", target_txid=3,
+                                      target_time=datetime.now(UTC), requested_by="test")
+    homeless = advance_restore(homeless, actor="test")
+    assert (homeless.state, homeless.message) == (Restore.State.FAILED, f"team {homeless.team.slug} has no instance "
+                                                                        "to restore into")
 
 
 def test_a_restore_between_t1_and_t2_writes_exactly_t1s_rows_into_the_new_volume(replicated, s3_env, settings,  # noqa: F811
@@ -114,16 +118,17 @@ def test_a_restore_between_t1_and_t2_writes_exactly_t1s_rows_into_the_new_volume
     before = restored.stat().st_mtime_ns
     get_backend(instance.backend).restore_into_volume(instance, restore.pk, "data.db", None)
     assert restored.stat().st_mtime_ns == before
-    # The live volume is untouched, and what comes next says it is not built rather than pretending.
+    # The live volume is untouched.
     assert not (tmp_path / "instances" / f"team-{team.pk}" / "data" / "data.db").exists()
-    with pytest.raises(RestoreRefused, match="not built yet"):
-        advance_restore(restore, actor="test")
-    # Litestream's failure (a txid the replica never had) is refused with its reason; nothing lands in a volume.
+    # Litestream's failure (a txid the replica never had) fails the restore with its reason; nothing lands in a
+    # volume, and the failed restore's volume is deleted.
     unknown = Restore.objects.create(team=team, database="data.db", target_txid=restore.target_txid + 10**6,
                                      target_time=t2, requested_by="test")
     unknown = advance_restore(unknown, actor="test")
-    with pytest.raises(RestoreRefused, match="litestream restore of data.db failed: "):
-        advance_restore(unknown, actor="test")
-    unknown.refresh_from_db()
-    assert unknown.state == Restore.State.VOLUME_CREATED
-    assert not any(Path(unknown.volume).iterdir())
+    volume = Path(unknown.volume)
+    unknown = advance_restore(unknown, actor="test")
+    assert unknown.state == Restore.State.FAILED
+    assert unknown.message.startswith("litestream restore of data.db failed: ")
+    assert not any(volume.iterdir())
+    unknown = advance_restore(unknown, actor="test")
+    assert unknown.volumes_deleted_at is not None and not volume.exists()
