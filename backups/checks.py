@@ -11,7 +11,13 @@ RETENTION = re.compile(r"[1-9][0-9]*[smh]")
 
 @checks.register()
 def backup_settings(app_configs, **kwargs):
-    if RETENTION.fullmatch(settings.BACKUP_RETENTION):
-        return []
-    return [checks.Error(f"CLOUDCTL_BACKUP_RETENTION is {settings.BACKUP_RETENTION!r}: use a positive number and "
-                         "s, m or h (Litestream takes no days: 7 days is 168h).", id="backups.E001")]
+    problems = []
+    if not RETENTION.fullmatch(settings.BACKUP_RETENTION):
+        problems.append(checks.Error(
+            f"CLOUDCTL_BACKUP_RETENTION is {settings.BACKUP_RETENTION!r}: use a positive number and s, m or h "
+            "(Litestream takes no days: 7 days is 168h).", id="backups.E001"))
+    if settings.RESTORE_KEEP_DAYS < 0:
+        problems.append(checks.Error(
+            f"CLOUDCTL_RESTORE_KEEP_DAYS is {settings.RESTORE_KEEP_DAYS}: the days a replaced volume is kept after a "
+            "restore's swap cannot be negative (0 deletes it at the next tend).", id="backups.E002"))
+    return problems

@@ -126,6 +126,13 @@ def test_a_backup_retention_litestream_would_refuse_fails_the_checks(tmp_path, r
     assert "backups.E001" in result.stderr
 
 
+def test_a_negative_restore_keep_period_fails_the_checks(tmp_path):
+    result = manage("check", env={**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path),
+                                  "CLOUDCTL_RESTORE_KEEP_DAYS": "-1"})
+    assert result.returncode != 0
+    assert "backups.E002" in result.stderr
+
+
 def test_the_private_api_process_carries_no_sign_in_machinery(tmp_path):
     """allauth insists on its middleware wherever it is installed; the private API's slim stack leaves both out."""
     env = {**PRODUCTION_ENV, "CLOUDCTL_STATE_DIR": str(tmp_path), "CLOUDCTL_URLCONF": "cloudctl.urls_private"}
