@@ -29,6 +29,20 @@ from .test_local_backend import local, query, run_worker  # noqa: F401  (the fix
 pytestmark = [needs_instance_venv, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+def team_processes_by_group() -> dict[int, int]:
+    """pid -> process group of every live process (read from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if fields[0] != "Z":
+                    found[int(entry.name)] = int(fields[2])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def write_batch(instance, batch: range) -> None:
     with sqlite3.connect(Path(instance.resources["volume"]) / "data.db", timeout=30) as db:
         db.execute("create table if not exists notes (id integer primary key, body text)")
@@ -78,6 +92,13 @@ def test_restore_between_t1_and_t2_preview_swap_and_swap_back(local, s3_env, tmp
         assert httpx.get(f"{restore.preview_url}data.json", headers=headers, timeout=5).status_code == 403
     secret = preview_secret(restore)
     assert secret not in (Path(restore.volume).parent / "preview.log").read_text()
+    # The preview holds nothing to write the team's backups with: no token, no credentials.
+    preview_group = int((Path(restore.volume).parent / "preview.pid").read_text())
+    preview_processes = [pid for pid, group in team_processes_by_group().items() if group == preview_group]
+    assert preview_processes
+    for pid in preview_processes:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert b"CLOUDCTL_TOKEN=" not in environ and b"AWS_SECRET_ACCESS_KEY=" not in environ
 
     restore = run_restore(confirm_swap(restore, actor="test"), actor="test")
     assert restore.state == Restore.State.SWAPPED, restore.message
