@@ -109,7 +109,12 @@ def run_worker():
 
 
 def team_processes(team_id: int) -> dict[int, int]:
-    """pid -> process group of every live process started for the team (read from /proc)."""
+    """pid -> process group of every live process started for the team (read from /proc) by this test: team ids
+    repeat across the tests other processes run at the same time, so only processes whose home is under this
+    test's LOCAL_INSTANCES_DIR count."""
+    from django.conf import settings
+
+    home = f"HOME={settings.LOCAL_INSTANCES_DIR}/".encode()
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -119,7 +124,8 @@ def team_processes(team_id: int) -> dict[int, int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if f"CLOUDCTL_TEAM_ID={team_id}".encode() in environ and fields[0] != "Z":
+        if (f"CLOUDCTL_TEAM_ID={team_id}".encode() in environ and fields[0] != "Z"
+                and any(entry.startswith(home) for entry in environ)):
             found[int(entry.name)] = int(fields[2])
     return found
 
