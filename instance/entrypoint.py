@@ -643,6 +643,11 @@ def isolate_aws_environment(config: Config) -> None:
 
 def run(environ) -> None:
     environ = dict(environ)
+    if environ.get("CLOUDCTL_RESTORE_DATABASE"):
+        # A restore Machine (the Fly backend's point-in-time restore) asks for restore mode, not built here yet:
+        # started as a plain instance it would restore the latest state and replicate its volume over the team's
+        # replica beside the live instance. Refusing fails the restore step with this reason instead.
+        raise StartupError("restore mode (CLOUDCTL_RESTORE_DATABASE) is not supported by this image: not starting")
     config = Config.from_env(environ)
     isolate_aws_environment(config)
     data_dir = config.data_dir

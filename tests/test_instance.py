@@ -131,6 +131,11 @@ def run_helper(url, *, token=SECRET_TOKEN, timeout=60, **extra_env):
                           timeout=timeout)
 
 
+def test_an_image_without_restore_mode_refuses_a_restore_machines_start():
+    with pytest.raises(entrypoint.StartupError, match="restore mode"):
+        entrypoint.run({"CLOUDCTL_RESTORE_DATABASE": "data.db", "CLOUDCTL_RESTORE_TXID": "000000000000002a"})
+
+
 def test_helper_prints_only_the_credential_process_json():
     answer, expiration = good_answer()
     with CannedAPI([(200, {}, answer)]) as api:
