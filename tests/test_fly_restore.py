@@ -161,3 +161,50 @@ def test_provisioning_again_after_a_swap_keeps_the_restored_volume(restore, fake
     instance = Instance.objects.get(team=restore.team)
     assert instance.resources["volume"] == restore.volume
     assert fake.calls["create_volume"] == creates
+
+
+def swap_in(restore):
+    restore = run_restore(restore, actor="test")
+    assert restore.state == Restore.State.PREVIEW_RUNNING, restore.message
+    confirm_swap(restore, actor="test")
+    restore = run_restore(restore, actor="test")
+    assert restore.state == Restore.State.SWAPPED, restore.message
+    return restore
+
+
+def test_a_crash_between_destroying_a_kept_machine_and_deleting_its_volume_is_finished_by_the_rerun(restore, fake):
+    instance = Instance.objects.get(team=restore.team)
+    app, first = instance.resources["app"], dict(instance.resources)
+    restore = swap_in(restore)
+    Restore.objects.filter(pk=restore.pk).update(swapped_at=timezone.now() - timedelta(days=30))
+    fake.inject("delete_volume", Unavailable(503), calls=range(1, 10))
+    restore = advance_restore(restore, actor="test")
+    assert restore.volumes_deleted_at is None and "will be retried" in restore.message
+    assert fake.machine(first["machine"]).state == "destroyed"
+    restore = advance_restore(restore, actor="test")
+    assert restore.volumes_deleted_at is not None, restore.message
+    assert [v.id for v in live_volumes(fake, app)] == [restore.volume]
+    instance.refresh_from_db()
+    assert [m.id for m in live_machines(fake, app)] == [instance.resources["machine"]]
+
+
+def test_deleting_an_earlier_restores_kept_machine_leaves_what_a_later_one_keeps(restore, fake):
+    instance = Instance.objects.get(team=restore.team)
+    app, first = instance.resources["app"], dict(instance.resources)
+    earlier = swap_in(restore)
+    later = swap_in(Restore.objects.create(team=earlier.team, database="data.db", target_txid=0x2b,
+                                           target_time=datetime.now(UTC), requested_by="test"))
+    Restore.objects.filter(pk=earlier.pk).update(swapped_at=timezone.now() - timedelta(days=30))
+    earlier = advance_restore(earlier, actor="test")
+    assert earlier.volumes_deleted_at is not None, earlier.message
+    # The earlier restore's kept Machine (the first one) is gone; its own Machine, kept by the later restore, stays.
+    assert {v.id for v in live_volumes(fake, app)} == {earlier.volume, later.volume}
+    assert first["volume"] not in {v.id for v in live_volumes(fake, app)}
+
+    request_swap_back(later, actor="test")
+    later = run_restore(later, actor="test")
+    assert later.state == Restore.State.SWAPPED_BACK, later.message
+    instance.refresh_from_db()
+    assert instance.resources["volume"] == earlier.volume
+    assert fake.machine(instance.resources["machine"]).state == "started"
+    assert fake.refused == []

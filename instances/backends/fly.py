@@ -648,18 +648,23 @@ class FlyBackend(MachineBackend):
 
     def delete_restore_volumes(self, instance, restore_id: int) -> None:
         """Destroy the Machines the restore keeps apart (its own, or the one it replaced), then delete their
-        volumes. Destroyed Machines are read too (`include_deleted`): a run that died between the destroy and the
-        volume's delete still finds which volume to delete."""
+        volumes, and its own volume if no other Machine mounts it (a later restore may keep this one's Machine
+        apart, volume and all, for its own swap back). Destroyed Machines are read too (`include_deleted`): a run
+        that died between the destroy and the delete still finds which volume to delete."""
         app, live_machine, live_volume = (instance.resources["app"], instance.resources.get("machine"),
                                           instance.resources.get("volume"))
+        mark = str(restore_id)
         with fly_errors(f"deleting the volumes of restore {restore_id} in {app} failed"):
-            machines = [m for m in self.client.list_machines(app, include_deleted=True)
-                        if m.id != live_machine and (m.name == restore_machine_name(app, restore_id)
-                                                     or str(restore_id) in (m.metadata.get(RESTORE_MARK),
-                                                                            m.metadata.get(KEPT_MARK)))]
-            volumes = {mount["volume"] for m in machines for mount in m.config.get("mounts") or []}
-            volumes |= {v.id for v in self.client.list_volumes(app) if v.name == restore_volume_name(restore_id)}
-            for machine in machines:
+            machines = self.client.list_machines(app, include_deleted=True)
+            ours = [m for m in machines
+                    if m.id != live_machine and mark in (m.metadata.get(RESTORE_MARK), m.metadata.get(KEPT_MARK))]
+            volumes = {mount["volume"] for m in ours for mount in m.config.get("mounts") or []}
+            mounted_elsewhere = {mount["volume"] for m in machines
+                                 if m.id not in {o.id for o in ours} and m.state != "destroyed"
+                                 for mount in m.config.get("mounts") or []}
+            volumes |= {v.id for v in self.client.list_volumes(app)
+                        if v.name == restore_volume_name(restore_id) and v.id not in mounted_elsewhere}
+            for machine in ours:
                 if machine.state != "destroyed":
                     if machine.state != "destroying":
                         self.client.destroy_machine(app, machine.id, force=True)
