@@ -40,7 +40,8 @@ def live_volumes(fake, app):
     return [v for v in fake.volumes.values() if v.app_name == app and v.state == "created"]
 
 
-def test_a_restore_runs_through_preview_swap_swap_back_and_deletion(restore, fake, clock, settings):
+def test_a_restore_runs_through_preview_swap_swap_back_and_deletion(restore, fake, settings, caplog):
+    caplog.set_level("DEBUG")
     instance = Instance.objects.get(team=restore.team)
     app, first = instance.resources["app"], dict(instance.resources)
 
@@ -57,6 +58,7 @@ def test_a_restore_runs_through_preview_swap_swap_back_and_deletion(restore, fak
     assert "read-only-secret" not in str(restored.config) and "AKIDREADONLY" not in str(restored.config)
     assert restored.config["metadata"][RESTORE_MARK] == str(restore.pk)
     assert "services" not in restored.config  # reached on the private network only
+    assert "fly POST" in caplog.text and preview_secret(restore) not in caplog.text  # the calls logged, not it
     assert fake.machine(first["machine"]).state == "started"  # the live instance is untouched
     assert fake.refused == []
 
