@@ -927,25 +927,28 @@ class FakeFly:
         return Reply(200, machine.to_json() | {"checks": self._check_statuses(machine)})
 
     def _check_statuses(self, machine: MachineRecord) -> list[dict]:
-        """The service checks' results. None on a Machine that is not started, nor on a freshly started one
-        (flyctl PR #4952): each check appears once it first ran, `grace_period` (scaled) plus the `health`
-        latency after the start, `passing`, or `critical` for an unhealthy image."""
+        """The checks' results: the top-level ones (`config.checks`, named by their key) and the services' ones.
+        None on a Machine that is not started, nor on a freshly started one (flyctl PR #4952): each check appears
+        once it first ran, `grace_period` (scaled) plus the `health` latency after the start, `passing`, or
+        `critical` for an unhealthy image."""
         if machine.state != "started":
             return []
+        named = list((machine.config.get("checks") or {}).items())
+        for service in machine.config.get("services", []):
+            named += [(f"servicecheck-{number:02d}-{check.get('type', 'tcp')}-{service.get('internal_port')}", check)
+                      for number, check in enumerate(service.get("checks", []))]
         now = self.clock.now()
         results = []
-        for service in machine.config.get("services", []):
-            for number, check in enumerate(service.get("checks", [])):
-                first_result_at = (machine.updated_at + self._latency("health")
-                                   + duration_seconds(check.get("grace_period", "0s")) * self.time_scale)
-                if now < first_result_at:
-                    continue
-                healthy = machine.config["image"] not in self.unhealthy_images
-                results.append({
-                    "name": f"servicecheck-{number:02d}-{check.get('type', 'tcp')}-{service.get('internal_port')}",
-                    "status": "passing" if healthy else "critical",
-                    "output": "200 OK" if healthy else f"GET {check.get('path', '/')}: connection refused",
-                    "updated_at": iso(first_result_at)})
+        for name, check in named:
+            first_result_at = (machine.updated_at + self._latency("health")
+                               + duration_seconds(check.get("grace_period", "0s")) * self.time_scale)
+            if now < first_result_at:
+                continue
+            healthy = machine.config["image"] not in self.unhealthy_images
+            results.append({
+                "name": name, "status": "passing" if healthy else "critical",
+                "output": "200 OK" if healthy else f"GET {check.get('path', '/')}: connection refused",
+                "updated_at": iso(first_result_at)})
         return results
 
     def _update_machine(self, call: Call) -> Reply:

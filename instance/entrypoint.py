@@ -172,7 +172,7 @@ class Folder:
 
 # --- 1. credentials -------------------------------------------------------------------------------------
 
-def exchange(config: Config, boot: str) -> dict:
+def exchange(config: Config, boot: str | None) -> dict:
     """The API's answer, retrying with backoff for at most CLOUDCTL_STARTUP_TIMEOUT seconds."""
     log(f"exchanging the team token for backup credentials at {credential_helper.endpoint_url(config.url)}")
 
@@ -302,8 +302,9 @@ def remove_database_files(path: Path) -> None:
 
 
 def restore(name: str, config: Config, folder: Folder, litestream: str, litestream_config: Path,
-            env: dict) -> bool:
-    """Restore `name` from its replica unless it exists locally; True if a database was restored."""
+            env: dict, *, txid: str | None = None) -> bool:
+    """Restore `name` from its replica unless it exists locally; True if a database was restored. With `txid`
+    (a point-in-time restore), exactly that transaction, which must exist, checked in full."""
     target = config.data_dir / name
     if target.exists():
         return False
@@ -314,8 +315,9 @@ def restore(name: str, config: Config, folder: Folder, litestream: str, litestre
     # Local Litestream state left from a database that is no longer here would describe the wrong file.
     shutil.rmtree(config.data_dir / f".{name}-litestream", ignore_errors=True)
     log(f"restoring {name} from {folder.url(name)}")
-    command = [litestream, "restore", "-config", str(litestream_config), "-no-expand-env",
-               "-if-replica-exists", "-integrity-check", "quick", "-o", str(partial), str(target)]
+    point = ["-txid", txid, "-integrity-check", "full"] if txid else ["-if-replica-exists", "-integrity-check", "quick"]
+    command = [litestream, "restore", "-config", str(litestream_config), "-no-expand-env", *point,
+               "-o", str(partial), str(target)]
     result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
     if result.returncode != 0:
         remove_database_files(partial)
@@ -649,7 +651,8 @@ PREVIEW_SECRET_VARIABLE = "CLOUDCTL_PREVIEW_SECRET"
 def run_preview(environ) -> None:
     """A restore's preview (CLOUDCTL_PREVIEW_SECRET set): Datasette serving the volume's databases immutable
     (read-only, never written, so nothing is replicated), with no token, no credentials, no Litestream and none of
-    the team's plugins, answering only requests that carry the secret (preview_guard.py)."""
+    the team's plugins, answering only requests that carry the secret and the platform's health check
+    (preview_guard.py)."""
     data_dir = Path(environ.get("DATA_DIR", "") or "/data")
     try:
         port = int(environ.get("PORT", "8080"))
@@ -661,7 +664,8 @@ def run_preview(environ) -> None:
         raise StartupError(f"nothing to preview: no database in {data_dir}")
     bind = environ.get("CLOUDCTL_BIND", "").strip() or "0.0.0.0"
     # CLOUDCTL_PREVIEW_OF: how the local backend finds its preview process again.
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "CLOUDCTL_PREVIEW_OF", PREVIEW_SECRET_VARIABLE)
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "CLOUDCTL_PREVIEW_OF", "CLOUDCTL_HEALTH_CHECK_PATH",
+            PREVIEW_SECRET_VARIABLE)
     env = {name: environ[name] for name in keep if name in environ}
     command = [sys.executable, "-m", "datasette", "serve", *(arg for name in names for arg in ("-i", str(data_dir / name))),
                "--host", bind, "--port", str(port), "--plugins-dir", str(PREVIEW_PLUGINS_DIR),
@@ -672,8 +676,51 @@ def run_preview(environ) -> None:
     os.execve(sys.executable, command, env)
 
 
+def restore_environment(base_env: dict, answer: dict) -> dict:
+    """Litestream's environment for a restore: the exchange's credentials, and no AWS profile."""
+    return dict(base_env, AWS_CONFIG_FILE="/dev/null", AWS_ACCESS_KEY_ID=answer["AccessKeyId"],
+                AWS_SECRET_ACCESS_KEY=answer["SecretAccessKey"], AWS_SESSION_TOKEN=answer["SessionToken"])
+
+
+RESTORE_DATABASE_VARIABLE = "CLOUDCTL_RESTORE_DATABASE"
+TXID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def run_restore_mode(environ) -> None:
+    """A restore Machine (the Fly backend's point-in-time restore, on a new volume): restore
+    CLOUDCTL_RESTORE_DATABASE at CLOUDCTL_RESTORE_TXID, checked in full, with the team's own credentials (its token's
+    exchange, which records no boot: the live instance's boot stays the current one), then serve it as a preview
+    (`run_preview`: no Litestream, so nothing is ever replicated from here). A rerun finds the database restored
+    and only serves it. Until the control plane sets CLOUDCTL_PREVIEW_SECRET, the preview answers only the health
+    check."""
+    name, txid = environ[RESTORE_DATABASE_VARIABLE], environ.get("CLOUDCTL_RESTORE_TXID", "")
+    if not SAFE_DATABASE_NAME.match(name) or not TXID.match(txid):
+        raise StartupError("CLOUDCTL_RESTORE_DATABASE must be a <name>.db and CLOUDCTL_RESTORE_TXID 16 hex digits")
+    config = Config.from_env(environ)
+    isolate_aws_environment(config)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if not (config.data_dir / name).exists():
+        answer = exchange(config, boot=None)
+        folder = Folder.parse(answer.get("S3Folder"))
+        runtime = Path(tempfile.mkdtemp(prefix="cloudctl-restore-"))
+        config_path = runtime / "litestream.yml"
+        write_private(config_path, _yaml(litestream_config(config, folder, [name], control_socket_path(runtime))))
+        base_env = dict(clean_environ(environ), AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+                        AWS_EC2_METADATA_DISABLED="true", AWS_REGION=config.s3_region, **tls_environ(config, environ))
+        log(f"restoring {name} at txid {txid} (point-in-time restore)")
+        try:
+            if not restore(name, config, folder, find_litestream(), config_path, restore_environment(base_env, answer),
+                           txid=txid):
+                raise StartupError(f"{folder.url(name)}/ holds no backup to restore at txid {txid}")
+        finally:
+            shutil.rmtree(runtime, ignore_errors=True)
+    run_preview({**environ, PREVIEW_SECRET_VARIABLE: environ.get(PREVIEW_SECRET_VARIABLE, "")})
+
+
 def run(environ) -> None:
     environ = dict(environ)
+    if environ.get(RESTORE_DATABASE_VARIABLE):
+        return run_restore_mode(environ)
     if environ.get(PREVIEW_SECRET_VARIABLE):
         return run_preview(environ)
     config = Config.from_env(environ)
@@ -731,8 +778,7 @@ def run(environ) -> None:
         log(f"on the volume: {', '.join(sorted(local))}")
     if remote:
         log(f"backups under {folder.url()}: {', '.join(sorted(remote))}")
-    restore_env = dict(base_env, AWS_CONFIG_FILE="/dev/null", AWS_ACCESS_KEY_ID=answer["AccessKeyId"],
-                       AWS_SECRET_ACCESS_KEY=answer["SecretAccessKey"], AWS_SESSION_TOKEN=answer["SessionToken"])
+    restore_env = restore_environment(base_env, answer)
     for name in sorted(remote - local):
         restore(name, config, folder, litestream, config_path, restore_env)
 

@@ -149,6 +149,18 @@ def test_service_checks_have_no_results_until_their_first_run_then_the_images_he
     assert checks() == [verdict]
 
 
+def test_top_level_checks_report_by_their_name_beside_the_services_ones(clock, fake, http):
+    make_app(http)
+    machine = make_machine(http, config={**CHECKED_SERVICE, "checks": {
+        "restored": {"type": "http", "port": 8080, "path": "/-/versions.json", "grace_period": "5s"}}})
+    wait(http, machine)
+    clock.sleep(5 + fake.latencies.health)
+    checks = http.get(f"/apps/team-a/machines/{machine['id']}").json()["checks"]
+    assert [(check["name"], check["status"]) for check in checks] == [
+        ("restored", "passing"), ("servicecheck-00-http-8080", "passing")]
+    assert fake.refused == []
+
+
 def test_request_latency_is_added_to_every_answer(clock):
     fake = FakeFly(clock=clock, orgs=("acme",), latencies=Latencies(request=0.05))
     with httpx.Client(base_url="http://fly/v1", transport=fake.transport(), headers=AUTH) as http:

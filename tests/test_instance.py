@@ -131,6 +131,12 @@ def run_helper(url, *, token=SECRET_TOKEN, timeout=60, **extra_env):
                           timeout=timeout)
 
 
+@pytest.mark.parametrize("name, txid", [("../data.db", "000000000000002a"), ("data.db", "2a"), ("data.db", "")])
+def test_a_restore_machine_with_a_bad_database_or_txid_refuses_to_start(name, txid):
+    with pytest.raises(entrypoint.StartupError, match="CLOUDCTL_RESTORE_DATABASE must be"):
+        entrypoint.run({"CLOUDCTL_RESTORE_DATABASE": name, "CLOUDCTL_RESTORE_TXID": txid})
+
+
 def test_helper_prints_only_the_credential_process_json():
     answer, expiration = good_answer()
     with CannedAPI([(200, {}, answer)]) as api:
@@ -801,3 +807,43 @@ def test_a_volume_holding_all_it_replicated_needs_no_listing(tmp_path):
                    '{"folder": "s3://backups/team-7/", "databases": []}', "[]"):
         (runtime / entrypoint.REPLICATED_RECORD).write_text(broken)
         assert entrypoint.volume_replicas(runtime, data_dir) is None
+
+
+@needs_instance_venv
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_restore_machine_restores_its_txid_then_serves_only_a_guarded_preview(instance_setup):
+    """The Fly backend's restore Machine: the instance's program in restore mode on a new volume."""
+    from backups.replicas import replica_window
+
+    setup, team = instance_setup, instance_setup["team"]
+    live_volume, restore_volume = setup["tmp"] / "live", setup["tmp"] / "restored"
+    live_volume.mkdir()
+    insert_rows(live_volume / "notes.db", "notes", [f"note {n}" for n in range(10)])
+    live = setup["make"](live_volume, "live").start().wait_ready()
+    wait_for(lambda: count_rows(restored_copy(setup["s3"], team, "notes.db", setup["tmp"] / "copy.db"), "notes") == 10,
+             timeout=60, interval=0.5, message="the first ten rows in the backup")
+    first_point = replica_window(team, "notes.db", actor="test").newest.txid_hex
+    insert_rows(live_volume / "notes.db", "notes", [f"later {n}" for n in range(5)])
+    assert live.stop() in (0, 143), live.log()
+    assert count_rows(restored_copy(setup["s3"], team, "notes.db", setup["tmp"] / "copy.db"), "notes") == 15
+    objects_before = keys_under(setup["admin"], setup["s3"].bucket, team.storage_prefix)
+
+    machine = setup["make"](restore_volume, "restore")
+    machine.env.update({"CLOUDCTL_RESTORE_DATABASE": "notes.db", "CLOUDCTL_RESTORE_TXID": first_point})
+    machine.start().wait_ready()  # the health check answers without the secret
+    assert count_rows(restore_volume / "notes.db", "notes") == 10
+    assert httpx.get(f"{machine.url}notes/notes.json", timeout=5).status_code == 403
+    assert machine.stop() in (0, 143, -15), machine.log()
+    # The control plane sets the preview secret: the restore is not run again, the preview answers with it only.
+    machine.env["CLOUDCTL_PREVIEW_SECRET"] = "preview-secret-of-the-test"
+    machine.start().wait_ready()
+    assert httpx.get(f"{machine.url}notes/notes.json", timeout=5).status_code == 403
+    page = httpx.get(f"{machine.url}notes/notes.json", headers={"X-Cloudctl-Preview": "preview-secret-of-the-test"},
+                     timeout=5)
+    assert page.status_code == 200 and len(page.json()["rows"]) == 10
+    log = machine.log()
+    assert log.count(f"restoring notes.db at txid {first_point}") == 1
+    assert "preview-secret-of-the-test" not in log and machine.env["CLOUDCTL_TOKEN"] not in log
+    # Nothing was replicated from the restore Machine: the team's replica is as the live instance left it.
+    assert keys_under(setup["admin"], setup["s3"].bucket, team.storage_prefix) == objects_before

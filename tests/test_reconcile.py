@@ -118,7 +118,8 @@ def test_periodic_reconcile_is_queued_and_reschedules_itself(fleet, fly, fake, c
 
     DBTaskResult.objects.all().delete()
     settings.RECONCILE_EVERY, settings.BACKUP_CHECK_EVERY, settings.AUDIT_PRUNE_EVERY = 300, 0, 0
-    settings.DRILL_EVERY = settings.RESTORE_TEND_EVERY = 0  # their own chains (tests/test_schedule.py)
+    # The restore drills and the restores' tending have their own chains (tests/test_schedule.py).
+    settings.DRILL_EVERY = settings.RESTORE_TEND_EVERY = 0
     call_command("schedule_periodic")
     assert "every 300 s" in capsys.readouterr().out
     call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", "--max-tasks", "1", verbosity=0)

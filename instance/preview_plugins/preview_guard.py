@@ -1,5 +1,6 @@
 """A restore preview answers only the control plane: every request must carry `X-Cloudctl-Preview` equal to the
-CLOUDCTL_PREVIEW_SECRET it was started with (compared in constant time), else 403. The preview serves a restored
+CLOUDCTL_PREVIEW_SECRET it was started with (compared in constant time), else 403; only the platform's health check
+(GET or HEAD of CLOUDCTL_HEALTH_CHECK_PATH, Datasette's versions) is answered without it. The preview serves a restored
 volume read-only to staff and the team's admins through the control plane's pages (backups/preview.py); nothing
 else reaches it, the router included. Loaded alone: none of the team's plugins run in a preview."""
 
@@ -11,11 +12,12 @@ from datasette import hookimpl
 HEADER = b"x-cloudctl-preview"
 
 
-def guard(app, secret: bytes):
+def guard(app, secret: bytes, health_path: str):
     async def guarded(scope, receive, send):
         if scope["type"] == "http":
             offered = dict(scope.get("headers") or []).get(HEADER, b"")
-            if not hmac.compare_digest(offered, secret):
+            is_health_check = scope["path"] == health_path and scope["method"] in ("GET", "HEAD")
+            if not (is_health_check or hmac.compare_digest(offered, secret)):
                 body = b"a restore preview answers only the control plane\n"
                 await send({"type": "http.response.start", "status": 403,
                             "headers": [(b"content-type", b"text/plain"),
@@ -30,10 +32,10 @@ def guard(app, secret: bytes):
 @hookimpl
 def asgi_wrapper(datasette):
     secret = os.environ.get("CLOUDCTL_PREVIEW_SECRET", "").encode()
+    health_path = os.environ.get("CLOUDCTL_HEALTH_CHECK_PATH", "/-/versions.json")
 
     def wrap(app):
-        if not secret:  # started without a secret: refuse everything rather than serve the team's rows
-            return guard(app, os.urandom(32))
-        return guard(app, secret)
+        # Without a secret yet (a restore Machine before its preview starts): nothing but the health check.
+        return guard(app, secret or os.urandom(32), health_path)
 
     return wrap

@@ -38,6 +38,15 @@ HEALTH_GRACE_PERIOD = "20s"
 # flyctl polls a Machine's checks every 1-2 s while it waits for a deploy to become healthy.
 HEALTH_POLL_SECONDS = 1.0
 GONE_VOLUME_STATES = {"scheduling_destroy", "pending_destroy", "destroyed"}
+# A point-in-time restore's Machines, by metadata (the value is the restore's id): the restore Machine while it
+# restores and serves the preview (named `restore_machine_name`), and a Machine a restore keeps apart (the live one
+# it replaced, or its own after a swap back). Neither is the team's instance: reconcile never adopts one nor counts
+# it as an extra. The Machine a restore replaced also carries REPLACED_MARK for good, so a swap back finds it.
+RESTORE_MARK = "cloudctl_restore"
+KEPT_MARK = "cloudctl_kept_by_restore"
+REPLACED_MARK = "cloudctl_replaced_by_restore"
+# What only a restore Machine's environment holds, dropped when it becomes the instance.
+RESTORE_ENV = ("CLOUDCTL_RESTORE_DATABASE", "CLOUDCTL_RESTORE_TXID", "CLOUDCTL_PREVIEW_SECRET")
 STATE_OF = {"started": ObservedState.RUNNING, "stopped": ObservedState.STOPPED, "suspended": ObservedState.STOPPED,
             "created": ObservedState.STOPPED, "failed": ObservedState.CRASHED}
 
@@ -96,6 +105,51 @@ def machine_config(spec: InstanceSpec, volume_id: str, launch_id: str) -> dict:
                         "interval": "15s", "timeout": "5s", "grace_period": HEALTH_GRACE_PERIOD}],
         }],
     }
+
+
+def restore_volume_name(restore_id: int) -> str:
+    return f"restore_{restore_id}"
+
+
+def restore_machine_name(app: str, restore_id: int) -> str:
+    return f"{app}-restore-{restore_id}"
+
+
+def set_apart(machine: Machine) -> bool:
+    """Whether a Machine is a restore's (restoring, previewing, or kept apart), never the team's instance."""
+    return RESTORE_MARK in machine.metadata or KEPT_MARK in machine.metadata
+
+
+def restore_machine_config(spec: InstanceSpec, volume_id: str, restore_id: int, database: str, txid_hex: str) -> dict:
+    """The Machine that restores `database` at `txid_hex` into the restore's volume, then serves the preview: the
+    instance's image in restore mode, with the team's token from the app's secrets (the credentials it restores
+    with are the team's own, confined to its prefix: no key is ever in a Machine config), no public service
+    (the preview is reached on the private network only), and a top-level check that passes once the restore
+    and its integrity check are done and Datasette serves the result."""
+    return {
+        "image": spec.image,
+        "env": {**spec.env, "DATA_DIR": MOUNT_PATH, "PORT": str(INTERNAL_PORT),
+                "CLOUDCTL_RESTORE_DATABASE": database, "CLOUDCTL_RESTORE_TXID": txid_hex},
+        "guest": dict(spec.guest),
+        "mounts": [{"volume": volume_id, "path": MOUNT_PATH}],
+        # A failed restore stays down with its exit in the Machine's events: rerunning it is the control plane's.
+        "restart": {"policy": "no"},
+        "stop_config": {"signal": "SIGTERM", "timeout": "30s"},
+        "metadata": {"cloudctl_team": str(spec.team_id), RESTORE_MARK: str(restore_id)},
+        "checks": {"restored": {"type": "http", "port": INTERNAL_PORT, "method": "GET",
+                                "path": spec.health_check_path, "interval": "15s", "timeout": "5s",
+                                "grace_period": HEALTH_GRACE_PERIOD}},
+    }
+
+
+def kept_config(config: dict, restore_id: int) -> dict:
+    """A Machine kept apart by a restore: stopped, with no service (Fly's proxy would start it on a request: it
+    must not serve the team's name beside the instance) and no restore or preview environment."""
+    kept = {key: value for key, value in config.items() if key != "services"}
+    kept["env"] = {key: value for key, value in (config.get("env") or {}).items() if key not in RESTORE_ENV}
+    kept["metadata"] = {**{key: value for key, value in (config.get("metadata") or {}).items()
+                           if key != RESTORE_MARK}, KEPT_MARK: str(restore_id)}
+    return kept
 
 
 class LeaseLost(BackendUnavailable):
@@ -244,20 +298,11 @@ class FlyBackend(MachineBackend):
         return {"secrets_version": version, "token_generation": generation}
 
     def ensure_volume(self, instance) -> dict:
+        """The recorded volume while it exists (after a restore's swap it is the restored one, not `data`), else
+        the one named `data`, created if missing."""
         app, spec = instance.resources["app"], self.spec_for(instance)
-        for _ in range(3):
-            existing = [v for v in self.client.list_volumes(app)
-                        if v.name == VOLUME_NAME and v.state not in GONE_VOLUME_STATES]
-            if existing:
-                return {"volume": existing[0].id}
-            try:
-                volume = self.client.create_volume(
-                    app, VOLUME_NAME, spec.region, self.volume_size_gb, compute={**spec.guest})
-                return {"volume": volume.id}
-            except FlyAPIError as error:
-                if not error.ambiguous:
-                    raise failure(error, f"creating the volume of {app} failed") from None
-        raise BackendError(f"could not create the volume of {app} after 3 attempts")
+        with fly_errors(f"creating the volume of {app} failed"):
+            return {"volume": self._named_volume(app, VOLUME_NAME, spec, recorded=instance.resources.get("volume"))}
 
     def ensure_launch_id(self, instance) -> dict:
         # Saved before the Machine is created, so an ambiguous create can be found by it afterwards.
@@ -337,13 +382,7 @@ class FlyBackend(MachineBackend):
     def stop(self, instance) -> None:
         app, machine_id = instance.resources["app"], instance.resources["machine"]
         with fly_errors(f"stopping machine {machine_id} of {app} failed"), self.lease(app, machine_id, "stop") as held:
-            machine = self.client.get_machine(app, machine_id)
-            if machine.state == "started":
-                self.client.stop(app, machine_id, nonce=held.nonce)
-            # One already `stopping` (a run killed after asking for the stop) is waited for too: the start that
-            # follows a stop waits for `started`, which a stopping Machine never reaches.
-            if machine.state in ("started", "stopping"):
-                held.wait("stopped", version=machine.instance_id, timeout=self.start_timeout)
+            self._stop_held(held)
 
     def destroy(self, instance) -> None:
         """Machine, volume and app go (the app holds the team's secret); backups in S3 stay."""
@@ -463,7 +502,8 @@ class FlyBackend(MachineBackend):
                 return Observation(ObservedState.MISSING)
             tagged = self.client.list_machines(instance.resources["app"],
                                                metadata={"cloudctl_team": str(instance.team_id)})
-            return self._observation(instance, machine, [m for m in tagged if m.state not in GONE_STATES])
+            return self._observation(instance, machine,
+                                     [m for m in tagged if m.state not in GONE_STATES and not set_apart(m)])
 
     def inspect_many(self, instances) -> dict[int, Observation]:
         """One org-wide listing (1,000 Machines a page) instead of reads per team. The listing is a point in time
@@ -473,7 +513,7 @@ class FlyBackend(MachineBackend):
             machines_by_team: dict[int, list[Machine]] = {}
             for machine in self.client.list_org_machines(self.org):
                 team_id = machine.metadata.get("cloudctl_team")
-                if machine.state not in GONE_STATES and team_id and team_id.isdigit():
+                if machine.state not in GONE_STATES and team_id and team_id.isdigit() and not set_apart(machine):
                     machines_by_team.setdefault(int(team_id), []).append(machine)
             observed = {}
             for instance in instances:
@@ -537,6 +577,225 @@ class FlyBackend(MachineBackend):
                 exposed[app] = public
         return exposed
 
+    # --- point-in-time restore ---------------------------------------------------------------------------
+    # The control plane cannot write a Fly volume: a restore Machine in the team's app, on the restore's new
+    # volume, restores with the team's own token and then serves the preview; the swap makes it the instance
+    # (the live Machine is stopped and kept apart with its volume), the swap back the other way round. A
+    # Machine's volume never changes (Fly cannot remount one): the instance moves between Machines.
+
+    def create_restore_volume(self, instance, restore_id: int) -> dict:
+        app, spec = instance.resources["app"], self.spec_for(instance)
+        name = restore_volume_name(restore_id)
+        with fly_errors(f"creating the restore volume {name} of {app} failed"):
+            return {"volume": self._named_volume(app, name, spec)}
+
+    def restore_into_volume(self, instance, restore_id: int, database: str, source) -> dict:
+        """`source`'s read-only keys are not used here: the restore Machine restores with the team's token
+        (`source.txid_hex` and the database are all it takes)."""
+        app = instance.resources["app"]
+        with fly_errors(f"restoring {database} into the restore volume of {app} failed"):
+            volume = self._restore_volume(app, restore_id)
+            machine = self._restore_machine(app, restore_id) or self._create_restore_machine(
+                instance, restore_id, volume, database, source.txid_hex)
+            self._bring_up(instance, machine.id, f"restore {restore_id}", lambda current: None,
+                           still_going=BackendUnavailable)
+        return {"database": f"{volume.id}:{MOUNT_PATH}/{database}"}
+
+    def start_preview(self, instance, restore_id: int, preview_secret: str) -> dict:
+        """The restore Machine serves the preview. The secret goes in its config's env (CLOUDCTL_PREVIEW_SECRET):
+        readable only with the org's Fly token, never an app secret (the team's live Machine never gets it), never
+        logged (the Fly client logs no body); the swap drops it."""
+        app = instance.resources["app"]
+
+        def with_secret(machine: Machine) -> dict | None:
+            env = machine.config.get("env") or {}
+            if env.get("CLOUDCTL_PREVIEW_SECRET") == preview_secret:
+                return None
+            return {**machine.config, "env": {**env, "CLOUDCTL_PREVIEW_SECRET": preview_secret}}
+
+        with fly_errors(f"starting the preview of restore {restore_id} in {app} failed"):
+            machine = self._existing_restore_machine(app, restore_id)
+            self._bring_up(instance, machine.id, f"preview of restore {restore_id}", with_secret)
+        return {"url": f"http://{machine.id}.vm.{app}.internal:{INTERNAL_PORT}"}
+
+    def stop_preview(self, instance, restore_id: int) -> None:
+        app = instance.resources["app"]
+        with fly_errors(f"stopping the preview of restore {restore_id} in {app} failed"):
+            machine = self._restore_machine(app, restore_id)
+            if machine is not None and machine.id != instance.resources.get("machine"):
+                with self.lease(app, machine.id, f"stop of restore {restore_id}") as held:
+                    self._stop_held(held)
+
+    def swap_in_restore(self, instance, restore_id: int) -> dict:
+        app = instance.resources["app"]
+        with fly_errors(f"swapping restore {restore_id} into {app} failed"):
+            restored = self._existing_restore_machine(app, restore_id)
+            replaced = instance.resources["machine"]
+            if replaced != restored.id:
+                self._keep_apart(instance, replaced, restore_id, replaced=True)
+            return self._make_live(instance, restored.id, restore_id)
+
+    def swap_back_restore(self, instance, restore_id: int) -> dict:
+        app = instance.resources["app"]
+        with fly_errors(f"swapping restore {restore_id} of {app} back failed"):
+            restored = self._existing_restore_machine(app, restore_id)
+            previous = [m for m in self.client.list_machines(app, metadata={REPLACED_MARK: str(restore_id)})
+                        if m.state not in GONE_STATES and m.id != restored.id]
+            if not previous:
+                raise BackendError(f"the machine restore {restore_id} replaced in {app} is gone")
+            self._keep_apart(instance, restored.id, restore_id, replaced=False)
+            return self._make_live(instance, previous[0].id, restore_id)
+
+    def delete_restore_volumes(self, instance, restore_id: int) -> None:
+        """Destroy the Machines the restore keeps apart (its own, or the one it replaced), then delete their
+        volumes, and its own volume if no other Machine mounts it (a later restore may keep this one's Machine
+        apart, volume and all, for its own swap back). Destroyed Machines are read too (`include_deleted`): a run
+        that died between the destroy and the delete still finds which volume to delete."""
+        app, live_machine, live_volume = (instance.resources["app"], instance.resources.get("machine"),
+                                          instance.resources.get("volume"))
+        mark = str(restore_id)
+        with fly_errors(f"deleting the volumes of restore {restore_id} in {app} failed"):
+            machines = self.client.list_machines(app, include_deleted=True)
+            ours = [m for m in machines
+                    if m.id != live_machine and mark in (m.metadata.get(RESTORE_MARK), m.metadata.get(KEPT_MARK))]
+            volumes = {mount["volume"] for m in ours for mount in m.config.get("mounts") or []}
+            mounted_elsewhere = {mount["volume"] for m in machines
+                                 if m.id not in {o.id for o in ours} and m.state != "destroyed"
+                                 for mount in m.config.get("mounts") or []}
+            volumes |= {v.id for v in self.client.list_volumes(app)
+                        if v.name == restore_volume_name(restore_id) and v.id not in mounted_elsewhere}
+            for machine in ours:
+                if machine.state != "destroyed":
+                    if machine.state != "destroying":
+                        self.client.destroy_machine(app, machine.id, force=True)
+                    self.client.wait(app, machine.id, "destroyed", timeout=self.start_timeout)
+            for volume_id in volumes - {live_volume}:
+                try:
+                    if self.client.get_volume(app, volume_id).state not in GONE_VOLUME_STATES:
+                        self.client.delete_volume(app, volume_id)
+                except FlyAPIError as error:
+                    if error.http_status != 404:
+                        raise
+
+    def _named_volume(self, app: str, name: str, spec: InstanceSpec, *, recorded: str | None = None) -> str:
+        """The id of the app's `recorded` volume if it exists, else of its volume named `name`, created if there
+        is none. Volume names are not unique, so an ambiguous create is resolved by looking for the name again."""
+        for _ in range(3):
+            volumes = [v for v in self.client.list_volumes(app) if v.state not in GONE_VOLUME_STATES]
+            existing = [v for v in volumes if v.id == recorded] or [v for v in volumes if v.name == name]
+            if existing:
+                return existing[0].id
+            try:
+                return self.client.create_volume(app, name, spec.region, self.volume_size_gb,
+                                                 compute={**spec.guest}).id
+            except FlyAPIError as error:
+                if not error.ambiguous:
+                    raise
+        raise BackendError(f"could not create volume {name} of {app} after 3 attempts")
+
+    def _restore_volume(self, app: str, restore_id: int):
+        name = restore_volume_name(restore_id)
+        found = [v for v in self.client.list_volumes(app) if v.name == name and v.state not in GONE_VOLUME_STATES]
+        if not found:
+            raise BackendError(f"restore volume {name} of {app} is gone")
+        return found[0]
+
+    def _restore_machine(self, app: str, restore_id: int) -> Machine | None:
+        name = restore_machine_name(app, restore_id)
+        found = [m for m in self.client.list_machines(app) if m.name == name and m.state not in GONE_STATES]
+        return found[0] if found else None
+
+    def _existing_restore_machine(self, app: str, restore_id: int) -> Machine:
+        machine = self._restore_machine(app, restore_id)
+        if machine is None:
+            raise BackendError(f"the machine of restore {restore_id} in {app} is gone")
+        return machine
+
+    def _create_restore_machine(self, instance, restore_id: int, volume, database: str, txid_hex: str) -> Machine:
+        """Created once: its name is the restore's, so an ambiguous create (or one taken by a run that died) is
+        found by name, within the visibility grace period."""
+        app, spec = instance.resources["app"], self.spec_for(instance)
+        name = restore_machine_name(app, restore_id)
+        try:
+            return self.client.create_machine(
+                app, name=name, region=volume.region,
+                config=restore_machine_config(spec, volume.id, restore_id, database, txid_hex),
+                min_secrets_version=instance.resources.get("secrets_version"))
+        except FlyAPIError as error:
+            if not (error.ambiguous or error.name_taken):
+                raise
+        deadline = self.client.clock() + self.visibility_grace
+        while (machine := self._restore_machine(app, restore_id)) is None:
+            if self.client.clock() >= deadline:
+                raise BackendUnavailable(f"the machine of restore {restore_id} in {app} is not visible yet")
+            self.client.sleep(0.5)
+        return machine
+
+    def _bring_up(self, instance, machine_id: str, purpose: str, configure: Callable[[Machine], dict | None], *,
+                  still_going: type[BackendError] = BackendError) -> Machine:
+        """Under a lease: give the Machine the config `configure` returns (None: it has it already), run it and
+        wait until its checks pass. Returns it as last read."""
+        app = instance.resources["app"]
+        with self.lease(app, machine_id, purpose) as held:
+            machine = self.client.get_machine(app, machine_id)
+            config = configure(machine)
+            if config is not None:
+                machine = self.client.update_machine(
+                    app, machine_id, config=config, current_version=machine.instance_id,
+                    min_secrets_version=instance.resources.get("secrets_version"), nonce=held.nonce)
+            elif machine.state in ("stopped", "suspended", "created"):
+                self.client.start(app, machine_id, nonce=held.nonce)
+            held.wait("started", version=machine.instance_id, timeout=self.start_timeout)
+            return self._wait_healthy(held, still_going=still_going)
+
+    def _keep_apart(self, instance, machine_id: str, restore_id: int, *, replaced: bool) -> None:
+        """Stop the Machine (its Litestream's last sync) and give it the kept config; `replaced` marks the live
+        Machine a swap in replaced, for the swap back to find."""
+        app = instance.resources["app"]
+        with self.lease(app, machine_id, f"keep apart for restore {restore_id}") as held:
+            machine = self._stop_held(held)
+            if machine.metadata.get(KEPT_MARK) != str(restore_id):
+                config = kept_config(dict(machine.config), restore_id)
+                if replaced:
+                    config["metadata"][REPLACED_MARK] = str(restore_id)
+                self.client.update_machine(app, machine_id, config=config, current_version=machine.instance_id,
+                                           skip_launch=True, nonce=held.nonce)
+
+    def _make_live(self, instance, machine_id: str, restore_id: int) -> dict:
+        """The Machine becomes the instance: the live config on its own volume (a restore Machine's or a kept
+        one's is replaced, one live already is left as it is), running and healthy. Returns the resources."""
+        spec = self.spec_for(instance)
+        launch_id = f"restore-{restore_id}"
+
+        def live(machine: Machine) -> dict | None:
+            nonlocal launch_id
+            launch_id = machine.metadata.get("cloudctl_launch_id") or launch_id
+            if not set_apart(machine):
+                return None
+            volume = machine.config["mounts"][0]["volume"]
+            config = machine_config(spec, volume, launch_id)
+            replaced = machine.metadata.get(REPLACED_MARK)
+            if replaced:
+                config["metadata"][REPLACED_MARK] = replaced
+            return config
+
+        machine = self._bring_up(instance, machine_id, f"swap of restore {restore_id}", live)
+        return {"machine": machine.id, "volume": machine.config["mounts"][0]["volume"],
+                "machine_version": machine.instance_id, "launch_id": launch_id,
+                "machine_secrets_version": instance.resources.get("secrets_version")}
+
+    def _stop_held(self, held: HeldLease) -> Machine:
+        """Stop the leased Machine if it runs, and wait until it is down; returns it as read afterwards."""
+        machine = self.client.get_machine(held.app, held.machine_id)
+        if machine.state == "started":
+            self.client.stop(held.app, held.machine_id, nonce=held.nonce)
+        # One already `stopping` (a run killed after asking for the stop) is waited for too: the start that
+        # follows a stop waits for `started`, which a stopping Machine never reaches.
+        if machine.state in ("started", "stopping"):
+            held.wait("stopped", version=machine.instance_id, timeout=self.start_timeout)
+            machine = self.client.get_machine(held.app, held.machine_id)
+        return machine
+
     # --- internals --------------------------------------------------------------------------------------
 
     def _rewrite_machine(self, instance, purpose: str, *, image: str | None = None,
@@ -580,11 +839,12 @@ class FlyBackend(MachineBackend):
         updated, _ = self._rewrite_machine(instance, "secret update")
         return {"machine_version": updated.instance_id, "machine_secrets_version": wanted}
 
-    def _wait_healthy(self, held: HeldLease) -> Machine:
+    def _wait_healthy(self, held: HeldLease, *, still_going: type[BackendError] = BackendError) -> Machine:
         """Started is not ready: every configured check must have a result and pass, within the timeout, polled
         every second as flyctl's `WaitForHealthchecksToPass` does (internal/machine/leasable_machine.go). A
         freshly started Machine has no results at all (flyctl PR #4952): that is "not yet", never a pass.
-        Returns the Machine as last read. The lease is kept meanwhile."""
+        Returns the Machine as last read. The lease is kept meanwhile. A Machine still started with checks not
+        passing at the deadline raises `still_going` (a restore still at work: BackendUnavailable)."""
         app, machine_id = held.app, held.machine_id
         deadline = self.client.clock() + self.health_timeout
         while True:
@@ -601,8 +861,8 @@ class FlyBackend(MachineBackend):
                 if not failing:
                     failing = (f"{configured - len(checks)} of {configured} checks without a result"
                                if machine.state == "started" else f"machine is {machine.state}")
-                raise BackendError(f"machine {machine_id} of {app} is not healthy after "
-                                   f"{self.health_timeout}s: {failing}")
+                kind = still_going if machine.state == "started" else BackendError
+                raise kind(f"machine {machine_id} of {app} is not healthy after {self.health_timeout}s: {failing}")
             self.client.sleep(HEALTH_POLL_SECONDS)
 
     def _app_owner(self, name: str) -> str:
@@ -626,7 +886,7 @@ class FlyBackend(MachineBackend):
             if machine is not None and machine.state not in GONE_STATES:
                 return machine
         tagged = [m for m in self.client.list_machines(app, metadata={"cloudctl_team": str(instance.team_id)})
-                  if m.state not in GONE_STATES]
+                  if m.state not in GONE_STATES and not set_apart(m)]
         return tagged[0] if tagged else None
 
     def _visible_machine(self, app: str, machine_id: str) -> Machine | None:
