@@ -162,6 +162,8 @@ def test_one_break_turns_that_team_red_within_one_interval_never_before_and_no_o
     replica_damaged = how in ("delete a replica object", "corrupt a replica object")
     assert drills[broken.team].passed is not replica_damaged  # a heartbeat break is the heartbeat's to show
     assert all(drills[instance.team].passed for instance in untouched)
+    if how == "delete a replica object":  # not the older point before the gap, which would restore
+        assert "is not restorable" in drills[broken.team].message
     # Judged now (every heartbeat fresh) for a damaged replica; for a heartbeat break, just past one threshold
     # after the broken team's last heartbeat, when the untouched teams' later ones are still fresh.
     judged_at = None if replica_damaged else (
