@@ -33,7 +33,7 @@ from .models import RestoreDrill
 from .replicas import (
     DEFAULT_DATABASE, UnreadableReplica, minted_read_only_credentials, replica_path, window_with_credentials,
 )
-from .window import EmptyReplica
+from .window import EmptyReplica, format_txid
 
 FINGERPRINT_BATCH = 1000
 
@@ -89,7 +89,12 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
     try:
         credentials = minted_read_only_credentials(team, actor=actor)
         # The newest point first, so that the drill restores exactly the point it records (and its time).
-        newest = window_with_credentials(team, database, credentials).newest
+        window = window_with_credentials(team, database, credentials)
+        newest = window.newest
+        if newest.txid < window.replicated_txid:
+            # Restoring the last point before the gap would pass while the team's latest data is lost.
+            raise DrillFailed(f"the replica's newest transaction {format_txid(window.replicated_txid)} is not "
+                              f"restorable: its chain of files breaks after {newest.txid_hex}")
         restored = scratch / f"restored-{database}"
         try:
             summary = restore_replica(find_litestream(), replica_source(team, database, newest.txid_hex, credentials),

@@ -39,10 +39,19 @@ def backup_is_healthy(team: Team, now: datetime | None = None) -> bool:
     """A backup is healthy only if its heartbeat is fresh (Litestream pings it only when every database synced
     without error, so a sync error stops it) AND the team's last restore drill passed. The one definition the
     console, the metrics and the alerts share."""
-    if Instance.objects.filter(stale_backups_q(now), team=team).exists():
-        return False
-    last = last_drill(team)
-    return last is not None and last.passed
+    return _is_healthy(Instance.objects.filter(stale_backups_q(now), team=team).exists(), last_drill(team))
+
+
+def _is_healthy(stale: bool, last: RestoreDrill | None) -> bool:
+    return not stale and last is not None and last.passed
+
+
+def running_teams_backup_health(now: datetime | None = None) -> dict[Team, bool]:
+    """`backup_is_healthy` of every team with a running instance, in slug order, in two queries (the metrics)."""
+    last = {drill.team_id: drill for drill in last_drills()}
+    teams = Team.objects.filter(instance__state=Instance.State.RUNNING).annotate(
+        stale=backup_stale_annotation(now, prefix="instance__")).order_by("slug")
+    return {team: _is_healthy(team.stale, last.get(team.pk)) for team in teams}
 
 
 def last_drill(team: Team) -> RestoreDrill | None:

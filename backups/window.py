@@ -86,6 +86,11 @@ class RestorableWindow:
     def newest(self) -> RestorePoint:
         return self.points[-1]
 
+    @property
+    def replicated_txid(self) -> int:
+        """The newest transaction any file holds: the newest point unless a gap (a lost object) cuts it off."""
+        return max(file.max_txid for file in self.files)
+
 
 class OutsideWindow(Exception):
     """A requested point the replica cannot restore to; `nearest` are the valid points closest to it."""

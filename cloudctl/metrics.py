@@ -16,7 +16,7 @@ from django_tasks_db.models import DBTaskResult
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from backups.selectors import drill_coverage, last_drills
+from backups.selectors import drill_coverage, last_drills, running_teams_backup_health
 from console.selectors import fleet_summary
 from credentials.retention import credential_event_totals
 
@@ -80,7 +80,17 @@ def restore_drills() -> Iterable[Metric]:
     return [coverage, passed, started, duration, lag]
 
 
-COLLECTORS: list[Callable[[], Iterable[Metric]]] = [fleet, credential_events, task_queue, restore_drills]
+def backup_health() -> Iterable[Metric]:
+    healthy = GaugeMetricFamily("cloudctl_backup_healthy", "1 if the running team's backup is healthy: backup "
+                                "heartbeat within CLOUDCTL_BACKUP_STALE_AFTER and last restore drill passed.",
+                                labels=["team"])
+    for team, is_healthy in running_teams_backup_health().items():
+        healthy.add_metric([team.slug], int(is_healthy))
+    return [healthy]
+
+
+COLLECTORS: list[Callable[[], Iterable[Metric]]] = [fleet, credential_events, task_queue, restore_drills,
+                                                    backup_health]
 
 
 class _FleetCollector:

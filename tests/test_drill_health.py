@@ -8,7 +8,7 @@ from django.utils import timezone
 from backups import drills
 from backups.drills import drill_due_teams, due_teams
 from backups.models import RestoreDrill
-from backups.selectors import backup_is_healthy
+from backups.selectors import backup_is_healthy, running_teams_backup_health
 from instances.models import Instance
 
 
@@ -44,6 +44,10 @@ def test_healthy_only_with_a_fresh_heartbeat_and_a_passing_last_drill(make_team,
     # Not before the threshold: a heartbeat 899 s old is still fresh.
     running(stale, heartbeat_ago=timedelta(seconds=899))
     assert backup_is_healthy(stale)
+    # The fleet's read (the metrics) is the same rule.
+    teams = (healthy, stale, failed, undrilled, mismatched)
+    assert running_teams_backup_health() == {team: backup_is_healthy(team) for team in teams}
+    assert list(running_teams_backup_health(now=timezone.now() + timedelta(seconds=901)).values()) == [False] * 5
 
 
 def test_due_teams_are_the_never_drilled_then_the_longest_ago_within_the_period(make_team, settings):
