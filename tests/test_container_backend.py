@@ -8,17 +8,21 @@ PostgreSQL-specific: the SQLite pass is enough for them.
 """
 
 import json
+import os
 import secrets
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import pytest
 
-from instances.backends import BackendError, ObservedState
+from instances.backends import BackendError, ObservedState, host
 from instances.machines import get_backend
 from instances.models import Instance
 from instances.provisioning import instance_for, provision
 from instances.services import create_team_and_provision
+from instances.specs import TOKEN_VARIABLE
 from teams.tokens import rotate_team_token, team_token
 
 from .images import INSTANCE_IMAGE, REPO, podman, require_image
@@ -306,3 +310,56 @@ def test_a_deploy_accepts_only_the_instance_images_tags(settings, tmp_path):
         assert allowed_image_prefixes() == ["localhost/cloudctl-instance:"]
     finally:
         get_backend.cache_clear()
+
+
+def test_a_restore_previews_swaps_in_and_back_and_deletes_its_volume_on_containers(container, monkeypatch):
+    team = create_team_and_provision("alpha")
+    instance = provision(team, actor="test")
+    live = Path(volume_path(container, instance))
+    (live / "kept.txt").write_text("the live volume")
+    restored = Path(container.create_restore_volume(instance, 7)["volume"])
+    with closing(sqlite3.connect(restored / "restored.db")) as database, database:
+        database.execute("CREATE TABLE rows (id INTEGER)")
+        database.execute("INSERT INTO rows VALUES (1)")
+
+    secret = secrets.token_urlsafe(24)
+    url = container.start_preview(instance, 7, secret)["url"]
+    assert container.start_preview(instance, 7, secret)["url"] == url  # idempotent: the same preview
+    assert httpx.get(f"{url}restored/rows.json", timeout=10).status_code == 403
+    assert httpx.get(f"{url}restored/rows.json", headers={"X-Cloudctl-Preview": "wrong"}, timeout=10).status_code == 403
+    answer = httpx.get(f"{url}restored/rows.json?_shape=array", headers={"X-Cloudctl-Preview": secret}, timeout=10)
+    assert answer.status_code == 200 and answer.json() == [{"rowid": 1, "id": 1}]
+    preview = json.loads(podman("container", "inspect", container.preview_container_name(instance, 7)).stdout)[0]
+    assert secret not in json.dumps(preview["Config"]["Cmd"]) and TOKEN_VARIABLE not in json.dumps(
+        preview["Config"]["Env"])
+    assert secret not in container.log_tail(instance, 200) + container.preview_log(instance, 7)
+
+    resources = container.swap_in_restore(instance, 7)
+    instance.resources.update(resources)
+    assert not container.preview_running(instance, 7)
+    assert container.observe(instance) is ObservedState.RUNNING
+    assert "restored.db" in in_container(container, instance, "import os; print(os.listdir('/data'))")
+    assert not (live / "kept.txt").exists()
+    kept = container.restore_dir(instance, 7)
+    assert (kept / "previous" / "kept.txt").read_text() == "the live volume"
+    container.swap_in_restore(instance, 7)  # run again after a crash once it was done: nothing moves
+    assert (kept / "previous" / "kept.txt").exists() and container.observe(instance) is ObservedState.RUNNING
+
+    moves, replace = [], os.replace
+
+    def crash_on_the_second_move(source, destination):
+        moves.append(source)
+        if len(moves) == 2:
+            raise OSError("the worker died here")
+        replace(source, destination)
+
+    with monkeypatch.context() as patched, pytest.raises(OSError):
+        patched.setattr(host.os, "replace", crash_on_the_second_move)
+        container.swap_back_restore(instance, 7)  # the live volume moved out, the previous one not yet in
+    instance.resources.update(container.swap_back_restore(instance, 7))
+    assert "the live volume" in in_container(container, instance, "print(open('/data/kept.txt').read())")
+    assert (kept / "replaced" / "restored.db").exists()
+
+    container.delete_restore_volumes(instance, 7)
+    assert podman("volume", "exists", container.restore_volume_name(instance, 7), check=False).returncode != 0
+    assert (live / "kept.txt").exists() and container.observe(instance) is ObservedState.RUNNING

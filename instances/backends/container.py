@@ -17,6 +17,14 @@ private or link-local address.
 Every start makes the container anew from the instance's spec (its current token, its image) on the same volume
 and port, so a restart after a token rotation runs with the new token. Requires rootful podman (the hook enters
 the container's namespace with nsenter).
+
+Point-in-time restore (`host.HostBackend`'s, as the local backend's): a restore's directory is a podman volume of
+its own (`<prefix>team-<id>-restore-<restore id>`), beside the team's volume in podman's storage, so a swap moves
+directories by rename: its restored `data` becomes the team volume's mount point, the one it replaced is kept as
+`previous`. Litestream restores into it from this host (the control plane's own binary, read-only credentials).
+The preview is a container of the instance image (`<prefix>team-<id>-preview-<restore id>`) on the restored
+`data` mounted read-only, with no token, no credentials and none of the team's code, its firewall letting it reach
+nothing of the host nor of any private network, published on 127.0.0.1 only; its secret goes in through podman's environment, as the team's secrets do.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import json
 import os
 import re
 import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +61,10 @@ GENERATION_LABEL = "cloudctl.token-generation"
 # The image reference the container was made from, as given (podman's own name for it adds `:latest` to an untagged
 # one, which would never equal the instance's recorded image).
 IMAGE_LABEL = "cloudctl.image"
+# On a restore's preview container and volume instead of TEAM_LABEL (which names the team's one container and volume):
+# `<team id>/<restore id>`.
+PREVIEW_LABEL = "cloudctl.preview-of"
+RESTORE_LABEL = "cloudctl.restore-of"
 # Set on a container made to run: one an update left created but never started (killed in between) should run.
 START_LABEL = "cloudctl.start"
 STOP_TIMEOUT_SECONDS = 20
@@ -110,6 +123,12 @@ class ContainerBackend(HostBackend):
 
     def volume_name(self, instance) -> str:
         return f"{self.container_name(instance)}-data"
+
+    def restore_volume_name(self, instance, restore_id: int) -> str:
+        return f"{self.container_name(instance)}-restore-{int(restore_id)}"
+
+    def preview_container_name(self, instance, restore_id: int) -> str:
+        return f"{self.container_name(instance)}-preview-{int(restore_id)}"
 
     # --- steps ------------------------------------------------------------------------------------------
 
@@ -260,6 +279,66 @@ class ContainerBackend(HostBackend):
     def delete_orphan(self, name: str) -> None:
         self._remove_team(name)
 
+    # --- point-in-time restore (the shared steps are host.HostBackend's) ---------------------------------
+
+    def live_volume_path(self, instance) -> Path:
+        self.ensure_volume(instance)
+        return self._mount_point(self.volume_name(instance))
+
+    def restore_dir(self, instance, restore_id: int) -> Path:
+        name = self.restore_volume_name(instance, restore_id)
+        if self._podman("volume", "exists", name, check=False).returncode != 0:
+            created = self._podman("volume", "create", "--label", f"{RESTORE_LABEL}={instance.team_id}/{int(restore_id)}",
+                                   "--label", f"{PREFIX_LABEL}={self.name_prefix}", name, check=False)
+            if created.returncode != 0 and self._podman("volume", "exists", name, check=False).returncode != 0:
+                raise BackendError(f"creating volume {name} failed: {created.stderr.strip()}")
+        return self._mount_point(name)
+
+    def litestream_path(self) -> str:
+        # Litestream runs here, on the host, beside the control plane (as the restore drills' does).
+        beside = Path(sys.executable).parent / "litestream"
+        return str(beside) if beside.exists() else (shutil.which("litestream") or "litestream")
+
+    def preview_running(self, instance, restore_id: int) -> bool:
+        result = self._podman("container", "inspect", "--format", "{{.State.Running}}",
+                              self.preview_container_name(instance, restore_id), check=False)
+        return result.returncode == 0 and result.stdout.strip() == "true"
+
+    def spawn_preview(self, instance, restore_id: int, port: int, preview_secret: str) -> None:
+        name = self.preview_container_name(instance, restore_id)
+        self._remove_container(name)  # one that exited: made anew on this port
+        data = self.restore_dir(instance, restore_id) / "data"
+        # Nothing of the team's spec: no token, no credentials, and a firewall that lets it reach nothing of the host.
+        created = self._podman(
+            "run", "--detach", "--name", name,
+            "--annotation", f"{firewall.ANNOTATION}={firewall.annotation([])}",
+            "--label", f"{PREVIEW_LABEL}={instance.team_id}/{int(restore_id)}",
+            "--label", f"{PREFIX_LABEL}={self.name_prefix}",
+            "--network", "slirp4netns:allow_host_loopback=false,enable_ipv6=false",
+            "--publish", f"{PUBLISH_ADDRESS}:{port}:{CONTAINER_PORT}",
+            "--volume", f"{data}:{DATA_DIR}:ro,U", *self._confinement_options(),
+            "--env", f"DATA_DIR={DATA_DIR}", "--env", f"PORT={CONTAINER_PORT}", "--env", "HOME=/tmp",
+            "--env", "CLOUDCTL_PREVIEW_SECRET", self._image(self._inspect(instance)) or instance.image,
+            secrets={"CLOUDCTL_PREVIEW_SECRET": preview_secret}, check=False)
+        if created.returncode != 0:
+            self._remove_container(name)
+            raise BackendError(f"podman run of the preview failed: {created.stderr.strip()}")
+
+    def preview_log(self, instance, restore_id: int) -> str:
+        logs = self._podman("logs", "--tail", "1", self.preview_container_name(instance, restore_id), check=False)
+        return (logs.stdout + logs.stderr).strip()
+
+    def stop_preview(self, instance, restore_id: int) -> None:
+        self._remove_container(self.preview_container_name(instance, restore_id))
+
+    def delete_restore_volumes(self, instance, restore_id: int) -> None:
+        self.stop_preview(instance, restore_id)
+        self._podman("volume", "rm", "--force", self.restore_volume_name(instance, restore_id), check=False)
+
+    def _mount_point(self, volume: str) -> Path:
+        inspected = self._podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume)
+        return Path(inspected.stdout.strip())
+
     # --- internals --------------------------------------------------------------------------------------
 
     def _podman(self, *args: str, check: bool = True, secrets: Mapping[str, str] | None = None,
@@ -337,14 +416,27 @@ class ContainerBackend(HostBackend):
         return {"container": container_id, "port": port, "url": f"http://{PUBLISH_ADDRESS}:{port}/"}
 
     def _remove_team(self, name: str) -> None:
-        """The team's container and its volume (its backups in S3 stay)."""
+        """The team's container and its volume, with its restores' previews and volumes (its backups in S3 stay)."""
         self._remove_container(name)
         self._podman("volume", "rm", "--force", f"{name}-data", check=False)
+        for container in self._list_containers():
+            if any(listed.startswith(f"{name}-preview-") for listed in container.get("Names", [])):
+                self._remove_container(container["Names"][0])
+        for volume in self._list_volumes():
+            if volume.get("Name", "").startswith(f"{name}-restore-"):
+                self._podman("volume", "rm", "--force", volume["Name"], check=False)
 
     def _remove_container(self, name: str) -> None:
         """Stopped (with the time a stop gets) and removed, with any anonymous volume; none is fine."""
         self._podman("rm", "--force", "--volumes", "--time", str(STOP_TIMEOUT_SECONDS), "--ignore", name,
                      timeout=STOP_TIMEOUT_SECONDS + 30)
+
+    def _confinement_options(self) -> list[str]:
+        """What every container of ours runs under, a team's or a preview's: its user, limits and no privileges."""
+        return ["--user", self.user, "--read-only", "--read-only-tmpfs", "--cap-drop", "ALL",
+                "--security-opt", "no-new-privileges", "--memory", self.memory, "--cpus", self.cpus,
+                "--pids-limit", str(self.pids_limit), "--restart", "no", "--pull", "never",
+                "--stop-timeout", str(STOP_TIMEOUT_SECONDS)]
 
     def container_environment(self, instance, spec) -> tuple[dict[str, str], list[tuple[str, int]]]:
         """The spec's environment as the container sees it, and the (address, port) pairs of the host it must
@@ -388,10 +480,7 @@ class ContainerBackend(HostBackend):
             "--label", f"{GENERATION_LABEL}={instance.team.token_generation}",
             "--label", f"{IMAGE_LABEL}={image}", "--label", f"{START_LABEL}={'yes' if start else 'no'}",
             "--network", NETWORK, "--publish", f"{PUBLISH_ADDRESS}:{port}:{CONTAINER_PORT}",
-            "--volume", f"{self.volume_name(instance)}:{DATA_DIR}:U", "--user", self.user,
-            "--read-only", "--read-only-tmpfs", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "--memory", self.memory, "--cpus", self.cpus, "--pids-limit", str(self.pids_limit),
-            "--restart", "no", "--pull", "never", "--stop-timeout", str(STOP_TIMEOUT_SECONDS),
+            "--volume", f"{self.volume_name(instance)}:{DATA_DIR}:U", *self._confinement_options(),
             *secret_options, *env_options, image, secrets=spec.secrets, check=False)
         if created.returncode != 0:
             self._remove_container(name)  # a run refused by its firewall hook leaves the container made, not started

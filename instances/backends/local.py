@@ -16,20 +16,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
-from .base import BackendError, ObservedState, RestoreSource
-from .host import HostBackend, free_port
-from .replica_restore import restore_replica
+from .base import BackendError, ObservedState
+from .host import HostBackend
 
 # The instance's program, in the repository beside the control plane (instance/).
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "instance" / "entrypoint.py"
 STOP_TIMEOUT_SECONDS = 20
 # The only variables of the control plane's environment an instance gets (see instance_environment()).
 INHERITED_VARIABLES = ("LANG", "LC_ALL", "TZ")
-
-# A restore downloads the whole chain of LTX files: generous, but never a hung step forever.
-RESTORE_TIMEOUT_SECONDS = 3600
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -111,78 +105,42 @@ class LocalBackend(HostBackend):
         data.mkdir(parents=True, exist_ok=True)
         return {"volume": str(data)}
 
-    def create_restore_volume(self, instance, restore_id: int) -> dict:
-        data = self.team_dir(instance) / "restores" / str(restore_id) / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        return {"volume": str(data)}
+    # A restore's directory: restores/<id>/ beside the live volume, with the preview's pid file and log.
 
-    def restore_into_volume(self, instance, restore_id: int, database: str, source: RestoreSource) -> dict:
-        volume = Path(self.create_restore_volume(instance, restore_id)["volume"])
-        restored = volume / database
-        if restored.exists():  # renamed into place only once restored and checked
-            return {"database": str(restored)}
-        partial = volume.parent / f"{database}.partial"
-        restore_replica(str(self.python.parent / "litestream"), source, database, partial, work_dir=volume.parent,
-                        timeout=RESTORE_TIMEOUT_SECONDS)
-        os.replace(partial, restored)
-        return {"database": str(restored)}
+    def live_volume_path(self, instance) -> Path:
+        return self.team_dir(instance) / "data"
 
-    # A restore's volume and what a swap keeps live under restores/<id>/: `data` (restored, until swapped in),
-    # `previous` (the volume a swap replaced), `replaced` (the one a swap back replaced), the preview's pid file,
-    # port and log. The live volume is always `data` beside them, so the instance's environment never changes.
+    def restore_dir(self, instance, restore_id: int) -> Path:
+        restore_dir = self.team_dir(instance) / "restores" / str(int(restore_id))
+        restore_dir.mkdir(parents=True, exist_ok=True)
+        return restore_dir
 
-    def _restore_dir(self, instance, restore_id: int) -> Path:
-        return self.team_dir(instance) / "restores" / str(int(restore_id))
+    def litestream_path(self) -> str:
+        return str(self.python.parent / "litestream")
 
     def _live_preview(self, instance, restore_id: int) -> int | None:
-        return _live_group(self._restore_dir(instance, restore_id) / "preview.pid", "CLOUDCTL_PREVIEW_OF",
+        return _live_group(self.restore_dir(instance, restore_id) / "preview.pid", "CLOUDCTL_PREVIEW_OF",
                            f"{instance.team_id}/{int(restore_id)}")
 
-    def start_preview(self, instance, restore_id: int, preview_secret: str) -> dict:
-        restore_dir = self._restore_dir(instance, restore_id)
-        volume = restore_dir / "data"
-        if not volume.is_dir():
-            raise BackendError(f"restore {restore_id} has no restored volume to preview")
-        port_file = restore_dir / "preview.port"
-        with self.team_lock(instance):
-            if self._live_preview(instance, restore_id) is None:
-                port = free_port()
-                port_file.write_text(str(port))
-                process = self._spawn_preview(instance, restore_id, port, preview_secret)
-                (restore_dir / "preview.pid").write_text(str(process.pid))
-        url = f"http://127.0.0.1:{int(port_file.read_text())}/"
-        self._wait_for_preview(instance, restore_id, url, preview_secret)
-        return {"url": url}
+    def preview_running(self, instance, restore_id: int) -> bool:
+        return self._live_preview(instance, restore_id) is not None
 
-    def _spawn_preview(self, instance, restore_id: int, port: int, secret: str) -> subprocess.Popen:
-        restore_dir = self._restore_dir(instance, restore_id)
+    def spawn_preview(self, instance, restore_id: int, port: int, preview_secret: str) -> None:
+        restore_dir = self.restore_dir(instance, restore_id)
         env = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
         # Nothing of the team's spec: a preview holds no token and no credentials (instance/entrypoint.py).
         env.update({"PATH": f"{self.python.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                     "HOME": str(restore_dir), "DATA_DIR": str(restore_dir / "data"), "PORT": str(port),
                     "CLOUDCTL_BIND": "127.0.0.1", "CLOUDCTL_PREVIEW_OF": f"{instance.team_id}/{int(restore_id)}"})
         with open(restore_dir / "preview.log", "ab") as log:
-            return subprocess.Popen(
-                [str(self.python), str(ENTRYPOINT)], env={**env, "CLOUDCTL_PREVIEW_SECRET": secret},
+            process = subprocess.Popen(
+                [str(self.python), str(ENTRYPOINT)], env={**env, "CLOUDCTL_PREVIEW_SECRET": preview_secret},
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=restore_dir,
                 start_new_session=True)
+        (restore_dir / "preview.pid").write_text(str(process.pid))
 
-    def _wait_for_preview(self, instance, restore_id: int, url: str, preview_secret: str) -> None:
-        deadline = time.monotonic() + self.health_timeout
-        while time.monotonic() < deadline:
-            if self._live_preview(instance, restore_id) is None:
-                raise BackendError(f"the preview of restore {restore_id} exited: {self._preview_log(instance, restore_id)}")
-            try:
-                if httpx.get(f"{url}-/versions.json", headers={"X-Cloudctl-Preview": preview_secret},
-                             timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise BackendError(f"the preview of restore {restore_id} did not answer within {self.health_timeout}s")
-
-    def _preview_log(self, instance, restore_id: int) -> str:
-        log = self._restore_dir(instance, restore_id) / "preview.log"
+    def preview_log(self, instance, restore_id: int) -> str:
+        log = self.restore_dir(instance, restore_id) / "preview.log"
         return log.read_text(errors="replace").strip().splitlines()[-1] if log.exists() and log.stat().st_size else ""
 
     def stop_preview(self, instance, restore_id: int) -> None:
@@ -190,41 +148,12 @@ class LocalBackend(HostBackend):
         if pgid is not None:
             _stop_group(pgid, lambda: self._live_preview(instance, restore_id) is not None)
 
-    def swap_in_restore(self, instance, restore_id: int) -> dict:
-        restore_dir = self._restore_dir(instance, restore_id)
-        self.stop_preview(instance, restore_id)
-        self._move_volumes(instance, incoming=restore_dir / "data", outgoing=restore_dir / "previous")
-        return self.start(instance)
-
-    def swap_back_restore(self, instance, restore_id: int) -> dict:
-        restore_dir = self._restore_dir(instance, restore_id)
-        self._move_volumes(instance, incoming=restore_dir / "previous", outgoing=restore_dir / "replaced")
-        return self.start(instance)
-
-    def _move_volumes(self, instance, *, incoming: Path, outgoing: Path) -> None:
-        """Stop the instance, move the live volume to `outgoing` and `incoming` into its place. Decided from what
-        is on disk, so a run after a crash between the moves finishes them; once `incoming` is gone, done."""
-        live = self.team_dir(instance) / "data"
-        if not incoming.exists():
-            if not live.exists():
-                raise BackendError(f"neither {incoming.name} nor a live volume is here: nothing to start on")
-            return
-        self._terminate(instance)  # Litestream's last sync of everything the live volume holds
-        if live.exists() and outgoing.exists():
-            if any(live.iterdir()):
-                raise BackendError(f"{outgoing.name} and a live volume both exist: refusing to overwrite either")
-            live.rmdir()  # an empty volume made since the first move (ensure_volume): nothing on it
-        if live.exists():
-            os.replace(live, outgoing)
-        # The team's own plugins are the team's code, not its data: they stay with whatever volume is live.
-        plugins = outgoing / "plugins"
-        if plugins.is_dir() and not (incoming / "plugins").exists():
-            shutil.copytree(plugins, incoming / "plugins", symlinks=True)
-        os.replace(incoming, live)
+    def stop_before_swap(self, instance) -> None:
+        self._terminate(instance)
 
     def delete_restore_volumes(self, instance, restore_id: int) -> None:
         self.stop_preview(instance, restore_id)
-        shutil.rmtree(self._restore_dir(instance, restore_id), ignore_errors=True)
+        shutil.rmtree(self.team_dir(instance) / "restores" / str(int(restore_id)), ignore_errors=True)
 
     def ensure_running(self, instance) -> dict:
         """Start the instance unless its process is already alive; never two processes for one team."""
