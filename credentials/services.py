@@ -176,7 +176,8 @@ def signal_urls(team: Team, absolute_url: Callable[[str], str], *, boot: str | N
     # One reverse() (it costs a tenth of a millisecond, on every exchange): the URLs differ in their last segments.
     heartbeat = absolute_url(reverse("private:signal", args=[team.pk, "backup", value]))
     urls = {"heartbeat_url": heartbeat, "heartbeat_interval": settings.INSTANCE_HEARTBEAT_INTERVAL,
-            "fingerprint_url": f"{heartbeat[:-len(f'backup/{value}')]}fingerprint/{value}"}
+            "fingerprint_url": f"{heartbeat[:-len(f'backup/{value}')]}fingerprint/{value}",
+            "fingerprint_interval": settings.INSTANCE_FINGERPRINT_INTERVAL}
     if boot is not None:
         urls["shutdown_url"] = f"{heartbeat[:-len(f'backup/{value}')]}shutdown/{shutdown_value(team, boot)}"
     return urls

@@ -14,22 +14,13 @@ from backups.replicas import replica_window
 from teams.models import TeamEvent
 from teams.tokens import signal_value
 
-from .test_litestream import (
-    admin_s3, create_wal_database, credentials_from_endpoint, delete_prefix, insert_rows, litestream, litestream_env,
-    write_config,
-)
+from .test_litestream import admin_s3, delete_prefix, insert_rows
+from .test_restore_drills import replicate, sync
 
 spec = importlib.util.spec_from_file_location(
     "instance_fingerprint", Path(__file__).resolve().parent.parent / "instance" / "fingerprint.py")
 instance_fingerprint = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(instance_fingerprint)
-
-
-def sync(team, s3_env, client, db: Path) -> None:
-    config = write_config(db.parent / "litestream.yml", db, s3_env, f"{team.storage_prefix}data.db")
-    synced = litestream("replicate", "-once", "-config", config,
-                        env=litestream_env(credentials_from_endpoint(client, team)))
-    assert synced.returncode == 0, synced.stderr
 
 
 @pytest.fixture
@@ -41,9 +32,8 @@ def live(s3_env, make_team, client, tmp_path):
     for number, team in enumerate(teams):
         delete_prefix(admin, s3_env.bucket, f"{team.storage_prefix}data.db/")
         (tmp_path / str(number)).mkdir()
+        replicate(team, s3_env, client, tmp_path / str(number), range(1, 11 + 10 * number))
         databases.append(tmp_path / str(number) / "data.db")
-        create_wal_database(databases[-1], range(1, 11 + 10 * number))
-        sync(team, s3_env, client, databases[-1])
     yield list(zip(teams, databases))
     for team in teams:
         delete_prefix(admin, s3_env.bucket, f"{team.storage_prefix}data.db/")
