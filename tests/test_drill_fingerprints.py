@@ -106,3 +106,12 @@ def test_a_malformed_report_is_a_clear_400(make_team, client, body):
     answer = report(client, team, body)
     assert answer.status_code == 400 and answer.json()["error"]
     assert not ReportedFingerprint.objects.exists()
+
+
+def test_no_fingerprint_is_taken_while_litestream_is_behind(live, s3_env, client):
+    (team, db), _other = live
+    synced = synced_report(db)
+    insert_rows(db, range(100, 110))  # committed, not yet synced: the synced txid's state is gone
+    assert instance_fingerprint.fingerprint_at_synced_txid(db) is None
+    sync(team, s3_env, client, db)
+    assert synced_report(db)["txid"] > synced["txid"]
