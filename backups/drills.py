@@ -7,7 +7,7 @@ is its last plus `DRILL_PERIOD`, oldest first, at most `DRILL_BUDGET_DRILLS` dri
 run, so every team is drilled at least once a period, spread over it, and drills never starve other work.
 """
 
-import hashlib
+import importlib.util
 import os
 import shutil
 import sqlite3
@@ -29,13 +29,25 @@ from teams import timeline
 from teams.models import Team
 from teams.permissions import Actor
 
-from .models import RestoreDrill
+from .models import ReportedFingerprint, RestoreDrill
 from .replicas import (
     DEFAULT_DATABASE, UnreadableReplica, minted_read_only_credentials, replica_path, window_with_credentials,
 )
-from .window import EmptyReplica, format_txid
+from .window import EmptyReplica, RestorableWindow, RestorePoint, format_txid
 
-FINGERPRINT_BATCH = 1000
+
+def _load_instance_fingerprint():
+    """instance/fingerprint.py, the one definition of a fingerprint: the instance's program is not a package of
+    the project (it runs without Django), so it is loaded by its path."""
+    path = Path(__file__).resolve().parent.parent / "instance" / "fingerprint.py"
+    spec = importlib.util.spec_from_file_location("cloudctl_instance_fingerprint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+database_fingerprint = _load_instance_fingerprint().database_fingerprint
+
 
 
 def find_litestream() -> str:
@@ -53,31 +65,17 @@ def replica_source(team: Team, database: str, txid_hex: str, credentials) -> Res
         secret_access_key=credentials.secret_access_key, session_token=credentials.session_token)
 
 
-def database_fingerprint(path: Path) -> dict:
-    """Tables, their row counts and a SHA-256 over every row of every table in primary-key order."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        tables = [name for (name,) in connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            "AND name NOT LIKE '_litestream_%' ORDER BY name")]
-        digest, counts = hashlib.sha256(), {}
-        for table in tables:
-            quoted = '"' + table.replace('"', '""') + '"'
-            digest.update(f"table {table}\n".encode())
-            counts[table] = 0
-            rows = connection.execute(f"SELECT * FROM {quoted} ORDER BY rowid")
-            # Hashed a fixed number of rows at a time: the same rows give the same hash, at a fraction of the
-            # cost of one update per row.
-            while batch := rows.fetchmany(FINGERPRINT_BATCH):
-                digest.update(repr(batch).encode())
-                counts[table] += len(batch)
-        return {"tables": counts, "sha256": digest.hexdigest()}
-    finally:
-        connection.close()
-
-
 class DrillFailed(Exception):
     """The drill failed; the message is safe to show (no key, no path outside the scratch directory)."""
+
+
+def drill_point(window: RestorableWindow, reported: ReportedFingerprint | None) -> RestorePoint:
+    """The reported fingerprint's txid when the window holds it (so the drill can compare), else the newest."""
+    if reported is not None:
+        for point in window.points:
+            if point.txid == reported.txid:
+                return point
+    return window.newest
 
 
 def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) -> RestoreDrill:
@@ -88,23 +86,29 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
     scratch = Path(tempfile.mkdtemp(prefix=f"drill-{team.pk}-"))
     try:
         credentials = minted_read_only_credentials(team, actor=actor)
-        # The newest point first, so that the drill restores exactly the point it records (and its time).
         window = window_with_credentials(team, database, credentials)
-        newest = window.newest
-        if newest.txid < window.replicated_txid:
+        if window.newest.txid < window.replicated_txid:
             # Restoring the last point before the gap would pass while the team's latest data is lost.
             raise DrillFailed(f"the replica's newest transaction {format_txid(window.replicated_txid)} is not "
-                              f"restorable: its chain of files breaks after {newest.txid_hex}")
+                              f"restorable: its chain of files breaks after {window.newest.txid_hex}")
+        reported = ReportedFingerprint.objects.filter(team=team, database=database).first()
+        # The point first, so that the drill restores exactly the point it records (and its time).
+        point = drill_point(window, reported)
         restored = scratch / f"restored-{database}"
         try:
-            summary = restore_replica(find_litestream(), replica_source(team, database, newest.txid_hex, credentials),
+            summary = restore_replica(find_litestream(), replica_source(team, database, point.txid_hex, credentials),
                                       database, restored, work_dir=scratch, timeout=settings.DRILL_TIMEOUT)
         except BackendError as error:
             raise DrillFailed(str(error)) from None
-        if int(summary.get("txid", "0"), 16) != newest.txid:
-            raise DrillFailed(f"litestream restored txid {summary.get('txid')!r}, not {newest.txid_hex}")
+        if int(summary.get("txid", "0"), 16) != point.txid:
+            raise DrillFailed(f"litestream restored txid {summary.get('txid')!r}, not {point.txid_hex}")
         drill.fingerprint = database_fingerprint(restored)
-        drill.restored_txid, drill.restored_point_at = newest.txid_hex, newest.time
+        drill.restored_txid, drill.restored_point_at = point.txid_hex, point.time
+        if reported is not None and reported.txid == point.txid:
+            drill.fingerprint_matched = drill.fingerprint == reported.fingerprint
+            if not drill.fingerprint_matched:
+                raise DrillFailed(f"txid {point.txid_hex} restored differs from what the instance reported for it "
+                                  f"(rows {drill.fingerprint['tables']}, reported {reported.fingerprint['tables']})")
         drill.status = RestoreDrill.Status.SUCCEEDED
     except subprocess.TimeoutExpired:
         drill.status, drill.message = RestoreDrill.Status.TIMED_OUT, f"no restore within {settings.DRILL_TIMEOUT}s"

@@ -97,3 +97,17 @@ class Restore(models.Model):
 
     def __str__(self) -> str:
         return f"restore {self.pk} of {self.team.slug}/{self.database} to txid {self.target_txid:016x}"
+
+
+class ReportedFingerprint(models.Model):
+    """The latest fingerprint a team's own instance reported for one of its databases at a transaction Litestream
+    had synced (instance/fingerprint.py); a drill restores that txid and compares."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="reported_fingerprints")
+    database = models.CharField(max_length=210)
+    txid = models.BigIntegerField()
+    fingerprint = models.JSONField()
+    reported_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "database"], name="one_reported_fingerprint")]

@@ -6,8 +6,10 @@ page per thousand files, then a ranged GET of each file's 100-byte header (its l
 database's size then), eight at a time.
 """
 
+import functools
 import re
 import struct
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -69,13 +71,25 @@ def replica_path(team: Team, database: str) -> str:
     return f"{team.storage_prefix}{database}"
 
 
+@functools.cache
+def _session() -> boto3.session.Session:
+    """One boto3 session per process: a new one loads botocore's service models again (a fifth of a second per
+    drill). The session holds no keys (each client gets its own) and clients are created under a lock, as a
+    session is not safe to share between threads while creating them."""
+    return boto3.session.Session()
+
+
+_client_lock = threading.Lock()
+
+
 def _s3(credentials: Credentials):
     """An S3 client on boto3's standard configuration (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION), with these keys."""
-    return boto3.session.Session().client(
-        "s3", aws_access_key_id=credentials.access_key_id, aws_secret_access_key=credentials.secret_access_key,
-        aws_session_token=credentials.session_token,
-        config=Config(connect_timeout=S3_TIMEOUT_SECONDS, read_timeout=S3_TIMEOUT_SECONDS,
-                      retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=HEADER_READERS))
+    with _client_lock:
+        return _session().client(
+            "s3", aws_access_key_id=credentials.access_key_id, aws_secret_access_key=credentials.secret_access_key,
+            aws_session_token=credentials.session_token,
+            config=Config(connect_timeout=S3_TIMEOUT_SECONDS, read_timeout=S3_TIMEOUT_SECONDS,
+                          retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=HEADER_READERS))
 
 
 def _read_header(s3, bucket: str, key: str, txids: tuple[int, int]) -> tuple[datetime, int]:

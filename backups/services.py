@@ -9,6 +9,7 @@ counts as stale, and which boot is current, are reads (`selectors.py`).
 """
 
 import functools
+import re
 import logging
 from datetime import datetime, timedelta
 
@@ -23,6 +24,8 @@ from instances.models import Instance
 from teams import timeline
 from teams.models import Team
 
+from .models import ReportedFingerprint
+from .replicas import DATABASE_NAME
 from .selectors import stale_backups_q
 
 logger = logging.getLogger(__name__)
@@ -146,3 +149,38 @@ def check_backup_freshness(now: datetime | None = None, *, actor: str) -> list[T
     # An instance that stopped is no longer stale: a later episode alerts again.
     Instance.objects.filter(backup_alerted_at__isnull=False).exclude(stale).update(backup_alerted_at=None)
     return [instance.team for instance in newly]
+
+
+# A fingerprint as instance/fingerprint.py computes it: {"tables": {name: rows}, "sha256": hex}.
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+MAX_REPORTED_TABLES = 10_000
+
+
+class BadReport(ValueError):
+    """What the instance sent is not a report; the message is safe to show."""
+
+
+def _reported_fingerprint(report: dict) -> tuple[str, int, dict]:
+    database, txid, fingerprint = report.get("database"), report.get("txid"), report.get("fingerprint")
+    if not isinstance(database, str) or not DATABASE_NAME.fullmatch(database):
+        raise BadReport("database: not a database name")
+    if isinstance(txid, bool) or not isinstance(txid, int) or not 0 < txid < 2 ** 63:
+        raise BadReport("txid: not a transaction id")
+    if not isinstance(fingerprint, dict) or set(fingerprint) != {"tables", "sha256"}:
+        raise BadReport("fingerprint: expected tables and sha256")
+    tables, digest = fingerprint["tables"], fingerprint["sha256"]
+    if (not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest) or not isinstance(tables, dict)
+            or len(tables) > MAX_REPORTED_TABLES
+            or not all(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0 for rows in tables.values())):
+        raise BadReport("fingerprint: expected tables (name: rows) and a SHA-256")
+    return database, txid, {"tables": tables, "sha256": digest}
+
+
+def record_fingerprint(team: Team, report: dict, *, actor: str) -> ReportedFingerprint:
+    """The team's instance reports its database's fingerprint at a txid Litestream synced: kept as the team's
+    latest for that database, for the next drill to compare. Raises BadReport."""
+    database, txid, fingerprint = _reported_fingerprint(report)
+    reported, _ = ReportedFingerprint.objects.update_or_create(
+        team=team, database=database,
+        defaults={"txid": txid, "fingerprint": fingerprint, "reported_at": timezone.now()})
+    return reported

@@ -380,6 +380,9 @@ LOGGING = {
 BACKUP_STALE_AFTER = env.int("CLOUDCTL_BACKUP_STALE_AFTER", default=900)
 # How often each instance's Litestream pings its heartbeat URL (Litestream's minimum is 1m).
 INSTANCE_HEARTBEAT_INTERVAL = env.str("CLOUDCTL_HEARTBEAT_INTERVAL", default="1m")
+# How often each instance fingerprints its databases at a txid Litestream synced and reports it, for the restore
+# drills to compare (instance/fingerprint.py): a number and s, m or h. Each report reads every row once.
+INSTANCE_FINGERPRINT_INTERVAL = env.str("CLOUDCTL_FINGERPRINT_INTERVAL", default="10m")
 # How far back every team's replica reaches: Litestream's `snapshot.retention`, written into each instance's
 # Litestream config (a number and s, m or h: Litestream takes no days). Litestream's own default is 24h.
 BACKUP_RETENTION = env.str("CLOUDCTL_BACKUP_RETENTION", default="24h")

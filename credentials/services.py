@@ -11,7 +11,9 @@ from django.db import DatabaseError
 from django.urls import reverse
 
 from backups.selectors import is_current_boot
-from backups.services import record_backup_heartbeat, record_boot, record_scale_to_zero
+from backups.services import (
+    BadReport, record_backup_heartbeat, record_boot, record_fingerprint, record_scale_to_zero,
+)
 from teams.models import Team
 from teams.permissions import VIEW_FLEET, Actor, authorize
 from teams.tokens import (
@@ -151,8 +153,11 @@ SIGNAL_RECORDERS = {
     "backup": lambda team, report: record_backup_heartbeat(team, actor=INSTANCE_ACTOR),
     # datasette-scale-to-zero's shutdown_url
     "shutdown": lambda team, report: record_scale_to_zero(team, report, actor=INSTANCE_ACTOR),
+    # instance/entrypoint.py's fingerprint reporter
+    "fingerprint": lambda team, report: record_fingerprint(team, report, actor=INSTANCE_ACTOR),
 }
-SIGNAL_SALTS = {"backup": SIGNAL_SALT, "shutdown": SHUTDOWN_SALT}
+# The fingerprint URL carries the heartbeat's value: both only say what the team's own backups hold.
+SIGNAL_SALTS = {"backup": SIGNAL_SALT, "shutdown": SHUTDOWN_SALT, "fingerprint": SIGNAL_SALT}
 INVALID_SIGNAL_MESSAGE = "invalid signal URL"
 
 
@@ -170,7 +175,9 @@ def signal_urls(team: Team, absolute_url: Callable[[str], str], *, boot: str | N
     value = signal_value(team)
     # One reverse() (it costs a tenth of a millisecond, on every exchange): the URLs differ in their last segments.
     heartbeat = absolute_url(reverse("private:signal", args=[team.pk, "backup", value]))
-    urls = {"heartbeat_url": heartbeat, "heartbeat_interval": settings.INSTANCE_HEARTBEAT_INTERVAL}
+    urls = {"heartbeat_url": heartbeat, "heartbeat_interval": settings.INSTANCE_HEARTBEAT_INTERVAL,
+            "fingerprint_url": f"{heartbeat[:-len(f'backup/{value}')]}fingerprint/{value}",
+            "fingerprint_interval": settings.INSTANCE_FINGERPRINT_INTERVAL}
     if boot is not None:
         urls["shutdown_url"] = f"{heartbeat[:-len(f'backup/{value}')]}shutdown/{shutdown_value(team, boot)}"
     return urls
@@ -197,5 +204,8 @@ def receive_signal(team_id: int, signal: str, value: str, report: dict, client: 
         raise refuse(403, INVALID_SIGNAL_MESSAGE, invalid.reason, client, **audit) from None
     except TeamDisabled as disabled:
         raise refuse(403, "team disabled", Reason.TEAM_DISABLED, client, team=disabled.team, **audit) from None
-    SIGNAL_RECORDERS[signal](team, report)
+    try:
+        SIGNAL_RECORDERS[signal](team, report)
+    except BadReport as bad:
+        raise refuse(400, str(bad), Reason.BAD_REQUEST, client, team=team, **audit) from None
     return team

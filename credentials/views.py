@@ -85,7 +85,7 @@ def credentials(request):
 
 
 # Litestream's heartbeat is a GET; datasette-scale-to-zero is configured to POST its report.
-SIGNAL_METHODS = {"backup": "GET", "shutdown": "POST"}
+SIGNAL_METHODS = {"backup": "GET", "shutdown": "POST", "fingerprint": "POST"}
 
 
 def signal_report(request, client: Client, signal: str) -> dict:

@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import credential_helper  # noqa: E402
+import fingerprint  # noqa: E402
 
 PROFILE = "cloudctl"
 # The instance's Datasette plugins, loaded on every instance: team_auth.py (single sign-on, the roles as
@@ -368,11 +369,14 @@ def signal_settings(answer: dict) -> dict:
     signals = answer.get("Signals")
     if not isinstance(signals, dict):
         return {}
-    kept = {key: signals[key] for key in ("heartbeat_url", "shutdown_url")
+    kept = {key: signals[key] for key in ("heartbeat_url", "shutdown_url", "fingerprint_url")
             if isinstance(signals.get(key), str) and urllib.parse.urlsplit(signals[key]).scheme in ("http", "https")}
     interval = signals.get("heartbeat_interval")
     if "heartbeat_url" in kept and isinstance(interval, str) and DURATION.match(interval):
         kept["heartbeat_interval"] = interval
+    interval = signals.get("fingerprint_interval")
+    if "fingerprint_url" in kept and isinstance(interval, str) and DURATION.match(interval):
+        kept["fingerprint_interval"] = interval
     return kept
 
 
@@ -440,6 +444,10 @@ def aws_profile(python: str) -> str:
 # datasette-scale-to-zero reads its shutdown_url from here ({"$env": ...}), so the URL is neither in the
 # config file nor shown by Datasette's /-/config.
 SHUTDOWN_URL_VARIABLE = "CLOUDCTL_SHUTDOWN_URL"
+# Where the fingerprint reporter (report_fingerprints) posts, and how often it looks: both from the exchange.
+FINGERPRINT_URL_VARIABLE = "CLOUDCTL_FINGERPRINT_URL"
+FINGERPRINT_INTERVAL_VARIABLE = "CLOUDCTL_FINGERPRINT_INTERVAL"
+DEFAULT_FINGERPRINT_INTERVAL = "10m"
 
 
 def datasette_config(config: Config, max_age: int | None, *, report_shutdown: bool = False,
@@ -570,6 +578,52 @@ def request_sync(control_socket: str, paths: list[str]) -> None:
                        check=False)
 
 
+def post_fingerprint(url: str, name: str, txid: int, taken: dict) -> None:
+    """One report to the control plane's fingerprint URL (the team's signed value is in it: never logged)."""
+    import ssl
+    import urllib.request
+
+    body = json.dumps({"database": name, "txid": txid, "fingerprint": taken}).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": USER_AGENT})
+    tls = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE")) if url.startswith("https:") else None
+    with urllib.request.urlopen(request, timeout=30, context=tls) as response:
+        response.read()
+
+
+def report_fingerprints(url: str, paths: list[Path], reported: dict[str, int]) -> None:
+    """Each database's fingerprint at a txid Litestream synced (fingerprint.py), reported when the txid moved
+    since the last report (`reported`: name -> txid); a database Litestream has not caught up with is tried
+    again next time. Restore drills restore that txid and compare: a backup that differs fails its drill."""
+    for path in paths:
+        try:
+            taken = fingerprint.fingerprint_at_synced_txid(path)
+            if taken is None or reported.get(path.name) == taken[0]:
+                continue
+            post_fingerprint(url, path.name, *taken)
+            reported[path.name] = taken[0]
+        except (OSError, sqlite3.Error, http.client.HTTPException) as error:
+            # urllib's errors are OSErrors; their text never holds the URL.
+            log(f"fingerprint of {path.name} not reported: {type(error).__name__}: {str(error)[:200]}")
+
+
+def start_fingerprint_reporter(environ, paths: list[Path]) -> None:
+    """A daemon thread beside Datasette reporting every interval, when the control plane sent a fingerprint URL."""
+    url = environ.get(FINGERPRINT_URL_VARIABLE, "")
+    if not url:
+        return
+    interval = parse_duration(FINGERPRINT_INTERVAL_VARIABLE,
+                              environ.get(FINGERPRINT_INTERVAL_VARIABLE, "") or DEFAULT_FINGERPRINT_INTERVAL)
+
+    def loop():
+        reported: dict[str, int] = {}
+        while True:
+            report_fingerprints(url, paths, reported)
+            time.sleep(interval)
+
+    threading.Thread(target=loop, name="fingerprint-reporter", daemon=True).start()
+
+
 def serve_when_replicating(argv: list[str]) -> int:
     """`--serve-when-replicating SOCKET COUNT TIMEOUT -- COMMAND...`: Litestream's -exec child.
 
@@ -618,6 +672,11 @@ def serve_when_replicating(argv: list[str]) -> int:
     sys.stderr.flush()
     if not in_process:
         os.execv(command[0], command)
+    try:
+        start_fingerprint_reporter(os.environ, [Path(database["path"]) for database in databases
+                                                if "path" in database])
+    except StartupError as error:
+        log(f"WARNING: fingerprints not reported: {error}")
     warm.join()
     from datasette.cli import cli
 
@@ -818,6 +877,11 @@ def run(environ) -> None:
                           DATASETTE_SECRET=datasette_secret(runtime))
     if "shutdown_url" in signals:
         litestream_env[SHUTDOWN_URL_VARIABLE] = signals["shutdown_url"]  # passed on to Datasette
+    if "fingerprint_url" in signals:
+        # For the reporter beside Datasette: a report only says what the team's own database holds.
+        litestream_env[FINGERPRINT_URL_VARIABLE] = signals["fingerprint_url"]
+        litestream_env[FINGERPRINT_INTERVAL_VARIABLE] = signals.get("fingerprint_interval",
+                                                                    DEFAULT_FINGERPRINT_INTERVAL)
     command = [litestream, "replicate", "-config", str(config_path), "-no-expand-env",
                "-exec", shlex.join(serve)]
     scale = []

@@ -19,6 +19,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from backups.drills import drill_team
+from backups.models import ReportedFingerprint
 from backups.restore import plan_restore
 from backups.services import check_backup_freshness
 from credentials.models import CredentialEvent
@@ -573,6 +575,24 @@ def test_teams_whose_litestream_stops_or_whose_signal_url_is_revoked_are_flagged
     assert CredentialEvent.objects.filter(team=revoked, kind="refused", signal="backup", reason="revoked").exists()
     # Datasette still serves the killed team: only its backups stopped.
     assert httpx.get(instance_for(killed).url, timeout=10, headers=signed_in(instance_for(killed))).status_code == 200
+
+
+def test_a_running_instance_reports_its_fingerprint_and_the_drill_matches_it(local, settings):
+    """The real instance fingerprints its database at a txid its Litestream synced and reports it; the drill
+    restores exactly that txid from the replica and finds the same fingerprint."""
+    settings.INSTANCE_FINGERPRINT_INTERVAL = "1s"
+    team = create_team_and_provision("alpha")
+    run_worker()
+    instance = instance_for(team)
+    with sqlite3.connect(Path(instance.resources["volume"]) / "data.db", timeout=30) as db:
+        db.execute("create table notes (id integer primary key, body text)")
+        db.executemany("insert into notes (body) values (?)", [(f"note {n}",) for n in range(200)])
+    reported = wait_for(lambda: ReportedFingerprint.objects.filter(
+        team=team, database="data.db", fingerprint__tables={"notes": 200}).first(), timeout=60, interval=0.5,
+        message="the instance's fingerprint report after its rows")
+    drill = drill_team(team, actor="test")
+    assert drill.passed and drill.fingerprint_matched is True, drill.message
+    assert int(drill.restored_txid, 16) == reported.txid and drill.fingerprint == reported.fingerprint
 
 
 def test_an_idle_instance_reports_its_scale_to_zero(local, settings):

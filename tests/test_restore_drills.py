@@ -22,13 +22,17 @@ from .test_litestream import (
 )
 
 
-def replicate(team, s3_env, client, folder: Path, rows: range) -> None:
-    db = folder / "data.db"
-    config = write_config(folder / "litestream.yml", db, s3_env, f"{team.storage_prefix}data.db")
-    create_wal_database(db, rows)
+def sync(team, s3_env, client, db: Path) -> None:
+    """One Litestream sync of the team's live `db` to its replica, with the team's own credentials."""
+    config = write_config(db.parent / "litestream.yml", db, s3_env, f"{team.storage_prefix}data.db")
     synced = litestream("replicate", "-once", "-config", config,
                         env=litestream_env(credentials_from_endpoint(client, team)))
     assert synced.returncode == 0, synced.stderr
+
+
+def replicate(team, s3_env, client, folder: Path, rows: range) -> None:
+    create_wal_database(folder / "data.db", rows)
+    sync(team, s3_env, client, folder / "data.db")
 
 
 @pytest.fixture
