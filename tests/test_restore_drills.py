@@ -125,3 +125,24 @@ def test_the_drill_records_the_restored_points_time_and_lag(two_teams):
     newest = replica_window(team, "data.db", actor="test").newest
     assert drill.restored_point_at is not None
     assert abs((drill.restored_point_at - newest.time).total_seconds()) < 1
+
+
+def test_a_restored_copy_that_fails_its_integrity_check_fails_the_drill(tmp_path):
+    """Drills run SQLite's full integrity check themselves, beside the fingerprint (Litestream's is off for them)."""
+    import sqlite3
+
+    from backups.drills import DrillFailed, checked_fingerprint
+
+    path = tmp_path / "restored.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        db.execute("CREATE INDEX notes_body ON notes (body)")
+        db.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {n:05}",) for n in range(2000)])
+    assert checked_fingerprint(path)["tables"] == {"notes": 2000}
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    last_page = len(data) - page_size  # an index leaf: the rows still read, the index no longer matches them
+    data[last_page + 200:last_page + 400] = bytes(200)
+    path.write_bytes(bytes(data))
+    with pytest.raises((DrillFailed, sqlite3.DatabaseError)):
+        checked_fingerprint(path)

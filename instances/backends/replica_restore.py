@@ -34,14 +34,15 @@ def restore_environment(source: RestoreSource) -> dict[str, str]:
 
 
 def restore_replica(litestream: str, source: RestoreSource, database: str, output: Path, *, work_dir: Path,
-                    timeout: float) -> dict:
-    """Restore `source` up to its txid into `output` (overwritten), integrity-checked in full: Litestream's JSON
-    summary. Raises BackendError with Litestream's last line, and subprocess.TimeoutExpired after `timeout`."""
+                    timeout: float, integrity_check: str = "full") -> dict:
+    """Restore `source` up to its txid into `output` (overwritten), integrity-checked in full unless the caller
+    checks it itself (`integrity_check="none"`): Litestream's JSON summary. Raises BackendError with Litestream's
+    last line, and subprocess.TimeoutExpired after `timeout`."""
     config = work_dir / "litestream.yml"
     config.write_text(restore_config(source, work_dir / database))
     result = subprocess.run(
         [litestream, "restore", "-config", str(config), "-no-expand-env", "-o", str(output), "-force",
-         "-txid", source.txid_hex, "-integrity-check", "full", "-json", str(work_dir / database)],
+         "-txid", source.txid_hex, "-integrity-check", integrity_check, "-json", str(work_dir / database)],
         env=restore_environment(source), capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL, cwd=work_dir)
     if result.returncode != 0 or not output.exists():
