@@ -75,6 +75,8 @@ def run_restore(restore: Restore, *, actor: Actor) -> Restore:
         after = advance_restore(before, actor=actor)
         if (after.state, after.volumes_deleted_at) == (before.state, before.volumes_deleted_at):
             return after
+        if after.state in Restore.WAITING:  # just arrived: its preview or its instance was started this run
+            return after
 
 
 def advance_restore(restore: Restore, *, actor: Actor) -> Restore:
@@ -92,6 +94,8 @@ def advance_restore(restore: Restore, *, actor: Actor) -> Restore:
         step = _STEPS.get(restore.state)
         if step is not None:
             _take_step(restore, step, who)
+        elif restore.state == Restore.State.PREVIEW_RUNNING:
+            _keep_preview_running(restore)
         elif _should_delete_volumes(restore):
             _delete_volumes(restore)
     finally:
@@ -100,12 +104,12 @@ def advance_restore(restore: Restore, *, actor: Actor) -> Restore:
 
 
 def tend_restores(*, actor: Actor, now: datetime | None = None) -> list[Restore]:
-    """Resume every restore a run should be working on (a crash or a busy platform stopped it) and delete what
-    restores kept past their keep period. Returns the restores it advanced."""
+    """Resume every restore a run should be working on (a crash or a busy platform stopped it), start again a
+    preview that stopped, and delete what restores kept past their keep period. Returns the restores it advanced."""
     now = now or timezone.now()
     kept_since = now - timedelta(days=settings.RESTORE_KEEP_DAYS)
     due = Restore.objects.filter(
-        Q(state__in=[state for state in IN_PROGRESS if state != Restore.State.PREVIEW_RUNNING])
+        Q(state__in=IN_PROGRESS)
         | Q(volumes_deleted_at__isnull=True) & (
             Q(state__in=[Restore.State.CANCELLED, Restore.State.FAILED])
             | Q(state=Restore.State.SWAPPED, swapped_at__lt=kept_since)
@@ -169,6 +173,28 @@ def _start_preview(restore: Restore, who: str) -> dict:
     started = _backend(restore).start_preview(_instance(restore), restore.pk, preview_secret(restore))
     timeline.record(restore.team, timeline.Kind.RESTORE_PREVIEW, f"{restore}: preview running", actor=who)
     return {"preview_url": started["url"], "state": Restore.State.PREVIEW_RUNNING}
+
+
+def _keep_preview_running(restore: Restore) -> None:
+    """A preview waiting for a person is started again if it stopped (the host restarted, `manage.py dev` ended):
+    `start_preview` is idempotent and answers where it runs."""
+    try:
+        started = _backend(restore).start_preview(_instance(restore), restore.pk, preview_secret(restore))
+    except (BackendError, RestoreRefused, NotImplementedError) as error:
+        Restore.objects.filter(pk=restore.pk).update(message=f"the preview is not running: {error}")
+        return
+    Restore.objects.filter(pk=restore.pk, state=Restore.State.PREVIEW_RUNNING).update(
+        preview_url=started["url"], message="")
+
+
+def stop_previews(backend_path: str) -> int:
+    """Stop the running previews of a backend's instances (the control plane running them is going down);
+    `tend_restores` starts them again. Returns how many it stopped."""
+    previewing = Restore.objects.filter(state=Restore.State.PREVIEW_RUNNING, team__instance__backend=backend_path)
+    backend = get_backend(backend_path)
+    for restore in previewing.select_related("team__instance"):
+        backend.stop_preview(restore.team.instance, restore.pk)
+    return len(previewing)
 
 
 def _under_instance_claim(restore: Restore, change) -> dict:

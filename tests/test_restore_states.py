@@ -12,7 +12,9 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from backups.models import Restore
-from backups.restore import RestoreRefused, advance_restore, preview_secret, run_restore, tend_restores
+from backups.restore import (
+    RestoreRefused, advance_restore, preview_secret, run_restore, stop_previews, tend_restores,
+)
 from backups.restore_requests import cancel_restore, confirm_swap, request_swap_back
 from instances.backends import BackendError, BackendUnavailable
 from instances.backends.base import MachineBackend
@@ -132,8 +134,21 @@ def test_a_run_takes_a_restore_to_its_preview_and_waits_there(requested, backend
     assert backend.calls[1][2] == "0000000000000007"  # exactly the pinned transaction
     assert backend.calls[2][2] == preview_secret(restore)
     assert run_restore(restore, actor="test").state == Restore.State.PREVIEW_RUNNING
-    assert len(backend.calls) == 3  # waiting for a person: nothing more is done
+    # Waiting for a person: a run only makes sure the preview still runs (idempotent), nothing else.
+    assert [call[0] for call in backend.calls[3:]] == ["start_preview"]
     assert kinds(restore.team) == ["restore:preview"]
+
+
+def test_a_stopped_preview_is_started_again_by_the_tend_and_stopped_with_the_control_plane(requested, backend):
+    restore = run_restore(requested, actor="test")
+    assert stop_previews(BACKEND) == 1 and backend.calls[-1] == ("stop_preview", restore.pk)
+    backend.failures["start_preview"] = BackendError("the preview exited: no database")
+    [restore] = tend_restores(actor="test")
+    assert (restore.state, restore.message) == (Restore.State.PREVIEW_RUNNING,
+                                                "the preview is not running: the preview exited: no database")
+    [restore] = tend_restores(actor="test")
+    assert (restore.state, restore.message) == (Restore.State.PREVIEW_RUNNING, "")
+    assert backend.calls[-1] == ("start_preview", restore.pk, preview_secret(restore))
 
 
 def test_the_preview_secret_is_the_restores_own_and_not_stored(requested, make_team):

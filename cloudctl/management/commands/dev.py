@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from backups.restore import stop_previews
 from cloudctl.local_s3 import LocalS3Server, free_port_set, port_is_free
 from cloudctl.private_files import private_directory, read_or_create_secret, write_private_file
 from instances.machines import get_backend
@@ -112,7 +113,9 @@ class Command(BaseCommand):
         finally:
             if get_backend(settings.MACHINE_BACKEND).runs_instances_here:
                 stopped = stop_all(settings.MACHINE_BACKEND)
-                self.stdout.write(f"stopped {stopped} team instance(s); they start again with `make dev`.")
+                previews = stop_previews(settings.MACHINE_BACKEND)
+                self.stdout.write(f"stopped {stopped} team instance(s) and {previews} restore preview(s); they start "
+                                  "again with `make dev`.")
             for child in children:
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
