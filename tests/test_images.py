@@ -374,7 +374,8 @@ def test_the_images_hold_only_what_production_runs(containers):
     assert not app & {"tests", "fakefly", "bench", "docs", "podman", "instance", ".git", ".venv", ".venv-instance"}
     assert image_listing(CONTROL_PLANE_IMAGE, "/app/var") == {"static"}
     assert image_listing(INSTANCE_IMAGE, "/app") == {"requirements.txt", "entrypoint.py", "credential_helper.py",
-                                                     "fingerprint.py", "plugins"}
+                                                     "fingerprint.py", "plugins", "preview_plugins"}
+    assert image_listing(INSTANCE_IMAGE, "/app/preview_plugins") == {"preview_guard.py"}
 
 
 def test_the_control_plane_runs_as_fly_toml_says(control_plane):
