@@ -61,7 +61,9 @@ def mutations(token):
         "padded_base64": f"{padded}.{signature}" if padded != payload else f"{payload}==.{signature}",
         "reencoded_whole": base64.urlsafe_b64encode(token.encode()).decode(),
         "uppercased": token.upper(),
-        "flipped_character": token[:-1] + ("A" if token[-1] != "A" else "B"),
+        # Not the last character: its low bits are base64 padding, so some flips decode to the same signature
+        # (a token ending in B, C or D flipped to A verified, one run in about twenty).
+        "flipped_character": token[:-5] + ("A" if token[-5] != "A" else "B") + token[-4:],
         "percent_encoded": token.replace(".", "%2E"),
         "whitespace": f" {token}",
     }
