@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from backups.drills import drill_team
 from backups.models import ReportedFingerprint
+from backups.replicas import replica_window
 from backups.restore import plan_restore
 from backups.services import check_backup_freshness
 from credentials.models import CredentialEvent
@@ -590,6 +591,10 @@ def test_a_running_instance_reports_its_fingerprint_and_the_drill_matches_it(loc
     reported = wait_for(lambda: ReportedFingerprint.objects.filter(
         team=team, database="data.db", fingerprint__tables={"notes": 200}).first(), timeout=60, interval=0.5,
         message="the instance's fingerprint report after its rows")
+    # The instance reports once its Litestream wrote the txid locally; the upload may still be on its way, and a
+    # drill restores only what the replica holds (a drill before it compares nothing and the next one does).
+    wait_for(lambda: replica_window(team, "data.db", actor="test").newest.txid >= reported.txid, timeout=60,
+             interval=0.5, message="the reported txid in the replica")
     drill = drill_team(team, actor="test")
     assert drill.passed and drill.fingerprint_matched is True, drill.message
     assert int(drill.restored_txid, 16) == reported.txid and drill.fingerprint == reported.fingerprint
