@@ -33,7 +33,7 @@ from instances.services import create_team_and_provision
 from teams.tokens import rotate_team_token, team_token
 
 from .database import database_url
-from .instance_sso import ACTOR_PATH, as_tester
+from .instance_sso import as_tester
 from .routing import as_router
 from .test_instance import (
     LITESTREAM, REGION, admin_client, count_rows, needs_instance_venv, restored_copy, wait_for, wipe_prefix,
@@ -279,17 +279,8 @@ def test_an_instance_killed_mid_provisioning_fails_with_its_reason_then_recovers
     assert_one_instance_and_no_orphan(local, team, settings)
 
 
-def revalidation_round_trip(api_url: str, token: str) -> float:
-    """Seconds one re-validation of the tester takes, asked as an instance asks it (a new connection)."""
-    started = time.monotonic()
-    httpx.post(f"{api_url}{ACTOR_PATH}", json={"session": "grant-of-tester"},
-               headers={"Authorization": f"Bearer {token}"}, timeout=10).raise_for_status()
-    return time.monotonic() - started
-
-
-def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(local, forwarding_sso):
+def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(local):
     import threading
-    import time
 
     from deploys.models import DeploymentTarget
     from deploys.runner import run_deployment
@@ -300,19 +291,21 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     run_worker()
     stop_instance(stopped_team, actor="test")
     url = instance_for(running_team).url
-    answered: list[float] = []  # when each request sent throughout the deploy got its 200
+    probes: list[tuple[float, float, bool]] = []  # each request sent throughout the deploy: sent, returned, a 200?
     done = threading.Event()
 
     headers = signed_in(instance_for(running_team))
 
     def probe():
-        with httpx.Client(timeout=2) as client:
+        # A long timeout: a slow answer under load is still an answer; only a refused or failed request is downtime.
+        with httpx.Client(timeout=10) as client:
             while not done.is_set():
+                sent = time.time()
                 try:
-                    if client.get(url, headers=headers).status_code == 200:
-                        answered.append(time.monotonic())
+                    answered = client.get(url, headers=headers).status_code == 200
                 except httpx.HTTPError:
-                    pass
+                    answered = False
+                probes.append((sent, time.time(), answered))
                 time.sleep(0.01)
 
     prober = threading.Thread(target=probe)
@@ -330,13 +323,17 @@ def test_a_deploy_restarts_a_running_team_once_for_no_longer_than_its_restart(lo
     assert local.running_image(running) == "v2" and running.url == url
     assert local.observe(stopped) is ObservedState.STOPPED and stopped.image == "v2"  # not woken
     target = DeploymentTarget.objects.get(deployment=deployment, team=running_team)
-    restart = (target.finished_at - target.started_at).total_seconds()
-    longest_gap = max(later - earlier for earlier, later in zip(answered, answered[1:]))
-    print(f"\nlongest gap in answers during the deploy: {longest_gap:.2f} s; the team's restart: {restart:.2f} s")
-    # The first request after the restart re-validates its member with the control plane (an empty cache): one
-    # round trip to the sign-in API, measured here as the instance makes it, is part of that request, not downtime.
-    revalidation = max(revalidation_round_trip(forwarding_sso.url, team_token(running_team)) for _ in range(3))
-    assert 0.2 < longest_gap <= restart + revalidation + 0.05  # it did restart, and was down no longer than that
+    restart_began, restart_ended = target.started_at.timestamp(), target.finished_at.timestamp()
+    answers = [returned for _, returned, answered in probes if answered]
+    longest_gap = max(later - earlier for earlier, later in zip(answers, answers[1:]))
+    print(f"\nlongest gap in answers during the deploy: {longest_gap:.2f} s; "
+          f"the team's restart: {restart_ended - restart_began:.2f} s")
+    assert longest_gap > 0.2  # it did restart
+    # Down no longer than its restart: every request sent before the restart began or after it ended was answered
+    # (compared as events, not durations, which a loaded machine stretches on either side).
+    unanswered_outside = [(sent, returned) for sent, returned, answered in probes
+                          if not answered and (returned < restart_began or sent > restart_ended)]
+    assert unanswered_outside == [] and any(sent > restart_ended for sent, _, answered in probes if answered)
     local.start(stopped)
     assert local.running_image(stopped) == "v2"  # the stopped team wakes up on the new version
 
