@@ -96,10 +96,15 @@ def session_key_of(user, settings) -> str:
     return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
-def toss(page, stack, slug: str, cookies: dict[str, str]) -> list[str]:
-    """From the team's page, `cookies` set on the parent domain the team shares with the control plane; the names
-    the browser kept for the control plane's host."""
+def toss(page, stack, slug: str, cookies: dict[str, str], *, page_text: str | None = None) -> list[str]:
+    """From the team's page (once it shows `page_text`), `cookies` set on the parent domain the team shares with
+    the control plane; the names the browser kept for the control plane's host."""
     page.goto(stack.team_url(slug))
+    # The team's own page, loaded: a page still on its way there (the sign-in handoff, or an error page under load)
+    # would set nothing, and the test would then prove nothing about what the browser keeps.
+    if page_text:
+        page.wait_for_selector(f"text={page_text}")
+    assert page.url.startswith(stack.team_url(slug)), page.url
     page.evaluate("""([cookies, domain]) => { for (const [name, value] of Object.entries(cookies)) {
         document.cookie = `${name}=${value}; Domain=${domain}; Path=/`; } }""", [cookies, PARENT_DOMAIN])
     return sorted(cookie["name"] for cookie in page.context.cookies([stack.public_url])
@@ -243,7 +248,7 @@ def test_a_hostile_instance_gets_nothing_that_works_anywhere_else(sso_stack, sso
     tossed = {name: "tossed-by-a" for name in names}
     tossed.update({settings.SESSION_COOKIE_NAME: session_key_of(mallory, settings),
                    settings.CSRF_COOKIE_NAME: known_csrf, "ds_actor": sorted(actors)[0]})
-    landed = toss(page, stack, "hostile", tossed)
+    landed = toss(page, stack, "hostile", tossed, page_text="hostile_marker")
     print(f"\ntossed cookies the browser kept for the parent domain: {landed}")
     assert "ds_actor" in landed
     assert my_teams(page, stack) == {"hostile"}
