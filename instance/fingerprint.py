@@ -1,5 +1,6 @@
 """A SQLite database's fingerprint: its tables, their row counts and a SHA-256 over every row in rowid order (each
-value tagged and length-delimited, read as bytes: twice as fast as hashing the rows' repr).
+value tagged and length-delimited, read as bytes: twice as fast as hashing the rows' repr; hashed in a second
+thread while the next rows are read).
 
 One definition for both sides, standard library only: the instance runs it on its live database at a transaction
 Litestream has synced (`fingerprint_at_synced_txid`, reported to the control plane), and the control plane's restore
@@ -9,8 +10,11 @@ exactly what the instance had.
 """
 
 import hashlib
+import queue
 import re
 import sqlite3
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 # Rows hashed a batch at a time: the same rows give the same hash, at a fraction of the cost of one update per row.
@@ -20,13 +24,42 @@ FINGERPRINT_BATCH = 1000
 LOCAL_LTX_NAME = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})\.ltx")
 
 
-def _value_bytes(value) -> bytes:
-    """A column value, tagged and delimited so that no two rows' values run into one another."""
-    if value is None:
-        return b"n"
-    if isinstance(value, bytes):  # TEXT and BLOB alike (read as bytes: no decoding, no repr of a long string)
-        return b"b%d:%b" % (len(value), value)
-    return b"v%b;" % repr(value).encode()  # INTEGER and REAL: repr round-trips
+def _encoded(batch: list[tuple]) -> bytes:
+    """Rows as they are hashed: each `r`, then each value tagged and delimited so that no two rows' values run into
+    one another: `n` for NULL, `b<length>:<bytes>` for TEXT and BLOB alike (read as bytes: no decoding, no repr of a
+    long string), `v<repr>;` for INTEGER and REAL (repr round-trips). One join: each value is copied once."""
+    parts = []
+    add = parts.append
+    for row in batch:
+        add(b"r")
+        for value in row:
+            if value is None:
+                add(b"n")
+            elif isinstance(value, bytes):
+                add(b"b%d:" % len(value))
+                add(value)
+            else:
+                add(b"v%b;" % repr(value).encode())
+    return b"".join(parts)
+
+
+@contextmanager
+def _sha256_beside():
+    """(feed, digest): a SHA-256 fed from a second thread. hashlib lets go of the GIL while it hashes a large buffer,
+    so one batch is hashed while the next is read and encoded; the digest is the same as fed in order."""
+    digest, pending = hashlib.sha256(), queue.Queue(maxsize=4)
+
+    def hash_pending():
+        while (chunk := pending.get()) is not None:
+            digest.update(chunk)
+
+    hasher = threading.Thread(target=hash_pending, name="fingerprint-sha256", daemon=True)
+    hasher.start()
+    try:
+        yield pending.put, digest
+    finally:
+        pending.put(None)
+        hasher.join()
 
 
 def _fingerprint(connection: sqlite3.Connection) -> dict:
@@ -34,15 +67,16 @@ def _fingerprint(connection: sqlite3.Connection) -> dict:
     tables = [name.decode() for (name,) in connection.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
         "AND name NOT LIKE '_litestream_%' ORDER BY name")]
-    digest, counts = hashlib.sha256(), {}
-    for table in tables:
-        quoted = '"' + table.replace('"', '""') + '"'
-        digest.update(f"table {table}\n".encode())
-        counts[table] = 0
-        rows = connection.execute(f"SELECT * FROM {quoted} ORDER BY rowid")
-        while batch := rows.fetchmany(FINGERPRINT_BATCH):
-            digest.update(b"".join([b"r" + b"".join([_value_bytes(value) for value in row]) for row in batch]))
-            counts[table] += len(batch)
+    counts = {}
+    with _sha256_beside() as (feed, digest):
+        for table in tables:
+            quoted = '"' + table.replace('"', '""') + '"'
+            feed(f"table {table}\n".encode())
+            counts[table] = 0
+            rows = connection.execute(f"SELECT * FROM {quoted} ORDER BY rowid")
+            while batch := rows.fetchmany(FINGERPRINT_BATCH):
+                feed(_encoded(batch))
+                counts[table] += len(batch)
     return {"tables": counts, "sha256": digest.hexdigest()}
 
 
