@@ -120,6 +120,7 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
                                       integrity_check="none")
         except BackendError as error:
             raise DrillFailed(str(error)) from None
+        drill.restore_seconds = time.monotonic() - clock
         if int(summary.get("txid", "0"), 16) != point.txid:
             raise DrillFailed(f"litestream restored txid {summary.get('txid')!r}, not {point.txid_hex}")
         drill.fingerprint = checked_fingerprint(restored)

@@ -18,6 +18,9 @@ class RestoreDrill(models.Model):
     database = models.CharField(max_length=210)
     started_at = models.DateTimeField(db_index=True)
     duration_seconds = models.FloatField()
+    # Of the duration, the restore itself (credentials, window, `litestream restore`), before the integrity check
+    # and the fingerprint; None when nothing was restored.
+    restore_seconds = models.FloatField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices)
     # The restored point: its transaction (hex, as Litestream names it) and time; empty when nothing was restored.
     restored_txid = models.CharField(max_length=16, blank=True)

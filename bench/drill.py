@@ -8,11 +8,14 @@ alternating over BENCH_DRILL_ROUNDS rounds so that noise on this shared machine 
 
 - bare: `litestream restore -o <tmp> <db>` of the latest point with read-only credentials minted once, no
   integrity check;
-- drill: `backups.drills.drill_team` (mint read-only credentials, read the window, restore that txid with a
-  full integrity check, fingerprint, record).
+- drill: `backups.drills.drill_team`: mint read-only credentials, read the window, restore that txid into the
+  scratch sandbox (the drill's restore time, which it records as `restore_seconds`), then SQLite's full integrity
+  check beside the fingerprint, remove the sandbox, record (the whole drill, timed around the call).
 
-The last line is `ratio: <median drill seconds / median bare seconds>` (target: at most 1.2); the line before it,
-teams drilled per hour (3600 / median drill seconds, one drill at a time, as the periodic task runs them).
+The last line is `ratio: <median drill restore seconds / median bare seconds>` (the issue's measure: a drill's
+restore time against a bare restore; target at most 1.2). Before it: the whole drill against the bare restore (what
+the checks after the restore add), and teams drilled per hour (3600 / the whole drill's median, one drill at a
+time, as the periodic task runs them).
 """
 
 import os
@@ -85,7 +88,7 @@ def run(work: Path) -> None:
     print(f"replica: {ROWS} rows, {database.stat().st_size / 1e6:.1f} MB; {ROUNDS} rounds", flush=True)
 
     bare_env = restore_environment(source)
-    bare_times, drill_times = [], []
+    bare_times, drill_restore_times, drill_times = [], [], []
     for round_number in range(ROUNDS):
         output = work / f"bare-{round_number}.db"
         started = time.perf_counter()
@@ -99,12 +102,16 @@ def run(work: Path) -> None:
         drill = drills.drill_team(team, actor="bench")
         drill_times.append(time.perf_counter() - started)
         assert drill.passed, drill.message
-        print(f"round {round_number + 1}: bare {bare_times[-1]:.3f} s, drill {drill_times[-1]:.3f} s", flush=True)
+        drill_restore_times.append(drill.restore_seconds)
+        print(f"round {round_number + 1}: bare {bare_times[-1]:.3f} s, drill's restore {drill.restore_seconds:.3f} s,"
+              f" whole drill {drill_times[-1]:.3f} s", flush=True)
     bare_median, drill_median = statistics.median(bare_times), statistics.median(drill_times)
-    print(f"bare litestream restore: median {bare_median:.3f} s; drill: median {drill_median:.3f} s "
-          f"(timeout {settings.DRILL_TIMEOUT} s)")
+    drill_restore_median = statistics.median(drill_restore_times)
+    print(f"bare litestream restore: median {bare_median:.3f} s; drill's restore: median {drill_restore_median:.3f} s;"
+          f" whole drill: median {drill_median:.3f} s (timeout {settings.DRILL_TIMEOUT} s)")
+    print(f"whole drill (restore, integrity check, fingerprint, cleanup) / bare: {drill_median / bare_median:.2f}")
     print(f"teams drilled per hour (one at a time, this size): {3600 / drill_median:.0f}")
-    print(f"ratio: {drill_median / bare_median:.2f}")
+    print(f"ratio: {drill_restore_median / bare_median:.2f}")
 
 
 if __name__ == "__main__":

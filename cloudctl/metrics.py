@@ -68,6 +68,8 @@ def restore_drills() -> Iterable[Metric]:
                                 labels=["team"])
     duration = GaugeMetricFamily("cloudctl_restore_drill_duration_seconds", "How long the last drill took.",
                                  labels=["team"])
+    restore = GaugeMetricFamily("cloudctl_restore_drill_restore_seconds", "Of the last drill, how long its restore "
+                                "took (before the integrity check and fingerprint).", labels=["team"])
     lag = GaugeMetricFamily("cloudctl_restore_drill_lag_seconds", "How far the last drill's restored point was "
                             "behind the team's last backup heartbeat.", labels=["team"])
     for drill in last_drills():
@@ -75,9 +77,11 @@ def restore_drills() -> Iterable[Metric]:
         passed.add_metric([slug], int(drill.passed))
         started.add_metric([slug], drill.started_at.timestamp())
         duration.add_metric([slug], drill.duration_seconds)
+        if drill.restore_seconds is not None:
+            restore.add_metric([slug], drill.restore_seconds)
         if drill.lag_seconds is not None:
             lag.add_metric([slug], drill.lag_seconds)
-    return [coverage, passed, started, duration, lag]
+    return [coverage, passed, started, duration, restore, lag]
 
 
 def backup_health() -> Iterable[Metric]:

@@ -89,9 +89,10 @@ def test_the_team_page_shows_the_last_verified_restore_and_health(make_team, sta
     page = staff_client.get(url).content.decode()
     assert "never drilled" in page and 'id="backup-health" class="error"' in page
     drill = record_drill(team, ago=timedelta(minutes=3))
-    RestoreDrill.objects.filter(pk=drill.pk).update(restored_txid="00000000000000a1", lag_seconds=7.0)
+    RestoreDrill.objects.filter(pk=drill.pk).update(restored_txid="00000000000000a1", lag_seconds=7.0,
+                                                          restore_seconds=0.8)
     page = staff_client.get(url).content.decode()
-    assert "succeeded, txid <code>00000000000000a1</code>, took 1.0 s, lag 7 s" in page
+    assert "succeeded, txid <code>00000000000000a1</code>, took 1.0 s (restore 0.8 s), lag 7 s" in page
     assert 'id="backup-health" class="ok"' in page
     record_drill(team, ago=timedelta(minutes=1), status=RestoreDrill.Status.TIMED_OUT)
     assert 'id="backup-health" class="error"' in staff_client.get(url).content.decode()

@@ -71,12 +71,15 @@ def test_restore_drill_gauges(client, settings, make_team):
         RestoreDrill.objects.create(team=team, database="data.db", started_at=timezone.now() - timedelta(days=8),
                                     duration_seconds=9.0, status="succeeded", actor="test")
         RestoreDrill.objects.create(team=team, database="data.db", started_at=timezone.now(), duration_seconds=2.5,
-                                    status=status, lag_seconds=4.0, actor="test")
+                                    restore_seconds=2.0 if team == passing else None, status=status,
+                                    lag_seconds=4.0, actor="test")
     samples = scrape(client, settings)
     assert samples[("cloudctl_restore_drill_coverage", (("teams", "drilled"),))] == 2
     assert samples[("cloudctl_restore_drill_coverage", (("teams", "running"),))] == 3
     assert samples[("cloudctl_restore_drill_passed", (("team", passing.slug),))] == 1
     assert samples[("cloudctl_restore_drill_passed", (("team", failing.slug),))] == 0
     assert samples[("cloudctl_restore_drill_duration_seconds", (("team", passing.slug),))] == 2.5
+    assert samples[("cloudctl_restore_drill_restore_seconds", (("team", passing.slug),))] == 2.0
+    assert ("cloudctl_restore_drill_restore_seconds", (("team", failing.slug),)) not in samples  # none restored
     assert samples[("cloudctl_restore_drill_lag_seconds", (("team", failing.slug),))] == 4.0
     assert ("cloudctl_restore_drill_passed", (("team", undrilled.slug),)) not in samples

@@ -23,6 +23,7 @@ class Command(BaseCommand):
             drills = [drill_team(team, actor="command drill")]
         for drill in drills:
             self.stdout.write(f"{drill.team.slug}: {drill.status} in {drill.duration_seconds:.2f}s"
+                              f"{f' (restore {drill.restore_seconds:.2f}s)' if drill.restore_seconds else ''}"
                               f"{f', txid {drill.restored_txid}' if drill.restored_txid else ''}"
                               f"{f', lag {drill.lag_seconds:.0f}s' if drill.lag_seconds is not None else ''}"
                               f"{f': {drill.message}' if drill.message else ''}")
