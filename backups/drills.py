@@ -33,7 +33,7 @@ from .models import ReportedFingerprint, RestoreDrill
 from .replicas import (
     DEFAULT_DATABASE, UnreadableReplica, minted_read_only_credentials, replica_path, window_with_credentials,
 )
-from .window import EmptyReplica, RestorableWindow, RestorePoint, format_txid
+from .window import EmptyReplica, RestorableWindow, RestorePlan, RestorePoint, format_txid, plan_for_txid
 
 
 def _load_instance_fingerprint():
@@ -46,7 +46,11 @@ def _load_instance_fingerprint():
     return module
 
 
-database_fingerprint = _load_instance_fingerprint().database_fingerprint
+_instance_fingerprint = _load_instance_fingerprint()
+database_fingerprint, interrupt_after = _instance_fingerprint.database_fingerprint, _instance_fingerprint.interrupt_after
+# What a drill leaves free of its scratch file system at least: a team's replica (which its instance, hostile by
+# the trust model, writes) never fills the worker's disk.
+SCRATCH_HEADROOM = 0.1
 
 
 
@@ -67,6 +71,19 @@ class DrillFailed(Exception):
     """The drill failed; the message is safe to show (no key, no path outside the scratch directory)."""
 
 
+class DrillTimedOut(Exception):
+    """The restore and its checks did not finish within `DRILL_TIMEOUT`."""
+
+
+def check_scratch_space(scratch: Path, plan: RestorePlan) -> None:
+    """Refuse a restore the scratch file system cannot hold while keeping `SCRATCH_HEADROOM` of it free."""
+    usage = shutil.disk_usage(scratch)
+    needed = plan.database_bytes + plan.download_bytes
+    if needed > usage.free - usage.total * SCRATCH_HEADROOM:
+        raise DrillFailed(f"the restore needs {needed:,} bytes of scratch space and the worker keeps "
+                          f"{SCRATCH_HEADROOM:.0%} of its {usage.total:,} free ({usage.free:,} free now)")
+
+
 def drill_point(window: RestorableWindow, reported: ReportedFingerprint | None) -> RestorePoint:
     """The reported fingerprint's txid when the window holds it (so the drill can compare), else the newest."""
     if reported is not None:
@@ -76,9 +93,10 @@ def drill_point(window: RestorableWindow, reported: ReportedFingerprint | None) 
     return window.newest
 
 
-def full_integrity_check(path: Path) -> None:
+def full_integrity_check(path: Path, *, deadline: float) -> None:
     """SQLite's `PRAGMA integrity_check` (what Litestream's `-integrity-check full` runs) on the restored copy."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    interrupt_after(connection, deadline)
     try:
         problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
     finally:
@@ -87,13 +105,21 @@ def full_integrity_check(path: Path) -> None:
         raise DrillFailed(f"the restored database fails its integrity check: {'; '.join(problems[:5])}")
 
 
-def checked_fingerprint(path: Path) -> dict:
+def checked_fingerprint(path: Path, *, deadline: float) -> dict:
     """The restored copy's full integrity check and its fingerprint, side by side: both only read the file, and
-    SQLite lets the other thread run while it works, so a drill costs the longer of the two, not their sum."""
-    with ThreadPoolExecutor(max_workers=1) as checker:
-        checked = checker.submit(full_integrity_check, path)
-        fingerprint = database_fingerprint(path)
-        checked.result()  # raises DrillFailed (or sqlite3.Error) for a damaged copy
+    SQLite lets the other thread run while it works, so a drill costs the longer of the two, not their sum. Both
+    stop at `deadline` (DrillTimedOut): a copy crafted to be slow to read holds the worker no longer than that."""
+    try:
+        with ThreadPoolExecutor(max_workers=1) as checker:
+            checked = checker.submit(full_integrity_check, path, deadline=deadline)
+            try:
+                fingerprint = database_fingerprint(path, deadline=deadline)
+            finally:
+                checked.result()  # raises DrillFailed (or sqlite3.Error) for a damaged copy
+    except sqlite3.OperationalError:
+        if time.monotonic() > deadline:
+            raise DrillTimedOut from None
+        raise
     return fingerprint
 
 
@@ -101,6 +127,7 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
     """Restore the team's latest backup of `database` in a scratch directory, check it in full, fingerprint it
     and record the drill. A failed drill after a passing one (or none) alerts once: the episode's first."""
     started, clock = timezone.now(), time.monotonic()
+    deadline = clock + settings.DRILL_TIMEOUT
     drill = RestoreDrill(team=team, database=database, started_at=started, actor=str(actor))
     scratch = Path(tempfile.mkdtemp(prefix=f"drill-{team.pk}-"))
     try:
@@ -113,17 +140,18 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
         reported = ReportedFingerprint.objects.filter(team=team, database=database).first()
         # The point first, so that the drill restores exactly the point it records (and its time).
         point = drill_point(window, reported)
+        check_scratch_space(scratch, plan_for_txid(window, point.txid))
         restored = scratch / f"restored-{database}"
         try:
             summary = restore_replica(find_litestream(), replica_source(team, database, point.txid_hex, credentials),
-                                      database, restored, work_dir=scratch, timeout=settings.DRILL_TIMEOUT,
+                                      database, restored, work_dir=scratch, timeout=deadline - time.monotonic(),
                                       integrity_check="none")
         except BackendError as error:
             raise DrillFailed(str(error)) from None
         drill.restore_seconds = time.monotonic() - clock
         if int(summary.get("txid", "0"), 16) != point.txid:
             raise DrillFailed(f"litestream restored txid {summary.get('txid')!r}, not {point.txid_hex}")
-        drill.fingerprint = checked_fingerprint(restored)
+        drill.fingerprint = checked_fingerprint(restored, deadline=deadline)
         drill.restored_txid, drill.restored_point_at = point.txid_hex, point.time
         if reported is not None and reported.txid == point.txid:
             drill.fingerprint_matched = drill.fingerprint == reported.fingerprint
@@ -131,8 +159,9 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
                 raise DrillFailed(f"txid {point.txid_hex} restored differs from what the instance reported for it "
                                   f"(rows {drill.fingerprint['tables']}, reported {reported.fingerprint['tables']})")
         drill.status = RestoreDrill.Status.SUCCEEDED
-    except subprocess.TimeoutExpired:
-        drill.status, drill.message = RestoreDrill.Status.TIMED_OUT, f"no restore within {settings.DRILL_TIMEOUT}s"
+    except (subprocess.TimeoutExpired, DrillTimedOut):
+        drill.status = RestoreDrill.Status.TIMED_OUT
+        drill.message = f"no restore and check within {settings.DRILL_TIMEOUT}s"
     except (DrillFailed, UnreadableReplica, EmptyReplica, sqlite3.Error, ValueError) as error:
         drill.status, drill.message = RestoreDrill.Status.FAILED, str(error)
     finally:

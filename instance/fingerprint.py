@@ -14,6 +14,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,9 +81,17 @@ def _fingerprint(connection: sqlite3.Connection) -> dict:
     return {"tables": counts, "sha256": digest.hexdigest()}
 
 
-def database_fingerprint(path: Path) -> dict:
-    """The fingerprint of the database at `path`, opened read-only."""
+def interrupt_after(connection: sqlite3.Connection, deadline: float) -> None:
+    """Past `deadline` (a `time.monotonic()` instant) SQLite interrupts the connection's statement (raising
+    sqlite3.OperationalError): it asks every few thousand virtual machine instructions, a negligible cost."""
+    connection.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+
+
+def database_fingerprint(path: Path, *, deadline: float | None = None) -> dict:
+    """The fingerprint of the database at `path`, opened read-only; interrupted past `deadline` if one is given."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    if deadline is not None:
+        interrupt_after(connection, deadline)
     try:
         return _fingerprint(connection)
     finally:

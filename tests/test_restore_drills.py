@@ -3,6 +3,7 @@ passes with the restored database's fingerprint; deleting or corrupting one repl
 next drill (and alerts once per episode) while another team's keeps passing."""
 
 import tempfile
+import time
 from io import StringIO
 from pathlib import Path
 
@@ -138,11 +139,72 @@ def test_a_restored_copy_that_fails_its_integrity_check_fails_the_drill(tmp_path
         db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
         db.execute("CREATE INDEX notes_body ON notes (body)")
         db.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {n:05}",) for n in range(2000)])
-    assert checked_fingerprint(path)["tables"] == {"notes": 2000}
+    assert checked_fingerprint(path, deadline=time.monotonic() + 60)["tables"] == {"notes": 2000}
     data = bytearray(path.read_bytes())
     page_size = int.from_bytes(data[16:18], "big")
     last_page = len(data) - page_size  # an index leaf: the rows still read, the index no longer matches them
     data[last_page + 200:last_page + 400] = bytes(200)
     path.write_bytes(bytes(data))
     with pytest.raises((DrillFailed, sqlite3.DatabaseError)):
-        checked_fingerprint(path)
+        checked_fingerprint(path, deadline=time.monotonic() + 60)
+
+
+def test_the_checks_after_a_restore_stop_at_the_drills_deadline(tmp_path):
+    """A restored copy slow to read (a hostile team's, crafted so) holds the worker no longer than the drill's
+    timeout: both the integrity check and the fingerprint are interrupted by SQLite once the deadline passed."""
+    import sqlite3
+
+    from backups.drills import DrillTimedOut, checked_fingerprint, database_fingerprint
+
+    path = tmp_path / "restored.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        db.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {n:05}",) for n in range(20_000)])
+    assert checked_fingerprint(path, deadline=time.monotonic() + 60)["tables"] == {"notes": 20_000}
+    with pytest.raises(DrillTimedOut):
+        checked_fingerprint(path, deadline=time.monotonic())
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        database_fingerprint(path, deadline=time.monotonic())
+
+
+def test_a_drill_past_its_timeout_is_recorded_timed_out_and_alerts(two_teams, settings, monkeypatch):
+    (team, _other), _admin = two_teams
+    settings.DRILL_TIMEOUT = 0.001  # gone before the restore starts: Litestream gets no time at all
+    drill = drill_team(team, actor="test")
+    assert drill.status == RestoreDrill.Status.TIMED_OUT and drill.alerted, drill.message
+    assert drill.message == "no restore and check within 0.001s" and drill.restore_seconds is None
+    settings.DRILL_TIMEOUT = 300
+
+    def checks_past_the_deadline(path, *, deadline):
+        raise drills.DrillTimedOut
+
+    monkeypatch.setattr(drills, "checked_fingerprint", checks_past_the_deadline)
+    drill = drill_team(team, actor="test")
+    assert drill.status == RestoreDrill.Status.TIMED_OUT and drill.restore_seconds is not None
+    assert not drill.alerted  # the same episode
+
+
+def test_a_restore_the_scratch_disk_cannot_hold_fails_before_litestream_runs(two_teams, monkeypatch):
+    """A team's replica (its hostile instance writes it) never fills the worker's disk: a restore needing more than
+    the scratch file system has, less its headroom, is refused with the sizes before Litestream runs; one byte more
+    free and it runs."""
+    (team, _other), _admin = two_teams
+    window = replica_window(team, "data.db", actor="test")
+    plan = drills.plan_for_txid(window, window.newest.txid)
+    needed = plan.database_bytes + plan.download_bytes
+    real_disk_usage, spare = drills.shutil.disk_usage, [-1]
+
+    def a_nearly_full_disk(path):
+        usage = real_disk_usage(path)
+        return usage._replace(free=int(usage.total * drills.SCRATCH_HEADROOM) + needed + spare[0])
+
+    monkeypatch.setattr(drills.shutil, "disk_usage", a_nearly_full_disk)
+    ran = []
+    real_restore = drills.restore_replica
+    monkeypatch.setattr(drills, "restore_replica", lambda *args, **kwargs: ran.append(1) or real_restore(
+        *args, **kwargs))
+    drill = drill_team(team, actor="test")
+    assert drill.status == RestoreDrill.Status.FAILED and ran == []
+    assert f"the restore needs {needed:,} bytes of scratch space" in drill.message
+    spare[0] = 1
+    assert drill_team(team, actor="test").passed and ran == [1]
