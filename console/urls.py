@@ -1,5 +1,7 @@
 from django.urls import path
 
+from backups.urls import restore_paths
+
 from .views import backups, deployments, teams
 
 app_name = "dashboard"
@@ -9,15 +11,8 @@ urlpatterns = [
     path("create/", teams.team_create, name="team_create"),
     path("teams/<slug:slug>/", teams.team_detail, name="team"),
     path("teams/<slug:slug>/status.json", teams.team_status, name="team_status"),
-    path("teams/<slug:slug>/backups/", backups.team_backups, name="team_backups"),
-    path("teams/<slug:slug>/restores/", backups.team_restore_request, name="team_restore_request"),
-    path("teams/<slug:slug>/restores/<int:pk>/", backups.restore_detail, name="team_restore"),
-    path("teams/<slug:slug>/restores/<int:pk>/confirm-swap/", backups.team_restore_change,
-         {"change": "confirm_swap"}, name="restore_confirm_swap"),
-    path("teams/<slug:slug>/restores/<int:pk>/swap-back/", backups.team_restore_change, {"change": "swap_back"},
-         name="restore_swap_back"),
-    path("teams/<slug:slug>/restores/<int:pk>/cancel/", backups.team_restore_change, {"change": "cancel"},
-         name="restore_cancel"),
+    *restore_paths(backups=backups.team_backups, request=backups.team_restore_request,
+                   detail=backups.restore_detail, change=backups.team_restore_change, id_name="pk"),
     path("teams/<slug:slug>/drill/", backups.team_drill, name="team_drill"),
     path("teams/<slug:slug>/actions/<str:kind>/", teams.team_action, name="team_action"),
     path("teams/<slug:slug>/rotate-token/", teams.team_rotate_token, name="team_rotate_token"),

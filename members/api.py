@@ -1,20 +1,27 @@
 """The members' JSON endpoints (/api/...): the pages' rules and services, for programs. Session-authenticated
 with Django's CSRF check (send the `csrftoken` cookie's value as `X-CSRFToken`). Every refusal is JSON:
-401 signed out, 404 not a member of that team (or no such team, member or invitation), 403 the role does not
-allow it, 409 the team's state refuses it (the last owner), 429 too many invitations, 400 bad input, 405 another
-method."""
+401 signed out, 404 not a member of that team (or no such team, member, invitation or restore), 403 the role does
+not allow it, 409 the team's state refuses it (the last owner, a restore in progress), 429 too many invitations,
+400 bad input (a restore point outside the window: with the `nearest` valid points), 503 the team's replica could
+not be read, 405 another method."""
 
 import json
 
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 
-from . import selectors, services
+from backups.forms import RestorePointForm, RestoreRequestForm
+from backups.pages import RESTORE_REFUSALS, show_refusal
+from backups.preview import PreviewUnavailable
+from backups.selectors import offered_restore_changes
+from backups.window import EmptyReplica
+
+from . import restores, selectors, services
 from .errors import REFUSALS, messages_of, status_for
 
 
-def _error(status: int, messages: list[str]) -> JsonResponse:
-    return JsonResponse({"error": " ".join(messages), "messages": messages}, status=status)
+def _error(status: int, messages: list[str], **more) -> JsonResponse:
+    return JsonResponse({"error": " ".join(messages), "messages": messages, **more}, status=status)
 
 
 def endpoint(**handlers):
@@ -33,6 +40,8 @@ def endpoint(**handlers):
             status, body = handler(request, **kwargs)
         except REFUSALS as error:
             return _error(status_for(error), messages_of(error))
+        except RESTORE_REFUSALS as refusal:  # what the replica or a restore's state refuses
+            return _restore_refusal(refusal)
         return JsonResponse(body, status=status, safe=False, headers={"Cache-Control": "no-store"})
 
     return respond
@@ -71,6 +80,51 @@ def _invitation_json(invitation) -> dict:
     return {"id": invitation.pk, "email": invitation.email, "role": invitation.role,
             "invited_by": invitation.invited_by.email if invitation.invited_by else None,
             "sent_at": invitation.sent_at.isoformat(), "expires_at": invitation.expires_at.isoformat()}
+
+
+def _restore_refusal(refusal: Exception) -> JsonResponse:
+    """A refusal of `backups` (RESTORE_REFUSALS) with the pages' status; a point outside the window names the
+    nearest valid ones."""
+    context = {}
+    status = show_refusal(context, refusal, empty_status=409)
+    nearest = {"nearest": [_point_json(point) for point in context["nearest"]]} if "nearest" in context else {}
+    return _error(status, [str(refusal)], **nearest)
+
+
+def _cleaned(form) -> dict:
+    """The form's cleaned data, or its errors as a ValidationError (a 400), each message naming its field."""
+    if not form.is_valid():
+        raise ValidationError([message if field == "__all__" else f"{field}: {message}"
+                               for field, errors in form.errors.items() for message in errors])
+    return form.cleaned_data
+
+
+def _point_json(point) -> dict:
+    return {"txid": point.txid_hex, "time": point.time.isoformat()}
+
+
+def _window_json(window, plan) -> dict:
+    body = {"window": {
+        "oldest": _point_json(window.oldest), "newest": _point_json(window.newest), "points": len(window.points),
+        "levels": [{"level": span.level, "files": span.files, "oldest": span.oldest.isoformat(),
+                    "newest": span.newest.isoformat(),
+                    "step_seconds": span.step.total_seconds() if span.step is not None else None}
+                   for span in window.levels]}}
+    if plan is not None:
+        body["plan"] = {"point": _point_json(plan.point), "database_bytes": plan.database_bytes,
+                        "download_bytes": plan.download_bytes}
+    return body
+
+
+def _restore_json(restore) -> dict:
+    def moment(value):
+        return value.isoformat() if value else None
+
+    return {"id": restore.pk, "database": restore.database, "target_txid": f"{restore.target_txid:016x}",
+            "target_time": restore.target_time.isoformat(), "state": restore.state, "message": restore.message,
+            "requested_by": restore.requested_by, "requested_at": moment(restore.requested_at),
+            "swapped_at": moment(restore.swapped_at), "swapped_back_at": moment(restore.swapped_back_at),
+            "volumes_deleted_at": moment(restore.volumes_deleted_at), "changes": offered_restore_changes(restore)}
 
 
 def _membership(request, slug):
@@ -153,6 +207,56 @@ def accept_invitation(request):
     return 200, _team_json(membership)
 
 
+def backups(request, slug):
+    """The window of one of the team's databases (`?database=`, default data.db), read from its replica now, what a
+    restore to `?timestamp=` or `?txid=` would restore (`plan`), and the team's restores."""
+    team = _membership(request, slug).team
+    listed = [_restore_json(restore) for restore, _ in restores.restores_of(team, actor=request.user)]
+    point = _cleaned(RestorePointForm(request.GET))
+    body = {"database": point["database"], "restores": listed}
+    try:
+        window, plan = restores.restorable_window(team, database=point["database"], timestamp=point["timestamp"],
+                                                  txid=point["txid"], actor=request.user)
+    except EmptyReplica as empty:
+        return 200, {**body, "window": None, "empty": str(empty)}  # nothing to restore yet is a fact
+    return 200, {**body, **_window_json(window, plan if point["timestamp"] or point["txid"] else None)}
+
+
+def request_restore(request, slug):
+    """A restore into a new volume, to `timestamp`, `txid` or `latest` (exactly one) of `database`: recorded and
+    queued (202); with `dry_run`, what it would restore (200) and nothing changes."""
+    team = _membership(request, slug).team
+    data = _body(request)
+    point = _cleaned(RestoreRequestForm({**{name: data[name] for name in ("database", "timestamp", "txid")
+                                            if isinstance(data.get(name), str)}, "latest": data.get("latest") is True}))
+    timestamp, txid = point["timestamp"], point["txid"]
+    if data.get("dry_run") is True:
+        window, plan = restores.restorable_window(team, database=point["database"], timestamp=timestamp, txid=txid,
+                                                  actor=request.user)
+        return 200, {"dry_run": True, "database": point["database"], **_window_json(window, plan)}
+    restore = restores.request_restore(team, database=point["database"], timestamp=timestamp, txid=txid,
+                                       actor=request.user)
+    return 202, _restore_json(restore)
+
+
+def get_restore(request, slug, restore_id):
+    """One of the team's restores and, while its preview runs, the preview's tables, counts and first rows."""
+    found = restores.restore_of(_membership(request, slug).team, restore_id, actor=request.user)
+    body = _restore_json(found)
+    try:
+        body["preview"] = [{"table": table.name, "count": table.count, "columns": table.columns, "rows": table.rows}
+                           for table in restores.preview(found, actor=request.user)]
+    except PreviewUnavailable as unavailable:
+        body["preview_unavailable"] = str(unavailable)
+    return 200, body
+
+
+def change_restore(request, slug, restore_id, change):
+    """Confirm the restore's swap, swap it back or cancel it: recorded and queued (202)."""
+    found = restores.restore_of(_membership(request, slug).team, restore_id, actor=request.user)
+    return 202, _restore_json(restores.CHANGES[change](found, actor=request.user))
+
+
 teams = endpoint(get=list_teams, post=create_team)
 team = endpoint(get=get_team)
 members = endpoint(get=list_members)
@@ -163,3 +267,7 @@ invitations = endpoint(get=list_invitations, post=invite)
 invitation = endpoint(delete=revoke_invitation)
 invitation_resend = endpoint(post=resend_invitation)
 invitation_accept = endpoint(post=accept_invitation)
+team_backups = endpoint(get=backups)
+team_restores = endpoint(post=request_restore)
+team_restore = endpoint(get=get_restore)
+team_restore_change = endpoint(post=change_restore)

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from backups.urls import restore_paths
+
 from . import api
 
 app_name = "members_api"
@@ -15,4 +17,6 @@ urlpatterns = [
     path("teams/<slug:slug>/invitations/<int:invitation_id>/resend", api.invitation_resend,
          name="invitation_resend"),
     path("invitations/accept", api.invitation_accept, name="invitation_accept"),
+    *restore_paths(backups=api.team_backups, request=api.team_restores, detail=api.team_restore,
+                   change=api.team_restore_change, id_name="restore_id", slash=""),
 ]

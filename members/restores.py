@@ -68,6 +68,10 @@ def cancel(restore: Restore, *, actor) -> Restore:
     return restore_requests.cancel_restore(restore, actor=_restorer(restore.team, actor))
 
 
+# A change a person asks of a restore, by the name the pages' and the API's URLs give it.
+CHANGES = {"confirm_swap": confirm_swap, "swap_back": swap_back, "cancel": cancel}
+
+
 def _restorer(team: Team, actor) -> str:
     """How `actor` is named to backups, once their role in `team` (read now) lets them restore it."""
     membership = Membership.objects.filter(team=team, user_id=actor.pk).first() if actor.is_authenticated else None

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from backups.urls import restore_paths
+
 from . import views
 
 app_name = "members"
@@ -19,13 +21,6 @@ urlpatterns = [
     path("teams/<slug:slug>/members/<int:user_id>/remove/", views.remove_member, name="remove_member"),
     path("teams/<slug:slug>/transfer/", views.transfer_ownership, name="transfer_ownership"),
     path("teams/<slug:slug>/leave/", views.leave, name="leave"),
-    path("teams/<slug:slug>/backups/", views.backups, name="team_backups"),
-    path("teams/<slug:slug>/restores/", views.restore_request, name="team_restore_request"),
-    path("teams/<slug:slug>/restores/<int:restore_id>/", views.restore, name="team_restore"),
-    path("teams/<slug:slug>/restores/<int:restore_id>/confirm-swap/", views.restore_change,
-         {"change": "confirm_swap"}, name="restore_confirm_swap"),
-    path("teams/<slug:slug>/restores/<int:restore_id>/swap-back/", views.restore_change, {"change": "swap_back"},
-         name="restore_swap_back"),
-    path("teams/<slug:slug>/restores/<int:restore_id>/cancel/", views.restore_change, {"change": "cancel"},
-         name="restore_cancel"),
+    *restore_paths(backups=views.backups, request=views.restore_request, detail=views.restore,
+                   change=views.restore_change, id_name="restore_id"),
 ]

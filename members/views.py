@@ -227,15 +227,12 @@ def restore(request, team, restore_id):
     return render(request, "members/restore.html", context, status=status)
 
 
-RESTORE_CHANGES = {"confirm_swap": restores.confirm_swap, "swap_back": restores.swap_back, "cancel": restores.cancel}
-
-
 @restorer_view
 @require_POST
 def restore_change(request, team, restore_id, change):
     found = restores.restore_of(team, restore_id, actor=request.user)
     try:
-        RESTORE_CHANGES[change](found, actor=request.user)
+        restores.CHANGES[change](found, actor=request.user)
     except RESTORE_REFUSALS as refusal:
         context = {}
         return _backups_page(request, team, context, status=show_refusal(context, refusal, empty_status=409))
