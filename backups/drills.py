@@ -53,10 +53,6 @@ database_fingerprint, interrupt_after = _instance_fingerprint.database_fingerpri
 SCRATCH_HEADROOM = 0.1
 
 
-
-find_litestream = host_litestream
-
-
 def replica_source(team: Team, database: str, txid_hex: str, credentials) -> RestoreSource:
     """The team's replica of `database` as this process reads replicas (boto3's AWS_ENDPOINT_URL and
     AWS_DEFAULT_REGION, as `replicas.py`), up to `txid_hex`, with read-only `credentials`."""
@@ -143,7 +139,7 @@ def drill_team(team: Team, *, actor: Actor, database: str = DEFAULT_DATABASE) ->
         check_scratch_space(scratch, plan_for_txid(window, point.txid))
         restored = scratch / f"restored-{database}"
         try:
-            summary = restore_replica(find_litestream(), replica_source(team, database, point.txid_hex, credentials),
+            summary = restore_replica(host_litestream(), replica_source(team, database, point.txid_hex, credentials),
                                       database, restored, work_dir=scratch, timeout=deadline - time.monotonic(),
                                       integrity_check="none")
         except BackendError as error:

@@ -9,8 +9,8 @@ counts as stale, and which boot is current, are reads (`selectors.py`).
 """
 
 import functools
-import re
 import logging
+import re
 from datetime import datetime, timedelta
 
 from django.conf import settings

@@ -63,7 +63,7 @@ def run(work: Path) -> None:
 
     from backups import drills
     from backups.replicas import minted_read_only_credentials
-    from instances.backends.replica_restore import restore_config, restore_environment
+    from instances.backends.replica_restore import host_litestream, restore_config, restore_environment
     from teams.services import create_team
 
     call_command("migrate", verbosity=0)
@@ -82,7 +82,7 @@ def run(work: Path) -> None:
     source = drills.replica_source(team, "data.db", "", credentials)
     litestream_config.write_text(restore_config(source, database))
     admin_env = {**os.environ, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
-    replicated = subprocess.run([drills.find_litestream(), "replicate", "-once", "-config", str(litestream_config)],
+    replicated = subprocess.run([host_litestream(), "replicate", "-once", "-config", str(litestream_config)],
                                 env=admin_env, capture_output=True, text=True)
     assert replicated.returncode == 0, replicated.stderr
     print(f"replica: {ROWS} rows, {database.stat().st_size / 1e6:.1f} MB; {ROUNDS} rounds", flush=True)
@@ -92,7 +92,7 @@ def run(work: Path) -> None:
     for round_number in range(ROUNDS):
         output = work / f"bare-{round_number}.db"
         started = time.perf_counter()
-        bare = subprocess.run([drills.find_litestream(), "restore", "-config", str(litestream_config),
+        bare = subprocess.run([host_litestream(), "restore", "-config", str(litestream_config),
                                "-no-expand-env", "-o", str(output), str(database)],
                               env=bare_env, capture_output=True, text=True)
         bare_times.append(time.perf_counter() - started)

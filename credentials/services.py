@@ -175,11 +175,12 @@ def signal_urls(team: Team, absolute_url: Callable[[str], str], *, boot: str | N
     value = signal_value(team)
     # One reverse() (it costs a tenth of a millisecond, on every exchange): the URLs differ in their last segments.
     heartbeat = absolute_url(reverse("private:signal", args=[team.pk, "backup", value]))
+    signals = heartbeat[:-len(f"backup/{value}")]  # the team's signals URL, each signal's name and value after it
     urls = {"heartbeat_url": heartbeat, "heartbeat_interval": settings.INSTANCE_HEARTBEAT_INTERVAL,
-            "fingerprint_url": f"{heartbeat[:-len(f'backup/{value}')]}fingerprint/{value}",
+            "fingerprint_url": f"{signals}fingerprint/{value}",
             "fingerprint_interval": settings.INSTANCE_FINGERPRINT_INTERVAL}
     if boot is not None:
-        urls["shutdown_url"] = f"{heartbeat[:-len(f'backup/{value}')]}shutdown/{shutdown_value(team, boot)}"
+        urls["shutdown_url"] = f"{signals}shutdown/{shutdown_value(team, boot)}"
     return urls
 
 

@@ -773,7 +773,7 @@ def run_restore_mode(environ) -> None:
                 raise StartupError(f"{folder.url(name)}/ holds no backup to restore at txid {txid}")
         finally:
             shutil.rmtree(runtime, ignore_errors=True)
-    run_preview({**environ, PREVIEW_SECRET_VARIABLE: environ.get(PREVIEW_SECRET_VARIABLE, "")})
+    run_preview(environ)
 
 
 def run(environ) -> None:

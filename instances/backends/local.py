@@ -153,7 +153,7 @@ class LocalBackend(HostBackend):
 
     def delete_restore_volumes(self, instance, restore_id: int) -> None:
         self.stop_preview(instance, restore_id)
-        shutil.rmtree(self.team_dir(instance) / "restores" / str(int(restore_id)), ignore_errors=True)
+        shutil.rmtree(self.restore_dir(instance, restore_id), ignore_errors=True)
 
     def ensure_running(self, instance) -> dict:
         """Start the instance unless its process is already alive; never two processes for one team."""
