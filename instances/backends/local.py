@@ -160,11 +160,17 @@ class LocalBackend(HostBackend):
         with self.team_lock(instance):
             pid = self._live_pid(instance)
             if pid is not None:
-                return {"pid": pid}
+                # Read from the process, not the database: a run killed between the start and saving its
+                # resources left a live instance whose port only the process knows.
+                return self._resources(pid, int(_environment_variable(pid, "PORT")))
             port = self.team_port(instance)
             process = self._spawn(instance, port)
             (self.team_dir(instance) / "instance.pid").write_text(str(process.pid))
-            return {"pid": process.pid, "port": port, "url": f"http://127.0.0.1:{port}/"}
+            return self._resources(process.pid, port)
+
+    @staticmethod
+    def _resources(pid: int, port: int) -> dict:
+        return {"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}/"}
 
     def exit_watch(self, instance):
         seen_gone = 0
