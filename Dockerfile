@@ -28,4 +28,4 @@ USER cloudctl
 EXPOSE 8000 8001
 # Without fly.toml's process groups: the operator pages only (the default URL conf), like the `web` group. The
 # private API is never served on a public address: see fly.toml's `private` group.
-CMD ["gunicorn", "cloudctl.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "8"]
+CMD ["gunicorn", "cloudctl.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--graceful-timeout", "3", "--no-control-socket"]
