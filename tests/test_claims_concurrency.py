@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from django.contrib.auth.hashers import make_password
 from django.db import connection
 from django_tasks.base import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
@@ -144,7 +145,10 @@ def fake_server():
 
 def test_workers_and_web_processes_share_the_claims(fake_server, tmp_path):
     fake, url = fake_server
-    make_member("creator@example.com")
+    creator = make_member("creator@example.com")
+    # Checked by web processes on production's settings, which know only production's hashers.
+    creator.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    creator.save(update_fields=["password"])
     deadlocks_before = deadlocks()
     fleet = Fleet(url, tmp_path)
     rng = random.Random(15)
