@@ -39,7 +39,7 @@ def test_an_admin_reads_the_window_plans_and_asks_for_a_restore(replicated):  # 
     Instance.objects.create(team=team, backend="instances.backends.local.LocalBackend")
     window = replica_window(team, "data.db", actor="test")
     [t1_point] = [point for point in window.points if t1 < point.time < t2]
-    between = (t1 + (t2 - t1) / 2).isoformat()
+    between = replicated["between"].isoformat()
     client = api(join(team, "ada@example.com", Membership.Role.ADMIN).user)
     backups = f"/api/teams/{team.slug}/backups"
     restores = f"/api/teams/{team.slug}/restores"

@@ -53,7 +53,7 @@ def replicated(s3_env, make_team, client, tmp_path):
     db = tmp_path / "data.db"
     config = write_config(tmp_path / "litestream.yml", db, s3_env, path)
     env = litestream_env(credentials_from_endpoint(client, team))
-    written_at = []
+    written_at, synced_at = [], []
     for rows in (range(1, 11), range(11, 21), range(21, 31)):
         time.sleep(APART_SECONDS if written_at else 0)
         written_at.append(datetime.now(UTC))
@@ -63,7 +63,11 @@ def replicated(s3_env, make_team, client, tmp_path):
             insert_rows(db, rows)
         synced = litestream("replicate", "-once", "-config", config, env=env)
         assert synced.returncode == 0, synced.stderr
-    yield {"team": team, "db": db, "config": config, "written_at": written_at, "tmp": tmp_path}
+        synced_at.append(datetime.now(UTC))
+    # A time that restores t1's state: after t1's sync ended (t1's point is older), before t2's rows (t2's point is
+    # newer). Halfway between t1 and t2 is not, when the sync takes longer than that (a loaded CI run).
+    between = synced_at[0] + (written_at[1] - synced_at[0]) / 2
+    yield {"team": team, "db": db, "config": config, "written_at": written_at, "between": between, "tmp": tmp_path}
     delete_prefix(admin, s3_env.bucket, f"{path}/")
 
 

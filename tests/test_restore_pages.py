@@ -215,7 +215,7 @@ def test_requesting_a_restore_from_the_console_and_the_members_pages(replicated,
     team, (t1, t2, _) = replicated["team"], replicated["written_at"]
     window = replica_window(team, "data.db", actor="test")
     [t1_point] = [point for point in window.points if t1 < point.time < t2]
-    between = (t1 + (t2 - t1) / 2).isoformat()
+    between = replicated["between"].isoformat()
     url = console_url(team, "team_restore_request")
 
     # No instance to restore into: refused before the replica is read.

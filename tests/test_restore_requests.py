@@ -21,8 +21,8 @@ from .test_restore_dry_run import replicated  # noqa: F401  (the fixture: rows a
 
 
 def test_a_request_is_pinned_to_the_planned_point(replicated):  # noqa: F811
-    team, (t1, t2, _) = replicated["team"], replicated["written_at"]
-    between = t1 + (t2 - t1) / 2
+    team, t1 = replicated["team"], replicated["written_at"][0]
+    between = replicated["between"]
     with pytest.raises(RestoreRefused, match="has no instance"):
         request_restore(team, database="data.db", timestamp=between, actor="test")
     Instance.objects.create(team=team, backend="instances.backends.local.LocalBackend")
@@ -106,9 +106,9 @@ def test_a_restore_between_t1_and_t2_writes_exactly_t1s_rows_into_the_new_volume
                                                                                  tmp_path):
     settings.LOCAL_INSTANCES_DIR = str(tmp_path / "instances")
     settings.INSTANCE_S3_ENDPOINT, settings.INSTANCE_S3_REGION = s3_env.endpoint_url, REGION
-    team, (t1, t2, _) = replicated["team"], replicated["written_at"]
+    team, t2 = replicated["team"], replicated["written_at"][1]
     Instance.objects.create(team=team, backend="instances.backends.local.LocalBackend")
-    restore = request_restore(team, database="data.db", timestamp=t1 + (t2 - t1) / 2, actor="test")
+    restore = request_restore(team, database="data.db", timestamp=replicated["between"], actor="test")
     restore = advance_restore(advance_restore(restore, actor="test"), actor="test")
     assert restore.state == Restore.State.RESTORED
     restored = Path(restore.volume) / "data.db"
