@@ -72,6 +72,9 @@ class Containers:
         result = podman("logs", self.name(role), check=False)
         return result.stdout + result.stderr
 
+    def finished_at(self, role: str) -> str:
+        return podman("inspect", "--format", "{{.State.FinishedAt}}", self.name(role)).stdout.strip()
+
     def state(self, role: str) -> tuple[str, int]:
         """The container's status (running, exited...) and exit code."""
         status, code = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",

@@ -33,6 +33,7 @@ import socket
 import tomllib
 import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -496,7 +497,9 @@ def test_every_process_ends_on_flys_stop_signal_in_time(control_plane, router_po
     for role in roles:
         control_plane.alive(role)
     os.kill(server_workers(containers.name("web"))[0], signal.SIGSTOP)
+    stopped_at = datetime.now(UTC).isoformat()
     podman("stop", *(containers.name(role) for role in roles), timeout=60)
     states = {role: containers.state(role) for role in roles}
-    killed = "\n".join(f"--- {role}:\n{containers.logs(role)[-3000:]}" for role in roles if states[role] != ("exited", 0))
+    killed = "\n".join(f"--- {role}, stopped at {stopped_at}, ended at {containers.finished_at(role)}:\n"
+                       f"{containers.logs(role)[-3000:]}" for role in roles if states[role] != ("exited", 0))
     assert states == {role: ("exited", 0) for role in roles}, killed
