@@ -60,6 +60,16 @@ def _environment_variable(pid: int, name: str) -> str | None:
     return None
 
 
+def _group_variable(pgid: int, name: str) -> str | None:
+    """A variable of the environment the group's processes started with, from its leader or, once the leader has
+    gone first, from a member still running."""
+    for member in [pgid, *_group_members(pgid)]:
+        value = _environment_variable(member, name)
+        if value is not None:
+            return value
+    return None
+
+
 def _live_group(pid_file: Path, variable: str, value: str) -> int | None:
     """The process group id in `pid_file` if one of its processes still runs with `variable`=`value` in its
     environment (which guards against a recycled pid), else None."""
@@ -159,10 +169,11 @@ class LocalBackend(HostBackend):
         """Start the instance unless its process is already alive; never two processes for one team."""
         with self.team_lock(instance):
             pid = self._live_pid(instance)
-            if pid is not None:
-                # Read from the process, not the database: a run killed between the start and saving its
-                # resources left a live instance whose port only the process knows.
-                return self._resources(pid, int(_environment_variable(pid, "PORT")))
+            # Read from the process, not the database: a run killed between the start and saving its resources
+            # left a live instance whose port only the process knows.
+            running_port = _group_variable(pid, "PORT") if pid is not None else None
+            if running_port is not None:
+                return self._resources(pid, int(running_port))
             port = self.team_port(instance)
             process = self._spawn(instance, port)
             (self.team_dir(instance) / "instance.pid").write_text(str(process.pid))
@@ -251,7 +262,7 @@ class LocalBackend(HostBackend):
 
     @staticmethod
     def _version(pgid: int) -> str | None:
-        return _environment_variable(pgid, "CLOUDCTL_INSTANCE_VERSION")
+        return _group_variable(pgid, "CLOUDCTL_INSTANCE_VERSION")
 
     def log_tail(self, instance, lines: int = 15) -> str:
         log = self.team_dir(instance) / "instance.log"
