@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import BackendError, ObservedState
+from .base import BackendError, BackendUnavailable, ObservedState
 from .host import HostBackend
 
 # The instance's program, in the repository beside the control plane (instance/).
@@ -57,16 +57,6 @@ def _environment_variable(pid: int, name: str) -> str | None:
     for entry in environ:
         if entry.startswith(prefix):
             return entry[len(prefix):].decode()
-    return None
-
-
-def _group_variable(pgid: int, name: str) -> str | None:
-    """A variable of the environment the group's processes started with, from its leader or, once the leader has
-    gone first, from a member still running."""
-    for member in [pgid, *_group_members(pgid)]:
-        value = _environment_variable(member, name)
-        if value is not None:
-            return value
     return None
 
 
@@ -169,10 +159,13 @@ class LocalBackend(HostBackend):
         """Start the instance unless its process is already alive; never two processes for one team."""
         with self.team_lock(instance):
             pid = self._live_pid(instance)
-            # Read from the process, not the database: a run killed between the start and saving its resources
-            # left a live instance whose port only the process knows.
-            running_port = _group_variable(pid, "PORT") if pid is not None else None
-            if running_port is not None:
+            if pid is not None:
+                # Read from the process, not the database: a run killed between the start and saving its resources
+                # left a live instance whose port only the process knows. Only from the group's leader, the shell
+                # this backend started: the instance's own processes (a team's plugins) can rewrite theirs.
+                running_port = _environment_variable(pid, "PORT")
+                if running_port is None:  # the shell outlives the entrypoint: what is left is ending
+                    raise BackendUnavailable("the team's previous instance is still ending; try again")
                 return self._resources(pid, int(running_port))
             port = self.team_port(instance)
             process = self._spawn(instance, port)
@@ -262,7 +255,7 @@ class LocalBackend(HostBackend):
 
     @staticmethod
     def _version(pgid: int) -> str | None:
-        return _group_variable(pgid, "CLOUDCTL_INSTANCE_VERSION")
+        return _environment_variable(pgid, "CLOUDCTL_INSTANCE_VERSION")
 
     def log_tail(self, instance, lines: int = 15) -> str:
         log = self.team_dir(instance) / "instance.log"
